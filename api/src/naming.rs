@@ -1,0 +1,1 @@
+//! Names of the objects cairn makes: sessions per slot, Jobs, interim PVCs.

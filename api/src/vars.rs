@@ -1,0 +1,1 @@
+//! `${VAR}` / `${VAR:=default}` substitution in Task and Function strings.
