@@ -1,6 +1,17 @@
-//! Developer commands: `cargo xtask <command>`.
+//! Developer commands: `cargo xtask <command>`. Each command lives in its own module.
+
+fn usage() -> anyhow::Error {
+    anyhow::anyhow!("usage: cargo xtask <crds|testbed|test> [args...]")
+}
 
 fn main() -> anyhow::Result<()> {
-    let cmd = std::env::args().nth(1).unwrap_or_default();
-    anyhow::bail!("unknown command {cmd:?}")
+    let mut args = std::env::args().skip(1);
+    let cmd = args.next().ok_or_else(usage)?;
+    let rest: Vec<String> = args.collect();
+    match cmd.as_str() {
+        _ => {
+            let _ = rest;
+            Err(usage())
+        }
+    }
 }
