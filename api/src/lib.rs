@@ -2,6 +2,22 @@
 //! the CRD types, validation, defaulting, Task resolution, naming and schedule arithmetic.
 //! The webhook and the controller are thin shells around this crate.
 
+pub mod appbinding;
+pub mod backup_configuration;
+pub mod backup_session;
+pub mod common;
+pub mod crds;
 pub mod naming;
+pub mod repository;
+pub mod restore_session;
 pub mod schedule;
+mod schema;
+pub mod task;
 pub mod vars;
+
+pub use appbinding::AppBinding;
+pub use backup_configuration::BackupConfiguration;
+pub use backup_session::BackupSession;
+pub use repository::Repository;
+pub use restore_session::RestoreSession;
+pub use task::{Function, Task};

@@ -1,5 +1,8 @@
 //! Developer commands: `cargo xtask <command>`. Each command lives in its own module.
 
+mod crds;
+mod testbed;
+
 fn usage() -> anyhow::Error {
     anyhow::anyhow!("usage: cargo xtask <crds|testbed|test> [args...]")
 }
@@ -9,6 +12,8 @@ fn main() -> anyhow::Result<()> {
     let cmd = args.next().ok_or_else(usage)?;
     let rest: Vec<String> = args.collect();
     match cmd.as_str() {
+        "crds" => crds::run(&rest),
+        "testbed" => testbed::run(&rest),
         _ => {
             let _ = rest;
             Err(usage())

@@ -1,0 +1,122 @@
+//! The AppBinding kind of `appcatalog.appscode.com/v1alpha1`: not ours (KubeDB creates them),
+//! read as they are. We also ship its CRD for clusters without KubeDB.
+
+use k8s_openapi::ByteString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How to connect to an application, and with which credentials.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "appcatalog.appscode.com",
+    version = "v1alpha1",
+    kind = "AppBinding",
+    namespaced,
+    category = "catalog",
+    category = "appscode",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "AppBinding describes how to connect to an application (here an Elasticsearch or OpenSearch cluster) and with which credentials.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppBindingSpec {
+    /// Type of the application, e.g. `kubedb.com/elasticsearch`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<String>,
+    /// Version of the application, e.g. `7.17.0` or `opensearch-2.19.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// How to reach the application.
+    pub client_config: ClientConfig,
+    /// Secret with the credentials: `username`/`password` (or `ADMIN_USERNAME`/`ADMIN_PASSWORD`),
+    /// or `apiKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+    /// Transformations applied to the Secret's keys before use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_transforms: Vec<SecretTransform>,
+    /// Application-specific parameters; may name the default backup and restore Tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::preserve_unknown_object")]
+    pub parameters: Option<serde_json::Value>,
+}
+
+/// How to reach an application: a URL or a Service.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConfig {
+    /// URL of the application, e.g. `https://es.demo.svc:9200`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A Service in front of the application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceReference>,
+    /// PEM-encoded CA bundle that signed the application's serving certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::base64_bytes")]
+    pub ca_bundle: Option<ByteString>,
+    /// Do not verify the application's TLS certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_tls_verify: Option<bool>,
+    /// Server name to verify the certificate against, when it differs from the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// A Service in front of an application.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceReference {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Name of the Service.
+    pub name: String,
+    /// Namespace of the Service; defaults to the AppBinding's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Port of the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// URL path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// URL query string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+/// A reference to a Secret in the AppBinding's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// A transformation of the credentials Secret's keys.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTransform {
+    /// Rename a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename_key: Option<RenameKeyTransform>,
+}
+
+/// Rename a key of the credentials Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenameKeyTransform {
+    /// The key in the Secret.
+    pub from: String,
+    /// The name it is read as.
+    pub to: String,
+}

@@ -1,0 +1,437 @@
+//! The Repository kind: where snapshots live (one restic-format repository per object).
+
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource, NFSVolumeSource,
+    PersistentVolumeClaimVolumeSource,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A restic-format repository on a storage backend.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "cairn.dev",
+    version = "v1alpha1",
+    kind = "Repository",
+    namespaced,
+    status = "RepositoryStatus",
+    shortname = "repo",
+    category = "cairn",
+    category = "backup",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Repository is where cairn keeps snapshots: one restic-format repository on S3, GCS, Azure, B2, Swift, a REST server or a local volume.",
+    printcolumn(
+        name = "Integrity",
+        type_ = "boolean",
+        json_path = ".status.integrity",
+        description = "Result of the last repository check"
+    ),
+    printcolumn(
+        name = "Size",
+        type_ = "string",
+        json_path = ".status.totalSize",
+        description = "Size of the repository"
+    ),
+    printcolumn(
+        name = "Snapshots",
+        type_ = "integer",
+        json_path = ".status.snapshotCount",
+        description = "Number of snapshots"
+    ),
+    printcolumn(
+        name = "Last-Backup",
+        type_ = "date",
+        json_path = ".status.lastBackupTime",
+        description = "Time of the last successful backup"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositorySpec {
+    /// The storage backend: exactly one provider block, and the Secret with the repository
+    /// password and the provider credentials.
+    pub backend: Backend,
+    /// Delete the repository's data from the backend when this object is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wipe_out: Option<bool>,
+    /// Which namespaces' BackupConfigurations and RestoreSessions may use this repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_policy: Option<UsagePolicy>,
+}
+
+/// The storage backend of a repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// Secret in the Repository's namespace with `RESTIC_PASSWORD` and the provider credentials.
+    pub storage_secret_name: String,
+    /// A volume mounted into the Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalSpec>,
+    /// Amazon S3 or an S3-compatible server (MinIO, Ceph RGW, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+    /// Google Cloud Storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsSpec>,
+    /// Azure Blob Storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureSpec>,
+    /// OpenStack Swift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swift: Option<SwiftSpec>,
+    /// Backblaze B2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b2: Option<B2Spec>,
+    /// A restic REST server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<RestServerSpec>,
+}
+
+/// The storage providers, as named in `spec.backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    Local,
+    S3,
+    Gcs,
+    Azure,
+    Swift,
+    B2,
+    Rest,
+}
+
+impl Provider {
+    /// The field name of the provider block, also the value of `REPOSITORY_PROVIDER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::S3 => "s3",
+            Self::Gcs => "gcs",
+            Self::Azure => "azure",
+            Self::Swift => "swift",
+            Self::B2 => "b2",
+            Self::Rest => "rest",
+        }
+    }
+}
+
+/// Every provider name, for messages that list what is valid.
+pub const PROVIDERS: &str = "local, s3, gcs, azure, swift, b2, rest";
+
+impl Backend {
+    /// The providers whose block is set (valid backends have exactly one).
+    pub fn providers(&self) -> Vec<Provider> {
+        let mut out = Vec::new();
+        if self.local.is_some() {
+            out.push(Provider::Local);
+        }
+        if self.s3.is_some() {
+            out.push(Provider::S3);
+        }
+        if self.gcs.is_some() {
+            out.push(Provider::Gcs);
+        }
+        if self.azure.is_some() {
+            out.push(Provider::Azure);
+        }
+        if self.swift.is_some() {
+            out.push(Provider::Swift);
+        }
+        if self.b2.is_some() {
+            out.push(Provider::B2);
+        }
+        if self.rest.is_some() {
+            out.push(Provider::Rest);
+        }
+        out
+    }
+
+    /// The one provider, if exactly one block is set.
+    pub fn provider(&self) -> Option<Provider> {
+        match self.providers().as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// Bucket or container name of the backend, if it has one.
+    pub fn bucket(&self) -> Option<&str> {
+        if let Some(s) = &self.s3 {
+            return Some(&s.bucket);
+        }
+        if let Some(g) = &self.gcs {
+            return Some(&g.bucket);
+        }
+        if let Some(a) = &self.azure {
+            return Some(&a.container);
+        }
+        if let Some(s) = &self.swift {
+            return Some(&s.container);
+        }
+        if let Some(b) = &self.b2 {
+            return Some(&b.bucket);
+        }
+        None
+    }
+
+    /// Prefix (folder) inside the bucket or container, if any.
+    pub fn prefix(&self) -> Option<&str> {
+        let p = if let Some(s) = &self.s3 {
+            &s.prefix
+        } else if let Some(g) = &self.gcs {
+            &g.prefix
+        } else if let Some(a) = &self.azure {
+            &a.prefix
+        } else if let Some(s) = &self.swift {
+            &s.prefix
+        } else if let Some(b) = &self.b2 {
+            &b.prefix
+        } else {
+            &None
+        };
+        p.as_deref()
+    }
+
+    /// `maxConnections` of the providers that have it.
+    pub fn max_connections(&self) -> Option<i64> {
+        if let Some(g) = &self.gcs {
+            return g.max_connections;
+        }
+        if let Some(a) = &self.azure {
+            return a.max_connections;
+        }
+        if let Some(b) = &self.b2 {
+            return b.max_connections;
+        }
+        None
+    }
+}
+
+/// A repository on a volume mounted into the Job.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSpec {
+    /// Where the volume is mounted in the Job; an absolute path other than `/` and `/cairn`.
+    pub mount_path: String,
+    /// Sub-path inside the volume that holds the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    /// A directory on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPathVolumeSource>,
+    /// An NFS export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<NFSVolumeSource>,
+    /// A PersistentVolumeClaim in the Job's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    /// A CSI volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi: Option<CSIVolumeSource>,
+    /// An emptyDir (for tests and demos: the data goes with the pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+}
+
+impl LocalSpec {
+    /// Names of the volume sources that are set (valid blocks have exactly one).
+    pub fn volume_sources(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.host_path.is_some() {
+            out.push("hostPath");
+        }
+        if self.nfs.is_some() {
+            out.push("nfs");
+        }
+        if self.persistent_volume_claim.is_some() {
+            out.push("persistentVolumeClaim");
+        }
+        if self.csi.is_some() {
+            out.push("csi");
+        }
+        if self.empty_dir.is_some() {
+            out.push("emptyDir");
+        }
+        out
+    }
+}
+
+/// Every local volume source, for messages that list what is valid.
+pub const LOCAL_VOLUME_SOURCES: &str = "hostPath, nfs, persistentVolumeClaim, csi, emptyDir";
+
+/// Amazon S3 or an S3-compatible server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// URL of the S3 server, e.g. `https://s3.amazonaws.com` or `http://minio.storage:9000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Name of the bucket.
+    pub bucket: String,
+    /// Folder inside the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Region of the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Do not verify the server's TLS certificate. Prefer `CA_CERT_DATA` in the storage Secret.
+    #[serde(
+        default,
+        rename = "insecureTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub insecure_tls: Option<bool>,
+}
+
+/// Google Cloud Storage.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsSpec {
+    /// Name of the bucket.
+    pub bucket: String,
+    /// Folder inside the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Largest number of concurrent connections to the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+}
+
+/// Azure Blob Storage.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureSpec {
+    /// Name of the blob container.
+    pub container: String,
+    /// Folder inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Largest number of concurrent connections to the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+}
+
+/// OpenStack Swift.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwiftSpec {
+    /// Name of the Swift container.
+    pub container: String,
+    /// Folder inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// Backblaze B2.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct B2Spec {
+    /// Name of the bucket.
+    pub bucket: String,
+    /// Folder inside the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Largest number of concurrent connections to the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+}
+
+/// A restic REST server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestServerSpec {
+    /// URL of the REST server, e.g. `https://rest.example.com:8000/repo`.
+    pub url: String,
+}
+
+/// Which namespaces may use a repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsagePolicy {
+    /// The namespaces allowed to use this repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+}
+
+/// The namespaces allowed to use a repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// `Same` (the repository's own namespace, the default), `All`, or `Selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<FromNamespaces>,
+    /// Labels of the allowed namespaces; required when `from` is `Selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Where allowed namespaces come from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum FromNamespaces {
+    /// Only the repository's own namespace.
+    #[default]
+    Same,
+    /// Every namespace.
+    All,
+    /// Namespaces whose labels match `selector`.
+    Selector,
+}
+
+/// What cairn last observed of a repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Observations of the repository's state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Time of the first successful backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_backup_time: Option<Time>,
+    /// Time of the last successful backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<Time>,
+    /// Result of the last check of the repository's integrity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<bool>,
+    /// Size of the repository, human readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size: Option<String>,
+    /// Size of the repository in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size_bytes: Option<i64>,
+    /// Number of snapshots in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_count: Option<i64>,
+    /// Snapshots removed by the retention policy after the last backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots_removed_on_last_cleanup: Option<i64>,
+    /// The configurations and sessions that use this repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<TypedObjectReference>,
+}
+
+/// A reference to an object of any kind.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypedObjectReference {
+    /// API group of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
+    /// Kind of the object.
+    pub kind: String,
+    /// Name of the object.
+    pub name: String,
+    /// Namespace of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
