@@ -13,6 +13,7 @@ pub mod restore_session;
 pub mod schedule;
 mod schema;
 pub mod task;
+pub mod validation;
 pub mod vars;
 
 pub use appbinding::AppBinding;

@@ -1,0 +1,1 @@
+//! Checks shared by several kinds: targets, runtime settings, scratch and interim volumes, Task params, durations.
