@@ -11,6 +11,8 @@ use crate::common::{
 };
 
 /// A schedule of backups of one database into one repository.
+// kube-derive takes one `printcolumn(...)` per column, which clippy sees as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "cairn.dev",

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{SessionPhase, TargetRef};
 
 /// One run of a backup.
+// kube-derive takes one `printcolumn(...)` per column, which clippy sees as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "cairn.dev",

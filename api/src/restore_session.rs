@@ -12,6 +12,8 @@ use crate::common::{
 };
 
 /// One restore.
+// kube-derive takes one `printcolumn(...)` per column, which clippy sees as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "cairn.dev",

@@ -9,6 +9,8 @@ use crate::common::{ContainerRuntimeSettings, Param};
 
 /// One container of a backup or restore Job. Strings may use `${VARIABLE}` and
 /// `${VARIABLE:=default}`.
+// kube-derive takes one `printcolumn(...)` per column, which clippy sees as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "cairn.dev",
@@ -57,6 +59,8 @@ pub struct FunctionSpec {
 }
 
 /// The steps of a backup or restore, each a Function.
+// kube-derive takes one `printcolumn(...)` per column, which clippy sees as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "cairn.dev",
