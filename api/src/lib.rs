@@ -7,6 +7,7 @@ pub mod backup_configuration;
 pub mod backup_session;
 pub mod common;
 pub mod crds;
+pub mod defaults;
 pub mod naming;
 pub mod repository;
 pub mod restore_session;
