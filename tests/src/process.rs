@@ -1,0 +1,175 @@
+//! Child processes that die with the test: their own process group, killed on drop, and
+//! `PR_SET_PDEATHSIG` so the kernel kills them if the test process dies without unwinding.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process. Test
+//! threads come and go (and a control plane is shared between tests), so every child is forked by
+//! one long-lived spawner thread that lives as long as the test process.
+
+use anyhow::{Context, Result, anyhow};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `cmd` from the spawner thread, in a new process group, with `PR_SET_PDEATHSIG=SIGKILL`.
+fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
+    let parent = std::process::id();
+    cmd.process_group(0);
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (prctl, getppid) and builds an io::Error from an errno without allocating.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then nobody would ever kill us.
+            if libc::getppid() as u32 != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        // The sender lives in a static, so this thread lives until the process exits.
+        std::thread::Builder::new()
+            .name("cairn-tests-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| panic!("cannot start the process spawner thread: {e}"));
+        tx
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .send((cmd, reply_tx))
+        .map_err(|_| io::Error::other("the process spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("the process spawner thread did not answer"))?
+}
+
+/// A long-running child process (and its process group), killed when dropped.
+pub struct OwnedProcess {
+    name: String,
+    pid: u32,
+    log: PathBuf,
+    child: Mutex<Option<Child>>,
+}
+
+impl OwnedProcess {
+    /// Starts `program args` with stdout and stderr going to `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out
+            .try_clone()
+            .with_context(|| format!("duplicating {}", log.display()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child =
+            spawn_owned(cmd).with_context(|| format!("starting {name} ({})", program.display()))?;
+        Ok(Self {
+            name: name.to_string(),
+            pid: child.id(),
+            log: log.to_path_buf(),
+            child: Mutex::new(Some(child)),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `lines` lines of the log (for error messages).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&self) -> Result<Option<ExitStatus>> {
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            None => Err(anyhow!("{} was stopped", self.name)),
+            Some(child) => child
+                .try_wait()
+                .with_context(|| format!("checking on {}", self.name)),
+        }
+    }
+
+    /// Kills the whole process group and reaps the process. Idempotent.
+    pub fn stop(&self) {
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut child) = guard.take() {
+            // Only signal the group while its leader is unreaped: then the id cannot be reused.
+            if matches!(child.try_wait(), Ok(None)) {
+                // SAFETY: plain syscall; the group id is our own child's pid.
+                unsafe {
+                    libc::killpg(self.pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnedProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether any process is left in the process group `pgid`.
+pub fn process_group_alive(pgid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::killpg(pgid as libc::pid_t, 0) == 0 }
+}
+
+/// A free loopback port, never the same twice in this process (fewer races between tests that
+/// start components concurrently).
+pub fn free_port() -> Result<u16> {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener =
+            TcpListener::bind(("127.0.0.1", 0)).context("binding a free loopback port")?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound address")?
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+}
