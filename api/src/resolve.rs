@@ -1,0 +1,970 @@
+//! Task resolution (`shared/spec/runtime.md`, "The Job"): a session, its invoker, the Task and
+//! its Functions, the Repository and the AppBinding become the Job template the session runs.
+//! Shared by the webhook (at admission) and the controller (when the webhook could not).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::{JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use crate::appbinding::AppBinding;
+use crate::common::{
+    BackupTarget, EmptyDirSettings, ObjectReference, PersistentVolumeClaimTemplate, RestoreTarget,
+    RetentionPolicy, RuntimeSettings, TargetRef, TaskRef,
+};
+use crate::defaults::{AGENT_UID, CatalogDefaults, DEFAULT_ALIAS, Direction, default_task_name};
+use crate::naming::{
+    LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY,
+    interim_pvc_name, label_value,
+};
+use crate::repository::{Backend, Provider};
+use crate::task::{Function, Task};
+use crate::validation::Lookups;
+use crate::vars::{VarError, substitute_json};
+use crate::{BackupConfiguration, BackupSession, Repository, RestoreSession};
+
+/// Where the scratch emptyDir is mounted.
+pub const TMP_DIR: &str = "/cairn/tmp";
+/// Where the interim PVC is mounted.
+pub const INTERIM_DIR: &str = "/cairn/interim";
+/// `INTERIM_DATA_DIR` when there is an interim volume.
+pub const INTERIM_DATA_DIR: &str = "/cairn/interim/data";
+/// Where the AppBinding's credentials Secret is mounted (files `username`, `password`, ...).
+pub const TARGET_SECRET_DIR: &str = "/cairn/secrets/target";
+/// Where the repository Secret is mounted (the same keys are also in the environment).
+pub const REPOSITORY_SECRET_DIR: &str = "/cairn/secrets/repository";
+
+const VOL_TMP: &str = "cairn-tmp";
+const VOL_INTERIM: &str = "cairn-interim";
+const VOL_REPOSITORY: &str = "cairn-repository";
+const VOL_REPOSITORY_SECRET: &str = "cairn-repository-secret";
+const VOL_TARGET_SECRET: &str = "cairn-target-secret";
+
+/// Settings of the installation that every Job uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSettings {
+    /// Image with `cairn-agent`, offered to Functions as `${AGENT_IMAGE}`.
+    pub agent_image: String,
+    /// Pull policy of every container; the cluster default when `None`.
+    pub image_pull_policy: Option<String>,
+    /// The Tasks used when neither the object nor its AppBinding names one.
+    pub catalog: CatalogDefaults,
+}
+
+impl Default for InstallSettings {
+    fn default() -> Self {
+        Self {
+            agent_image: "ghcr.io/cairn-dev/cairn:latest".into(),
+            image_pull_policy: None,
+            catalog: CatalogDefaults::default(),
+        }
+    }
+}
+
+/// Why a Job could not be resolved. Messages name the object and what would fix it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{kind} {name:?} not found{}", in_namespace(namespace))]
+    Missing {
+        kind: &'static str,
+        namespace: Option<String>,
+        name: String,
+    },
+    #[error("Task {task:?} step {step} names Function {function:?}, which does not exist")]
+    MissingFunction {
+        task: String,
+        step: usize,
+        function: String,
+    },
+    #[error("Task {task:?} has no steps: add at least one step naming a Function")]
+    NoSteps { task: String },
+    #[error(
+        "Repository {name:?}: spec.backend must set exactly one provider block (local, s3, gcs, azure, swift, b2, rest)"
+    )]
+    NoProvider { name: String },
+    #[error("{}", join_var_errors(.0))]
+    Variables(Vec<(String, VarError)>),
+    #[error("could not build the Job: {0}")]
+    Encoding(String),
+}
+
+fn in_namespace(ns: &Option<String>) -> String {
+    ns.as_ref()
+        .map(|n| format!(" in namespace {n:?}"))
+        .unwrap_or_default()
+}
+
+fn join_var_errors(errors: &[(String, VarError)]) -> String {
+    errors
+        .iter()
+        .map(|(path, e)| format!("{path}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The parts of a BackupConfiguration or a RestoreSession that shape the Job.
+#[derive(Clone, Debug)]
+pub struct JobSource<'a> {
+    pub direction: Direction,
+    /// The session's name and namespace.
+    pub session: &'a str,
+    pub namespace: &'a str,
+    /// `BackupConfiguration` or `RestoreSession`, and its name.
+    pub invoker_kind: &'a str,
+    pub invoker_name: &'a str,
+    /// The Repository the snapshots go to or come from.
+    pub repository: &'a ObjectReference,
+    pub target_ref: &'a TargetRef,
+    pub alias: Option<&'a str>,
+    pub target_args: &'a [String],
+    pub task: Option<&'a TaskRef>,
+    pub runtime_settings: Option<&'a RuntimeSettings>,
+    pub temp_dir: Option<&'a EmptyDirSettings>,
+    pub interim_volume_template: Option<&'a PersistentVolumeClaimTemplate>,
+    pub retention: Option<&'a RetentionPolicy>,
+    /// Restore only: the rules of `spec.target.rules`.
+    pub restore_target: Option<&'a RestoreTarget>,
+}
+
+impl<'a> JobSource<'a> {
+    /// The source of a BackupSession's Job: its invoking configuration.
+    pub fn backup(session: &'a BackupSession, config: &'a BackupConfiguration) -> Self {
+        let BackupTarget { alias, r#ref, args } = &config.spec.target;
+        Self {
+            direction: Direction::Backup,
+            session: session.meta().name.as_deref().unwrap_or_default(),
+            namespace: session.meta().namespace.as_deref().unwrap_or_default(),
+            invoker_kind: "BackupConfiguration",
+            invoker_name: config.meta().name.as_deref().unwrap_or_default(),
+            repository: &config.spec.repository,
+            target_ref: r#ref,
+            alias: alias.as_deref(),
+            target_args: args,
+            task: config.spec.task.as_ref(),
+            runtime_settings: config.spec.runtime_settings.as_ref(),
+            temp_dir: config.spec.temp_dir.as_ref(),
+            interim_volume_template: config.spec.interim_volume_template.as_ref(),
+            retention: Some(&config.spec.retention_policy),
+            restore_target: None,
+        }
+    }
+
+    /// The source of a RestoreSession's Job: the RestoreSession itself.
+    pub fn restore(restore: &'a RestoreSession) -> Self {
+        let name = restore.meta().name.as_deref().unwrap_or_default();
+        Self {
+            direction: Direction::Restore,
+            session: name,
+            namespace: restore.meta().namespace.as_deref().unwrap_or_default(),
+            invoker_kind: "RestoreSession",
+            invoker_name: name,
+            repository: &restore.spec.repository,
+            target_ref: &restore.spec.target.r#ref,
+            alias: restore.spec.target.alias.as_deref(),
+            target_args: &restore.spec.target.args,
+            task: restore.spec.task.as_ref(),
+            runtime_settings: restore.spec.runtime_settings.as_ref(),
+            temp_dir: restore.spec.temp_dir.as_ref(),
+            interim_volume_template: restore.spec.interim_volume_template.as_ref(),
+            retention: None,
+            restore_target: Some(&restore.spec.target),
+        }
+    }
+
+    /// (namespace, name) of the Repository; the namespace defaults to the session's.
+    pub fn repository_key(&self) -> (String, String) {
+        let ns = self
+            .repository
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(self.namespace);
+        (ns.to_string(), self.repository.name.clone())
+    }
+
+    fn alias(&self) -> &str {
+        self.alias
+            .filter(|a| !a.is_empty())
+            .unwrap_or(DEFAULT_ALIAS)
+    }
+}
+
+/// Everything a Job is resolved from, besides its source.
+#[derive(Clone, Debug)]
+pub struct Resolved<'a> {
+    pub task: &'a Task,
+    pub functions: BTreeMap<String, Arc<Function>>,
+    pub repository: &'a Repository,
+    pub app_binding: &'a AppBinding,
+}
+
+/// Resolves a BackupSession's Job from what `lookups` knows.
+pub fn resolve_backup_job(
+    session: &BackupSession,
+    lookups: &dyn Lookups,
+    install: &InstallSettings,
+) -> Result<JobTemplateSpec, ResolveError> {
+    let namespace = session.meta().namespace.clone().unwrap_or_default();
+    let config_name = &session.spec.invoker.name;
+    let config = lookups
+        .backup_configuration(&namespace, config_name)
+        .ok_or_else(|| ResolveError::Missing {
+            kind: "BackupConfiguration",
+            namespace: Some(namespace.clone()),
+            name: config_name.clone(),
+        })?;
+    resolve_with_lookups(&JobSource::backup(session, &config), lookups, install)
+}
+
+/// Resolves a RestoreSession's Job from what `lookups` knows.
+pub fn resolve_restore_job(
+    restore: &RestoreSession,
+    lookups: &dyn Lookups,
+    install: &InstallSettings,
+) -> Result<JobTemplateSpec, ResolveError> {
+    resolve_with_lookups(&JobSource::restore(restore), lookups, install)
+}
+
+fn resolve_with_lookups(
+    source: &JobSource<'_>,
+    lookups: &dyn Lookups,
+    install: &InstallSettings,
+) -> Result<JobTemplateSpec, ResolveError> {
+    let missing = |kind, namespace: Option<&str>, name: &str| ResolveError::Missing {
+        kind,
+        namespace: namespace.map(str::to_string),
+        name: name.to_string(),
+    };
+    let (repo_ns, repo_name) = source.repository_key();
+    let repository = lookups
+        .repository(&repo_ns, &repo_name)
+        .ok_or_else(|| missing("Repository", Some(&repo_ns), &repo_name))?;
+    let app_binding = lookups
+        .app_binding(source.namespace, &source.target_ref.name)
+        .ok_or_else(|| {
+            missing(
+                "AppBinding",
+                Some(source.namespace),
+                &source.target_ref.name,
+            )
+        })?;
+    let task_name = source
+        .task
+        .and_then(|t| t.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            default_task_name(Some(&app_binding), source.direction, &install.catalog)
+        });
+    let task = lookups
+        .task(&task_name)
+        .ok_or_else(|| missing("Task", None, &task_name))?;
+    let mut functions = BTreeMap::new();
+    for (i, step) in task.spec.steps.iter().enumerate() {
+        let f = lookups
+            .function(&step.name)
+            .ok_or_else(|| ResolveError::MissingFunction {
+                task: task_name.clone(),
+                step: i,
+                function: step.name.clone(),
+            })?;
+        functions.insert(step.name.clone(), f);
+    }
+    let resolved = Resolved {
+        task: &task,
+        functions,
+        repository: &repository,
+        app_binding: &app_binding,
+    };
+    resolve_job(source, &resolved, install)
+}
+
+/// The variables of `runtime.md` for a source (Stash's names, plus a few of ours:
+/// `AGENT_IMAGE`, `REPOSITORY_URL`, `REPOSITORY_PATH`, `TARGET_URL`,
+/// `TARGET_INSECURE_SKIP_TLS_VERIFY`, `TARGET_SERVER_NAME`, `TARGET_SECRET_DIR`,
+/// `REPOSITORY_SECRET_DIR`, `TARGET_ARGS`). Every variable is set (empty when it does not
+/// apply), so a Function can reference any of them. Task params override everything.
+pub fn variables(
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    install: &InstallSettings,
+) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    let mut set = |k: &str, val: String| {
+        v.insert(k.to_string(), val);
+    };
+    let repo = resolved.repository;
+    let backend = &repo.spec.backend;
+    let (repo_ns, repo_name) = source.repository_key();
+    let app = resolved.app_binding;
+
+    set("NAMESPACE", source.namespace.into());
+    match source.direction {
+        Direction::Backup => {
+            set("BACKUP_SESSION", source.session.into());
+            set("RESTORE_SESSION", String::new());
+        }
+        Direction::Restore => {
+            set("BACKUP_SESSION", String::new());
+            set("RESTORE_SESSION", source.session.into());
+        }
+    }
+    set("INVOKER_KIND", source.invoker_kind.into());
+    set("INVOKER_NAME", source.invoker_name.into());
+    set("AGENT_IMAGE", install.agent_image.clone());
+
+    set("REPOSITORY_NAME", repo_name);
+    set("REPOSITORY_NAMESPACE", repo_ns);
+    set(
+        "REPOSITORY_PROVIDER",
+        backend
+            .provider()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+    );
+    set(
+        "REPOSITORY_BUCKET",
+        backend.bucket().unwrap_or_default().into(),
+    );
+    set(
+        "REPOSITORY_PREFIX",
+        backend.prefix().unwrap_or_default().into(),
+    );
+    let endpoint = match (&backend.s3, &backend.rest) {
+        (Some(s3), _) => s3.endpoint.clone().unwrap_or_default(),
+        (None, Some(rest)) => rest.url.clone(),
+        _ => String::new(),
+    };
+    set("REPOSITORY_ENDPOINT", endpoint);
+    set(
+        "REPOSITORY_REGION",
+        backend
+            .s3
+            .as_ref()
+            .and_then(|s| s.region.clone())
+            .unwrap_or_default(),
+    );
+    set(
+        "REPOSITORY_INSECURE_TLS",
+        bool_str(backend.s3.as_ref().and_then(|s| s.insecure_tls)),
+    );
+    set(
+        "REPOSITORY_SECRET_NAME",
+        backend.storage_secret_name.clone(),
+    );
+    set("REPOSITORY_URL", repository_url(backend));
+    set("REPOSITORY_PATH", local_repository_path(backend));
+    set("REPOSITORY_SECRET_DIR", REPOSITORY_SECRET_DIR.into());
+    set(
+        "MAX_CONNECTIONS",
+        backend
+            .max_connections()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+    );
+
+    set("TARGET_KIND", source.target_ref.kind.clone());
+    set("TARGET_NAME", source.target_ref.name.clone());
+    set("TARGET_NAMESPACE", source.namespace.into());
+    set(
+        "TARGET_APP_VERSION",
+        app.spec.version.clone().unwrap_or_default(),
+    );
+    set(
+        "TARGET_APP_TYPE",
+        app.spec.r#type.clone().unwrap_or_default(),
+    );
+    set("TARGET_URL", app_binding_url(app));
+    set(
+        "TARGET_INSECURE_SKIP_TLS_VERIFY",
+        bool_str(app.spec.client_config.insecure_skip_tls_verify),
+    );
+    set(
+        "TARGET_SERVER_NAME",
+        app.spec
+            .client_config
+            .server_name
+            .clone()
+            .unwrap_or_default(),
+    );
+    set(
+        "TARGET_SECRET_DIR",
+        if app.spec.secret.is_some() {
+            TARGET_SECRET_DIR.into()
+        } else {
+            String::new()
+        },
+    );
+    set("TARGET_ARGS", source.target_args.join(" "));
+
+    let alias = source.alias().to_string();
+    let rule = source
+        .restore_target
+        .and_then(|t| rule_for_host(&t.rules, &alias));
+    set(
+        "SOURCE_HOSTNAME",
+        rule.and_then(|r| r.source_host.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| alias.clone()),
+    );
+    set(
+        "RESTORE_SNAPSHOTS",
+        rule.map(|r| r.snapshots.join(",")).unwrap_or_default(),
+    );
+    set("HOSTNAME", alias);
+
+    set(
+        "INTERIM_DATA_DIR",
+        if source.interim_volume_template.is_some() {
+            INTERIM_DATA_DIR.into()
+        } else {
+            String::new()
+        },
+    );
+    let caching_disabled = source
+        .temp_dir
+        .and_then(|t| t.disable_caching)
+        .unwrap_or(false);
+    set("ENABLE_CACHE", (!caching_disabled).to_string());
+
+    let r = source.retention;
+    for (var, count) in [
+        ("RETENTION_KEEP_LAST", r.and_then(|r| r.keep_last)),
+        ("RETENTION_KEEP_HOURLY", r.and_then(|r| r.keep_hourly)),
+        ("RETENTION_KEEP_DAILY", r.and_then(|r| r.keep_daily)),
+        ("RETENTION_KEEP_WEEKLY", r.and_then(|r| r.keep_weekly)),
+        ("RETENTION_KEEP_MONTHLY", r.and_then(|r| r.keep_monthly)),
+        ("RETENTION_KEEP_YEARLY", r.and_then(|r| r.keep_yearly)),
+    ] {
+        set(var, count.map(|c| c.to_string()).unwrap_or_default());
+    }
+    set(
+        "RETENTION_KEEP_TAGS",
+        r.map(|r| r.keep_tags.join(",")).unwrap_or_default(),
+    );
+    set("RETENTION_PRUNE", bool_str(r.and_then(|r| r.prune)));
+    set("RETENTION_DRY_RUN", bool_str(r.and_then(|r| r.dry_run)));
+
+    // Task params come last and override everything.
+    for p in source.task.map(|t| t.params.as_slice()).unwrap_or_default() {
+        v.insert(p.name.clone(), p.value.clone());
+    }
+    v
+}
+
+fn bool_str(b: Option<bool>) -> String {
+    b.unwrap_or(false).to_string()
+}
+
+/// The rule that applies to `host`: one naming it, else the one with no target hosts.
+fn rule_for_host<'r>(
+    rules: &'r [crate::common::Rule],
+    host: &str,
+) -> Option<&'r crate::common::Rule> {
+    rules
+        .iter()
+        .find(|r| r.target_hosts.iter().any(|h| h == host))
+        .or_else(|| rules.iter().find(|r| r.target_hosts.is_empty()))
+}
+
+/// The repository in restic's own notation (`s3:https://host/bucket/prefix`, `local:/path`, ...),
+/// so a Function running the standard `restic` can use it as `RESTIC_REPOSITORY`.
+pub fn repository_url(backend: &Backend) -> String {
+    let with_prefix = |base: String, prefix: &Option<String>, sep: &str| match prefix
+        .as_deref()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
+        Some(p) => format!("{base}{sep}{p}"),
+        None => base,
+    };
+    match backend.provider() {
+        Some(Provider::S3) => {
+            let Some(s3) = &backend.s3 else {
+                return String::new();
+            };
+            let endpoint = s3
+                .endpoint
+                .clone()
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "https://s3.amazonaws.com".into());
+            let base = format!("s3:{}/{}", endpoint.trim_end_matches('/'), s3.bucket);
+            with_prefix(base, &s3.prefix, "/")
+        }
+        Some(Provider::Gcs) => backend.gcs.as_ref().map_or_else(String::new, |g| {
+            with_prefix(format!("gs:{}:", g.bucket), &g.prefix, "/")
+        }),
+        Some(Provider::Azure) => backend.azure.as_ref().map_or_else(String::new, |a| {
+            with_prefix(format!("azure:{}:", a.container), &a.prefix, "/")
+        }),
+        Some(Provider::Swift) => backend.swift.as_ref().map_or_else(String::new, |s| {
+            with_prefix(format!("swift:{}:", s.container), &s.prefix, "/")
+        }),
+        Some(Provider::B2) => backend.b2.as_ref().map_or_else(String::new, |b| {
+            with_prefix(format!("b2:{}:", b.bucket), &b.prefix, "")
+        }),
+        Some(Provider::Rest) => backend
+            .rest
+            .as_ref()
+            .map_or_else(String::new, |r| format!("rest:{}", r.url)),
+        Some(Provider::Local) => format!("local:{}", local_repository_path(backend)),
+        None => String::new(),
+    }
+}
+
+/// Path of a local repository inside the Job (`mountPath` joined with `subPath`).
+fn local_repository_path(backend: &Backend) -> String {
+    let Some(local) = &backend.local else {
+        return String::new();
+    };
+    match local.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        Some(sub) => format!(
+            "{}/{}",
+            local.mount_path.trim_end_matches('/'),
+            sub.trim_matches('/')
+        ),
+        None => local.mount_path.clone(),
+    }
+}
+
+/// The URL to reach an AppBinding's application: `clientConfig.url`, else built from
+/// `clientConfig.service` (scheme, `<name>.<namespace>.svc`, port, path, query).
+pub fn app_binding_url(app: &AppBinding) -> String {
+    let cc = &app.spec.client_config;
+    if let Some(url) = cc.url.as_ref().filter(|u| !u.is_empty()) {
+        return url.clone();
+    }
+    let Some(svc) = &cc.service else {
+        return String::new();
+    };
+    let ns = svc
+        .namespace
+        .clone()
+        .or_else(|| app.meta().namespace.clone())
+        .unwrap_or_default();
+    let scheme = svc.scheme.as_deref().unwrap_or("http");
+    let mut url = format!("{scheme}://{}.{ns}.svc", svc.name);
+    if let Some(port) = svc.port {
+        url.push_str(&format!(":{port}"));
+    }
+    if let Some(path) = svc.path.as_deref().filter(|p| !p.is_empty()) {
+        if !path.starts_with('/') {
+            url.push('/');
+        }
+        url.push_str(path);
+    }
+    if let Some(q) = svc.query.as_deref().filter(|q| !q.is_empty()) {
+        url.push('?');
+        url.push_str(q.trim_start_matches('?'));
+    }
+    url
+}
+
+/// The Job template for a source, from an already looked-up Task, Functions, Repository and
+/// AppBinding. Every malformed or unset variable is reported, with its path in the Function.
+pub fn resolve_job(
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    install: &InstallSettings,
+) -> Result<JobTemplateSpec, ResolveError> {
+    let task_name = resolved.task.meta().name.clone().unwrap_or_default();
+    if resolved.task.spec.steps.is_empty() {
+        return Err(ResolveError::NoSteps { task: task_name });
+    }
+    let backend = &resolved.repository.spec.backend;
+    if backend.provider().is_none() {
+        return Err(ResolveError::NoProvider {
+            name: resolved.repository.meta().name.clone().unwrap_or_default(),
+        });
+    }
+    let vars = variables(source, resolved, install);
+    let mut var_errors = Vec::new();
+
+    // Containers: one per step, from its Function, with the step's params as defaults that the
+    // source's Task params still override.
+    let mut containers = Vec::new();
+    let steps = &resolved.task.spec.steps;
+    for (i, step) in steps.iter().enumerate() {
+        let function =
+            resolved
+                .functions
+                .get(&step.name)
+                .ok_or_else(|| ResolveError::MissingFunction {
+                    task: task_name.clone(),
+                    step: i,
+                    function: step.name.clone(),
+                })?;
+        let mut step_vars = vars.clone();
+        let overriding: Vec<&str> = source
+            .task
+            .map(|t| t.params.iter().map(|p| p.name.as_str()).collect())
+            .unwrap_or_default();
+        for p in &step.params {
+            if !overriding.contains(&p.name.as_str()) {
+                step_vars.insert(p.name.clone(), p.value.clone());
+            }
+        }
+        let mut spec = serde_json::to_value(&function.spec)
+            .map_err(|e| ResolveError::Encoding(e.to_string()))?;
+        if let Err(errs) = substitute_json(&mut spec, &step_vars) {
+            var_errors.extend(
+                errs.into_iter()
+                    .map(|(path, e)| (format!("Function {:?} spec.{path}", step.name), e)),
+            );
+            continue;
+        }
+        let spec: crate::task::FunctionSpec =
+            serde_json::from_value(spec).map_err(|e| ResolveError::Encoding(e.to_string()))?;
+        let name = container_name(&step.name, i, steps.iter().map(|s| s.name.as_str()));
+        containers.push(build_container(
+            name,
+            i + 1 == steps.len(),
+            spec,
+            source,
+            resolved,
+            install,
+        ));
+    }
+    let mut task_volumes = serde_json::to_value(&resolved.task.spec.volumes)
+        .map_err(|e| ResolveError::Encoding(e.to_string()))?;
+    if let Err(errs) = substitute_json(&mut task_volumes, &vars) {
+        var_errors.extend(
+            errs.into_iter()
+                .map(|(path, e)| (format!("Task {task_name:?} spec.volumes{path}"), e)),
+        );
+    }
+    if !var_errors.is_empty() {
+        return Err(ResolveError::Variables(var_errors));
+    }
+    let task_volumes: Vec<Volume> =
+        serde_json::from_value(task_volumes).map_err(|e| ResolveError::Encoding(e.to_string()))?;
+
+    let main = containers.pop();
+    let init_containers = (!containers.is_empty()).then_some(containers);
+    let pod_spec = build_pod_spec(source, resolved, main, init_containers, task_volumes);
+
+    let labels = job_labels(source);
+    let mut pod_labels = labels.clone();
+    let pod_settings = source.runtime_settings.and_then(|r| r.pod.as_ref());
+    if let Some(extra) = pod_settings.and_then(|p| p.pod_labels.as_ref()) {
+        for (k, v) in extra {
+            pod_labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let pod_annotations = pod_settings.and_then(|p| p.pod_annotations.clone());
+
+    Ok(JobTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            ..Default::default()
+        }),
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: pod_annotations,
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..Default::default()
+        }),
+    })
+}
+
+/// Labels of the Job and its pod.
+fn job_labels(source: &JobSource<'_>) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_SESSION.to_string(), label_value(source.session)),
+        (
+            LABEL_INVOKER_KIND.to_string(),
+            source.invoker_kind.to_string(),
+        ),
+        (
+            LABEL_INVOKER_NAME.to_string(),
+            label_value(source.invoker_name),
+        ),
+    ])
+}
+
+/// A container name for step `i`: the Function's name, made unique when a Task uses the same
+/// Function twice.
+fn container_name<'s>(function: &str, i: usize, all: impl Iterator<Item = &'s str>) -> String {
+    let repeated = all.filter(|n| *n == function).count() > 1;
+    let base = if repeated {
+        format!("{function}-{i}")
+    } else {
+        function.to_string()
+    };
+    label_value(&base)
+        .to_ascii_lowercase()
+        .replace(['.', '_'], "-")
+}
+
+/// The restricted Pod Security Standard for a container: no privilege escalation, no
+/// capabilities, non-root, read-only root filesystem, RuntimeDefault seccomp.
+fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            add: None,
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(AGENT_UID),
+        run_as_group: Some(AGENT_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// `over` laid on `base`: every field `over` sets wins. Works on the JSON form so new
+/// Kubernetes fields merge without code here.
+fn overlay<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+    base: &T,
+    over: Option<&T>,
+) -> T {
+    let Some(over) = over else {
+        return base.clone();
+    };
+    let (Ok(mut b), Ok(o)) = (serde_json::to_value(base), serde_json::to_value(over)) else {
+        return base.clone();
+    };
+    if let (Some(bm), Some(om)) = (b.as_object_mut(), o.as_object()) {
+        for (k, v) in om {
+            if !v.is_null() {
+                bm.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::from_value(b).unwrap_or_else(|_| base.clone())
+}
+
+fn build_container(
+    name: String,
+    is_main: bool,
+    f: crate::task::FunctionSpec,
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    install: &InstallSettings,
+) -> Container {
+    let user = source.runtime_settings.and_then(|r| r.container.as_ref());
+    let own = f.runtime_settings.as_ref();
+
+    // Security: restricted defaults, then the Function's, then the user's.
+    let mut security = restricted_container_security();
+    security = overlay(&security, own.and_then(|c| c.security_context.as_ref()));
+    security = overlay(&security, user.and_then(|c| c.security_context.as_ref()));
+
+    // The agent applies nice/ionice to itself: no wrapper binary needed in the image.
+    let mut env: Vec<EnvVar> = Vec::new();
+    let mut push_env = |name: &str, value: String| {
+        env.push(EnvVar {
+            name: name.to_string(),
+            value: Some(value),
+            value_from: None,
+        });
+    };
+    push_env("CAIRN_TMP_DIR", TMP_DIR.to_string());
+    push_env("HOME", TMP_DIR.to_string());
+    if let Some(ca) = &resolved.app_binding.spec.client_config.ca_bundle {
+        // A CA certificate is public; it travels in the pod spec.
+        push_env(
+            "CAIRN_TARGET_CA_CERT",
+            String::from_utf8_lossy(&ca.0).into_owned(),
+        );
+    }
+    let nice = user
+        .and_then(|c| c.nice.as_ref())
+        .or(own.and_then(|c| c.nice.as_ref()));
+    if let Some(adj) = nice.and_then(|n| n.adjustment) {
+        push_env("CAIRN_NICE", adj.to_string());
+    }
+    let ionice = user
+        .and_then(|c| c.ionice.as_ref())
+        .or(own.and_then(|c| c.ionice.as_ref()));
+    if let Some(class) = ionice.and_then(|n| n.class) {
+        push_env("CAIRN_IONICE_CLASS", class.to_string());
+    }
+    if let Some(data) = ionice.and_then(|n| n.class_data) {
+        push_env("CAIRN_IONICE_CLASS_DATA", data.to_string());
+    }
+    env.extend(own.and_then(|c| c.env.clone()).unwrap_or_default());
+    env.extend(user.and_then(|c| c.env.clone()).unwrap_or_default());
+
+    // The repository Secret's keys (RESTIC_PASSWORD, AWS_ACCESS_KEY_ID, ...) by reference, so a
+    // Function running the standard restic works too. No value is copied into the Job.
+    let mut env_from = vec![EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: resolved.repository.spec.backend.storage_secret_name.clone(),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }];
+    env_from.extend(own.and_then(|c| c.env_from.clone()).unwrap_or_default());
+    env_from.extend(user.and_then(|c| c.env_from.clone()).unwrap_or_default());
+
+    let mut mounts = vec![
+        mount(VOL_TMP, TMP_DIR, false),
+        mount(VOL_REPOSITORY_SECRET, REPOSITORY_SECRET_DIR, true),
+    ];
+    if resolved.app_binding.spec.secret.is_some() {
+        mounts.push(mount(VOL_TARGET_SECRET, TARGET_SECRET_DIR, true));
+    }
+    if source.interim_volume_template.is_some() {
+        mounts.push(mount(VOL_INTERIM, INTERIM_DIR, false));
+    }
+    if let Some(local) = &resolved.repository.spec.backend.local {
+        mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
+    }
+    mounts.extend(f.volume_mounts);
+
+    let mut args = f.args;
+    if is_main {
+        args.extend(source.target_args.iter().cloned());
+    }
+
+    Container {
+        name,
+        image: Some(f.image),
+        image_pull_policy: install.image_pull_policy.clone(),
+        command: (!f.command.is_empty()).then_some(f.command),
+        args: (!args.is_empty()).then_some(args),
+        working_dir: f.working_dir,
+        ports: (!f.ports.is_empty()).then_some(f.ports),
+        env: Some(env),
+        env_from: Some(env_from),
+        volume_mounts: Some(mounts),
+        resources: user
+            .and_then(|c| c.resources.clone())
+            .or_else(|| own.and_then(|c| c.resources.clone())),
+        security_context: Some(security),
+        termination_message_path: Some("/dev/termination-log".to_string()),
+        // A container that dies without writing its result still leaves its last log lines.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+fn build_pod_spec(
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    main: Option<Container>,
+    init_containers: Option<Vec<Container>>,
+    task_volumes: Vec<Volume>,
+) -> PodSpec {
+    let pod = source.runtime_settings.and_then(|r| r.pod.as_ref());
+    let backend = &resolved.repository.spec.backend;
+
+    let mut volumes = vec![Volume {
+        name: VOL_TMP.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: source.temp_dir.and_then(|t| t.medium.clone()),
+            size_limit: source.temp_dir.and_then(|t| t.size_limit.clone()),
+        }),
+        ..Default::default()
+    }];
+    // Secret files readable by the non-root agent (the pod has no fsGroup by default).
+    let secret_volume = |volume: &str, secret: &str| Volume {
+        name: volume.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            default_mode: Some(0o444),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    volumes.push(secret_volume(
+        VOL_REPOSITORY_SECRET,
+        &backend.storage_secret_name,
+    ));
+    if let Some(secret) = &resolved.app_binding.spec.secret {
+        volumes.push(secret_volume(VOL_TARGET_SECRET, &secret.name));
+    }
+    if let Some(template) = source.interim_volume_template {
+        let template_name = template.metadata.name.as_deref().unwrap_or("interim");
+        volumes.push(Volume {
+            name: VOL_INTERIM.to_string(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: interim_pvc_name(source.session, template_name),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(local) = &backend.local {
+        volumes.push(Volume {
+            name: VOL_REPOSITORY.to_string(),
+            host_path: local.host_path.clone(),
+            nfs: local.nfs.clone(),
+            persistent_volume_claim: local.persistent_volume_claim.clone(),
+            csi: local.csi.clone(),
+            empty_dir: local.empty_dir.clone(),
+            ..Default::default()
+        });
+    }
+    volumes.extend(task_volumes);
+
+    let security = overlay(
+        &restricted_pod_security(),
+        pod.and_then(|p| p.security_context.as_ref()),
+    );
+
+    PodSpec {
+        containers: main.into_iter().collect(),
+        init_containers,
+        volumes: Some(volumes),
+        restart_policy: Some("Never".to_string()),
+        // The agent needs no Kubernetes API access: its result goes to the termination log.
+        automount_service_account_token: Some(
+            pod.and_then(|p| p.automount_service_account_token)
+                .unwrap_or(false),
+        ),
+        service_account_name: pod.and_then(|p| p.service_account_name.clone()),
+        security_context: Some(security),
+        node_selector: pod.and_then(|p| p.node_selector.clone()),
+        node_name: pod.and_then(|p| p.node_name.clone()),
+        image_pull_secrets: pod.and_then(|p| p.image_pull_secrets.clone()),
+        affinity: pod.and_then(|p| p.affinity.clone()),
+        scheduler_name: pod.and_then(|p| p.scheduler_name.clone()),
+        tolerations: pod.and_then(|p| p.tolerations.clone()),
+        priority_class_name: pod.and_then(|p| p.priority_class_name.clone()),
+        priority: pod.and_then(|p| p.priority),
+        runtime_class_name: pod.and_then(|p| p.runtime_class_name.clone()),
+        enable_service_links: Some(pod.and_then(|p| p.enable_service_links).unwrap_or(false)),
+        topology_spread_constraints: pod.and_then(|p| p.topology_spread_constraints.clone()),
+        ..Default::default()
+    }
+}

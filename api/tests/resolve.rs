@@ -1,0 +1,353 @@
+//! Task resolution on the shipped catalog and examples: the Job has the expected containers,
+//! env, volumes and security context, and no Secret value appears anywhere in it.
+
+mod common;
+
+use cairn_api::manifest::{Object, parse_documents, typed};
+use cairn_api::resolve::{InstallSettings, ResolveError, resolve_backup_job, resolve_restore_job};
+use cairn_api::{BackupSession, RestoreSession};
+use common::{example_cluster, manifests, objects_in};
+use k8s_openapi::api::batch::v1::JobTemplateSpec;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use serde_json::json;
+
+fn session(config: &str) -> BackupSession {
+    serde_json::from_value(json!({
+        "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": format!("{config}-1764000000"), "namespace": "demo"},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": config}}
+    }))
+    .expect("valid session")
+}
+
+fn restore() -> RestoreSession {
+    objects_in(&manifests().join("examples"))
+        .into_iter()
+        .find_map(|(_, o)| match o {
+            Object::RestoreSession(r) => Some(r),
+            _ => None,
+        })
+        .expect("an example RestoreSession")
+}
+
+fn install() -> InstallSettings {
+    InstallSettings {
+        agent_image: "registry.example/cairn:1.2.3".into(),
+        ..Default::default()
+    }
+}
+
+fn pod(job: &JobTemplateSpec) -> &PodSpec {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec")
+}
+
+fn env<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+    c.env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
+}
+
+fn arg<'a>(c: &'a Container, flag: &str) -> Option<&'a str> {
+    c.args
+        .as_ref()?
+        .iter()
+        .find_map(|a| a.strip_prefix(flag).and_then(|r| r.strip_prefix('=')))
+}
+
+#[test]
+fn backup_job_from_the_catalog() {
+    let cluster = example_cluster();
+    let job = resolve_backup_job(&session("es-backup"), &cluster, &install()).expect("resolves");
+    let spec = job.spec.as_ref().expect("job spec");
+    assert_eq!(spec.backoff_limit, Some(0));
+    let pod = pod(&job);
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert!(
+        pod.init_containers.is_none(),
+        "one step: no init containers"
+    );
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    assert_eq!(c.name, "elasticsearch-backup");
+    assert_eq!(c.image.as_deref(), Some("registry.example/cairn:1.2.3"));
+    assert_eq!(c.command.as_deref(), Some(&["cairn-agent".to_string()][..]));
+    let args = c.args.clone().unwrap_or_default();
+    assert_eq!(args.first().map(String::as_str), Some("backup"));
+    assert_eq!(
+        arg(c, "--repository"),
+        Some("s3:http://minio.storage.svc:9000/cairn-backups/demo/elasticsearch")
+    );
+    assert_eq!(arg(c, "--url"), Some("http://es.demo.svc:9200"));
+    assert_eq!(arg(c, "--host"), Some("host-0"));
+    assert_eq!(arg(c, "--keep-last"), Some("5"));
+    assert_eq!(arg(c, "--prune"), Some("true"));
+    assert_eq!(arg(c, "--interim-data-dir"), Some(""));
+    assert_eq!(arg(c, "--tag"), Some("session=es-backup-1764000000"));
+    // The configuration's Task param overrides the Function's default.
+    assert_eq!(arg(c, "--exclude"), Some(".security*"));
+    assert_eq!(arg(c, "--include"), Some("*"));
+    assert_eq!(arg(c, "--credentials-dir"), Some("/cairn/secrets/target"));
+    assert!(
+        args.iter().all(|a| !a.contains("${")),
+        "unresolved: {args:?}"
+    );
+
+    // Credentials by reference only.
+    let env_from = c.env_from.clone().unwrap_or_default();
+    assert_eq!(
+        env_from[0].secret_ref.as_ref().map(|s| s.name.as_str()),
+        Some("s3-secret")
+    );
+    assert_eq!(env(c, "HOME"), Some("/cairn/tmp"));
+
+    // Restricted pod security.
+    let sc = c.security_context.as_ref().expect("container security");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(
+        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()])
+    );
+    let psc = pod.security_context.as_ref().expect("pod security");
+    assert_eq!(psc.run_as_user, Some(65534));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+
+    // Volumes: scratch, both secrets; no interim volume for a streaming backup.
+    let volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(volumes.contains(&"cairn-tmp"), "{volumes:?}");
+    assert!(volumes.contains(&"cairn-repository-secret"), "{volumes:?}");
+    assert!(volumes.contains(&"cairn-target-secret"), "{volumes:?}");
+    assert!(!volumes.contains(&"cairn-interim"), "{volumes:?}");
+    let mounts: Vec<(&str, &str)> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert!(mounts.contains(&("cairn-tmp", "/cairn/tmp")), "{mounts:?}");
+
+    // Labels.
+    let labels = job
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("cairn")
+    );
+    assert_eq!(
+        labels.get("cairn.dev/session").map(String::as_str),
+        Some("es-backup-1764000000")
+    );
+}
+
+#[test]
+fn interim_volume_local_repository_and_runtime_settings() {
+    let cluster = example_cluster();
+    let job = resolve_backup_job(&session("es-nightly"), &cluster, &install()).expect("resolves");
+    let pod = pod(&job);
+    let c = &pod.containers[0];
+    assert_eq!(arg(c, "--interim-data-dir"), Some("/cairn/interim/data"));
+    assert_eq!(arg(c, "--repository"), Some("local:/backup/elasticsearch"));
+    assert_eq!(arg(c, "--host"), Some("es-primary"));
+    assert_eq!(arg(c, "--keep-daily"), Some("7"));
+    assert_eq!(arg(c, "--keep-last"), Some(""));
+    let claim = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "cairn-interim")
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .map(|p| p.claim_name.clone());
+    assert_eq!(claim.as_deref(), Some("es-nightly-1764000000-dump"));
+    let repo_claim = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "cairn-repository")
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .map(|p| p.claim_name.clone());
+    assert_eq!(repo_claim.as_deref(), Some("backup-pvc"));
+    let mounts: Vec<&str> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(mounts.contains(&"/cairn/interim"), "{mounts:?}");
+    assert!(mounts.contains(&"/backup"), "{mounts:?}");
+    let limits = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .unwrap_or_default();
+    assert_eq!(limits.get("memory").map(|q| q.0.as_str()), Some("512Mi"));
+}
+
+#[test]
+fn restore_job_from_the_catalog() {
+    let cluster = example_cluster();
+    let job = resolve_restore_job(&restore(), &cluster, &install()).expect("resolves");
+    let c = &pod(&job).containers[0];
+    assert_eq!(c.name, "elasticsearch-restore");
+    assert_eq!(
+        c.args.as_ref().and_then(|a| a.first()).map(String::as_str),
+        Some("restore")
+    );
+    assert_eq!(arg(c, "--snapshot"), Some("latest"));
+    assert_eq!(arg(c, "--source-host"), Some("host-0"));
+    assert_eq!(arg(c, "--existing"), Some("fail"));
+    let labels = job
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("cairn.dev/invoker-kind").map(String::as_str),
+        Some("RestoreSession")
+    );
+}
+
+#[test]
+fn no_secret_value_reaches_the_job() {
+    let cluster = example_cluster();
+    let jobs = [
+        resolve_backup_job(&session("es-backup"), &cluster, &install()).expect("resolves"),
+        resolve_backup_job(&session("es-nightly"), &cluster, &install()).expect("resolves"),
+        resolve_restore_job(&restore(), &cluster, &install()).expect("resolves"),
+    ];
+    // Every value of every example Secret.
+    let mut secret_values = Vec::new();
+    for entry in std::fs::read_dir(manifests().join("examples")).expect("examples") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        for doc in parse_documents(&text).unwrap_or_default() {
+            if let Ok(Object::Other(v)) = typed(doc)
+                && v["kind"] == "Secret"
+            {
+                for value in v["stringData"].as_object().into_iter().flatten() {
+                    secret_values.push(value.1.as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+    assert!(secret_values.len() >= 4, "{secret_values:?}");
+    for job in jobs {
+        let text = serde_json::to_string(&job).expect("json");
+        for value in &secret_values {
+            assert!(
+                !text.contains(value.as_str()),
+                "secret value {value:?} in the Job"
+            );
+        }
+    }
+}
+
+#[test]
+fn steps_become_init_containers_and_params_override() {
+    let mut cluster = example_cluster();
+    let extra = r#"
+apiVersion: cairn.dev/v1alpha1
+kind: Function
+metadata: {name: pre-check}
+spec:
+  image: ${AGENT_IMAGE}
+  args: ["check", "--mode=${mode:=quick}", "--ns=${NAMESPACE}"]
+---
+apiVersion: cairn.dev/v1alpha1
+kind: Task
+metadata: {name: checked-backup}
+spec:
+  steps:
+    - name: pre-check
+      params: [{name: mode, value: full}]
+    - name: elasticsearch-backup
+"#;
+    for doc in parse_documents(extra).expect("yaml") {
+        cluster = match typed(doc).expect("typed") {
+            Object::Function(f) => cluster.with_function(f),
+            Object::Task(t) => cluster.with_task(t),
+            _ => cluster,
+        };
+    }
+    let mut config = (*cluster.backup_configurations[&("demo".into(), "es-backup".into())]).clone();
+    let task = config.spec.task.get_or_insert_with(Default::default);
+    task.name = Some("checked-backup".into());
+    let cluster = cluster.with_backup_configuration(config.clone());
+    let job = resolve_backup_job(&session("es-backup"), &cluster, &install()).expect("resolves");
+    let pod = pod(&job);
+    let init = pod.init_containers.clone().unwrap_or_default();
+    assert_eq!(init.len(), 1);
+    assert_eq!(init[0].name, "pre-check");
+    assert_eq!(arg(&init[0], "--mode"), Some("full"), "step param applies");
+    assert_eq!(arg(&init[0], "--ns"), Some("demo"));
+    assert_eq!(pod.containers[0].name, "elasticsearch-backup");
+
+    // A Task param of the configuration overrides the step's param.
+    config
+        .spec
+        .task
+        .as_mut()
+        .expect("task")
+        .params
+        .push(cairn_api::common::Param {
+            name: "mode".into(),
+            value: "deep".into(),
+        });
+    let cluster = cluster.with_backup_configuration(config);
+    let job = resolve_backup_job(&session("es-backup"), &cluster, &install()).expect("resolves");
+    let init = pod_init(&job);
+    assert_eq!(arg(&init[0], "--mode"), Some("deep"));
+}
+
+fn pod_init(job: &JobTemplateSpec) -> Vec<Container> {
+    pod(job).init_containers.clone().unwrap_or_default()
+}
+
+#[test]
+fn unset_variables_and_missing_objects_are_errors() {
+    let mut cluster = example_cluster();
+    let bad = r#"
+apiVersion: cairn.dev/v1alpha1
+kind: Function
+metadata: {name: elasticsearch-backup}
+spec:
+  image: ${AGENT_IMAGE}
+  args: ["--x=${NOT_A_VARIABLE}"]
+"#;
+    for doc in parse_documents(bad).expect("yaml") {
+        if let Object::Function(f) = typed(doc).expect("typed") {
+            cluster = cluster.with_function(f);
+        }
+    }
+    let err = resolve_backup_job(&session("es-backup"), &cluster, &install())
+        .expect_err("unset variable");
+    assert!(matches!(err, ResolveError::Variables(_)), "{err:?}");
+    assert!(err.to_string().contains("NOT_A_VARIABLE"), "{err}");
+    assert!(err.to_string().contains("spec.args[0]"), "{err}");
+
+    let err = resolve_backup_job(&session("no-such-config"), &example_cluster(), &install())
+        .expect_err("missing invoker");
+    assert!(
+        err.to_string()
+            .contains("BackupConfiguration \"no-such-config\" not found"),
+        "{err}"
+    );
+}
