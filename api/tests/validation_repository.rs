@@ -691,7 +691,9 @@ fn selector_warnings() {
 #[test]
 fn warnings() {
     let lookups = LookupTable::default().with_secret("demo", "repo-secret");
-    let cases: &[(&str, Value, Option<(&str, &str)>)] = &[
+    // (case, spec, expected warning as (path, fragment)).
+    type Case = (&'static str, Value, Option<(&'static str, &'static str)>);
+    let cases: &[Case] = &[
         ("plain", s3_bucket("backups"), None),
         (
             "insecureTLS",
