@@ -1,6 +1,7 @@
 //! Developer commands: `cargo xtask <command>`. Each command lives in its own module.
 
 mod crds;
+mod test;
 mod testbed;
 
 fn usage() -> anyhow::Error {
@@ -14,6 +15,7 @@ fn main() -> anyhow::Result<()> {
     match cmd.as_str() {
         "crds" => crds::run(&rest),
         "testbed" => testbed::run(&rest),
+        "test" => test::run(&rest),
         _ => {
             let _ = rest;
             Err(usage())
