@@ -295,6 +295,12 @@ impl ControlPlane {
         &self.ca
     }
 
+    /// The CA certificate as a webhook `clientConfig.caBundle` (the API server trusts webhooks
+    /// whose serving certificate comes from [`ControlPlane::ca`]).
+    pub fn ca_bundle(&self) -> k8s_openapi::ByteString {
+        k8s_openapi::ByteString(self.ca.cert_pem().into_bytes())
+    }
+
     /// The binaries in use (e.g. the matching kubectl).
     pub fn binaries(&self) -> &Binaries {
         &self.binaries

@@ -6,6 +6,19 @@
 //!   a kubeconfig, the matching `kubectl`, per-test namespaces and CRD installation;
 //! - [`pki`]: a throwaway CA issuing serving and client certificates;
 //! - [`process`]: child processes that die with the test.
+//!
+//! Build the binaries once with `cargo xtask testbed`, then in a test:
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let cp = cairn_tests::ControlPlane::shared(); // started once per test binary
+//! cp.apply_crds(cairn_tests::crds_dir()).await?; // manifests/crds, waits for Established
+//! let ns = cp.new_namespace().await?; // a namespace of this test's own
+//! let client = cp.client(); // admin kube::Client
+//! let out = cp.kubectl(["get", "bc", "-n", &ns]); // the pinned kubectl
+//! assert!(out.status.success());
+//! # let _ = client; Ok(()) }
+//! ```
 
 pub mod binaries;
 pub mod controlplane;
