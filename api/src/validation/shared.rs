@@ -684,7 +684,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             None => ("", after),
         };
         if int_digits.is_empty() && frac_digits.is_empty() {
-            return Err(format!("expected a number at {rest:?}"));
+            return Err(format!("{rest:?} does not start with a number"));
         }
         let unit_len = after
             .char_indices()
