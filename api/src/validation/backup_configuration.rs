@@ -114,18 +114,18 @@ fn check_schedule(v: &mut Verdict, expr: &str, time_zone: Option<&str>) {
     // A fixed starting point keeps admission a pure function of the object; the sample covers
     // up to a year, so the shortest gap of any five-field schedule shows up.
     let from = DateTime::<Utc>::from_timestamp(1_735_689_600, 0).unwrap_or_default();
-    if let Some(gap) = schedule.min_interval(from) {
-        if gap < Duration::minutes(MIN_QUIET_INTERVAL_MINUTES) {
-            v.warn(
-                "spec.schedule",
-                format!(
-                    "{expr:?} runs as often as every {}: more often than every \
+    if let Some(gap) = schedule.min_interval(from)
+        && gap < Duration::minutes(MIN_QUIET_INTERVAL_MINUTES)
+    {
+        v.warn(
+            "spec.schedule",
+            format!(
+                "{expr:?} runs as often as every {}: more often than every \
                      {MIN_QUIET_INTERVAL_MINUTES} minutes, sessions may overlap and load the \
                      database; consider e.g. \"*/15 * * * *\" or \"@hourly\"",
-                    human(gap)
-                ),
-            );
-        }
+                human(gap)
+            ),
+        );
     }
 }
 

@@ -108,7 +108,8 @@ fn check_rules(v: &mut Verdict, rules: &[(String, &Rule)]) {
                 }
             }
         }
-        if !rule.snapshots.is_empty() && !(rule.include.is_empty() && rule.exclude.is_empty()) {
+        let has_paths = !rule.include.is_empty() || !rule.exclude.is_empty();
+        if !rule.snapshots.is_empty() && has_paths {
             let other = if rule.include.is_empty() {
                 "exclude"
             } else {

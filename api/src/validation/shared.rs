@@ -114,19 +114,21 @@ pub(crate) fn check_target(
             ),
         );
     }
-    if let Some(ns) = target.namespace.as_deref() {
-        if !ns.is_empty() && !own_namespace.is_empty() && ns != own_namespace {
-            resolvable = false;
-            v.error(
-                format!("{ref_path}.namespace"),
-                format!(
-                    "{ns:?} is another namespace: the target must be in this object's namespace \
+    if let Some(ns) = target.namespace.as_deref()
+        && !ns.is_empty()
+        && !own_namespace.is_empty()
+        && ns != own_namespace
+    {
+        resolvable = false;
+        v.error(
+            format!("{ref_path}.namespace"),
+            format!(
+                "{ns:?} is another namespace: the target must be in this object's namespace \
                      {own_namespace:?} (omit namespace or set it to {own_namespace:?}); an object \
                      may not back up or restore another namespace's database with that \
                      database's credentials"
-                ),
-            );
-        }
+            ),
+        );
     }
     if !resolvable {
         return;
@@ -334,16 +336,16 @@ pub(crate) fn check_task(
     lookups: &dyn Lookups,
 ) {
     let Some(task) = task else { return };
-    if let Some(name) = task.name.as_deref().filter(|n| !n.is_empty()) {
-        if lookups.task(name).is_none() {
-            v.warn(
-                format!("{path}.name"),
-                format!(
-                    "Task {name:?} does not exist (yet): sessions cannot run until it is created; \
+    if let Some(name) = task.name.as_deref().filter(|n| !n.is_empty())
+        && lookups.task(name).is_none()
+    {
+        v.warn(
+            format!("{path}.name"),
+            format!(
+                "Task {name:?} does not exist (yet): sessions cannot run until it is created; \
                      leave task.name empty to use the AppBinding's or the catalog's default Task"
-                ),
-            );
-        }
+            ),
+        );
     }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, param) in task.params.iter().enumerate() {
@@ -403,39 +405,39 @@ pub(crate) fn check_runtime_settings(
             resources.limits.as_ref(),
         );
     }
-    if let Some(adj) = container.nice.as_ref().and_then(|n| n.adjustment) {
-        if !(-20..=19).contains(&adj) {
-            v.error(
-                format!("{cpath}.nice.adjustment"),
-                format!(
-                    "{adj} is out of range: a niceness adjustment is from -20 (most favourable) \
+    if let Some(adj) = container.nice.as_ref().and_then(|n| n.adjustment)
+        && !(-20..=19).contains(&adj)
+    {
+        v.error(
+            format!("{cpath}.nice.adjustment"),
+            format!(
+                "{adj} is out of range: a niceness adjustment is from -20 (most favourable) \
                      to 19 (least favourable)"
+            ),
+        );
+    }
+    if let Some(ionice) = &container.ionice {
+        if let Some(class) = ionice.class
+            && !(0..=3).contains(&class)
+        {
+            v.error(
+                format!("{cpath}.ionice.class"),
+                format!(
+                    "{class} is not an I/O scheduling class: expected 0 (none), 1 (realtime), \
+                         2 (best-effort) or 3 (idle)"
                 ),
             );
         }
-    }
-    if let Some(ionice) = &container.ionice {
-        if let Some(class) = ionice.class {
-            if !(0..=3).contains(&class) {
-                v.error(
-                    format!("{cpath}.ionice.class"),
-                    format!(
-                        "{class} is not an I/O scheduling class: expected 0 (none), 1 (realtime), \
-                         2 (best-effort) or 3 (idle)"
-                    ),
-                );
-            }
-        }
-        if let Some(data) = ionice.class_data {
-            if !(0..=7).contains(&data) {
-                v.error(
-                    format!("{cpath}.ionice.classData"),
-                    format!(
-                        "{data} is out of range: the priority within a class is from 0 (highest) \
+        if let Some(data) = ionice.class_data
+            && !(0..=7).contains(&data)
+        {
+            v.error(
+                format!("{cpath}.ionice.classData"),
+                format!(
+                    "{data} is out of range: the priority within a class is from 0 (highest) \
                          to 7 (lowest)"
-                    ),
-                );
-            }
+                ),
+            );
         }
     }
 }
@@ -468,18 +470,18 @@ fn check_limits(
     let requests = parsed(v, "requests", requests);
     let limits = parsed(v, "limits", limits);
     for (name, (limit, limit_text)) in &limits {
-        if let Some((request, request_text)) = requests.get(name) {
-            if limit < request {
-                v.error(
-                    key_path(&format!("{path}.limits"), name),
-                    format!(
-                        "{limit_text:?} is below the request {request_text:?} ({}): a limit must be \
+        if let Some((request, request_text)) = requests.get(name)
+            && limit < request
+        {
+            v.error(
+                key_path(&format!("{path}.limits"), name),
+                format!(
+                    "{limit_text:?} is below the request {request_text:?} ({}): a limit must be \
                          at least the request; raise the limit to {request_text:?} or more, or \
                          lower the request",
-                        key_path("requests", name)
-                    ),
-                );
-            }
+                    key_path("requests", name)
+                ),
+            );
         }
     }
 }
@@ -573,16 +575,16 @@ pub(crate) fn check_interim_volume_template(
         ),
         Some(q) => check_positive_quantity(v, &storage_path, &q.0),
     }
-    if let Some(mode) = spec.volume_mode.as_deref() {
-        if mode != "Filesystem" {
-            v.error(
-                format!("{spath}.volumeMode"),
-                format!(
-                    "{mode:?} is not supported: the agent stages files on the volume, so it must \
+    if let Some(mode) = spec.volume_mode.as_deref()
+        && mode != "Filesystem"
+    {
+        v.error(
+            format!("{spath}.volumeMode"),
+            format!(
+                "{mode:?} is not supported: the agent stages files on the volume, so it must \
                      be \"Filesystem\" (or unset)"
-                ),
-            );
-        }
+            ),
+        );
     }
     if spec.data_source.is_some() {
         v.error(
