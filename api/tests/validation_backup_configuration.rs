@@ -247,6 +247,7 @@ fn schedule_and_time_zone() {
         ),
         c("IANA zone", json!({"timeZone": "America/New_York"}), Ok),
         c("no zone", json!({"timeZone": null}), Ok),
+        c("empty zone means UTC", json!({"timeZone": ""}), Ok),
         c(
             "unknown zone",
             json!({"timeZone": "Mars/Olympus"}),

@@ -36,7 +36,9 @@ pub fn validate_backup_configuration(
     let ns = new.metadata.namespace.as_deref().unwrap_or_default();
     let spec = &new.spec;
 
-    check_schedule(&mut v, &spec.schedule, spec.time_zone.as_deref());
+    // An empty timeZone means UTC, as defaulting reads it.
+    let time_zone = spec.time_zone.as_deref().filter(|z| !z.is_empty());
+    check_schedule(&mut v, &spec.schedule, time_zone);
     if spec.paused == Some(true) {
         v.warn(
             "spec.paused",
