@@ -254,8 +254,8 @@ impl Testbed {
             &self.k8s_module(),
             &self.k8s_dir(),
             &[
-                "k8s.io/kubernetes/cmd/kube-apiserver",
-                "k8s.io/kubernetes/cmd/kubectl",
+                ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
+                ("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
             ],
             &ldflags,
         )
@@ -266,19 +266,20 @@ impl Testbed {
             &format!("build etcd v{}", self.etcd),
             &self.etcd_module(),
             &self.etcd_dir(),
-            &["go.etcd.io/etcd/server/v3"],
+            &[("go.etcd.io/etcd/server/v3", "etcd")],
             "-s -w",
         )
     }
 
-    /// Runs `go build` of `packages` in `module` into `out` (replaced as a whole, so a failed or
-    /// interrupted build never leaves a half-filled `out`), printing progress.
+    /// Runs `go build` of `packages` (import path, binary name) in `module` into `out` (replaced
+    /// as a whole, so a failed or interrupted build never leaves a half-filled `out`), printing
+    /// progress.
     fn go_build(
         &self,
         step: &str,
         module: &Path,
         out: &Path,
-        packages: &[&str],
+        packages: &[(&str, &str)],
         ldflags: &str,
     ) -> Result<()> {
         let started = Instant::now();
@@ -291,10 +292,17 @@ impl Testbed {
             .with_context(|| format!("step `{step}`: creating {}", partial.display()))?;
         println!("testbed: {step} (this takes several minutes on a cold cache)...");
 
+        // One package: `-o dir/name`. Several: `-o dir/`, which names each binary after the last
+        // element of its import path (checked below).
+        let output = match packages {
+            [(_, name)] => partial.join(name).display().to_string(),
+            _ => format!("{}/", partial.display()),
+        };
+        let import_paths: Vec<&str> = packages.iter().map(|(path, _)| *path).collect();
         let mut cmd = self.go_command(module);
         cmd.args(["build", "-v", "-trimpath", "-ldflags", ldflags, "-o"])
-            .arg(format!("{}/", partial.display()))
-            .args(packages)
+            .arg(output)
+            .args(&import_paths)
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped());
         let mut child = cmd
@@ -357,13 +365,21 @@ impl Testbed {
             bail!(
                 "step `{step}` failed ({status}) after {}: `go build {}` in {}\n{}",
                 human(started.elapsed()),
-                packages.join(" "),
+                import_paths.join(" "),
                 module.display(),
                 tail.join("\n")
             );
         }
         for m in &messages {
             println!("testbed:   {m}");
+        }
+        for (path, name) in packages {
+            if !partial.join(name).is_file() {
+                bail!(
+                    "step `{step}`: go build of {path} produced no {}",
+                    partial.join(name).display()
+                );
+            }
         }
         if out.exists() {
             fs::remove_dir_all(out)
