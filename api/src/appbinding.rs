@@ -66,7 +66,11 @@ pub struct ClientConfig {
     #[schemars(schema_with = "crate::schema::base64_bytes")]
     pub ca_bundle: Option<ByteString>,
     /// Do not verify the application's TLS certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "insecureSkipTLSVerify",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub insecure_skip_tls_verify: Option<bool>,
     /// Server name to verify the certificate against, when it differs from the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]

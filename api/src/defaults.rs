@@ -101,12 +101,10 @@ pub fn default_repository(repo: &mut Repository) {
         b.swift.as_mut().map(|s| &mut s.prefix),
         b.b2.as_mut().map(|s| &mut s.prefix),
     ];
-    for prefix in prefixes.into_iter().flatten() {
-        if let Some(p) = prefix {
-            let trimmed = p.trim_matches('/');
-            if trimmed.len() != p.len() {
-                *p = trimmed.to_string();
-            }
+    for p in prefixes.into_iter().flatten().flatten() {
+        let trimmed = p.trim_matches('/');
+        if trimmed.len() != p.len() {
+            *p = trimmed.to_string();
         }
     }
 }

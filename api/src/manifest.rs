@@ -10,6 +10,8 @@ use crate::{
 };
 
 /// One object of a kind cairn knows, or any other object as JSON.
+// Objects are read one at a time and dispatched at once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Repository(Repository),

@@ -22,14 +22,23 @@ fn committed_crds_match_the_types() {
 fn every_cairn_kind_has_categories_and_descriptions() {
     for (file, crd) in cairn_api::crds::cairn_crds() {
         let cats = crd.spec.names.categories.clone().unwrap_or_default();
-        assert!(cats.contains(&"cairn".to_string()), "{file}: category cairn");
-        assert!(cats.contains(&"backup".to_string()), "{file}: category backup");
+        assert!(
+            cats.contains(&"cairn".to_string()),
+            "{file}: category cairn"
+        );
+        assert!(
+            cats.contains(&"backup".to_string()),
+            "{file}: category backup"
+        );
         let yaml = serde_yaml::to_string(&crd).expect("yaml");
         let value: serde_json::Value = serde_yaml::from_str(&yaml).expect("parse");
         let schema = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let mut missing = Vec::new();
         find_undocumented(schema, "", &mut missing);
-        assert!(missing.is_empty(), "{file}: properties without description: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{file}: properties without description: {missing:?}"
+        );
     }
 }
 

@@ -1,5 +1,147 @@
-//! cairn-webhook: the admission server (to be built in its own issue).
+//! `cairn-webhook`: starts the watch caches, the HTTPS admission server and the admin server,
+//! and shuts down gracefully on SIGTERM.
 
-fn main() {
-    println!("cairn-webhook: not built yet");
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_api::resolve::InstallSettings;
+use cairn_webhook::cache::Caches;
+use cairn_webhook::metrics::Metrics;
+use cairn_webhook::server::{AppState, admin_router, admission_router, serve_admin, serve_tls};
+use cairn_webhook::tls::{ReloadingCert, server_config};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn-webhook", about = "cairn's admission webhook", version)]
+struct Args {
+    /// Address of the HTTPS admission server.
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Address of the plain-HTTP admin server (/livez, /readyz, /metrics).
+    #[arg(long, env = "CAIRN_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    admin_listen: SocketAddr,
+    /// PEM certificate chain of the serving certificate.
+    #[arg(
+        long,
+        env = "CAIRN_TLS_CERT_FILE",
+        default_value = "/cairn/tls/tls.crt"
+    )]
+    tls_cert_file: PathBuf,
+    /// PEM private key of the serving certificate.
+    #[arg(long, env = "CAIRN_TLS_KEY_FILE", default_value = "/cairn/tls/tls.key")]
+    tls_key_file: PathBuf,
+    /// How often to look for a new certificate, in seconds.
+    #[arg(long, default_value_t = 2)]
+    cert_reload_seconds: u64,
+    /// Image offered to Functions as ${AGENT_IMAGE}.
+    #[arg(
+        long,
+        env = "CAIRN_AGENT_IMAGE",
+        default_value = "ghcr.io/cairn-dev/cairn:latest"
+    )]
+    agent_image: String,
+    /// Pull policy of the Jobs' containers (default: the cluster's).
+    #[arg(long, env = "CAIRN_IMAGE_PULL_POLICY")]
+    image_pull_policy: Option<String>,
+    /// Longest time to answer one request, in seconds.
+    #[arg(long, default_value_t = 10)]
+    request_timeout_seconds: u64,
+    /// On SIGTERM, how long requests in flight may still take, in seconds.
+    #[arg(long, default_value_t = 20)]
+    drain_seconds: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "CAIRN_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+
+    let cert = ReloadingCert::new(args.tls_cert_file.clone(), args.tls_key_file.clone())
+        .context("loading the serving certificate")?;
+    cert.watch(Duration::from_secs(args.cert_reload_seconds.max(1)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        server_config(Arc::clone(&cert)).context("TLS configuration")?,
+    ));
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let caches = Caches::start(client);
+    let ready_caches = caches.clone();
+    let state = Arc::new(AppState {
+        lookups: Arc::new(caches),
+        install: InstallSettings {
+            agent_image: args.agent_image.clone(),
+            image_pull_policy: args.image_pull_policy.clone(),
+            ..Default::default()
+        },
+        metrics: Metrics::default(),
+        ready: Box::new(move || ready_caches.is_ready()),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin = tokio::spawn(serve_admin(
+        args.admin_listen,
+        admin_router(Arc::clone(&state)),
+        stopped(stop_rx.clone()),
+    ));
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, admin = %args.admin_listen, "cairn-webhook serving");
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    serve_tls(
+        listener,
+        acceptor,
+        admission_router(state, Duration::from_secs(args.request_timeout_seconds)),
+        stopped(stop_rx),
+        Duration::from_secs(args.drain_seconds),
+    )
+    .await;
+    let _ = admin.await;
+    Ok(())
 }

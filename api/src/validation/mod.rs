@@ -19,6 +19,7 @@ pub use backup_configuration::validate_backup_configuration;
 pub use backup_session::validate_backup_session;
 pub use repository::validate_repository;
 pub use restore_session::validate_restore_session;
+pub use shared::{parse_go_duration, parse_quantity, usage_policy_admits};
 pub use task::{validate_function, validate_task};
 
 /// One reason an object is rejected: the field path and what is wrong and what would be valid.

@@ -1,0 +1,258 @@
+//! The admission decision as a pure function: an AdmissionRequest, the lookups from the watch
+//! caches and the install settings in, an AdmissionResponse out. The server around it only
+//! decodes, times and encodes.
+
+use cairn_api::defaults::{
+    default_backup_configuration, default_backup_session, default_repository,
+    default_restore_session, patch,
+};
+use cairn_api::resolve::{InstallSettings, resolve_backup_job, resolve_restore_job};
+use cairn_api::validation::{Lookups, Validate, Verdict, needs_spec_rules};
+use cairn_api::{BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Which webhook endpoint a request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Validate,
+    Mutate,
+}
+
+/// The kinds this webhook serves (group `cairn.dev`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Repository,
+    BackupConfiguration,
+    BackupSession,
+    RestoreSession,
+    Task,
+    Function,
+}
+
+/// Every served kind, for messages.
+pub const SERVED_KINDS: &str =
+    "Repository, BackupConfiguration, BackupSession, RestoreSession, Task, Function (cairn.dev)";
+
+impl Kind {
+    pub fn from_gvk(group: &str, kind: &str) -> Option<Self> {
+        if group != cairn_api::common::GROUP {
+            return None;
+        }
+        Some(match kind {
+            "Repository" => Self::Repository,
+            "BackupConfiguration" => Self::BackupConfiguration,
+            "BackupSession" => Self::BackupSession,
+            "RestoreSession" => Self::RestoreSession,
+            "Task" => Self::Task,
+            "Function" => Self::Function,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Repository => "Repository",
+            Self::BackupConfiguration => "BackupConfiguration",
+            Self::BackupSession => "BackupSession",
+            Self::RestoreSession => "RestoreSession",
+            Self::Task => "Task",
+            Self::Function => "Function",
+        }
+    }
+}
+
+/// The outcome of one review, for the response and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Patched,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Patched => "patched",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// Reviews one request. Never panics; every denial names the field and what would be valid.
+pub fn review(
+    endpoint: Endpoint,
+    req: &AdmissionRequest<DynamicObject>,
+    lookups: &dyn Lookups,
+    install: &InstallSettings,
+) -> (AdmissionResponse, Outcome) {
+    let resp = AdmissionResponse::from(req);
+    let Some(kind) = Kind::from_gvk(&req.kind.group, &req.kind.kind) else {
+        let reason = format!(
+            "cairn's webhook does not serve {}/{} {}; it serves {SERVED_KINDS}",
+            req.kind.group, req.kind.version, req.kind.kind
+        );
+        return (resp.deny(reason), Outcome::Denied);
+    };
+    // Deletion and connect never wait on our rules.
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return (resp, Outcome::Allowed);
+    }
+    let Some(object) = req.object.as_ref() else {
+        return (
+            resp.deny("the request has no object to review"),
+            Outcome::Denied,
+        );
+    };
+    let new = match serde_json::to_value(object) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                resp.deny(format!("cannot read the object: {e}")),
+                Outcome::Denied,
+            );
+        }
+    };
+    let old = req
+        .old_object
+        .as_ref()
+        .and_then(|o| serde_json::to_value(o).ok());
+    if req.operation == Operation::Update && !needs_spec_rules(old.as_ref(), &new) {
+        return (resp, Outcome::Allowed);
+    }
+    match endpoint {
+        Endpoint::Validate => validate(kind, resp, &new, old.as_ref(), lookups),
+        Endpoint::Mutate => mutate(kind, resp, req.operation.clone(), new, lookups, install),
+    }
+}
+
+fn typed<K: DeserializeOwned>(kind: Kind, v: &Value) -> Result<K, String> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| format!("{} does not match its schema: {e}", kind.as_str()))
+}
+
+fn validate(
+    kind: Kind,
+    resp: AdmissionResponse,
+    new: &Value,
+    old: Option<&Value>,
+    lookups: &dyn Lookups,
+) -> (AdmissionResponse, Outcome) {
+    fn run<K: Validate + DeserializeOwned>(
+        kind: Kind,
+        new: &Value,
+        old: Option<&Value>,
+        lookups: &dyn Lookups,
+    ) -> Result<Verdict, String> {
+        let new: K = typed(kind, new)?;
+        // An old object that no longer parses (written by an older version) must not block
+        // the update: judge the new one alone.
+        let old: Option<K> = old.and_then(|o| serde_json::from_value(o.clone()).ok());
+        Ok(new.validate(old.as_ref(), lookups))
+    }
+    let verdict = match kind {
+        Kind::Repository => run::<Repository>(kind, new, old, lookups),
+        Kind::BackupConfiguration => run::<BackupConfiguration>(kind, new, old, lookups),
+        Kind::BackupSession => run::<BackupSession>(kind, new, old, lookups),
+        Kind::RestoreSession => run::<RestoreSession>(kind, new, old, lookups),
+        Kind::Task => run::<Task>(kind, new, old, lookups),
+        Kind::Function => run::<Function>(kind, new, old, lookups),
+    };
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(reason) => return (resp.deny(reason), Outcome::Denied),
+    };
+    let mut resp = resp;
+    if !verdict.warnings.is_empty() {
+        resp.warnings = Some(verdict.warnings.iter().map(ToString::to_string).collect());
+    }
+    if verdict.allowed() {
+        (resp, Outcome::Allowed)
+    } else {
+        let reason = format!("{} rejected: {}", kind.as_str(), verdict.error_message());
+        (resp.deny(reason), Outcome::Denied)
+    }
+}
+
+fn mutate(
+    kind: Kind,
+    resp: AdmissionResponse,
+    operation: Operation,
+    new: Value,
+    lookups: &dyn Lookups,
+    install: &InstallSettings,
+) -> (AdmissionResponse, Outcome) {
+    let catalog = &install.catalog;
+    let mut warnings = Vec::new();
+    let result = match kind {
+        Kind::Repository => defaulted(kind, &new, |r: &mut Repository| default_repository(r)),
+        Kind::BackupConfiguration => defaulted(kind, &new, |c: &mut BackupConfiguration| {
+            default_backup_configuration(c, lookups, catalog)
+        }),
+        // Session specs are immutable: they are defaulted and resolved once, at CREATE.
+        Kind::BackupSession if operation == Operation::Create => {
+            defaulted(kind, &new, |s: &mut BackupSession| {
+                default_backup_session(s, lookups);
+                if s.spec.job_template.is_none() && s.metadata.name.is_some() {
+                    match resolve_backup_job(s, lookups, install) {
+                        Ok(job) => s.spec.job_template = Some(job),
+                        Err(e) => warnings.push(unresolved_warning(&e)),
+                    }
+                }
+            })
+        }
+        Kind::RestoreSession if operation == Operation::Create => {
+            defaulted(kind, &new, |r: &mut RestoreSession| {
+                default_restore_session(r, lookups, catalog);
+                if r.spec.job_template.is_none() && r.metadata.name.is_some() {
+                    match resolve_restore_job(r, lookups, install) {
+                        Ok(job) => r.spec.job_template = Some(job),
+                        Err(e) => warnings.push(unresolved_warning(&e)),
+                    }
+                }
+            })
+        }
+        _ => Ok(None),
+    };
+    let mut resp = resp;
+    if !warnings.is_empty() {
+        resp.warnings = Some(warnings);
+    }
+    match result {
+        Ok(Some(p)) if !p.0.is_empty() => match resp.clone().with_patch(p) {
+            Ok(r) => (r, Outcome::Patched),
+            Err(e) => (
+                resp.deny(format!("cannot encode the defaults: {e}")),
+                Outcome::Denied,
+            ),
+        },
+        Ok(_) => (resp, Outcome::Allowed),
+        // An object that does not parse is left alone here: the API server's schema validation
+        // (which runs after mutation) reports it with the field path.
+        Err(_) => (resp, Outcome::Allowed),
+    }
+}
+
+fn unresolved_warning(e: &cairn_api::resolve::ResolveError) -> String {
+    format!(
+        "spec.jobTemplate: not resolved yet ({e}); the controller resolves it when the session starts, or fails the session with this reason"
+    )
+}
+
+/// Defaults an object with `f` and returns the JSON patch from the object to its defaulted form.
+fn defaulted<K: DeserializeOwned + Serialize + Clone>(
+    kind: Kind,
+    v: &Value,
+    f: impl FnOnce(&mut K),
+) -> Result<Option<json_patch::Patch>, String> {
+    let before: K = typed(kind, v)?;
+    let mut after = before.clone();
+    f(&mut after);
+    patch(&before, &after)
+        .map(Some)
+        .map_err(|e| format!("cannot compute the defaults: {e}"))
+}

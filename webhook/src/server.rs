@@ -1,0 +1,218 @@
+//! The HTTPS admission server and the plain-HTTP admin server: thin shells around
+//! [`crate::admission::review`]. Bad requests get a clear 400/413, never a panic or a hang.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cairn_api::resolve::InstallSettings;
+use cairn_api::validation::Lookups;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::admission::{Endpoint, Kind, review};
+use crate::metrics::{Metrics, RequestLabels};
+
+/// Largest AdmissionReview body accepted (the API server's own limit is 3 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub lookups: Arc<dyn Lookups + Send + Sync>,
+    pub install: InstallSettings,
+    pub metrics: Metrics,
+    pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// The admission routes: `/validate` and `/mutate` (any path below them too, so webhook
+/// configurations may name the kind: `/validate/backupconfigurations`).
+pub fn admission_router(state: Arc<AppState>, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/validate/{*kind}", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/mutate/{*kind}", post(mutate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .with_state(state)
+}
+
+/// The admin routes: `/livez`, `/readyz` (ready once the watch caches synced), `/metrics`.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if (state.ready)() {
+        "ok".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "watch caches not synced yet",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    handle(&state, Endpoint::Validate, &body)
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    handle(&state, Endpoint::Mutate, &body)
+}
+
+/// Decodes an AdmissionReview v1, reviews it, encodes the answer.
+pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let api_version = value.get("apiVersion").and_then(|v| v.as_str());
+    let kind = value.get("kind").and_then(|v| v.as_str());
+    if api_version != Some("admission.k8s.io/v1") || kind != Some("AdmissionReview") {
+        return Err(format!(
+            "expected an AdmissionReview of apiVersion admission.k8s.io/v1, got kind {:?} of apiVersion {:?}",
+            kind.unwrap_or(""),
+            api_version.unwrap_or("")
+        ));
+    }
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_value(value).map_err(|e| format!("not a valid AdmissionReview: {e}"))?;
+    review
+        .try_into()
+        .map_err(|_| "the AdmissionReview has no request".to_string())
+}
+
+fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
+    let start = Instant::now();
+    let req = match decode(body) {
+        Ok(r) => r,
+        Err(reason) => {
+            tracing::info!(%reason, "bad admission request");
+            return (StatusCode::BAD_REQUEST, reason).into_response();
+        }
+    };
+    let (resp, outcome) = review(endpoint, &req, state.lookups.as_ref(), &state.install);
+    let labels = RequestLabels {
+        endpoint: match endpoint {
+            Endpoint::Validate => "validate".into(),
+            Endpoint::Mutate => "mutate".into(),
+        },
+        kind: Kind::from_gvk(&req.kind.group, &req.kind.kind)
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        operation: format!("{:?}", req.operation).to_uppercase(),
+        verdict: outcome.as_str().into(),
+    };
+    tracing::debug!(
+        uid = %req.uid, kind = %labels.kind, name = %req.name,
+        namespace = req.namespace.as_deref().unwrap_or(""),
+        operation = %labels.operation, verdict = %labels.verdict,
+        "admission"
+    );
+    state.metrics.observe(labels, start.elapsed());
+    axum::Json(resp.into_review()).into_response()
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, then finishes the
+/// requests in flight (up to `drain`) and returns.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that trickles its headers is cut off instead of holding a connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("in-flight requests finished"),
+        () = tokio::time::sleep(drain) => tracing::warn!("shutdown drain period over; closing open connections"),
+    }
+}
+
+/// Serves the admin router over plain HTTP until `shutdown` resolves.
+pub async fn serve_admin(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
