@@ -22,7 +22,10 @@
 
 pub mod binaries;
 pub mod controlplane;
+pub mod opensearch;
 pub mod pki;
 pub mod process;
+pub mod s3;
+pub mod webhook;
 
 pub use controlplane::{ControlPlane, Options, crds_dir, repo_root};

@@ -54,6 +54,9 @@ struct Args {
     /// On SIGTERM, how long requests in flight may still take, in seconds.
     #[arg(long, default_value_t = 20)]
     drain_seconds: u64,
+    /// Kubeconfig to use instead of the in-cluster configuration or $KUBECONFIG.
+    #[arg(long, env = "CAIRN_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "CAIRN_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -85,6 +88,22 @@ async fn shutdown_signal() {
     }
 }
 
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .context("kubeconfig")?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding the Kubernetes API configuration")?,
+    };
+    kube::Client::try_from(config).context("connecting to the Kubernetes API")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -100,9 +119,7 @@ async fn main() -> anyhow::Result<()> {
         server_config(Arc::clone(&cert)).context("TLS configuration")?,
     ));
 
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let caches = Caches::start(client);
     let ready_caches = caches.clone();
     let state = Arc::new(AppState {

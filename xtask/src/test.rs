@@ -52,6 +52,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     step("testbed binaries (built once, then cached)", || {
         crate::testbed::run(&[])
     })?;
+    // End-to-end tests start the workspace's binaries as processes.
+    step("cargo build --workspace --bins", || {
+        cargo(&["build", "--workspace", "--bins", "--locked"])
+    })?;
     let mut test_args = vec!["test", "--workspace", "--locked"];
     let extra: Vec<&str> = args.iter().map(String::as_str).collect();
     test_args.extend(extra);
