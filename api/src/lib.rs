@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod naming;
 pub mod repository;
 pub mod resolve;
+pub mod result;
 pub mod restore_session;
 pub mod schedule;
 mod schema;
