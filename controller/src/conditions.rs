@@ -1,0 +1,60 @@
+//! Conditions with `observedGeneration`, `reason`, `message` and a `lastTransitionTime` that
+//! only moves when the status changes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Sets condition `type_` in `conditions`, keeping its transition time when its status is
+/// unchanged.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if ok { "True" } else { "False" };
+    let message = message.into();
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = now.clone();
+        }
+        c.status = status.into();
+        c.reason = reason.into();
+        c.message = message;
+        c.observed_generation = generation;
+        return;
+    }
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    });
+}
+
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_on_change() {
+        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(1).expect("t"));
+        let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(2).expect("t"));
+        let mut c = Vec::new();
+        set(&mut c, "Ready", true, "Found", "ok", Some(1), &t1);
+        set(&mut c, "Ready", true, "Found", "still ok", Some(2), &t2);
+        assert_eq!(c[0].last_transition_time, t1);
+        assert_eq!(c[0].message, "still ok");
+        set(&mut c, "Ready", false, "Missing", "gone", Some(2), &t2);
+        assert_eq!(c[0].last_transition_time, t2);
+        assert_eq!(c.len(), 1);
+    }
+}

@@ -1,0 +1,161 @@
+//! The Job side of a session, shared by BackupSession and RestoreSession: create the interim
+//! PVC and the Job (owned by the session), read the Job's outcome, delete it at the deadline.
+
+use std::collections::BTreeMap;
+
+use cairn_api::common::PersistentVolumeClaimTemplate;
+use cairn_api::naming::{
+    LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY, interim_pvc_name, label_value,
+};
+use k8s_openapi::api::batch::v1::{Job, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::{Api, Client, Resource};
+
+use crate::error::Result;
+use crate::observe::{JobObservation, observe};
+
+/// The owner reference that ties a Job or PVC to its session (deleted with it).
+pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Option<OwnerReference> {
+    obj.controller_owner_ref(&())
+}
+
+fn labels(session: &str, extra: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    let mut l = extra.cloned().unwrap_or_default();
+    l.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+    l.insert(LABEL_SESSION.into(), label_value(session));
+    l
+}
+
+/// Creates the session's interim PVC from the template; an existing one is kept.
+pub async fn ensure_interim_pvc(
+    client: &Client,
+    namespace: &str,
+    session: &str,
+    owner: Option<OwnerReference>,
+    template: &PersistentVolumeClaimTemplate,
+) -> Result<String> {
+    let name = interim_pvc_name(
+        session,
+        template.metadata.name.as_deref().unwrap_or("interim"),
+    );
+    let pvc = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.into()),
+            labels: Some(labels(session, template.metadata.labels.as_ref())),
+            annotations: template.metadata.annotations.clone(),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(template.spec.clone()),
+        status: None,
+    };
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    match api.create(&PostParams::default(), &pvc).await {
+        Ok(_) => Ok(name),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(name),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the session's Job from its template; an existing one (a retried reconcile) is kept.
+pub async fn ensure_job(
+    client: &Client,
+    namespace: &str,
+    job_name: &str,
+    session: &str,
+    owner: Option<OwnerReference>,
+    template: &JobTemplateSpec,
+) -> Result<()> {
+    let meta = template.metadata.clone().unwrap_or_default();
+    let job = Job {
+        metadata: ObjectMeta {
+            name: Some(job_name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(labels(session, meta.labels.as_ref())),
+            annotations: meta.annotations,
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    };
+    let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+    match api.create(&PostParams::default(), &job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The outcome of the session's Job, from the Job and its Pods.
+pub async fn job_outcome(
+    client: &Client,
+    namespace: &str,
+    job_name: &str,
+) -> Result<JobObservation> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let job = jobs.get_opt(job_name).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+        .await?;
+    Ok(observe(job.as_ref(), &list.items))
+}
+
+/// Deletes the Job and (foreground) its Pods.
+pub async fn delete_job(client: &Client, namespace: &str, job_name: &str) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..Default::default()
+    };
+    match jobs.delete(job_name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A duration as `1h2m3s` (what `sessionDuration` shows).
+pub fn human_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Bytes as `12.3 MiB` (what `totalSize` shows).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humane_numbers() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(125), "2m5s");
+        assert_eq!(human_duration(3725), "1h2m5s");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,15 @@
+//! cairn-controller: schedules BackupSessions in-process, runs each session as a Job, reads the
+//! agent's result from the Pod, and writes status, events and metrics. Pure decisions live in
+//! [`scheduling`] and [`observe`]; the reconcilers are the I/O shell around them.
+
+pub mod backup_configuration;
+pub mod backup_session;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod job;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod restore_session;
+pub mod scheduling;

@@ -1,0 +1,145 @@
+//! Prometheus metrics of the controller: sessions, backups, restores, scheduling lag, missed
+//! slots and reconciles.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigLabels {
+    pub namespace: String,
+    pub configuration: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    pub namespace: String,
+    pub invoker: String,
+    pub kind: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub error: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions: Family<SessionLabels, Counter>,
+    pub session_duration: Family<SessionLabels, Histogram>,
+    pub last_success: Family<ConfigLabels, Gauge<f64, AtomicU64>>,
+    pub last_backup_bytes: Family<ConfigLabels, Gauge>,
+    pub last_backup_documents: Family<ConfigLabels, Gauge>,
+    pub scheduling_lag: Histogram,
+    pub missed_slots: Family<ConfigLabels, Counter>,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<ReconcileLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("cairn");
+        let m = Self {
+            sessions: Family::default(),
+            session_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 16))
+            }),
+            last_success: Family::default(),
+            last_backup_bytes: Family::default(),
+            last_backup_documents: Family::default(),
+            scheduling_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            missed_slots: Family::default(),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "sessions",
+            "Finished sessions by kind, invoker and phase",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "session_duration_seconds",
+            "Duration of finished sessions",
+            m.session_duration.clone(),
+        );
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Time of the last successful backup per configuration",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "backup_last_bytes",
+            "Bytes in the last backup's snapshot per configuration",
+            m.last_backup_bytes.clone(),
+        );
+        registry.register(
+            "backup_last_documents",
+            "Documents in the last backup per configuration",
+            m.last_backup_documents.clone(),
+        );
+        registry.register(
+            "scheduling_lag_seconds",
+            "Session creation time minus its schedule slot",
+            m.scheduling_lag.clone(),
+        );
+        registry.register(
+            "missed_slots",
+            "Schedule slots skipped because they were missed beyond startingDeadlineSeconds",
+            m.missed_slots.clone(),
+        );
+        registry.register(
+            "reconciles",
+            "Reconciles by controller",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by controller and error",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration by controller",
+            m.reconcile_duration.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, controller: &str, elapsed: Duration) {
+        let l = ReconcileLabels {
+            controller: controller.into(),
+        };
+        self.reconciles.get_or_create(&l).inc();
+        self.reconcile_duration
+            .get_or_create(&l)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,275 @@
+//! What a session's Job and Pod say about its outcome, as a pure function of the objects:
+//! every way a pod can die ends in `Failed` with a reason, so no session stays `Running`.
+
+use cairn_api::result::AgentResult;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
+/// The outcome of a Job as far as it is known.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobObservation {
+    /// The Job is gone (deleted by someone, or never created).
+    Missing,
+    /// Created, not finished.
+    Running,
+    /// Finished successfully, with the agent's result if it wrote one.
+    Succeeded { result: Option<AgentResult> },
+    /// Failed: a short reason (a condition reason) and a message with the container's words.
+    Failed { reason: String, message: String },
+}
+
+/// Waiting reasons that mean the container will not start without someone changing something.
+const STUCK_WAITING: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+];
+
+/// Reads the outcome from the Job and its Pods (newest first does not matter: a Job of ours
+/// has `backoffLimit: 0`, so one Pod).
+pub fn observe(job: Option<&Job>, pods: &[Pod]) -> JobObservation {
+    let Some(job) = job else {
+        return JobObservation::Missing;
+    };
+    // A pod that failed tells more than the Job's condition: look at pods first.
+    for pod in pods {
+        if let Some(failure) = pod_failure(pod) {
+            return failure;
+        }
+    }
+    let status = job.status.as_ref();
+    let condition = |t: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if condition("Complete").is_some() || status.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+        let result = pods
+            .iter()
+            .find_map(main_container_message)
+            .and_then(|m| AgentResult::from_termination_message(&m));
+        return match result {
+            Some(AgentResult::Failure(f)) => JobObservation::Failed {
+                reason: "AgentFailed".into(),
+                message: format!("{}: {}", f.phase, f.reason),
+            },
+            result => JobObservation::Succeeded { result },
+        };
+    }
+    if let Some(c) = condition("Failed") {
+        let message = pods
+            .iter()
+            .find_map(main_container_message)
+            .or_else(|| c.message.clone())
+            .unwrap_or_default();
+        return JobObservation::Failed {
+            reason: c.reason.clone().unwrap_or_else(|| "JobFailed".into()),
+            message,
+        };
+    }
+    JobObservation::Running
+}
+
+fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    let s = pod.status.as_ref();
+    s.and_then(|s| s.init_container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(
+            s.and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten(),
+        )
+}
+
+/// The failure a pod shows, if any.
+fn pod_failure(pod: &Pod) -> Option<JobObservation> {
+    let status = pod.status.as_ref()?;
+    if status.reason.as_deref() == Some("Evicted") {
+        return Some(JobObservation::Failed {
+            reason: "Evicted".into(),
+            message: status
+                .message
+                .clone()
+                .unwrap_or_else(|| "the pod was evicted".into()),
+        });
+    }
+    for cs in statuses(pod) {
+        let state = cs.state.as_ref();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = w.reason.as_deref().filter(|r| STUCK_WAITING.contains(r))
+        {
+            return Some(JobObservation::Failed {
+                reason: reason.to_string(),
+                message: format!(
+                    "container {} cannot start: {}",
+                    cs.name,
+                    w.message.clone().unwrap_or_else(|| reason.to_string())
+                ),
+            });
+        }
+        if let Some(t) = state.and_then(|s| s.terminated.as_ref())
+            && t.exit_code != 0
+        {
+            let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
+            let said = t
+                .message
+                .as_deref()
+                .map(|m| match AgentResult::from_termination_message(m) {
+                    Some(AgentResult::Failure(f)) => format!("{}: {}", f.phase, f.reason),
+                    _ => last_line(m),
+                })
+                .unwrap_or_default();
+            let message = if reason == "OOMKilled" {
+                format!(
+                    "container {} was killed for using too much memory (OOMKilled); raise runtimeSettings.container.resources.limits.memory",
+                    cs.name
+                )
+            } else if said.is_empty() {
+                format!("container {} exited with code {}", cs.name, t.exit_code)
+            } else {
+                format!(
+                    "container {} exited with code {}: {said}",
+                    cs.name, t.exit_code
+                )
+            };
+            return Some(JobObservation::Failed {
+                reason: if reason == "OOMKilled" {
+                    reason
+                } else {
+                    "ContainerFailed".into()
+                },
+                message,
+            });
+        }
+    }
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(JobObservation::Failed {
+            reason: status.reason.clone().unwrap_or_else(|| "PodFailed".into()),
+            message: status
+                .message
+                .clone()
+                .unwrap_or_else(|| "the pod failed".into()),
+        });
+    }
+    None
+}
+
+/// The termination message of the pod's main (last) container.
+fn main_container_message(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .filter_map(|cs| cs.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .next_back()
+}
+
+/// The last non-empty line of a container's output (what `FallbackToLogsOnError` leaves).
+fn last_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim();
+    line.chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(
+            json!({"metadata": {"name": "j"}, "status": {"conditions": conditions}}),
+        )
+        .expect("job")
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).expect("pod")
+    }
+
+    #[test]
+    fn success_carries_the_agent_result() {
+        let msg = r#"{"kind":"backup","snapshot":"abc","time":"t","host":"h","indices":2,"documents":10,"totalBytes":5,"addedBytes":5,"durationSeconds":1.0}"#;
+        let p = pod(
+            json!({"phase": "Succeeded", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": msg}}}]}),
+        );
+        let o = observe(
+            Some(&job(json!([{"type": "Complete", "status": "True"}]))),
+            &[p],
+        );
+        match o {
+            JobObservation::Succeeded {
+                result: Some(AgentResult::Backup(b)),
+            } => assert_eq!(b.documents, 10),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_failure_mode_is_a_failure_with_its_reason() {
+        let running = job(json!([]));
+        let cases = [
+            (
+                json!({"phase": "Failed", "reason": "Evicted", "message": "node low on memory"}),
+                "Evicted",
+            ),
+            (
+                json!({"phase": "Failed", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+                "OOMKilled",
+            ),
+            (
+                json!({"phase": "Pending", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]}),
+                "ImagePullBackOff",
+            ),
+            (
+                json!({"phase": "Failed", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 2, "reason": "Error", "message": "{\"kind\":\"failure\",\"phase\":\"connect\",\"reason\":\"connection refused\"}"}}}]}),
+                "ContainerFailed",
+            ),
+        ];
+        for (status, reason) in cases {
+            match observe(Some(&running), &[pod(status)]) {
+                JobObservation::Failed { reason: r, message } => {
+                    assert_eq!(r, reason);
+                    assert!(!message.is_empty());
+                }
+                other => panic!("{reason}: {other:?}"),
+            }
+        }
+        assert_eq!(observe(None, &[]), JobObservation::Missing);
+        assert_eq!(observe(Some(&running), &[]), JobObservation::Running);
+        let failed = job(
+            json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]),
+        );
+        assert!(matches!(
+            observe(Some(&failed), &[]),
+            JobObservation::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn the_agents_own_failure_message_is_kept() {
+        let p = pod(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "{\"kind\":\"failure\",\"phase\":\"connect\",\"reason\":\"connection refused\"}"}}}]}),
+        );
+        let JobObservation::Failed { message, .. } = observe(Some(&job(json!([]))), &[p]) else {
+            panic!("not failed");
+        };
+        assert!(message.contains("connect: connection refused"), "{message}");
+    }
+}
