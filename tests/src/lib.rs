@@ -21,6 +21,7 @@
 //! ```
 
 pub mod binaries;
+pub mod controller;
 pub mod controlplane;
 pub mod opensearch;
 pub mod pki;
