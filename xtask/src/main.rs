@@ -1,6 +1,7 @@
 //! Developer commands: `cargo xtask <command>`. Each command lives in its own module.
 
 mod crds;
+mod search_testbed;
 mod test;
 mod testbed;
 
@@ -15,6 +16,7 @@ fn main() -> anyhow::Result<()> {
     match cmd.as_str() {
         "crds" => crds::run(&rest),
         "testbed" => testbed::run(&rest),
+        "search-testbed" => search_testbed::run(&rest),
         "test" => test::run(&rest),
         _ => {
             let _ = rest;
