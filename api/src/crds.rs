@@ -1,4 +1,5 @@
-//! The CustomResourceDefinitions generated from the types, as the YAML files in `manifests/crds/`.
+//! The CustomResourceDefinitions generated from the types, as the YAML files in `manifests/crds/`
+//! (cairn's own) and `manifests/appbinding/` (AppBinding's, for clusters without KubeDB).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -7,30 +8,30 @@ use crate::{
     AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
 };
 
-/// cairn's own CRDs, with the file name each is written to.
+/// cairn's own CRDs, with the file each is written to (relative to `manifests/`).
 pub fn cairn_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("cairn.dev_repositories.yaml", Repository::crd()),
+        ("crds/cairn.dev_repositories.yaml", Repository::crd()),
         (
-            "cairn.dev_backupconfigurations.yaml",
+            "crds/cairn.dev_backupconfigurations.yaml",
             BackupConfiguration::crd(),
         ),
-        ("cairn.dev_backupsessions.yaml", BackupSession::crd()),
-        ("cairn.dev_restoresessions.yaml", RestoreSession::crd()),
-        ("cairn.dev_tasks.yaml", Task::crd()),
-        ("cairn.dev_functions.yaml", Function::crd()),
+        ("crds/cairn.dev_backupsessions.yaml", BackupSession::crd()),
+        ("crds/cairn.dev_restoresessions.yaml", RestoreSession::crd()),
+        ("crds/cairn.dev_tasks.yaml", Task::crd()),
+        ("crds/cairn.dev_functions.yaml", Function::crd()),
     ]
 }
 
 /// The AppBinding CRD, shipped separately for clusters that don't have KubeDB.
 pub fn appbinding_crd() -> (&'static str, CustomResourceDefinition) {
     (
-        "appcatalog.appscode.com_appbindings.yaml",
+        "appbinding/appcatalog.appscode.com_appbindings.yaml",
         AppBinding::crd(),
     )
 }
 
-/// Every CRD file: name and YAML text, as committed under `manifests/crds/`.
+/// Every CRD file: path relative to `manifests/` and YAML text, as committed.
 pub fn render_all() -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
     let mut all = cairn_crds();
     all.push(appbinding_crd());

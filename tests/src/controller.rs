@@ -19,7 +19,12 @@ pub struct Controller {
 impl Controller {
     /// Starts a controller named `identity` using the Lease `cairn-controller` in `lease_ns`
     /// (which must exist), with a short lease so failover tests run quickly.
-    pub fn start(cp: &ControlPlane, lease_ns: &str, identity: &str, lease_seconds: u64) -> Result<Self> {
+    pub fn start(
+        cp: &ControlPlane,
+        lease_ns: &str,
+        identity: &str,
+        lease_seconds: u64,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-controller-")
             .tempdir()
@@ -39,7 +44,11 @@ impl Controller {
             &args,
             &dir.path().join("controller.log"),
         )?;
-        let c = Self { process, admin_port, _dir: dir };
+        let c = Self {
+            process,
+            admin_port,
+            _dir: dir,
+        };
         c.wait_admin(Duration::from_secs(30))?;
         Ok(c)
     }
@@ -48,14 +57,20 @@ impl Controller {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.process.exited()? {
-                bail!("cairn-controller exited ({status}):\n{}", self.process.log_tail(30));
+                bail!(
+                    "cairn-controller exited ({status}):\n{}",
+                    self.process.log_tail(30)
+                );
             }
             if self.get("/livez").is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("cairn-controller admin port never answered:\n{}", self.process.log_tail(30))
+        bail!(
+            "cairn-controller admin port never answered:\n{}",
+            self.process.log_tail(30)
+        )
     }
 
     /// A GET on the admin port: the body.
@@ -63,10 +78,17 @@ impl Controller {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.admin_port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?;
         let mut text = String::new();
         stream.read_to_string(&mut text)?;
-        Ok(text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+        Ok(text
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string())
     }
 
     /// Whether this instance holds the lease.
@@ -83,7 +105,10 @@ impl Controller {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("not leader after {timeout:?}:\n{}", self.process.log_tail(30))
+        bail!(
+            "not leader after {timeout:?}:\n{}",
+            self.process.log_tail(30)
+        )
     }
 
     /// The metrics text.
@@ -109,7 +134,10 @@ impl Controller {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("cairn-controller did not exit after SIGTERM:\n{}", self.process.log_tail(30))
+        bail!(
+            "cairn-controller did not exit after SIGTERM:\n{}",
+            self.process.log_tail(30)
+        )
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

@@ -524,9 +524,14 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// `manifests/crds` of the repository.
+/// `manifests/crds` of the repository: cairn's CRDs.
 pub fn crds_dir() -> PathBuf {
     repo_root().join("manifests/crds")
+}
+
+/// `manifests/appbinding` of the repository: the AppBinding CRD, for clusters without KubeDB.
+pub fn appbinding_crd_dir() -> PathBuf {
+    repo_root().join("manifests/appbinding")
 }
 
 /// Every CRD document of the YAML files in `dir`, sorted by file name.
@@ -535,7 +540,9 @@ fn read_crds(dir: &Path) -> Result<Vec<(PathBuf, CustomResourceDefinition)>> {
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| {
+            // A kustomization beside the CRDs is for `kubectl apply -k`, not a CRD.
             p.is_file()
+                && !p.file_name().is_some_and(|n| n == "kustomization.yaml")
                 && p.extension()
                     .is_some_and(|ext| ext == "yaml" || ext == "yml")
         })

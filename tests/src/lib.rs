@@ -29,4 +29,4 @@ pub mod process;
 pub mod s3;
 pub mod webhook;
 
-pub use controlplane::{ControlPlane, Options, crds_dir, repo_root};
+pub use controlplane::{ControlPlane, Options, appbinding_crd_dir, crds_dir, repo_root};

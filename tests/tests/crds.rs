@@ -4,7 +4,7 @@
 //!
 //! Needs `cargo xtask testbed` to have been run.
 
-use cairn_tests::{ControlPlane, crds_dir, repo_root};
+use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
 use std::path::PathBuf;
 use std::process::Output;
 use tokio::sync::OnceCell;
@@ -15,6 +15,9 @@ async fn cluster() -> &'static ControlPlane {
     let cp = ControlPlane::shared();
     let names = CRDS
         .get_or_init(|| async {
+            cp.apply_crds(appbinding_crd_dir())
+                .await
+                .expect("apply manifests/appbinding");
             cp.apply_crds(crds_dir())
                 .await
                 .expect("apply manifests/crds")

@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cairn_tests::webhook::Webhook;
-use cairn_tests::{ControlPlane, crds_dir, repo_root};
+use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
 use tokio::sync::OnceCell;
 
 struct Env {
@@ -23,6 +23,9 @@ async fn env() -> &'static Env {
     ENV.get_or_init(|| async {
         let cp = ControlPlane::shared();
         cp.apply_crds(crds_dir()).await.expect("CRDs");
+        cp.apply_crds(appbinding_crd_dir())
+            .await
+            .expect("AppBinding CRD");
         let webhook = Webhook::start(cp).expect("webhook starts");
         webhook.register(cp).expect("webhook registered");
         let out = cp.kubectl(["apply", "-f", &path("manifests/catalog/functions.yaml")]);

@@ -1,5 +1,6 @@
 //! `cargo xtask crds [--check]`: write the CRD YAML generated from the `api` types into
-//! `manifests/crds/`, or (with `--check`) fail when the committed files are stale.
+//! `manifests/crds/` and `manifests/appbinding/`, or (with `--check`) fail when the committed files
+//! are stale.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +16,7 @@ pub fn repo_root() -> PathBuf {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let check = args.iter().any(|a| a == "--check");
-    let dir = repo_root().join("manifests/crds");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = repo_root().join("manifests");
     let mut stale = Vec::new();
     for (file, yaml) in cairn_api::crds::render_all().context("rendering CRDs")? {
         let path = dir.join(file);
@@ -33,7 +33,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if !stale.is_empty() {
         bail!(
-            "stale CRD files in manifests/crds: {}; run `cargo xtask crds`",
+            "stale CRD files in manifests/: {}; run `cargo xtask crds`",
             stale.join(", ")
         );
     }
