@@ -6,7 +6,7 @@ mod test;
 mod testbed;
 
 fn usage() -> anyhow::Error {
-    anyhow::anyhow!("usage: cargo xtask <crds|testbed|test> [args...]")
+    anyhow::anyhow!("usage: cargo xtask <test|crds|testbed|search-testbed|bench> [args...]")
 }
 
 fn main() -> anyhow::Result<()> {

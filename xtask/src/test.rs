@@ -49,9 +49,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "warnings",
         ])
     })?;
-    step("testbed binaries (built once, then cached)", || {
+    step("testbed: control plane (built once, then cached)", || {
         crate::testbed::run(&[])
     })?;
+    step(
+        "testbed: OpenSearch, S3, restic (built once, then cached)",
+        || crate::search_testbed::run(&[]),
+    )?;
     // End-to-end tests start the workspace's binaries as processes.
     step("cargo build --workspace --bins", || {
         cargo(&["build", "--workspace", "--bins", "--locked"])
