@@ -331,5 +331,5 @@ pub fn error_policy(config: Arc<BackupConfiguration>, error: &Error, ctx: Arc<Co
             error: error.metric_label().into(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff(&crate::context::key(config.as_ref())))
 }

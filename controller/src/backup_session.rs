@@ -518,5 +518,5 @@ pub fn error_policy(session: Arc<BackupSession>, error: &Error, ctx: Arc<Context
             error: error.metric_label().into(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff(&crate::context::key(session.as_ref())))
 }

@@ -1,7 +1,9 @@
 //! What every reconcile shares: the client, the watch caches, install settings, the event
 //! recorder and the metrics.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cairn_api::BackupSession;
 use cairn_api::resolve::InstallSettings;
@@ -25,7 +27,13 @@ pub struct Context {
     pub install: InstallSettings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Consecutive reconcile failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
+
+/// First and longest wait after a failed reconcile.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 impl Context {
     pub fn new(
@@ -47,7 +55,24 @@ impl Context {
             sessions,
             install,
             metrics,
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The wait before retrying `key` after one more failure: 1 s, 2 s, 4 s ... up to 5 min.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        BACKOFF_BASE
+            .saturating_mul(1u32 << (*n - 1).min(16))
+            .min(BACKOFF_MAX)
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
     }
 
     /// Publishes an event on `obj`. Events are best effort: a failure is logged, not returned.
@@ -70,4 +95,14 @@ impl Context {
             tracing::warn!(error = %e, object = %obj.name_any(), reason, "event not published");
         }
     }
+}
+
+/// The backoff key of an object: kind, namespace and name.
+pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
 }

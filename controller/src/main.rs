@@ -95,7 +95,11 @@ macro_rules! timed {
         |obj, ctx: Arc<Context>| async move {
             let start = Instant::now();
             let metrics = ctx.metrics.clone();
-            let result = $f(obj, ctx).await;
+            let key = cairn_controller::context::key(obj.as_ref());
+            let result = $f(obj, ctx.clone()).await;
+            if result.is_ok() {
+                ctx.succeeded(&key);
+            }
             metrics.reconciled($name, start.elapsed());
             result
         }

@@ -256,5 +256,5 @@ pub fn error_policy(r: Arc<RestoreSession>, error: &Error, ctx: Arc<Context>) ->
             error: error.metric_label().into(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff(&crate::context::key(r.as_ref())))
 }
