@@ -1,5 +1,145 @@
-//! cairn-agent: the program inside backup and restore Jobs (to be built in its own issue).
+//! cairn-agent: the program inside backup and restore Jobs (see the library's docs).
 
-fn main() {
-    println!("cairn-agent: not built yet");
+use std::process::ExitCode;
+
+use cairn_agent::cli::{Cli, Command};
+use cairn_agent::error::{AgentError, Failed, InPhase};
+use cairn_agent::output::{apply_priority, emit, failure};
+use cairn_agent::search::Client;
+use cairn_agent::{repo, restore};
+use cairn_api::result::AgentResult;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,rustic_core=warn,rustic_backend=warn,opendal=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let _ = e.print();
+            let reason = e.to_string();
+            let reason = reason
+                .lines()
+                .next()
+                .unwrap_or("bad command line")
+                .to_string();
+            emit(&failure(&Failed {
+                phase: "config",
+                error: AgentError::Usage(reason.trim_start_matches("error: ").to_string()),
+            }));
+            return ExitCode::from(2);
+        }
+    };
+    apply_priority();
+    // Before any thread exists: it may set SSL_CERT_FILE for the storage backend.
+    let tmp = std::env::var("CAIRN_TMP_DIR")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map_or_else(std::env::temp_dir, Into::into);
+    if let Err(e) = repo::install_repository_ca(&tmp) {
+        emit(&failure(&Failed {
+            phase: "config",
+            error: e,
+        }));
+        return ExitCode::FAILURE;
+    }
+    // rustls has two providers in this binary (ring for us, aws-lc-rs for opendal's reqwest):
+    // name a process default so nothing has to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let outcome = run(cli.command);
+    match outcome {
+        Ok(Some(result)) => {
+            emit(&result);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(f) => {
+            tracing::error!("{f}");
+            emit(&failure(&f));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
+    match command {
+        Command::Backup(args) => {
+            let plan = args.plan().phase("config")?;
+            let client =
+                Client::new(&args.target.client_options().phase("config")?).phase("config")?;
+            cairn_agent::backup::run(&plan, &client).map(|r| Some(AgentResult::Backup(r)))
+        }
+        Command::Restore(args) => {
+            let plan = args.plan().phase("config")?;
+            let client =
+                Client::new(&args.target.client_options().phase("config")?).phase("config")?;
+            restore::run(&plan, &client).map(|r| Some(AgentResult::Restore(r)))
+        }
+        Command::Snapshots(args) => {
+            let be = repo::backend(&args.repo.location().phase("config")?, &args.repo.options())
+                .phase("repository")?;
+            let r = repo::open(be, &args.repo.options(), false).phase("repository")?;
+            let host = args.host.clone();
+            let mut snaps = r
+                .get_matching_snapshots(|s| host.is_empty() || s.hostname == host)
+                .map_err(|e| AgentError::rustic("list snapshots", e))
+                .phase("repository")?;
+            snaps.sort_by(|a, b| a.time.cmp(&b.time));
+            let list: Vec<serde_json::Value> = snaps
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id.to_string(),
+                        "time": s.time.timestamp().to_string(),
+                        "host": s.hostname,
+                        "tags": s.tags.iter().collect::<Vec<_>>(),
+                        "paths": s.paths.iter().collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(list));
+            Ok(None)
+        }
+        Command::Forget(args) => {
+            let opts = args.repo.options();
+            let be =
+                repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
+            let r = repo::open(be, &opts, false).phase("repository")?;
+            let out = repo::apply_retention(&r, &args.host(), &args.retention.retention())
+                .phase("retention")?;
+            println!(
+                "{}",
+                serde_json::json!({ "kept": out.kept, "removed": out.removed })
+            );
+            Ok(None)
+        }
+        Command::Check(args) => {
+            let opts = args.repo.options();
+            let be =
+                repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
+            let r = repo::open(be, &opts, false).phase("repository")?;
+            let ok = repo::check(&r, args.read_data).phase("verify")?;
+            println!("{}", serde_json::json!({ "integrity": ok }));
+            if ok {
+                Ok(None)
+            } else {
+                Err(Failed {
+                    phase: "verify",
+                    error: AgentError::Repository("the check found errors".into()),
+                })
+            }
+        }
+    }
 }

@@ -1,0 +1,388 @@
+//! `cairn-agent backup`: the cluster's templates, the selected indices' settings, mappings,
+//! aliases and documents, into one snapshot; then retention.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_api::result::{BackupResult, RepositoryTotals};
+use reqwest::Method;
+use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
+use serde_json::{Map, Value, json};
+
+use crate::error::{AgentError, Failed, InPhase, Result};
+use crate::layout::{self, IndexMeta, Manifest, ServerMeta, TemplateCounts};
+use crate::repo::{self, GatedBackend, Location, RepoOptions, Retention};
+use crate::search::{Client, Distribution, ReadMode, ServerInfo, encode_path};
+use crate::select::Selector;
+use crate::settings;
+use crate::stream::{Content, DumpSource, DumpState, Entry, pending_entry};
+
+/// Everything `backup` needs.
+#[derive(Clone, Debug)]
+pub struct BackupPlan {
+    pub location: Location,
+    pub repo: RepoOptions,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub retention: Retention,
+    pub selector: Selector,
+    pub wait_timeout: Duration,
+    /// `None` = auto.
+    pub slices: Option<u32>,
+    pub page_size: u32,
+}
+
+/// One index to dump.
+#[derive(Clone, Debug)]
+pub struct IndexPlan {
+    pub name: String,
+    pub meta: IndexMeta,
+    pub hidden: bool,
+    pub slices: u32,
+}
+
+/// What the cluster holds that we save.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterDump {
+    pub component_templates: Map<String, Value>,
+    pub index_templates: Map<String, Value>,
+    pub legacy_templates: Map<String, Value>,
+    pub indices: Vec<IndexPlan>,
+}
+
+/// Templates the server manages itself are not user data.
+fn user_template(name: &str, body: &Value) -> bool {
+    !name.starts_with('.') && body["_meta"]["managed"] != true
+}
+
+async fn templates(
+    client: &Client,
+    path: &str,
+    list_key: &str,
+    item_key: &str,
+) -> Result<Map<String, Value>> {
+    let (status, body) = client.send(Method::GET, path, None, path).await?;
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(Map::new());
+    }
+    if !status.is_success() {
+        return Err(crate::search::server_error(path, status, &body));
+    }
+    let v: Value = serde_json::from_slice(&body).map_err(|e| AgentError::json(path, e))?;
+    let mut out = Map::new();
+    for t in v[list_key].as_array().into_iter().flatten() {
+        if let Some(name) = t["name"].as_str()
+            && user_template(name, &t[item_key])
+        {
+            out.insert(name.to_string(), t[item_key].clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads templates and the selected indices' metadata.
+pub async fn collect(
+    client: &Client,
+    selector: &Selector,
+    slices: Option<u32>,
+    page_size: u32,
+) -> Result<ClusterDump> {
+    let mut dump = ClusterDump {
+        component_templates: templates(
+            client,
+            "/_component_template",
+            "component_templates",
+            "component_template",
+        )
+        .await?,
+        index_templates: templates(
+            client,
+            "/_index_template",
+            "index_templates",
+            "index_template",
+        )
+        .await?,
+        ..Default::default()
+    };
+    let legacy: Map<String, Value> = client
+        .json(Method::GET, "/_template", None, "GET /_template")
+        .await?;
+    dump.legacy_templates = legacy
+        .into_iter()
+        .filter(|(name, body)| user_template(name, body))
+        .collect();
+
+    let all: Map<String, Value> = client
+        .json(
+            Method::GET,
+            "/_all?expand_wildcards=open,hidden&flat_settings=true",
+            None,
+            "list indices",
+        )
+        .await?;
+    for (name, body) in all {
+        let aliases = body["aliases"].as_object().cloned().unwrap_or_default();
+        let alias_names: Vec<String> = aliases.keys().cloned().collect();
+        let flat = body["settings"].as_object().cloned().unwrap_or_default();
+        let hidden = flat.get("index.hidden").and_then(Value::as_str) == Some("true");
+        if !selector.selects(&name, &alias_names, hidden) {
+            continue;
+        }
+        let primaries = flat
+            .get("index.number_of_shards")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(1);
+        let slices = match slices {
+            Some(n) => n.max(1),
+            None => {
+                let count: Value = client
+                    .json(
+                        Method::GET,
+                        &format!("/{}/_count", encode_path(&name)),
+                        None,
+                        &format!("count {name}"),
+                    )
+                    .await?;
+                let docs = count["count"].as_u64().unwrap_or(0);
+                // Slicing a small index costs more than it gains.
+                if docs < 4 * u64::from(page_size) {
+                    1
+                } else {
+                    primaries.clamp(2, 8)
+                }
+            }
+        };
+        dump.indices.push(IndexPlan {
+            meta: IndexMeta {
+                settings: settings::restorable(&flat),
+                mappings: body["mappings"].clone(),
+                aliases,
+            },
+            name,
+            hidden,
+            slices,
+        });
+    }
+    dump.indices.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(dump)
+}
+
+/// Point in time where the server has it and accepts `_shard_doc`, else scroll.
+pub async fn read_mode(client: &Client, info: &ServerInfo, probe_index: Option<&str>) -> ReadMode {
+    let Some(dist) = info.pit() else {
+        return ReadMode::Scroll;
+    };
+    if dist == Distribution::Elasticsearch {
+        return ReadMode::Pit(dist);
+    }
+    let Some(index) = probe_index else {
+        return ReadMode::Pit(dist);
+    };
+    // OpenSearch's PIT sort support differs between releases: try it once.
+    let enc = encode_path(index);
+    let Ok(open) = client
+        .json::<Value>(
+            Method::POST,
+            &format!("/{enc}/_search/point_in_time?keep_alive=1m"),
+            None,
+            "probe point in time",
+        )
+        .await
+    else {
+        return ReadMode::Scroll;
+    };
+    let Some(id) = open["pit_id"].as_str() else {
+        return ReadMode::Scroll;
+    };
+    let body =
+        json!({"size": 1, "pit": {"id": id, "keep_alive": "1m"}, "sort": [{"_shard_doc": "asc"}]});
+    let ok = client
+        .json::<Value>(Method::POST, "/_search", Some(body), "probe _shard_doc")
+        .await
+        .is_ok();
+    let _ = client
+        .send(
+            Method::DELETE,
+            "/_search/point_in_time",
+            Some(crate::search::Body::Json(json!({"pit_id": [id]}))),
+            "close probe",
+        )
+        .await;
+    if ok {
+        ReadMode::Pit(dist)
+    } else {
+        tracing::info!(
+            "the server does not sort a point in time by _shard_doc: using sliced scroll"
+        );
+        ReadMode::Scroll
+    }
+}
+
+fn json_bytes(v: &impl serde::Serialize) -> Result<Bytes> {
+    serde_json::to_vec_pretty(v)
+        .map(Bytes::from)
+        .map_err(|e| AgentError::json("encode", e))
+}
+
+/// Runs a backup.
+pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
+    let started = Instant::now();
+    let rt = crate::output::runtime().phase("connect")?;
+    let info = rt
+        .block_on(client.wait_ready(plan.wait_timeout))
+        .phase("connect")?;
+    tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
+
+    let gate = Arc::new(AtomicBool::new(false));
+    let be = repo::backend(&plan.location, &plan.repo).phase("repository")?;
+    let gated: Arc<dyn rustic_core::WriteBackend> = Arc::new(GatedBackend::new(be, gate.clone()));
+    let repository = repo::open(gated, &plan.repo, true).phase("repository")?;
+
+    let dump = rt
+        .block_on(collect(client, &plan.selector, plan.slices, plan.page_size))
+        .phase("dump")?;
+    let mode = rt.block_on(read_mode(
+        client,
+        &info,
+        dump.indices.first().map(|i| i.name.as_str()),
+    ));
+    tracing::info!(indices = dump.indices.len(), ?mode, "dumping");
+
+    let manifest = Manifest {
+        format: layout::FORMAT,
+        created_by: format!("cairn-agent {}", env!("CARGO_PKG_VERSION")),
+        created: chrono::Utc::now().to_rfc3339(),
+        host: plan.host.clone(),
+        server: ServerMeta {
+            distribution: info.distribution,
+            version: info.version.clone(),
+        },
+        indices: dump
+            .indices
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    pending_entry(i.meta.aliases.keys().cloned().collect(), i.hidden),
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+        templates: TemplateCounts {
+            component: dump.component_templates.len() as u64,
+            composable: dump.index_templates.len() as u64,
+            legacy: dump.legacy_templates.len() as u64,
+        },
+    };
+    let mut entries = vec![
+        Entry {
+            path: layout::path(layout::COMPONENT_TEMPLATES).into(),
+            content: Content::Static(json_bytes(&dump.component_templates).phase("dump")?),
+        },
+        Entry {
+            path: layout::path(layout::INDEX_TEMPLATES).into(),
+            content: Content::Static(json_bytes(&dump.index_templates).phase("dump")?),
+        },
+        Entry {
+            path: layout::path(layout::LEGACY_TEMPLATES).into(),
+            content: Content::Static(json_bytes(&dump.legacy_templates).phase("dump")?),
+        },
+    ];
+    for i in &dump.indices {
+        entries.push(Entry {
+            path: layout::index_path(&i.name, layout::DOCUMENTS).into(),
+            content: Content::Documents {
+                index: i.name.clone(),
+                slices: i.slices,
+            },
+        });
+        entries.push(Entry {
+            path: layout::index_path(&i.name, layout::INDEX_META).into(),
+            content: Content::Static(json_bytes(&i.meta).phase("dump")?),
+        });
+    }
+    entries.push(Entry {
+        path: layout::path(layout::MANIFEST).into(),
+        content: Content::Manifest,
+    });
+
+    let state = DumpState::new(
+        rt.handle().clone(),
+        client.clone(),
+        mode,
+        plan.page_size,
+        dump.indices.len(),
+        manifest,
+        gate,
+    );
+    let source = DumpSource::new(&state, entries);
+    let mut sopts = SnapshotOptions::default().host(plan.host.clone());
+    for t in &plan.tags {
+        sopts = sopts
+            .add_tags(t)
+            .map_err(|e| AgentError::rustic("tag", e))
+            .phase("upload")?;
+    }
+    let snap = sopts
+        .to_snapshot()
+        .map_err(|e| AgentError::rustic("snapshot", e))
+        .phase("upload")?;
+    // No parent: our files' metadata says nothing about their content, and a "matched" parent
+    // file would be reused without reading the server.
+    let bopts = BackupOptions::default().parent_opts(ParentOptions::default().force(true));
+
+    let progress = crate::output::Progress::start(
+        "backup",
+        Arc::new({
+            let s = state.clone();
+            move || {
+                (
+                    s.docs.load(Ordering::Relaxed),
+                    s.bytes.load(Ordering::Relaxed),
+                )
+            }
+        }),
+    );
+    let indexed = repository
+        .to_indexed_ids()
+        .map_err(|e| AgentError::rustic("read index", e))
+        .phase("upload")?;
+    let archived = indexed.archive(&bopts, &source, snap, &[PathBuf::from(layout::ROOT)]);
+    progress.stop();
+    if let Some(f) = state.failure() {
+        return Err(AgentError::Dump(f)).phase("dump");
+    }
+    let snap = archived
+        .map_err(|e| AgentError::rustic("save snapshot", e))
+        .phase("upload")?;
+    let repository = indexed.drop_index();
+
+    let summary = snap.summary.clone().unwrap_or_default();
+    let documents = state.docs.load(Ordering::Relaxed);
+    tracing::info!(snapshot = %snap.id, documents, "snapshot saved");
+
+    let outcome =
+        repo::apply_retention(&repository, &plan.host, &plan.retention).phase("retention")?;
+    let (snapshot_count, size_bytes) = repo::totals(&repository).phase("retention")?;
+    Ok(BackupResult {
+        snapshot: snap.id.to_string(),
+        time: snap.time.timestamp().to_string(),
+        host: plan.host.clone(),
+        indices: dump.indices.len() as u64,
+        documents,
+        total_bytes: summary.total_bytes_processed,
+        added_bytes: summary.data_added,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        snapshots_kept: outcome.kept,
+        snapshots_removed: outcome.removed,
+        repository: RepositoryTotals {
+            snapshot_count,
+            size_bytes,
+            integrity: None,
+        },
+    })
+}

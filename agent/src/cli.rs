@@ -1,0 +1,530 @@
+//! The command line: `cairn-agent backup|restore|snapshots|forget|check`, with the flags of
+//! `manifests/catalog/functions.yaml`. Jobs pass every flag, often empty (`--keep-last=`): an
+//! empty value means "not set". An unknown flag is an error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::error::{AgentError, Result};
+use crate::repo::{Location, RepoOptions, Retention};
+use crate::restore::Existing;
+use crate::search::{Auth, ClientOptions};
+use crate::select::{Rename, Selector, split_list};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn-agent",
+    version,
+    about = "Backs up Elasticsearch/OpenSearch into a restic-format repository and restores it"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Dump the selected indices (and the templates) into one snapshot, then apply retention.
+    Backup(BackupArgs),
+    /// Load a snapshot into the server.
+    Restore(RestoreArgs),
+    /// List the repository's snapshots as JSON.
+    Snapshots(SnapshotsArgs),
+    /// Apply a retention policy to a host's snapshots.
+    Forget(ForgetArgs),
+    /// Check the repository's integrity.
+    Check(CheckArgs),
+}
+
+/// `true`/`false` (and 1/0, yes/no); empty is false.
+pub fn parse_bool(s: &str) -> std::result::Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "0" | "no" => Ok(false),
+        "true" | "1" | "yes" => Ok(true),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+/// A number that may be empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaybeU32(pub Option<u32>);
+
+pub fn parse_maybe_u32(s: &str) -> std::result::Result<MaybeU32, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(MaybeU32(None));
+    }
+    s.parse::<u32>()
+        .map(|n| MaybeU32(Some(n)))
+        .map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+/// `300s`, `5m`, `1h30m`, `2h`, or plain seconds; empty means the default.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(Duration::from_secs(300));
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        if c == 'm' && chars.peek() == Some(&'s') {
+            unit.push('s');
+            chars.next();
+        }
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (like 300s, 5m, 1h30m)"))?;
+        num.clear();
+        total += n * match unit.as_str() {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+        };
+    }
+    if !num.is_empty() {
+        return Err(format!("{s:?}: a number without unit"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// `auto` (or empty) or a number of slices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slices(pub Option<u32>);
+
+pub fn parse_slices(s: &str) -> std::result::Result<Slices, String> {
+    match s.trim() {
+        "" | "auto" => Ok(Slices(None)),
+        n => match n.parse::<u32>() {
+            Ok(0) | Err(_) => Err(format!("{n:?}: expected auto or a number >= 1")),
+            Ok(n) => Ok(Slices(Some(n.min(64)))),
+        },
+    }
+}
+
+/// Where the repository is.
+#[derive(Args, Debug, Clone)]
+pub struct RepoArgs {
+    /// In restic's notation: local:/path, s3:https://host/bucket/prefix, gs:, azure:, b2:,
+    /// swift:, rest:.
+    #[arg(long)]
+    pub repository: String,
+    #[arg(long, default_value = "")]
+    pub region: String,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_tls: bool,
+    #[arg(long, default_value = "", value_parser = parse_maybe_u32)]
+    pub max_connections: MaybeU32,
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub enable_cache: bool,
+    /// Interim volume; documents are streamed, so it is only used for the repository cache.
+    #[arg(long, default_value = "")]
+    pub interim_data_dir: String,
+}
+
+impl RepoArgs {
+    pub fn location(&self) -> Result<Location> {
+        Location::parse(&self.repository)
+    }
+
+    pub fn options(&self) -> RepoOptions {
+        let tmp = std::env::var("CAIRN_TMP_DIR")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let cache_dir = if !self.interim_data_dir.is_empty() {
+            Some(PathBuf::from(&self.interim_data_dir).join("cache"))
+        } else {
+            tmp.map(|t| PathBuf::from(t).join("cache"))
+        };
+        RepoOptions {
+            region: Some(self.region.clone()).filter(|r| !r.is_empty()),
+            insecure_tls: self.insecure_tls,
+            max_connections: self.max_connections.0,
+            cache_dir,
+            no_cache: !self.enable_cache,
+        }
+    }
+}
+
+/// The server.
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
+    #[arg(long)]
+    pub url: String,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_skip_tls_verify: bool,
+    #[arg(long, default_value = "")]
+    pub server_name: String,
+    /// The AppBinding's Secret: `username`/`password` (or `ADMIN_USERNAME`/`ADMIN_PASSWORD`), or
+    /// `apiKey`.
+    #[arg(long, default_value = "")]
+    pub credentials_dir: String,
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub wait_timeout: Duration,
+    #[arg(long, default_value = "*")]
+    pub include: String,
+    #[arg(long, default_value = "")]
+    pub exclude: String,
+}
+
+impl TargetArgs {
+    pub fn client_options(&self) -> Result<ClientOptions> {
+        let dir = (!self.credentials_dir.is_empty()).then(|| PathBuf::from(&self.credentials_dir));
+        Ok(ClientOptions {
+            url: self.url.clone(),
+            auth: Auth::from_dir(dir.as_deref())?,
+            ca_pem: std::env::var("CAIRN_TARGET_CA_CERT")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
+            server_name: Some(self.server_name.clone()).filter(|s| !s.is_empty()),
+            insecure: self.insecure_skip_tls_verify,
+        })
+    }
+
+    pub fn selector(&self) -> Selector {
+        Selector::new(&self.include, &self.exclude)
+    }
+}
+
+/// Retention flags (restic's `forget`).
+#[derive(Args, Debug, Clone)]
+pub struct RetentionArgs {
+    #[arg(long, default_value = "", value_parser = parse_maybe_u32)]
+    pub keep_last: MaybeU32,
+    #[arg(long, default_value = "", value_parser = parse_maybe_u32)]
+    pub keep_hourly: MaybeU32,
+    #[arg(long, default_value = "", value_parser = parse_maybe_u32)]
+    pub keep_daily: MaybeU32,
+    #[arg(long, default_value = "", value_parser = parse_maybe_u32)]
+    pub keep_weekly: MaybeU32,
+    #[arg(long, default_value = "", value_parser = parse_maybe_u32)]
+    pub keep_monthly: MaybeU32,
+    #[arg(long, default_value = "", value_parser = parse_maybe_u32)]
+    pub keep_yearly: MaybeU32,
+    /// Comma-separated tags; snapshots with any of them are kept.
+    #[arg(long, default_value = "")]
+    pub keep_tags: String,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub prune: bool,
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: bool,
+}
+
+impl RetentionArgs {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            keep_last: self.keep_last.0,
+            keep_hourly: self.keep_hourly.0,
+            keep_daily: self.keep_daily.0,
+            keep_weekly: self.keep_weekly.0,
+            keep_monthly: self.keep_monthly.0,
+            keep_yearly: self.keep_yearly.0,
+            keep_tags: split_list(&self.keep_tags),
+            prune: self.prune,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+/// The snapshot's host: the target alias (`host-0` when empty, as the API defaults it).
+fn host_or_default(h: &str) -> String {
+    if h.trim().is_empty() {
+        cairn_api::defaults::DEFAULT_ALIAS.to_string()
+    } else {
+        h.trim().to_string()
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long, default_value = "")]
+    pub host: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// `key=value` tags of the snapshot; repeatable.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[arg(long, default_value = "auto", value_parser = parse_slices)]
+    pub slices: Slices,
+    /// Documents per page when reading.
+    #[arg(long, default_value = "5000")]
+    pub page_size: u32,
+}
+
+impl BackupArgs {
+    pub fn plan(&self) -> Result<crate::backup::BackupPlan> {
+        if self.page_size == 0 || self.page_size > 10_000 {
+            return Err(AgentError::Usage("--page-size must be 1..=10000".into()));
+        }
+        Ok(crate::backup::BackupPlan {
+            location: self.repo.location()?,
+            repo: self.repo.options(),
+            host: host_or_default(&self.host),
+            tags: self
+                .tags
+                .iter()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty() && !t.ends_with('='))
+                .collect(),
+            retention: self.retention.retention(),
+            selector: self.target.selector(),
+            wait_timeout: self.target.wait_timeout,
+            slices: self.slices.0,
+            page_size: self.page_size,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long, default_value = "")]
+    pub host: String,
+    /// Whose snapshots to restore (defaults to --host).
+    #[arg(long, default_value = "")]
+    pub source_host: String,
+    /// A snapshot id (or its prefix), or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub snapshot: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[arg(long, default_value = "")]
+    pub rename_prefix: String,
+    #[arg(long, default_value = "")]
+    pub rename_suffix: String,
+    #[arg(long, default_value = "")]
+    pub rename_pattern: String,
+    #[arg(long, default_value = "")]
+    pub rename_replacement: String,
+    #[arg(long, default_value = "fail")]
+    pub existing: Existing,
+    /// Parallel `_bulk` requests.
+    #[arg(long, default_value = "4")]
+    pub workers: usize,
+    /// Documents per `_bulk` request (also capped at 10 MB).
+    #[arg(long, default_value = "5000")]
+    pub batch_docs: usize,
+}
+
+impl RestoreArgs {
+    pub fn plan(&self) -> Result<crate::restore::RestorePlan> {
+        let snapshots = split_list(&self.snapshot);
+        if snapshots.len() > 1 {
+            return Err(AgentError::Usage(format!(
+                "--snapshot names {} snapshots; one restore loads one",
+                snapshots.len()
+            )));
+        }
+        let source_host = if self.source_host.trim().is_empty() {
+            host_or_default(&self.host)
+        } else {
+            self.source_host.trim().to_string()
+        };
+        Ok(crate::restore::RestorePlan {
+            location: self.repo.location()?,
+            repo: self.repo.options(),
+            snapshot: snapshots
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "latest".into()),
+            source_host: Some(source_host),
+            selector: self.target.selector(),
+            rename: Rename::new(
+                &self.rename_prefix,
+                &self.rename_suffix,
+                &self.rename_pattern,
+                &self.rename_replacement,
+            )?,
+            existing: self.existing,
+            wait_timeout: self.target.wait_timeout,
+            workers: self.workers.clamp(1, 64),
+            batch_docs: self.batch_docs.clamp(1, 100_000),
+            batch_bytes: 10 * 1024 * 1024,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Only this host's snapshots.
+    #[arg(long, default_value = "")]
+    pub host: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[arg(long, default_value = "")]
+    pub host: String,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+impl ForgetArgs {
+    pub fn host(&self) -> String {
+        host_or_default(&self.host)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Also read and verify every data blob.
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub read_data: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cairn-agent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn catalog_backup_line_with_empty_values() {
+        let cli = parse(&[
+            "backup",
+            "--repository=local:/r",
+            "--region=",
+            "--insecure-tls=false",
+            "--max-connections=",
+            "--host=host-0",
+            "--url=http://es:9200",
+            "--insecure-skip-tls-verify=false",
+            "--server-name=",
+            "--credentials-dir=",
+            "--interim-data-dir=",
+            "--enable-cache=true",
+            "--tag=session=s1",
+            "--tag=BackupConfiguration=c",
+            "--keep-last=5",
+            "--keep-hourly=",
+            "--keep-daily=",
+            "--keep-weekly=",
+            "--keep-monthly=",
+            "--keep-yearly=",
+            "--keep-tags=",
+            "--prune=true",
+            "--dry-run=false",
+            "--include=*",
+            "--exclude=",
+            "--wait-timeout=300s",
+            "--slices=auto",
+        ])
+        .unwrap();
+        let Command::Backup(b) = cli.command else {
+            panic!("not backup")
+        };
+        let plan = b.plan().unwrap();
+        assert_eq!(plan.retention.keep_last, Some(5));
+        assert_eq!(plan.retention.keep_daily, None);
+        assert!(plan.retention.prune);
+        assert_eq!(plan.tags, ["session=s1", "BackupConfiguration=c"]);
+        assert_eq!(plan.wait_timeout, Duration::from_secs(300));
+        assert_eq!(plan.slices, None);
+        assert_eq!(plan.repo.max_connections, None);
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_fail() {
+        assert!(
+            parse(&[
+                "backup",
+                "--repository=local:/r",
+                "--url=http://x",
+                "--bogus=1"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "backup",
+                "--repository=local:/r",
+                "--url=http://x",
+                "--keep-last=x"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "backup",
+                "--repository=local:/r",
+                "--url=http://x",
+                "--prune=maybe"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "restore",
+                "--repository=local:/r",
+                "--url=http://x",
+                "--existing=merge"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn restore_line() {
+        let cli = parse(&[
+            "restore",
+            "--repository=local:/r",
+            "--host=host-0",
+            "--source-host=",
+            "--snapshot=",
+            "--url=http://es:9200",
+            "--rename-prefix=r-",
+            "--existing=skip",
+        ])
+        .unwrap();
+        let Command::Restore(r) = cli.command else {
+            panic!("not restore")
+        };
+        let plan = r.plan().unwrap();
+        assert_eq!(plan.snapshot, "latest");
+        assert_eq!(plan.source_host.as_deref(), Some("host-0"));
+        assert_eq!(plan.existing, Existing::Skip);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

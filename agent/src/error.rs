@@ -1,0 +1,127 @@
+//! The agent's errors. Every message is one line fit for a termination log: it names what failed
+//! and never carries a secret (URLs are shown without user info, bodies are cut short).
+
+use std::fmt;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad command line or environment.
+    #[error("{0}")]
+    Usage(String),
+    /// Credentials could not be read.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// The repository (rustic_core / the storage backend) failed.
+    #[error("repository: {0}")]
+    Repository(String),
+    /// The server did not answer or the connection failed.
+    #[error("{what}: {reason}")]
+    Http { what: String, reason: String },
+    /// The server answered with an error status.
+    #[error("{what}: HTTP {status}: {body}")]
+    Server {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    /// The server was not ready within the wait timeout.
+    #[error("server {url} not ready within {seconds}s: {last}")]
+    NotReady {
+        url: String,
+        seconds: u64,
+        last: String,
+    },
+    /// Reading documents failed.
+    #[error("{0}")]
+    Dump(String),
+    /// Loading data into the server failed.
+    #[error("{0}")]
+    Restore(String),
+    /// What was restored does not match what was backed up.
+    #[error("{0}")]
+    Verify(String),
+    /// A snapshot's content is not what this agent writes.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl AgentError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
+        Self::Json {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A rustic error in one line (rustic's `Display` is a multi-line report).
+    pub fn rustic(what: &str, err: impl fmt::Display) -> Self {
+        let text = err.to_string();
+        let line = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Self::Repository(format!("{what}: {line}"))
+    }
+}
+
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// An error with the phase it happened in (`connect`, `dump`, `upload`, `retention`, `restore`,
+/// `verify`, ...), as the result reports it.
+#[derive(Debug)]
+pub struct Failed {
+    pub phase: &'static str,
+    pub error: AgentError,
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.phase, self.error)
+    }
+}
+
+/// `result.phase("dump")?` attaches the phase to an error.
+pub trait InPhase<T> {
+    fn phase(self, phase: &'static str) -> Result<T, Failed>;
+}
+
+impl<T> InPhase<T> for Result<T, AgentError> {
+    fn phase(self, phase: &'static str) -> Result<T, Failed> {
+        self.map_err(|error| Failed { phase, error })
+    }
+}
+
+/// Cuts a server's answer for an error message.
+pub fn short(text: &str, max: usize) -> String {
+    let t = text.trim();
+    if t.len() <= max {
+        return t.replace('\n', " ");
+    }
+    let mut cut = max;
+    while !t.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", t[..cut].replace('\n', " "))
+}

@@ -1,0 +1,21 @@
+//! cairn-agent: the program inside cairn's backup and restore Jobs.
+//!
+//! It dumps an Elasticsearch/OpenSearch cluster (templates, index settings, mappings, aliases and
+//! every document) straight into one snapshot of a restic-format repository (through
+//! `rustic_core`), and loads such a snapshot back. See `shared/spec/runtime.md`, "The agent's data
+//! path", and `manifests/catalog/functions.yaml` for the command line the Jobs pass.
+
+pub mod backup;
+pub mod cli;
+pub mod error;
+pub mod layout;
+pub mod output;
+pub mod repo;
+pub mod restore;
+pub mod search;
+pub mod select;
+pub mod settings;
+pub mod stream;
+pub mod tls;
+
+pub use error::{AgentError, Failed};

@@ -1,0 +1,632 @@
+//! `cairn-agent restore`: templates first, then each selected index (created with its settings
+//! and mappings, loaded through parallel `_bulk` requests with refresh off and no replicas, its
+//! own values put back after), aliases last; counts and checksums compared with the manifest.
+//!
+//! Nothing is written when an index exists and `--existing=fail` (the default): all targets are
+//! checked before the first write.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_api::result::RestoreResult;
+use reqwest::{Method, StatusCode};
+use rustic_core::repofile::{Node, SnapshotFile};
+use rustic_core::{IndexedFull, Repository};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::error::{AgentError, Failed, InPhase, Result, short};
+use crate::layout::{self, IndexEntry, IndexMeta, Manifest};
+use crate::repo::{self, Location, RepoOptions};
+use crate::search::{Body, Client, encode_path, server_error};
+use crate::select::{Rename, Selector};
+use crate::settings;
+
+/// What to do with an index that already exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    Fail,
+    Skip,
+    Overwrite,
+}
+
+impl std::str::FromStr for Existing {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "" | "fail" => Ok(Existing::Fail),
+            "skip" => Ok(Existing::Skip),
+            "overwrite" => Ok(Existing::Overwrite),
+            other => Err(format!("{other:?}: expected fail, skip or overwrite")),
+        }
+    }
+}
+
+/// Everything `restore` needs.
+#[derive(Clone, Debug)]
+pub struct RestorePlan {
+    pub location: Location,
+    pub repo: RepoOptions,
+    pub snapshot: String,
+    pub source_host: Option<String>,
+    pub selector: Selector,
+    pub rename: Rename,
+    pub existing: Existing,
+    pub wait_timeout: Duration,
+    pub workers: usize,
+    pub batch_docs: usize,
+    pub batch_bytes: usize,
+}
+
+/// One index to restore.
+#[derive(Clone, Debug)]
+struct Target {
+    source: String,
+    target: String,
+    entry: IndexEntry,
+    exists: bool,
+}
+
+fn read_small<S: IndexedFull>(
+    repo: &Repository<S>,
+    snap: &SnapshotFile,
+    path: &str,
+) -> Result<Vec<u8>> {
+    let node = repo
+        .node_from_snapshot_and_path(snap, path)
+        .map_err(|e| AgentError::rustic(&format!("find {path}"), e))?;
+    let mut out = Vec::new();
+    repo.dump(&node, &mut out)
+        .map_err(|e| AgentError::rustic(&format!("read {path}"), e))?;
+    Ok(out)
+}
+
+/// Runs a restore.
+pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed> {
+    let started = Instant::now();
+    let rt = crate::output::runtime().phase("connect")?;
+    let be = repo::backend(&plan.location, &plan.repo).phase("repository")?;
+    let repository = repo::open(be, &plan.repo, false).phase("repository")?;
+    let snap = repo::find_snapshot(&repository, &plan.snapshot, plan.source_host.as_deref())
+        .phase("repository")?;
+    tracing::info!(snapshot = %snap.id, host = %snap.hostname, "restoring");
+    let repository = repository
+        .to_indexed()
+        .map_err(|e| AgentError::rustic("read index", e))
+        .phase("repository")?;
+    let manifest: Manifest = serde_json::from_slice(
+        &read_small(&repository, &snap, &layout::path(layout::MANIFEST))
+            .map_err(|e| {
+                AgentError::Snapshot(format!(
+                    "{e} (was this snapshot made by cairn-agent backup?)"
+                ))
+            })
+            .phase("repository")?,
+    )
+    .map_err(|e| AgentError::json("manifest.json", e))
+    .phase("repository")?;
+    if manifest.format != layout::FORMAT {
+        return Err(AgentError::Snapshot(format!(
+            "layout format {} is not supported (this agent reads {})",
+            manifest.format,
+            layout::FORMAT
+        )))
+        .phase("repository");
+    }
+
+    let info = rt
+        .block_on(client.wait_ready(plan.wait_timeout))
+        .phase("connect")?;
+    tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
+
+    // Plan and check every target before writing anything.
+    let mut targets = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (name, entry) in &manifest.indices {
+        if !plan.selector.selects(name, &entry.aliases, entry.hidden) {
+            continue;
+        }
+        let target = plan.rename.apply(name).phase("restore")?;
+        if !seen.insert(target.clone()) {
+            return Err(AgentError::Usage(format!(
+                "two indices would be restored as {target:?}: change the renaming"
+            )))
+            .phase("restore");
+        }
+        let exists = rt
+            .block_on(client.exists(&format!("/{}", encode_path(&target)), "check index"))
+            .phase("restore")?;
+        targets.push(Target {
+            source: name.clone(),
+            target,
+            entry: entry.clone(),
+            exists,
+        });
+    }
+    let existing: Vec<&str> = targets
+        .iter()
+        .filter(|t| t.exists)
+        .map(|t| t.target.as_str())
+        .collect();
+    if plan.existing == Existing::Fail && !existing.is_empty() {
+        return Err(AgentError::Restore(format!(
+            "{} already exist{}: {}; nothing was restored (set existing to skip or overwrite)",
+            if existing.len() == 1 {
+                "an index"
+            } else {
+                "indices"
+            },
+            if existing.len() == 1 { "s" } else { "" },
+            short(&existing.join(", "), 1000)
+        )))
+        .phase("restore");
+    }
+
+    // Templates first, so they are there when indices are created.
+    let overwrite = plan.existing == Existing::Overwrite;
+    for (file, kind) in [
+        (layout::COMPONENT_TEMPLATES, "_component_template"),
+        (layout::INDEX_TEMPLATES, "_index_template"),
+        (layout::LEGACY_TEMPLATES, "_template"),
+    ] {
+        let bytes = read_small(&repository, &snap, &layout::path(file)).phase("restore")?;
+        let map: Map<String, Value> = serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::json(file, e))
+            .phase("restore")?;
+        for (name, body) in map {
+            rt.block_on(put_template(client, kind, &name, body, overwrite))
+                .phase("restore")?;
+        }
+    }
+
+    let mut documents = 0;
+    let mut restored = Vec::new();
+    for t in &targets {
+        if t.exists && plan.existing == Existing::Skip {
+            tracing::info!(index = %t.target, "exists: skipped");
+            continue;
+        }
+        let enc = encode_path(&t.target);
+        if t.exists {
+            tracing::info!(index = %t.target, "exists: deleting it to overwrite");
+            let _: Value = rt
+                .block_on(client.json(Method::DELETE, &format!("/{enc}"), None, "delete index"))
+                .phase("restore")?;
+        }
+        let meta: IndexMeta = serde_json::from_slice(
+            &read_small(
+                &repository,
+                &snap,
+                &layout::index_path(&t.source, layout::INDEX_META),
+            )
+            .phase("restore")?,
+        )
+        .map_err(|e| AgentError::json("index.json", e))
+        .phase("restore")?;
+        let (create, after) = settings::load_and_after(&meta.settings);
+        let mut body = json!({ "settings": create });
+        if meta.mappings.as_object().is_some_and(|m| !m.is_empty()) {
+            body["mappings"] = meta.mappings.clone();
+        }
+        let _: Value = rt
+            .block_on(client.json(
+                Method::PUT,
+                &format!("/{enc}"),
+                Some(body),
+                &format!("create index {}", t.target),
+            ))
+            .phase("restore")?;
+
+        let node = repository
+            .node_from_snapshot_and_path(&snap, &layout::index_path(&t.source, layout::DOCUMENTS))
+            .map_err(|e| AgentError::rustic("find documents", e))
+            .phase("restore")?;
+        let (docs, sha) =
+            load_index(&rt, &repository, &node, client, &t.target, plan).phase("restore")?;
+
+        rt.block_on(async {
+            let _: Value = client
+                .json(
+                    Method::PUT,
+                    &format!("/{enc}/_settings"),
+                    Some(json!({ "settings": after })),
+                    "put back settings",
+                )
+                .await?;
+            let _: Value = client
+                .json(Method::POST, &format!("/{enc}/_refresh"), None, "refresh")
+                .await?;
+            Ok::<_, AgentError>(())
+        })
+        .phase("restore")?;
+
+        // Verify against the manifest: the stream we read and what the server holds.
+        if sha != t.entry.sha256 {
+            return Err(AgentError::Verify(format!(
+                "documents of {} do not match the manifest's checksum",
+                t.source
+            )))
+            .phase("verify");
+        }
+        let count: Value = rt
+            .block_on(client.json(Method::GET, &format!("/{enc}/_count"), None, "count"))
+            .phase("verify")?;
+        let count = count["count"].as_u64().unwrap_or(u64::MAX);
+        if docs != t.entry.documents || count != t.entry.documents {
+            return Err(AgentError::Verify(format!(
+                "index {}: the snapshot has {} documents, {} were sent, the server counts {}",
+                t.target, t.entry.documents, docs, count
+            )))
+            .phase("verify");
+        }
+        tracing::info!(index = %t.target, docs, "index restored");
+        documents += docs;
+        restored.push((t, meta));
+    }
+
+    // Aliases last, when their indices are complete. Renamed indices get renamed aliases, so
+    // a restored copy does not join the original's aliases.
+    let mut actions = Vec::new();
+    for (t, meta) in &restored {
+        for (alias, def) in &meta.aliases {
+            let alias = if plan.rename.is_identity() {
+                alias.clone()
+            } else {
+                plan.rename.apply(alias).phase("restore")?
+            };
+            let mut add = def.as_object().cloned().unwrap_or_default();
+            add.insert("index".into(), Value::from(t.target.clone()));
+            add.insert("alias".into(), Value::from(alias));
+            actions.push(json!({ "add": add }));
+        }
+    }
+    if !actions.is_empty() {
+        let _: Value = rt
+            .block_on(client.json(
+                Method::POST,
+                "/_aliases",
+                Some(json!({ "actions": actions })),
+                "add aliases",
+            ))
+            .phase("restore")?;
+    }
+
+    Ok(RestoreResult {
+        snapshot: snap.id.to_string(),
+        indices: restored.len() as u64,
+        documents,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn put_template(
+    client: &Client,
+    kind: &str,
+    name: &str,
+    body: Value,
+    overwrite: bool,
+) -> Result<()> {
+    let path = format!(
+        "/{kind}/{}{}",
+        encode_path(name),
+        if overwrite { "" } else { "?create=true" }
+    );
+    let what = format!("put {kind} {name}");
+    let (status, bytes) = client
+        .send(Method::PUT, &path, Some(Body::Json(body)), &what)
+        .await?;
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    if !overwrite && status == StatusCode::BAD_REQUEST && text.contains("already exists") {
+        tracing::info!(template = name, kind, "exists: kept the server's");
+        return Ok(());
+    }
+    Err(server_error(&what, status, &bytes))
+}
+
+/// Streams one `documents.ndjson` from the repository into the server. Returns the documents
+/// sent and the SHA-256 of the stream.
+fn load_index<S: IndexedFull + Sync>(
+    rt: &tokio::runtime::Runtime,
+    repo: &Repository<S>,
+    node: &Node,
+    client: &Client,
+    target: &str,
+    plan: &RestorePlan,
+) -> Result<(u64, String)> {
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            let mut w = ChannelWriter { tx };
+            repo.dump(node, &mut w)
+        });
+        let loaded = rt.block_on(load_documents(client, target, rx, plan));
+        let dumped = reader
+            .join()
+            .map_err(|_| AgentError::Restore("the repository reader panicked".into()))?;
+        let loaded = loaded?;
+        dumped.map_err(|e| AgentError::rustic("read documents", e))?;
+        Ok(loaded)
+    })
+}
+
+/// `Write` into a channel, for rustic's `dump`.
+struct ChannelWriter {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::other("the loader stopped"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct DocLine<'a> {
+    _id: String,
+    #[serde(default)]
+    _routing: Option<String>,
+    #[serde(borrow)]
+    _source: &'a RawValue,
+}
+
+/// Appends one document's bulk action and source.
+pub fn bulk_line(out: &mut Vec<u8>, target: &str, line: &[u8]) -> Result<String> {
+    let doc: DocLine<'_> = serde_json::from_slice(line)
+        .map_err(|e| AgentError::json(format!("a document line of {target}"), e))?;
+    let mut meta = json!({ "_index": target, "_id": doc._id });
+    if let Some(r) = &doc._routing {
+        meta["routing"] = Value::from(r.clone());
+    }
+    serde_json::to_writer(&mut *out, &json!({ "index": meta }))
+        .map_err(|e| AgentError::json("encode", e))?;
+    out.push(b'\n');
+    out.extend_from_slice(doc._source.get().as_bytes());
+    out.push(b'\n');
+    Ok(doc._id)
+}
+
+async fn load_documents(
+    client: &Client,
+    target: &str,
+    mut rx: mpsc::Receiver<Bytes>,
+    plan: &RestorePlan,
+) -> Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut batch: Vec<u8> = Vec::new();
+    let mut batch_docs = 0usize;
+    let mut sent = 0u64;
+    let mut inflight = tokio::task::JoinSet::new();
+
+    async fn reap(
+        set: &mut tokio::task::JoinSet<Result<u64>>,
+        limit: usize,
+        sent: &mut u64,
+    ) -> Result<()> {
+        while set.len() > limit {
+            match set.join_next().await {
+                Some(Ok(Ok(n))) => *sent += n,
+                Some(Ok(Err(e))) => {
+                    set.abort_all();
+                    return Err(e);
+                }
+                Some(Err(e)) => {
+                    set.abort_all();
+                    return Err(AgentError::Restore(format!("bulk worker failed: {e}")));
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    let workers = plan.workers.max(1);
+    let mut done = false;
+    while !done {
+        match rx.recv().await {
+            Some(chunk) => {
+                hasher.update(&chunk);
+                carry.extend_from_slice(&chunk);
+            }
+            None => done = true,
+        }
+        let mut start = 0;
+        while let Some(pos) = carry[start..].iter().position(|b| *b == b'\n') {
+            let line = &carry[start..start + pos];
+            start += pos + 1;
+            if line.is_empty() {
+                continue;
+            }
+            bulk_line(&mut batch, target, line)?;
+            batch_docs += 1;
+            if batch_docs >= plan.batch_docs || batch.len() >= plan.batch_bytes {
+                let body = Bytes::from(std::mem::take(&mut batch));
+                let (c, t, n) = (client.clone(), target.to_string(), batch_docs as u64);
+                inflight.spawn(async move { send_bulk(&c, &t, body, n).await });
+                batch_docs = 0;
+                reap(&mut inflight, workers - 1, &mut sent).await?;
+            }
+        }
+        carry.drain(..start);
+        if done && !carry.is_empty() {
+            // A last line without its newline.
+            let line = std::mem::take(&mut carry);
+            bulk_line(&mut batch, target, &line)?;
+            batch_docs += 1;
+        }
+    }
+    if batch_docs > 0 {
+        let body = Bytes::from(std::mem::take(&mut batch));
+        let (c, t, n) = (client.clone(), target.to_string(), batch_docs as u64);
+        inflight.spawn(async move { send_bulk(&c, &t, body, n).await });
+    }
+    reap(&mut inflight, 0, &mut sent).await?;
+    Ok((sent, hex::encode(hasher.finalize())))
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    errors: bool,
+    #[serde(default)]
+    items: Vec<Map<String, Value>>,
+}
+
+/// What to do with a bulk answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BulkOutcome {
+    Done,
+    /// Only rejections for load (429): send the batch again later.
+    Retry,
+    /// The first real failure, naming the document.
+    Failed(String),
+}
+
+/// Reads a `_bulk` answer.
+pub fn bulk_outcome(target: &str, body: &[u8]) -> Result<BulkOutcome> {
+    let resp: BulkResponse =
+        serde_json::from_slice(body).map_err(|e| AgentError::json("bulk answer", e))?;
+    if !resp.errors {
+        return Ok(BulkOutcome::Done);
+    }
+    let mut retry = false;
+    for item in &resp.items {
+        let Some(r) = item.values().next() else {
+            continue;
+        };
+        let status = r["status"].as_u64().unwrap_or(0);
+        if status < 300 {
+            continue;
+        }
+        if status == 429 {
+            retry = true;
+            continue;
+        }
+        let e = &r["error"];
+        return Ok(BulkOutcome::Failed(format!(
+            "document {} of index {target} was rejected: {}: {}",
+            r["_id"],
+            e["type"].as_str().unwrap_or("error"),
+            short(e["reason"].as_str().unwrap_or(&e.to_string()), 400)
+        )));
+    }
+    Ok(if retry {
+        BulkOutcome::Retry
+    } else {
+        BulkOutcome::Done
+    })
+}
+
+/// Sends one batch, retrying with backoff while the server rejects for load.
+async fn send_bulk(client: &Client, target: &str, body: Bytes, docs: u64) -> Result<u64> {
+    let what = format!("bulk into {target}");
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let res = client
+            .send(
+                Method::POST,
+                "/_bulk",
+                Some(Body::Ndjson(body.clone())),
+                &what,
+            )
+            .await;
+        let retry_reason = match res {
+            Err(e @ AgentError::Http { .. }) => e.to_string(),
+            Err(e) => return Err(e),
+            Ok((status, bytes))
+                if status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                format!(
+                    "HTTP {status}: {}",
+                    short(&String::from_utf8_lossy(&bytes), 200)
+                )
+            }
+            Ok((status, bytes)) if !status.is_success() => {
+                return Err(server_error(&what, status, &bytes));
+            }
+            Ok((_, bytes)) => match bulk_outcome(target, &bytes)? {
+                BulkOutcome::Done => return Ok(docs),
+                BulkOutcome::Failed(reason) => return Err(AgentError::Restore(reason)),
+                BulkOutcome::Retry => "documents rejected with 429".to_string(),
+            },
+        };
+        if attempt >= 10 {
+            return Err(AgentError::Restore(format!(
+                "{what}: gave up after {attempt} attempts: {retry_reason}"
+            )));
+        }
+        tracing::warn!(%what, attempt, reason = %retry_reason, "retrying after {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_lines() {
+        let mut out = Vec::new();
+        let id = bulk_line(
+            &mut out,
+            "t",
+            br#"{"_id":"a\"1","_routing":"r","_source":{"x":[1,2],"s":"\u00e9"}}"#,
+        )
+        .unwrap();
+        assert_eq!(id, "a\"1");
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let meta: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(meta["index"]["_index"], "t");
+        assert_eq!(meta["index"]["routing"], "r");
+        assert_eq!(lines[1], r#"{"x":[1,2],"s":"\u00e9"}"#);
+        assert!(bulk_line(&mut Vec::new(), "t", b"{not json").is_err());
+    }
+
+    #[test]
+    fn bulk_answers() {
+        assert_eq!(
+            bulk_outcome("t", br#"{"errors":false,"items":[]}"#).unwrap(),
+            BulkOutcome::Done
+        );
+        let retry = br#"{"errors":true,"items":[{"index":{"_id":"1","status":201}},
+            {"index":{"_id":"2","status":429,"error":{"type":"es_rejected_execution_exception"}}}]}"#;
+        assert_eq!(bulk_outcome("t", retry).unwrap(), BulkOutcome::Retry);
+        let bad = br#"{"errors":true,"items":[{"index":{"_id":"7","status":400,
+            "error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]"}}}]}"#;
+        match bulk_outcome("t", bad).unwrap() {
+            BulkOutcome::Failed(r) => {
+                assert!(
+                    r.contains("\"7\"") && r.contains("mapper_parsing_exception"),
+                    "{r}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn existing_values() {
+        assert_eq!("".parse::<Existing>().unwrap(), Existing::Fail);
+        assert_eq!("skip".parse::<Existing>().unwrap(), Existing::Skip);
+        assert!("merge".parse::<Existing>().is_err());
+    }
+}

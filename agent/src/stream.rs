@@ -1,0 +1,384 @@
+//! Documents streamed into rustic's archiver without a copy on disk or in memory.
+//!
+//! rustic_core's `Repository::archive` takes any [`ReadSource`]: a list of file entries, each
+//! opened lazily by the archiver's worker threads and read as a `std::io::Read`. Our entries are
+//! the small JSON files (held in memory), one `documents.ndjson` per index whose reader is fed by
+//! a bounded channel from the async readers (point-in-time/scroll slices), and the manifest,
+//! whose reader waits until every document stream has ended and then reports their counts and
+//! checksums. A file is opened when the archiver reaches it, so as many indices are read at once
+//! as the archiver has workers, and at most `CHANNEL_PAGES` pages per index wait in memory.
+//!
+//! The archiver skips files it cannot read (with a warning) and would save the rest as a
+//! snapshot, so every failure is recorded here and the snapshot write is gated on a complete
+//! dump (see [`crate::repo::GatedBackend`]).
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use bytes::{Buf, Bytes};
+use rustic_core::repofile::{Metadata, Node, NodeType};
+use rustic_core::{
+    ErrorKind, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::error::AgentError;
+use crate::layout::{IndexEntry, Manifest};
+use crate::search::{Client, Page, ReadMode, read_index};
+
+/// Pages buffered per index between the readers and the archiver.
+const CHANNEL_PAGES: usize = 4;
+
+enum Msg {
+    Data(Bytes),
+    Done(u64),
+    Failed(String),
+}
+
+/// What every stream shares: the server, progress, results and the first failure.
+pub struct DumpState {
+    pub rt: tokio::runtime::Handle,
+    pub client: Client,
+    pub mode: ReadMode,
+    pub page_size: u32,
+    failure: Mutex<Option<String>>,
+    results: Mutex<BTreeMap<String, (u64, u64, String)>>,
+    finished: Mutex<usize>,
+    changed: Condvar,
+    streams: usize,
+    manifest: Mutex<Option<Manifest>>,
+    gate: Arc<AtomicBool>,
+    pub docs: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl DumpState {
+    pub fn new(
+        rt: tokio::runtime::Handle,
+        client: Client,
+        mode: ReadMode,
+        page_size: u32,
+        streams: usize,
+        manifest: Manifest,
+        gate: Arc<AtomicBool>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            rt,
+            client,
+            mode,
+            page_size,
+            failure: Mutex::new(None),
+            results: Mutex::new(BTreeMap::new()),
+            finished: Mutex::new(0),
+            changed: Condvar::new(),
+            streams,
+            manifest: Mutex::new(Some(manifest)),
+            gate,
+            docs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// The first failure, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn fail(&self, reason: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            if f.is_none() {
+                tracing::error!(%reason, "dump failed");
+                *f = Some(reason);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    fn stream_ended(&self) {
+        if let Ok(mut n) = self.finished.lock() {
+            *n += 1;
+        }
+        self.changed.notify_all();
+    }
+
+    /// The manifest with every index's result, once all streams ended without a failure.
+    fn final_manifest(&self) -> Result<Manifest, String> {
+        let mut n = self
+            .finished
+            .lock()
+            .map_err(|_| "lock poisoned".to_string())?;
+        loop {
+            if let Some(f) = self.failure() {
+                return Err(f);
+            }
+            if *n >= self.streams {
+                break;
+            }
+            n = self
+                .changed
+                .wait(n)
+                .map_err(|_| "lock poisoned".to_string())?;
+        }
+        drop(n);
+        let results = self
+            .results
+            .lock()
+            .map_err(|_| "lock poisoned".to_string())?
+            .clone();
+        let mut m = self
+            .manifest
+            .lock()
+            .map_err(|_| "lock poisoned".to_string())?
+            .take()
+            .ok_or("manifest requested twice")?;
+        for (index, entry) in m.indices.iter_mut() {
+            let Some((docs, bytes, sha)) = results.get(index) else {
+                return Err(format!("no document stream ended for index {index}"));
+            };
+            entry.documents = *docs;
+            entry.bytes = *bytes;
+            entry.sha256.clone_from(sha);
+        }
+        Ok(m)
+    }
+}
+
+/// One file of the snapshot.
+pub enum Content {
+    Static(Bytes),
+    Documents { index: String, slices: u32 },
+    Manifest,
+}
+
+pub struct Entry {
+    pub path: PathBuf,
+    pub content: Content,
+}
+
+/// The [`ReadSource`] of one backup.
+pub struct DumpSource {
+    entries: Vec<(PathBuf, Opener)>,
+}
+
+impl DumpSource {
+    /// `entries` must be in path order.
+    pub fn new(state: &Arc<DumpState>, entries: Vec<Entry>) -> Self {
+        let entries = entries
+            .into_iter()
+            .map(|e| {
+                let open = match e.content {
+                    Content::Static(b) => Opener::Static(b),
+                    Content::Documents { index, slices } => Opener::Documents {
+                        state: state.clone(),
+                        index,
+                        slices,
+                    },
+                    Content::Manifest => Opener::Manifest(state.clone()),
+                };
+                (e.path, open)
+            })
+            .collect();
+        Self { entries }
+    }
+}
+
+/// Opens one file when the archiver gets to it.
+#[derive(Clone)]
+pub enum Opener {
+    Static(Bytes),
+    Documents {
+        state: Arc<DumpState>,
+        index: String,
+        slices: u32,
+    },
+    Manifest(Arc<DumpState>),
+}
+
+fn io_error(text: String) -> Box<RusticError> {
+    // rustic treats `{...}` in guidance as placeholders.
+    RusticError::new(
+        ErrorKind::InputOutput,
+        text.replace('{', "(").replace('}', ")"),
+    )
+}
+
+impl ReadSourceOpen for Opener {
+    type Reader = Box<dyn Read + Send>;
+
+    fn open(self) -> RusticResult<Self::Reader> {
+        match self {
+            Opener::Static(b) => Ok(Box::new(Cursor::new(b))),
+            Opener::Documents {
+                state,
+                index,
+                slices,
+            } => {
+                if let Some(f) = state.failure() {
+                    // Not worth reading more: the snapshot will not be written.
+                    state.stream_ended();
+                    return Err(io_error(format!("skipped {index}: {f}")));
+                }
+                Ok(Box::new(start_documents(state, index, slices)))
+            }
+            Opener::Manifest(state) => match state.final_manifest() {
+                Ok(m) => {
+                    let text = serde_json::to_vec_pretty(&m)
+                        .map_err(|e| io_error(format!("manifest: {e}")))?;
+                    // Every document stream ended: now a snapshot may be written.
+                    state.gate.store(true, Ordering::SeqCst);
+                    Ok(Box::new(Cursor::new(text)))
+                }
+                Err(f) => Err(io_error(format!("no manifest: {f}"))),
+            },
+        }
+    }
+}
+
+impl ReadSource for DumpSource {
+    type Open = Opener;
+    type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<Opener>>>;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        Ok(None)
+    }
+
+    fn entries(&self) -> Self::Iter {
+        let now = rustic_core::jiff::Timestamp::now();
+        self.entries
+            .iter()
+            .map(|(path, open)| {
+                let name = path.file_name().unwrap_or_default();
+                let meta = Metadata {
+                    mode: Some(0o644),
+                    mtime: Some(now),
+                    ..Default::default()
+                };
+                Ok(ReadSourceEntry {
+                    path: path.clone(),
+                    node: Node::new_node(name, NodeType::File, meta),
+                    open: Some(open.clone()),
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+}
+
+/// Starts the readers of one index and returns the archiver's end of the channel.
+fn start_documents(state: Arc<DumpState>, index: String, slices: u32) -> DocReader {
+    let (tx, rx) = mpsc::channel::<Msg>(CHANNEL_PAGES * slices.max(1) as usize);
+    let st = state.clone();
+    let idx = index.clone();
+    state.rt.spawn(async move {
+        let data_tx = tx.clone();
+        let progress = st.clone();
+        let sink = move |page: Page| {
+            let tx = data_tx.clone();
+            let progress = progress.clone();
+            async move {
+                progress.docs.fetch_add(page.docs, Ordering::Relaxed);
+                progress
+                    .bytes
+                    .fetch_add(page.ndjson.len() as u64, Ordering::Relaxed);
+                tx.send(Msg::Data(Bytes::from(page.ndjson)))
+                    .await
+                    .map_err(|_| AgentError::Dump("the archiver stopped reading".into()))
+            }
+        };
+        let r = read_index(&st.client, &idx, st.mode, slices, st.page_size, sink).await;
+        let last = match r {
+            Ok(n) => Msg::Done(n),
+            Err(e) => Msg::Failed(format!("reading index {idx}: {e}")),
+        };
+        let _ = tx.send(last).await;
+    });
+    DocReader {
+        rx,
+        buf: Bytes::new(),
+        hasher: Sha256::new(),
+        bytes: 0,
+        index,
+        state,
+        finished: false,
+    }
+}
+
+/// The archiver's reader of one index's documents.
+pub struct DocReader {
+    rx: mpsc::Receiver<Msg>,
+    buf: Bytes,
+    hasher: Sha256,
+    bytes: u64,
+    index: String,
+    state: Arc<DumpState>,
+    finished: bool,
+}
+
+impl Read for DocReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if !self.buf.is_empty() {
+                let n = out.len().min(self.buf.len());
+                out[..n].copy_from_slice(&self.buf[..n]);
+                self.hasher.update(&out[..n]);
+                self.bytes += n as u64;
+                self.buf.advance(n);
+                return Ok(n);
+            }
+            if self.finished || out.is_empty() {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Msg::Data(b)) => self.buf = b,
+                Some(Msg::Done(docs)) => {
+                    self.finished = true;
+                    let sha = hex::encode(self.hasher.clone().finalize());
+                    if let Ok(mut r) = self.state.results.lock() {
+                        r.insert(self.index.clone(), (docs, self.bytes, sha));
+                    }
+                    tracing::info!(index = %self.index, docs, bytes = self.bytes, "index dumped");
+                    self.state.stream_ended();
+                    return Ok(0);
+                }
+                Some(Msg::Failed(reason)) => {
+                    self.finished = true;
+                    self.state.fail(reason.clone());
+                    self.state.stream_ended();
+                    return Err(std::io::Error::other(reason));
+                }
+                None => {
+                    self.finished = true;
+                    let reason = format!("the readers of index {} stopped", self.index);
+                    self.state.fail(reason.clone());
+                    self.state.stream_ended();
+                    return Err(std::io::Error::other(reason));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DocReader {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.fail(format!(
+                "the archiver stopped reading index {} before its end",
+                self.index
+            ));
+            self.state.stream_ended();
+        }
+    }
+}
+
+/// Index entry placeholder for the manifest, filled when its stream ends.
+pub fn pending_entry(aliases: Vec<String>, hidden: bool) -> IndexEntry {
+    IndexEntry {
+        aliases,
+        hidden,
+        ..Default::default()
+    }
+}
