@@ -19,6 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
@@ -144,6 +145,13 @@ fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
     axum::Json(resp.into_review()).into_response()
 }
 
+/// How long a client may take to send a request's headers (HTTP/1.1), or its first bytes
+/// (HTTP/2), before its connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `router` over TLS on `listener` until `shutdown` resolves, then finishes the
 /// requests in flight (up to `drain`) and returns.
 pub async fn serve_tls(
@@ -159,9 +167,13 @@ pub async fn serve_tls(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    // The protocol is the one negotiated by ALPN (RFC 9113 §3.2: h2 over TLS needs ALPN), never
+    // sniffed from the first bytes: sniffing waits for 24 bytes without a timeout, so a client
+    // that sent fewer (or nothing) held its connection forever.
+    let h1 = Arc::new(builder.clone().http1_only());
+    let h2 = Arc::new(builder.http2_only());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -177,24 +189,44 @@ pub async fn serve_tls(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
-        let builder = Arc::clone(&builder);
+        let (h1, h2) = (Arc::clone(&h1), Arc::clone(&h2));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                // HTTP/2 has no header read timeout: the client's first bytes (its connection
+                // preface) must arrive within the same time.
+                let mut tls = tokio::io::BufReader::new(tls);
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.fill_buf()).await {
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        tracing::debug!(%peer, error = %e, "reading the HTTP/2 preface failed");
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
+                        tracing::debug!(%peer, "no HTTP/2 preface in time");
                         return;
                     }
-                };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                let conn = h2.serve_connection(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            } else {
+                let conn = h1.serve_connection(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
             }
         });
     }
