@@ -278,7 +278,15 @@ async fn create_session(
                 kind: "BackupConfiguration".into(),
                 name: config.name_any(),
             },
-            retry_left: None,
+            // Set here too, so retries work even without the webhook in front.
+            retry_left: Some(
+                config
+                    .spec
+                    .retry_config
+                    .as_ref()
+                    .and_then(|r| r.max_retry)
+                    .unwrap_or(cairn_api::defaults::DEFAULT_MAX_RETRY),
+            ),
             job_template: None,
         },
         status: None,

@@ -542,7 +542,7 @@ fn read_crds(dir: &Path) -> Result<Vec<(PathBuf, CustomResourceDefinition)>> {
         .filter(|p| {
             // A kustomization beside the CRDs is for `kubectl apply -k`, not a CRD.
             p.is_file()
-                && !p.file_name().is_some_and(|n| n == "kustomization.yaml")
+                && p.file_name().is_none_or(|n| n != "kustomization.yaml")
                 && p.extension()
                     .is_some_and(|ext| ext == "yaml" || ext == "yml")
         })

@@ -1,0 +1,502 @@
+//! `cairn-controller` (with `cairn-webhook` in front) on a real kube-apiserver: configuration
+//! status follows what it references, one session per schedule slot named by the slot, paused
+//! configurations make none, deadlines delete the Job, a deleted Job fails its session, a
+//! failed session is retried exactly once, and a standby takes over from a dead leader.
+//!
+//! Sessions here never run a container (that is `tests/tests/sessions.rs`, with the job
+//! runner): these tests are about the controller's own decisions.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use cairn_api::{BackupConfiguration, BackupSession};
+use cairn_tests::controller::Controller;
+use cairn_tests::webhook::Webhook;
+use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+struct Env {
+    cp: &'static ControlPlane,
+    _webhook: Webhook,
+    controller: Controller,
+}
+
+async fn install(cp: &ControlPlane) {
+    cp.apply_crds(crds_dir()).await.expect("CRDs");
+    cp.apply_crds(appbinding_crd_dir())
+        .await
+        .expect("AppBinding CRD");
+    for f in [
+        "manifests/catalog/functions.yaml",
+        "manifests/catalog/tasks.yaml",
+    ] {
+        let out = cp.kubectl(["apply", "-f", &repo_root().join(f).display().to_string()]);
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    create_namespace(cp, "cairn-system").await;
+}
+
+async fn create_namespace(cp: &ControlPlane, name: &str) {
+    let api: Api<Namespace> = Api::all(cp.client());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("namespace {name}: {e}"),
+    }
+}
+
+async fn env() -> &'static Env {
+    static ENV: OnceCell<Env> = OnceCell::const_new();
+    ENV.get_or_init(|| async {
+        let cp = ControlPlane::shared();
+        install(cp).await;
+        let webhook = Webhook::start(cp).expect("webhook");
+        webhook.register(cp).expect("register");
+        let controller =
+            Controller::start(cp, "cairn-system", "test-controller", 6).expect("controller");
+        controller
+            .wait_leader(Duration::from_secs(30))
+            .expect("leader");
+        Env {
+            cp,
+            _webhook: webhook,
+            controller,
+        }
+    })
+    .await
+}
+
+/// Polls `f` until it gives `Some`, failing after `timeout` with `what`.
+async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn apply(cp: &ControlPlane, objects: &[Value]) {
+    let yaml: Vec<String> = objects
+        .iter()
+        .map(|o| serde_yaml::to_string(o).expect("yaml"))
+        .collect();
+    let out = cp.kubectl_stdin(["apply", "-f", "-"], &yaml.join("---\n"));
+    assert!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn secret_and_app(ns: &str) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-secret", "namespace": ns},
+               "stringData": {"RESTIC_PASSWORD": "p", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}}),
+        json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "metadata": {"name": "es", "namespace": ns},
+               "spec": {"clientConfig": {"url": "http://127.0.0.1:9"}}}),
+    ]
+}
+
+fn repository(ns: &str) -> Value {
+    json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "s3-repo", "namespace": ns},
+           "spec": {"backend": {"storageSecretName": "s3-secret", "s3": {"endpoint": "http://127.0.0.1:9", "bucket": "cairn-test"}}}})
+}
+
+fn configuration(ns: &str, name: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "schedule": "* * * * *",
+        "repository": {"name": "s3-repo"},
+        "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"}},
+        "retentionPolicy": {"name": "keep", "keepLast": 3}
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupConfiguration",
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+async fn config_phase(cp: &ControlPlane, ns: &str, name: &str) -> Option<(String, Value)> {
+    let api: Api<BackupConfiguration> = Api::namespaced(cp.client(), ns);
+    let c = api.get_opt(name).await.ok()??;
+    let status = serde_json::to_value(c.status?).ok()?;
+    Some((status["phase"].as_str()?.to_string(), status))
+}
+
+async fn sessions(cp: &ControlPlane, ns: &str) -> Vec<BackupSession> {
+    let api: Api<BackupSession> = Api::namespaced(cp.client(), ns);
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn phase(s: &BackupSession) -> Option<String> {
+    s.status.as_ref()?.phase.map(|p| p.to_string())
+}
+
+fn condition_reason(s: &BackupSession) -> String {
+    s.status
+        .as_ref()
+        .and_then(|st| st.conditions.iter().find(|c| c.status == "False"))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn configuration_status_follows_what_it_references() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    apply(
+        env.cp,
+        &[configuration(
+            &ns,
+            "nightly",
+            json!({"schedule": "0 3 * * *"}),
+        )],
+    );
+    let (_, status) = wait_for(Duration::from_secs(20), "NotReady", || async {
+        config_phase(env.cp, &ns, "nightly")
+            .await
+            .filter(|(p, _)| p == "NotReady")
+    })
+    .await;
+    let repo_found = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "RepositoryFound")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(repo_found["status"], "False", "{status}");
+    assert!(
+        status["nextScheduleTime"]
+            .as_str()
+            .is_some_and(|t| t.contains("T03:00:00")),
+        "{status}"
+    );
+
+    // The Repository, its Secret and the AppBinding appear: Ready without any edit of the
+    // configuration (watch-driven).
+    let mut objects = secret_and_app(&ns);
+    objects.push(repository(&ns));
+    apply(env.cp, &objects);
+    let (_, status) = wait_for(Duration::from_secs(20), "Ready", || async {
+        config_phase(env.cp, &ns, "nightly")
+            .await
+            .filter(|(p, _)| p == "Ready")
+    })
+    .await;
+    for c in status["conditions"].as_array().into_iter().flatten() {
+        assert!(
+            c["observedGeneration"].is_number() && c["lastTransitionTime"].is_string(),
+            "{c}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_session_per_slot_named_by_the_slot_and_none_when_paused() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    let mut objects = secret_and_app(&ns);
+    objects.push(repository(&ns));
+    objects.push(configuration(&ns, "every-minute", json!({})));
+    objects.push(configuration(&ns, "paused", json!({"paused": true})));
+    apply(env.cp, &objects);
+    let session = wait_for(Duration::from_secs(80), "a scheduled session", || async {
+        sessions(env.cp, &ns)
+            .await
+            .into_iter()
+            .find(|s| s.spec.invoker.name == "every-minute")
+    })
+    .await;
+    let name = session.name_any();
+    let slot: i64 = name
+        .trim_start_matches("every-minute-")
+        .parse()
+        .expect("slot in the name");
+    assert_eq!(slot % 60, 0, "{name} is not a minute slot");
+    let created = session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .expect("created")
+        .0
+        .as_second();
+    assert!(
+        created - slot < 5,
+        "session created {}s after its slot",
+        created - slot
+    );
+    assert_eq!(session.spec.retry_left, Some(1));
+    assert!(
+        session.spec.job_template.is_some(),
+        "the webhook resolved the Job"
+    );
+    let owner = session
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        owner.first().map(|o| o.name.as_str()),
+        Some("every-minute"),
+        "owned by its configuration"
+    );
+
+    let (_, status) = wait_for(Duration::from_secs(10), "lastScheduleTime", || async {
+        config_phase(env.cp, &ns, "every-minute")
+            .await
+            .filter(|(_, s)| s["lastScheduleTime"].is_string())
+    })
+    .await;
+    let next = status["nextScheduleTime"].as_str().unwrap_or_default();
+    assert!(next.ends_with(":00Z"), "{status}");
+
+    // The paused configuration made nothing in the same minute, and the slot did not run twice.
+    let all = sessions(env.cp, &ns).await;
+    assert!(
+        all.iter().all(|s| s.spec.invoker.name != "paused"),
+        "a paused configuration made a session"
+    );
+    let same_slot = all.iter().filter(|s| s.name_any() == name).count();
+    assert_eq!(same_slot, 1);
+    let metrics = env.controller.metrics().expect("metrics");
+    assert!(
+        metrics.contains("cairn_scheduling_lag_seconds_count"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_deletes_the_job_and_a_failure_is_retried_once() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    let mut objects = secret_and_app(&ns);
+    objects.push(repository(&ns));
+    objects.push(configuration(
+        &ns,
+        "short",
+        json!({"schedule": "0 0 1 1 *", "timeOut": "2s", "backupHistoryLimit": 5,
+        "retryConfig": {"maxRetry": 1, "delay": "1s"}}),
+    ));
+    apply(env.cp, &objects);
+    wait_for(Duration::from_secs(20), "Ready", || async {
+        config_phase(env.cp, &ns, "short")
+            .await
+            .filter(|(p, _)| p == "Ready")
+    })
+    .await;
+    apply(
+        env.cp,
+        &[
+            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": "manual", "namespace": ns},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "short"}}}),
+        ],
+    );
+    let jobs: Api<Job> = Api::namespaced(env.cp.client(), &ns);
+    wait_for(Duration::from_secs(20), "the Job", || async {
+        jobs.get_opt("cairn-backup-manual").await.ok()?
+    })
+    .await;
+    let failed = wait_for(Duration::from_secs(30), "DeadlineExceeded", || async {
+        sessions(env.cp, &ns)
+            .await
+            .into_iter()
+            .find(|s| s.name_any() == "manual" && phase(s).as_deref() == Some("Failed"))
+    })
+    .await;
+    assert_eq!(condition_reason(&failed), "DeadlineExceeded");
+    // Foreground deletion: the Job is gone or going.
+    let job = jobs.get_opt("cairn-backup-manual").await.expect("get");
+    assert!(
+        job.is_none_or(|j| j.metadata.deletion_timestamp.is_some()),
+        "the Job was not deleted"
+    );
+
+    // Exactly one retry, which fails the same way and is not retried again.
+    let retry = wait_for(Duration::from_secs(30), "the retry to fail", || async {
+        sessions(env.cp, &ns)
+            .await
+            .into_iter()
+            .find(|s| s.name_any() == "manual-retry" && phase(s).as_deref() == Some("Failed"))
+    })
+    .await;
+    assert_eq!(retry.spec.retry_left, Some(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sessions(env.cp, &ns).await.iter().any(|s| {
+        s.name_any() == "manual" && s.status.as_ref().and_then(|st| st.retried) == Some(true)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "retried=true never set: {:?}\n{}",
+            sessions(env.cp, &ns)
+                .await
+                .iter()
+                .map(|s| (s.name_any(), s.status.clone()))
+                .collect::<Vec<_>>(),
+            env.controller.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // a would-be second retry has had its chance
+    let names: Vec<String> = sessions(env.cp, &ns)
+        .await
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_job_fails_its_session() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    let mut objects = secret_and_app(&ns);
+    objects.push(repository(&ns));
+    objects.push(configuration(
+        &ns,
+        "long",
+        json!({"schedule": "0 0 1 1 *", "retryConfig": {"maxRetry": 0}}),
+    ));
+    apply(env.cp, &objects);
+    wait_for(Duration::from_secs(20), "Ready", || async {
+        config_phase(env.cp, &ns, "long")
+            .await
+            .filter(|(p, _)| p == "Ready")
+    })
+    .await;
+    apply(
+        env.cp,
+        &[
+            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": "doomed", "namespace": ns},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "long"}}}),
+        ],
+    );
+    let jobs: Api<Job> = Api::namespaced(env.cp.client(), &ns);
+    wait_for(Duration::from_secs(20), "the Job", || async {
+        jobs.get_opt("cairn-backup-doomed").await.ok()?
+    })
+    .await;
+    let out = env
+        .cp
+        .kubectl(["delete", "job", "cairn-backup-doomed", "-n", &ns]);
+    assert!(out.status.success());
+    let s = wait_for(Duration::from_secs(30), "Failed", || async {
+        sessions(env.cp, &ns)
+            .await
+            .into_iter()
+            .find(|s| s.name_any() == "doomed" && phase(s).as_deref() == Some("Failed"))
+    })
+    .await;
+    assert_eq!(condition_reason(&s), "JobDeleted");
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_from_a_dead_leader() {
+    // Its own control plane: two controllers of their own, fighting over one lease.
+    let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
+    install(cp).await;
+    let lease = Duration::from_secs(4);
+    let a = Controller::start(cp, "cairn-system", "a", lease.as_secs()).expect("a");
+    a.wait_leader(Duration::from_secs(20)).expect("a leads");
+    let b = Controller::start(cp, "cairn-system", "b", lease.as_secs()).expect("b");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!b.is_leader(), "two leaders");
+    let killed = Instant::now();
+    a.kill();
+    b.wait_leader(lease * 3).expect("b takes over");
+    assert!(
+        killed.elapsed() <= lease * 3,
+        "takeover took {:?}",
+        killed.elapsed()
+    );
+
+    // A graceful stop releases the lease: a new standby takes over without waiting it out.
+    let c = Controller::start(cp, "cairn-system", "c", 30).expect("c");
+    b.terminate(Duration::from_secs(20)).expect("b stops");
+    let stopped = Instant::now();
+    c.wait_leader(Duration::from_secs(20))
+        .expect("c takes over");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "the lease was not released"
+    );
+}
+
+#[tokio::test]
+async fn history_keeps_the_newest_completed_sessions() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    let mut objects = secret_and_app(&ns);
+    objects.push(repository(&ns));
+    objects.push(configuration(
+        &ns,
+        "kept",
+        json!({"schedule": "0 0 1 1 *", "timeOut": "1s",
+        "backupHistoryLimit": 2, "retryConfig": {"maxRetry": 0}}),
+    ));
+    apply(env.cp, &objects);
+    wait_for(Duration::from_secs(20), "Ready", || async {
+        config_phase(env.cp, &ns, "kept")
+            .await
+            .filter(|(p, _)| p == "Ready")
+    })
+    .await;
+    for i in 1..=3 {
+        let name = format!("run-{i}");
+        apply(
+            env.cp,
+            &[
+                json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "kept"}}}),
+            ],
+        );
+        wait_for(Duration::from_secs(20), "the session to fail", || async {
+            sessions(env.cp, &ns)
+                .await
+                .into_iter()
+                .find(|s| s.name_any() == name && phase(s).as_deref() == Some("Failed"))
+        })
+        .await;
+        // Creation timestamps have a one-second resolution: keep the runs apart.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let names = wait_for(Duration::from_secs(20), "history cleaned to 2", || async {
+        let names: Vec<String> = sessions(env.cp, &ns)
+            .await
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    assert!(
+        names.contains(&"run-3".to_string()) && names.contains(&"run-2".to_string()),
+        "{names:?}"
+    );
+}
