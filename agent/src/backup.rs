@@ -42,6 +42,7 @@ pub struct IndexPlan {
     pub name: String,
     pub meta: IndexMeta,
     pub hidden: bool,
+    pub primaries: u32,
     pub slices: u32,
 }
 
@@ -137,27 +138,24 @@ pub async fn collect(
             .and_then(Value::as_str)
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(1);
-        let slices = match slices {
-            Some(n) => n.max(1),
-            None => {
-                let count: Value = client
-                    .json(
-                        Method::GET,
-                        &format!("/{}/_count", encode_path(&name)),
-                        None,
-                        &format!("count {name}"),
-                    )
-                    .await?;
-                let docs = count["count"].as_u64().unwrap_or(0);
-                // Slicing a small index costs more than it gains.
-                if docs < 4 * u64::from(page_size) {
-                    1
-                } else {
-                    primaries.clamp(2, 8)
-                }
-            }
+        let count: Value = client
+            .json(
+                Method::GET,
+                &format!("/{}/_count", encode_path(&name)),
+                None,
+                &format!("count {name}"),
+            )
+            .await?;
+        let docs = count["count"].as_u64().unwrap_or(0);
+        let slices = if docs < 4 * u64::from(page_size) {
+            // Slicing a small index costs more than it gains (and an empty one without
+            // mappings cannot be sliced at all).
+            1
+        } else {
+            slices.unwrap_or_else(|| primaries.clamp(2, 8)).max(1)
         };
         dump.indices.push(IndexPlan {
+            primaries,
             meta: IndexMeta {
                 settings: settings::restorable(&flat),
                 mappings: body["mappings"].clone(),
@@ -243,7 +241,7 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let gated: Arc<dyn rustic_core::WriteBackend> = Arc::new(GatedBackend::new(be, gate.clone()));
     let repository = repo::open(gated, &plan.repo, true).phase("repository")?;
 
-    let dump = rt
+    let mut dump = rt
         .block_on(collect(client, &plan.selector, plan.slices, plan.page_size))
         .phase("dump")?;
     let mode = rt.block_on(read_mode(
@@ -251,6 +249,12 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         &info,
         dump.indices.first().map(|i| i.name.as_str()),
     ));
+    if mode == ReadMode::Scroll {
+        // More scroll slices than shards make the server filter every document per slice.
+        for i in &mut dump.indices {
+            i.slices = i.slices.min(i.primaries.max(1));
+        }
+    }
     tracing::info!(indices = dump.indices.len(), ?mode, "dumping");
 
     let manifest = Manifest {
@@ -369,7 +373,7 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         repo::apply_retention(&repository, &plan.host, &plan.retention).phase("retention")?;
     let (snapshot_count, size_bytes) = repo::totals(&repository).phase("retention")?;
     Ok(BackupResult {
-        snapshot: snap.id.to_string(),
+        snapshot: snap.id.to_hex().to_string(),
         time: snap.time.timestamp().to_string(),
         host: plan.host.clone(),
         indices: dump.indices.len() as u64,

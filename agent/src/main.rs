@@ -12,7 +12,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,rustic_core=warn,rustic_backend=warn,opendal=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,rustic_core=warn,rustic_backend=warn,opendal=error",
+        )
     });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -101,7 +103,7 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
                 .iter()
                 .map(|s| {
                     serde_json::json!({
-                        "id": s.id.to_string(),
+                        "id": s.id.to_hex().to_string(),
                         "time": s.time.timestamp().to_string(),
                         "host": s.hostname,
                         "tags": s.tags.iter().collect::<Vec<_>>(),

@@ -296,7 +296,7 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
     }
 
     Ok(RestoreResult {
-        snapshot: snap.id.to_string(),
+        snapshot: snap.id.to_hex().to_string(),
         indices: restored.len() as u64,
         documents,
         duration_seconds: started.elapsed().as_secs_f64(),
