@@ -89,11 +89,11 @@ impl DumpState {
     }
 
     fn fail(&self, reason: String) {
-        if let Ok(mut f) = self.failure.lock() {
-            if f.is_none() {
-                tracing::error!(%reason, "dump failed");
-                *f = Some(reason);
-            }
+        if let Ok(mut f) = self.failure.lock()
+            && f.is_none()
+        {
+            tracing::error!(%reason, "dump failed");
+            *f = Some(reason);
         }
         self.changed.notify_all();
     }
