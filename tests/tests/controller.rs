@@ -500,3 +500,160 @@ async fn history_keeps_the_newest_completed_sessions() {
         "{names:?}"
     );
 }
+
+/// Seconds until the next minute starts.
+fn until_next_minute() -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    Duration::from_secs(60) - Duration::from_nanos((now.as_nanos() % 60_000_000_000) as u64)
+}
+
+#[tokio::test]
+async fn slots_missed_during_a_restart_run_once_within_the_deadline_and_are_counted_beyond() {
+    let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
+    install(cp).await;
+    let ns = cp.new_namespace().await.expect("ns");
+    let mut objects = secret_and_app(&ns);
+    objects.push(repository(&ns));
+    objects.push(configuration(
+        &ns,
+        "patient",
+        json!({"startingDeadlineSeconds": 300}),
+    ));
+    objects.push(configuration(
+        &ns,
+        "strict",
+        json!({"startingDeadlineSeconds": 5}),
+    ));
+    apply(cp, &objects);
+    let first = Controller::start(cp, "cairn-system", "first", 4).expect("controller");
+    first.wait_leader(Duration::from_secs(20)).expect("leads");
+    // Let both configurations be seen (and their status written) before the outage.
+    wait_for(Duration::from_secs(20), "status", || async {
+        let a = config_phase(cp, &ns, "patient").await?;
+        let b = config_phase(cp, &ns, "strict").await?;
+        (a.0 == "Ready" && b.0 == "Ready").then_some(())
+    })
+    .await;
+    // Stop cleanly shortly before a slot; come back 10 s after it.
+    if until_next_minute() < Duration::from_secs(8) {
+        tokio::time::sleep(until_next_minute() + Duration::from_secs(1)).await;
+    }
+    let before: Vec<String> = sessions(cp, &ns)
+        .await
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    first.terminate(Duration::from_secs(20)).expect("stops");
+    let slot_wait = until_next_minute();
+    let slot = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 60
+        + 1)
+        * 60;
+    tokio::time::sleep(slot_wait + Duration::from_secs(10)).await;
+    let second = Controller::start(cp, "cairn-system", "second", 4).expect("controller");
+    second.wait_leader(Duration::from_secs(20)).expect("leads");
+    let name = format!("patient-{slot}");
+    wait_for(
+        Duration::from_secs(20),
+        "the missed slot to run",
+        || async {
+            sessions(cp, &ns)
+                .await
+                .into_iter()
+                .find(|s| s.name_any() == name)
+        },
+    )
+    .await;
+    let missed = wait_for(
+        Duration::from_secs(20),
+        "the missed-slot metric",
+        || async {
+            let m = second.metrics().ok()?;
+            m.lines()
+                .find(|l| {
+                    l.starts_with("cairn_missed_slots_total")
+                        && l.contains("configuration=\"strict\"")
+                })
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert!(missed.trim_end().ends_with(" 1"), "{missed}");
+    let strict: Vec<String> = sessions(cp, &ns)
+        .await
+        .iter()
+        .map(|s| s.name_any())
+        .filter(|n| n == &format!("strict-{slot}"))
+        .collect();
+    assert!(
+        strict.is_empty(),
+        "a slot beyond the deadline ran: {strict:?} (before: {before:?})"
+    );
+}
+
+#[tokio::test]
+async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() {
+    let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
+    install(cp).await;
+    let ns = cp.new_namespace().await.expect("ns");
+    let mut objects = secret_and_app(&ns);
+    objects.push(repository(&ns));
+    objects.push(configuration(&ns, "ha", json!({})));
+    apply(cp, &objects);
+    let lease = Duration::from_secs(4);
+    let a = Controller::start(cp, "cairn-system", "a", lease.as_secs()).expect("a");
+    a.wait_leader(Duration::from_secs(20)).expect("a leads");
+    let b = Controller::start(cp, "cairn-system", "b", lease.as_secs()).expect("b");
+    // Kill the leader 2 s before a slot.
+    let wait = until_next_minute();
+    if wait > Duration::from_secs(2) {
+        tokio::time::sleep(wait - Duration::from_secs(2)).await;
+    } else {
+        tokio::time::sleep(wait + Duration::from_secs(58)).await;
+    }
+    let slot = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 60
+        + 1)
+        * 60;
+    a.kill();
+    let name = format!("ha-{slot}");
+    let s = wait_for(
+        lease * 3 + Duration::from_secs(5),
+        "the new leader's session",
+        || async {
+            sessions(cp, &ns)
+                .await
+                .into_iter()
+                .find(|s| s.name_any() == name)
+        },
+    )
+    .await;
+    assert!(b.is_leader());
+    let created = s
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .expect("created")
+        .0
+        .as_second();
+    assert!(
+        created - slot as i64 <= (lease.as_secs() * 3) as i64,
+        "created {}s after the slot",
+        created - slot as i64
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let for_slot = sessions(cp, &ns)
+        .await
+        .iter()
+        .filter(|s| s.name_any() == name)
+        .count();
+    assert_eq!(for_slot, 1);
+}
