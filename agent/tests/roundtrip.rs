@@ -504,3 +504,56 @@ fn server_stopped_mid_backup_leaves_no_snapshot() -> Result<()> {
     assert_eq!(snapshots, 0, "a partial dump became a snapshot");
     Ok(())
 }
+
+#[test]
+fn elasticsearch_point_in_time_slices_round_trip() -> Result<()> {
+    let es = OpenSearch::start_with(cairn_tests::opensearch::Options::elasticsearch())?;
+    let url = es.url();
+    call(
+        reqwest::Method::PUT,
+        &format!("{url}/pit"),
+        Some(json!({"settings": {
+        "number_of_shards": 2, "number_of_replicas": 0}})),
+    )?;
+    let mut lines = Vec::new();
+    for i in 0..12_345u32 {
+        lines.push(json!({"index": {"_index": "pit", "_id": i.to_string()}}));
+        lines.push(json!({"n": i, "s": "é"}));
+    }
+    for chunk in lines.chunks(10_000) {
+        bulk(&url, chunk)?;
+    }
+    let tmp = tempfile::tempdir()?;
+    let repo = format!("--repository=local:{}", tmp.path().join("repo").display());
+    let b = agent(
+        &[
+            "backup".into(),
+            repo.clone(),
+            format!("--url={url}"),
+            "--slices=3".into(),
+            "--page-size=1000".into(),
+            "--tag=session=es".into(),
+        ],
+        &[],
+        tmp.path(),
+    )?;
+    ensure!(b.output.status.success(), "backup: {}", stderr(&b));
+    ensure!(
+        stderr(&b).contains("Pit(Elasticsearch)"),
+        "not read with a point in time: {}",
+        stderr(&b)
+    );
+    let r = agent(
+        &[
+            "restore".into(),
+            repo,
+            format!("--url={url}"),
+            "--rename-suffix=-copy".into(),
+        ],
+        &[],
+        tmp.path(),
+    )?;
+    ensure!(r.output.status.success(), "restore: {}", stderr(&r));
+    assert_eq!(count(&url, "pit-copy")?, 12_345);
+    Ok(())
+}
