@@ -968,3 +968,108 @@ fn build_pod_spec(
         ..Default::default()
     }
 }
+
+/// The Job that deletes a Repository's data from its backend (`spec.wipeOut: true`, run when
+/// the Repository is deleted): `cairn-agent wipe` with the storage Secret's keys, and the local
+/// volume for a local backend. Same security defaults as every other Job; no API access.
+pub fn resolve_wipe_job(
+    repo: &Repository,
+    install: &InstallSettings,
+) -> Result<JobTemplateSpec, ResolveError> {
+    let backend = &repo.spec.backend;
+    let name = repo.meta().name.clone().unwrap_or_default();
+    if backend.provider().is_none() {
+        return Err(ResolveError::NoProvider { name });
+    }
+    let mut mounts = vec![mount(VOL_TMP, TMP_DIR, false)];
+    let mut volumes = vec![Volume {
+        name: VOL_TMP.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    if let Some(local) = &backend.local {
+        mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
+        volumes.push(Volume {
+            name: VOL_REPOSITORY.to_string(),
+            host_path: local.host_path.clone(),
+            nfs: local.nfs.clone(),
+            persistent_volume_claim: local.persistent_volume_claim.clone(),
+            csi: local.csi.clone(),
+            empty_dir: local.empty_dir.clone(),
+            ..Default::default()
+        });
+    }
+    let mut args = vec![
+        "wipe".to_string(),
+        format!("--repository={}", repository_url(backend)),
+    ];
+    if let Some(s3) = &backend.s3 {
+        if let Some(region) = s3.region.as_deref().filter(|r| !r.is_empty()) {
+            args.push(format!("--region={region}"));
+        }
+        args.push(format!(
+            "--insecure-tls={}",
+            s3.insecure_tls.unwrap_or(false)
+        ));
+    }
+    let container = Container {
+        name: "wipe".to_string(),
+        image: Some(install.agent_image.clone()),
+        image_pull_policy: install.image_pull_policy.clone(),
+        command: Some(vec!["cairn-agent".to_string()]),
+        args: Some(args),
+        env: Some(vec![
+            EnvVar {
+                name: "CAIRN_TMP_DIR".into(),
+                value: Some(TMP_DIR.into()),
+                value_from: None,
+            },
+            EnvVar {
+                name: "HOME".into(),
+                value: Some(TMP_DIR.into()),
+                value_from: None,
+            },
+        ]),
+        env_from: Some(vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: backend.storage_secret_name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts),
+        security_context: Some(restricted_container_security()),
+        termination_message_path: Some("/dev/termination-log".to_string()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    };
+    let labels = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        ("cairn.dev/wipe-out".to_string(), label_value(&name)),
+    ]);
+    Ok(JobTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels.clone()),
+            ..Default::default()
+        }),
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    restart_policy: Some("Never".to_string()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(restricted_pod_security()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+    })
+}

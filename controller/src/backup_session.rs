@@ -23,6 +23,7 @@ use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::job::{
     delete_job, ensure_interim_pvc, ensure_job, human_bytes, human_duration, job_outcome, owner_of,
+    session_labels,
 };
 use crate::metrics::{ConfigLabels, SessionLabels};
 use crate::observe::JobObservation;
@@ -227,7 +228,15 @@ async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
         ensure_interim_pvc(&ctx.client, &namespace, &name, owner.clone(), tpl).await?;
     }
     let job_name = backup_job_name(&name);
-    ensure_job(&ctx.client, &namespace, &job_name, &name, owner, &template).await?;
+    ensure_job(
+        &ctx.client,
+        &namespace,
+        &job_name,
+        session_labels(&name),
+        owner,
+        &template,
+    )
+    .await?;
     let timeout = config
         .spec
         .time_out

@@ -21,10 +21,20 @@ pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Option<OwnerReference
     obj.controller_owner_ref(&())
 }
 
-fn labels(session: &str, extra: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
-    let mut l = extra.cloned().unwrap_or_default();
-    l.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
-    l.insert(LABEL_SESSION.into(), label_value(session));
+/// The labels of a session's Job and PVC: managed by cairn, naming the session.
+pub fn session_labels(session: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_SESSION.to_string(), label_value(session)),
+    ])
+}
+
+fn merged(
+    ours: BTreeMap<String, String>,
+    theirs: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut l = theirs.cloned().unwrap_or_default();
+    l.extend(ours);
     l
 }
 
@@ -44,7 +54,10 @@ pub async fn ensure_interim_pvc(
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(namespace.into()),
-            labels: Some(labels(session, template.metadata.labels.as_ref())),
+            labels: Some(merged(
+                session_labels(session),
+                template.metadata.labels.as_ref(),
+            )),
             annotations: template.metadata.annotations.clone(),
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
@@ -60,12 +73,13 @@ pub async fn ensure_interim_pvc(
     }
 }
 
-/// Creates the session's Job from its template; an existing one (a retried reconcile) is kept.
+/// Creates a Job from its template, with `labels` added; an existing one (a retried reconcile)
+/// is kept.
 pub async fn ensure_job(
     client: &Client,
     namespace: &str,
     job_name: &str,
-    session: &str,
+    labels: BTreeMap<String, String>,
     owner: Option<OwnerReference>,
     template: &JobTemplateSpec,
 ) -> Result<()> {
@@ -74,7 +88,7 @@ pub async fn ensure_job(
         metadata: ObjectMeta {
             name: Some(job_name.into()),
             namespace: Some(namespace.into()),
-            labels: Some(labels(session, meta.labels.as_ref())),
+            labels: Some(merged(labels, meta.labels.as_ref())),
             annotations: meta.annotations,
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()

@@ -11,5 +11,6 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod repository;
 pub mod restore_session;
 pub mod scheduling;

@@ -15,7 +15,7 @@ use cairn_api::{AppBinding, BackupConfiguration, BackupSession, Repository, Rest
 use cairn_controller::context::Context;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
-use cairn_controller::{backup_configuration, backup_session, restore_session};
+use cairn_controller::{backup_configuration, backup_session, repository, restore_session};
 use cairn_webhook::cache::Caches;
 use clap::Parser;
 use futures::StreamExt;
@@ -312,8 +312,25 @@ async fn main() -> anyhow::Result<()> {
         )
         .for_each(log_result);
 
+    // Repositories: the wipe-out finalizer and its cleanup Job (a deleted Job wakes it too).
+    let repositories = Controller::new(
+        Api::<Repository>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
+    )
+    .graceful_shutdown_on(stopped())
+    .run(
+        timed!("repository", repository::reconcile),
+        repository::error_policy,
+        ctx.clone(),
+    )
+    .for_each(log_result);
+
     tracing::info!("cairn-controller running");
-    futures::join!(backup_sessions, restores, configurations);
+    futures::join!(backup_sessions, restores, configurations, repositories);
     elector.release().await;
     Ok(())
 }

@@ -22,6 +22,7 @@ use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::job::{
     delete_job, ensure_interim_pvc, ensure_job, human_duration, job_outcome, owner_of,
+    session_labels,
 };
 use crate::metrics::SessionLabels;
 use crate::observe::JobObservation;
@@ -140,7 +141,15 @@ async fn start(r: &RestoreSession, ctx: &Context) -> Result<Action> {
         ensure_interim_pvc(&ctx.client, &namespace, &name, owner.clone(), tpl).await?;
     }
     let job_name = restore_job_name(&name);
-    ensure_job(&ctx.client, &namespace, &job_name, &name, owner, &template).await?;
+    ensure_job(
+        &ctx.client,
+        &namespace,
+        &job_name,
+        session_labels(&name),
+        owner,
+        &template,
+    )
+    .await?;
     let timeout = r
         .spec
         .time_out

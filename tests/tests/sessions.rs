@@ -348,3 +348,73 @@ async fn a_restore_session_succeeds_with_what_was_restored() {
     let jobs = env.cp.kubectl(["get", "jobs", "-n", &ns, "-o", "name"]);
     assert!(String::from_utf8_lossy(&jobs.stdout).contains("cairn-restore-back"));
 }
+
+#[tokio::test]
+async fn a_repository_with_wipe_out_is_wiped_before_it_goes() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    // Stands in for `cairn-agent`: records its arguments.
+    let dir = tempfile::tempdir().expect("tmp");
+    let record = dir.path().join("args");
+    let program = dir.path().join("fake-agent");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", record.display()),
+    )
+    .expect("script");
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let _runner = JobRunner::start(
+        env.cp,
+        Options::namespace(&ns).command("cairn-agent", &program),
+    );
+    let mut objects = fixture(&ns, "unused", json!({}));
+    objects.retain(|o| o["kind"] == "Secret");
+    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "doomed", "namespace": ns},
+        "spec": {"wipeOut": true, "backend": {"storageSecretName": "repo-secret", "s3": {"endpoint": "http://127.0.0.1:9", "bucket": "cairn-test", "prefix": "a/b"}}}}));
+    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "kept", "namespace": ns},
+        "spec": {"backend": {"storageSecretName": "repo-secret", "s3": {"endpoint": "http://127.0.0.1:9", "bucket": "cairn-test"}}}}));
+    apply(env.cp, &objects);
+    let repos: Api<Repository> = Api::namespaced(env.cp.client(), &ns);
+    wait_for(
+        Duration::from_secs(20),
+        "the wipe-out finalizer",
+        || async {
+            let r = repos.get_opt("doomed").await.ok()??;
+            r.metadata
+                .finalizers?
+                .iter()
+                .any(|f| f == "cairn.dev/wipe-out")
+                .then_some(())
+        },
+    )
+    .await;
+    let out = env.cp.kubectl([
+        "delete",
+        "repo",
+        "doomed",
+        "kept",
+        "-n",
+        &ns,
+        "--wait=false",
+    ]);
+    assert!(out.status.success());
+    wait_for(
+        Duration::from_secs(60),
+        "the repository to go after its wipe",
+        || async { repos.get_opt("doomed").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    let args = std::fs::read_to_string(&record).expect("the wipe Job ran");
+    assert!(
+        args.starts_with("wipe --repository=s3:http://127.0.0.1:9/cairn-test/a/b"),
+        "{args}"
+    );
+    assert!(
+        repos.get_opt("kept").await.expect("get").is_none(),
+        "a repository without wipeOut is held"
+    );
+}

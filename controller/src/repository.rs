@@ -1,0 +1,121 @@
+//! Reconciling a Repository: with `wipeOut: true` it carries a finalizer, and its deletion
+//! runs a cleanup Job (`cairn-agent wipe`) that deletes the data from the backend before the
+//! object goes. Without `wipeOut` the data stays and no finalizer holds the object.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_api::Repository;
+use cairn_api::naming::{LABEL_MANAGED_BY, MANAGED_BY, label_value};
+use cairn_api::resolve::resolve_wipe_job;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::job::{ensure_job, job_outcome, owner_of};
+use crate::observe::JobObservation;
+
+/// Holds a Repository with `wipeOut: true` until its data is deleted.
+pub const WIPE_FINALIZER: &str = "cairn.dev/wipe-out";
+
+/// Name of the cleanup Job of a repository.
+pub fn wipe_job_name(repo: &str) -> String {
+    label_value(&format!("cairn-wipe-{repo}")).to_ascii_lowercase()
+}
+
+async fn set_finalizers(ctx: &Context, repo: &Repository, finalizers: Vec<String>) -> Result<()> {
+    let api: Api<Repository> =
+        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
+    // The resourceVersion makes this fail (and retry) rather than clobber a concurrent change.
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
+    api.patch(
+        &repo.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action> {
+    let wipe = repo.spec.wipe_out == Some(true);
+    let finalizers = repo.finalizers().to_vec();
+    let held = finalizers.iter().any(|f| f == WIPE_FINALIZER);
+    let without: Vec<String> = finalizers
+        .iter()
+        .filter(|f| *f != WIPE_FINALIZER)
+        .cloned()
+        .collect();
+
+    if repo.metadata.deletion_timestamp.is_none() {
+        if wipe && !held {
+            let mut with = finalizers.clone();
+            with.push(WIPE_FINALIZER.into());
+            set_finalizers(&ctx, &repo, with).await?;
+        } else if !wipe && held {
+            set_finalizers(&ctx, &repo, without).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !held {
+        return Ok(Action::await_change());
+    }
+    if !wipe {
+        // wipeOut was turned off before the deletion: keep the data, let the object go.
+        set_finalizers(&ctx, &repo, without).await?;
+        return Ok(Action::await_change());
+    }
+    let namespace = repo.namespace().unwrap_or_default();
+    let job_name = wipe_job_name(&repo.name_any());
+    let template =
+        resolve_wipe_job(&repo, &ctx.install).map_err(|e| Error::Invalid(e.to_string()))?;
+    let labels = [(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())].into();
+    ensure_job(
+        &ctx.client,
+        &namespace,
+        &job_name,
+        labels,
+        owner_of(repo.as_ref()),
+        &template,
+    )
+    .await?;
+    match job_outcome(&ctx.client, &namespace, &job_name).await? {
+        JobObservation::Running | JobObservation::Missing => {
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+        JobObservation::Succeeded { .. } => {
+            ctx.event(
+                repo.as_ref(),
+                false,
+                "WipedOut",
+                format!("the repository's data was deleted by Job {job_name}"),
+            )
+            .await;
+            set_finalizers(&ctx, &repo, without).await?;
+            Ok(Action::await_change())
+        }
+        JobObservation::Failed { reason, message } => {
+            // Not retried by itself: deleting data again and again is not what anyone wants.
+            ctx.event(repo.as_ref(), true, "WipeOutFailed", format!(
+                "Job {job_name} failed ({reason}: {message}); the data is still there. Delete the Job to try again, or remove the finalizer {WIPE_FINALIZER} to keep the data and let the Repository go"
+            )).await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+pub fn error_policy(repo: Arc<Repository>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(repository = %repo.name_any(), %error, "reconcile failed");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            controller: "repository".into(),
+            error: error.metric_label().into(),
+        })
+        .inc();
+    Action::requeue(ctx.backoff(&crate::context::key(repo.as_ref())))
+}
