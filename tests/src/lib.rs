@@ -23,6 +23,7 @@
 pub mod binaries;
 pub mod controller;
 pub mod controlplane;
+pub mod demo;
 pub mod jobrunner;
 pub mod opensearch;
 pub mod pki;

@@ -21,14 +21,16 @@ pub struct Webhook {
     ca: CertificateAuthority,
 }
 
-/// A binary of this workspace, beside the test executable's `deps/` folder (the Cargo target
-/// directory, wherever it is).
+/// A binary of this workspace, in the Cargo target directory of the running executable
+/// (beside it, for a binary; one level up from `deps/`, for a test).
 pub fn workspace_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test executable has no target directory")?;
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let beside = exe.parent().context("the executable has no directory")?;
+    let dir = if beside.ends_with("deps") {
+        beside.parent().unwrap_or(beside)
+    } else {
+        beside
+    };
     let path = dir.join(name);
     if !path.exists() {
         bail!(

@@ -1,12 +1,13 @@
 //! Developer commands: `cargo xtask <command>`. Each command lives in its own module.
 
 mod crds;
+mod demo;
 mod search_testbed;
 mod test;
 mod testbed;
 
 fn usage() -> anyhow::Error {
-    anyhow::anyhow!("usage: cargo xtask <test|crds|testbed|search-testbed|bench> [args...]")
+    anyhow::anyhow!("usage: cargo xtask <demo|test|crds|testbed|search-testbed> [args...]")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -15,6 +16,7 @@ fn main() -> anyhow::Result<()> {
     let rest: Vec<String> = args.collect();
     match cmd.as_str() {
         "crds" => crds::run(&rest),
+        "demo" => demo::run(&rest),
         "testbed" => testbed::run(&rest),
         "search-testbed" => search_testbed::run(&rest),
         "test" => test::run(&rest),
