@@ -1,4 +1,4 @@
-//! The command line: `cairn-agent backup|restore|snapshots|forget|check`, with the flags of
+//! The command line: `cairn-agent backup|restore|snapshots|forget|check|wipe`, with the flags of
 //! `manifests/catalog/functions.yaml`. Jobs pass every flag, often empty (`--keep-last=`): an
 //! empty value means "not set". An unknown flag is an error.
 
@@ -36,6 +36,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Check the repository's integrity.
     Check(CheckArgs),
+    /// Delete every file of the repository from its backend (a Repository with `wipeOut`).
+    Wipe(WipeArgs),
 }
 
 /// `true`/`false` (and 1/0, yes/no); empty is false.
@@ -402,6 +404,14 @@ pub struct CheckArgs {
     pub read_data: bool,
 }
 
+/// `wipe`: only where the repository is (`api::resolve::resolve_wipe_job` passes
+/// `--repository`, `--region` and `--insecure-tls`). No password is needed: nothing is decrypted.
+#[derive(Args, Debug, Clone)]
+pub struct WipeArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +525,22 @@ mod tests {
         assert_eq!(plan.snapshot, "latest");
         assert_eq!(plan.source_host.as_deref(), Some("host-0"));
         assert_eq!(plan.existing, Existing::Skip);
+    }
+
+    #[test]
+    fn wipe_line() {
+        let cli = parse(&[
+            "wipe",
+            "--repository=s3:http://h:9000/b/p",
+            "--region=eu-west-1",
+            "--insecure-tls=false",
+        ])
+        .unwrap();
+        let Command::Wipe(w) = cli.command else {
+            panic!("not wipe")
+        };
+        assert_eq!(w.repo.options().region.as_deref(), Some("eu-west-1"));
+        assert!(parse(&["wipe"]).is_err());
     }
 
     #[test]

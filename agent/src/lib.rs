@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod cli;
 pub mod error;
+pub mod files;
 pub mod layout;
 pub mod output;
 pub mod repo;

@@ -6,7 +6,7 @@ use cairn_agent::cli::{Cli, Command};
 use cairn_agent::error::{AgentError, Failed, InPhase};
 use cairn_agent::output::{apply_priority, emit, failure};
 use cairn_agent::search::Client;
-use cairn_agent::{repo, restore};
+use cairn_agent::{files, repo, restore};
 use cairn_api::result::AgentResult;
 use clap::Parser;
 
@@ -125,6 +125,15 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
                 "{}",
                 serde_json::json!({ "kept": out.kept, "removed": out.removed })
             );
+            Ok(None)
+        }
+        Command::Wipe(args) => {
+            let loc = args.repo.location().phase("config")?;
+            let store = files::Store::new(&loc, &args.repo.options()).phase("config")?;
+            store.probe(files::PROBE_TIMEOUT).phase("repository")?;
+            let removed = store.wipe().phase("wipe")?;
+            tracing::info!(removed, "repository wiped");
+            println!("wiped {}: {removed} files removed", store.name());
             Ok(None)
         }
         Command::Check(args) => {

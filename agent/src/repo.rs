@@ -246,8 +246,8 @@ pub fn opendal_options(
     Ok(Some((service, o)))
 }
 
-/// The backend for a location.
-pub fn backend(loc: &Location, opts: &RepoOptions) -> Result<Arc<dyn WriteBackend>> {
+/// Refuses `--insecure-tls` where it cannot be honoured.
+pub fn check_insecure_tls(loc: &Location, opts: &RepoOptions) -> Result<()> {
     if opts.insecure_tls && !matches!(loc, Location::Local(_)) {
         // opendal builds its own HTTP client from the option map: there is no switch for this.
         return Err(AgentError::Usage(
@@ -255,6 +255,17 @@ pub fn backend(loc: &Location, opts: &RepoOptions) -> Result<Arc<dyn WriteBacken
              repository Secret's CA_CERT_DATA instead"
                 .into(),
         ));
+    }
+    Ok(())
+}
+
+/// The backend for a location, once the storage answered (within
+/// [`crate::files::PROBE_TIMEOUT`]: rustic's backends would retry for minutes, or wait forever
+/// on a silent host).
+pub fn backend(loc: &Location, opts: &RepoOptions) -> Result<Arc<dyn WriteBackend>> {
+    check_insecure_tls(loc, opts)?;
+    if !matches!(loc, Location::Local(_)) {
+        crate::files::Store::new(loc, opts)?.probe(crate::files::PROBE_TIMEOUT)?;
     }
     let map = |e: Box<RusticError>| AgentError::rustic("backend", e);
     Ok(match loc {

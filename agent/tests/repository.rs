@@ -1,0 +1,183 @@
+//! The agent and its repository's storage: `wipe` (local and S3, only the repository's prefix),
+//! S3 over HTTPS with the repository Secret's `CA_CERT_DATA`, an unreachable S3 endpoint, the
+//! interim data directory, and restic-compatible locks. Against the shared OpenSearch node, MinIO
+//! and the standard `restic` (`cargo xtask search-testbed`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use cairn_api::result::AgentResult;
+use cairn_tests::opensearch::OpenSearch;
+use cairn_tests::s3::{S3Options, S3Server};
+use common::{Search, agent, backup_args, restic, restic_ok, set_flag};
+
+fn search() -> Result<Search> {
+    Search::of(OpenSearch::shared())
+}
+
+#[test]
+fn wipe_deletes_the_repository_and_nothing_else() -> Result<()> {
+    let os = search()?;
+    os.index_with_docs("wipe-docs", 120)?;
+    let tmp = tempfile::tempdir()?;
+
+    // A local repository: the directory is left empty.
+    let dir = tmp.path().join("repo");
+    let local = format!("local:{}", dir.display());
+    let b = agent(&backup_args(&local, &os.url, "wipe-docs"), &[], tmp.path())?;
+    ensure!(b.ok(), "local backup: {}", b.stderr());
+    restic_ok(&local, &["snapshots"], &[])?;
+    let w = agent(
+        &["wipe".into(), format!("--repository={local}")],
+        &[],
+        tmp.path(),
+    )?;
+    ensure!(w.ok(), "wipe: {} {}", w.stdout(), w.stderr());
+    assert!(w.stdout().contains("files removed"), "{}", w.stdout());
+    let left: Vec<_> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left after wipe: {left:?}");
+    assert!(!restic(&local, &["snapshots"], &[])?.status.success());
+
+    // Two repositories in one bucket: wiping one leaves the other whole.
+    let s3 = S3Server::start()?;
+    s3.create_bucket("backups")?;
+    let env = s3.env();
+    let one = format!("{}/wipe/one", s3.restic_repository("backups"));
+    let two = format!("{}/wipe/two", s3.restic_repository("backups"));
+    for repo in [&one, &two] {
+        let b = agent(&backup_args(repo, &os.url, "wipe-docs"), &env, tmp.path())?;
+        ensure!(b.ok(), "backup to {repo}: {}", b.stderr());
+    }
+    // restic's own lock files are part of the repository too: leave one behind.
+    restic_ok(&one, &["snapshots"], &env)?;
+    let before = s3.list_objects("backups")?;
+    assert!(before.iter().any(|k| k.starts_with("wipe/one/data/")));
+    let wipe = vec![
+        "wipe".to_string(),
+        format!("--repository={one}"),
+        "--region=us-east-1".into(),
+        "--insecure-tls=false".into(),
+    ];
+    let w = agent(&wipe, &env, tmp.path())?;
+    ensure!(w.ok(), "wipe: {} {}", w.stdout(), w.stderr());
+    let after = s3.list_objects("backups")?;
+    let of_one: Vec<_> = after
+        .iter()
+        .filter(|k| k.starts_with("wipe/one/"))
+        .collect();
+    assert!(
+        of_one.is_empty(),
+        "left of the wiped repository: {of_one:?}"
+    );
+    let of_two = after.iter().filter(|k| k.starts_with("wipe/two/")).count();
+    let two_before = before.iter().filter(|k| k.starts_with("wipe/two/")).count();
+    assert_eq!(of_two, two_before, "the other repository changed");
+    assert!(!restic(&one, &["snapshots"], &env)?.status.success());
+    restic_ok(&two, &["check"], &env)?;
+
+    // Again: nothing left to delete is fine (the cleanup Job may run more than once).
+    let again = agent(&wipe, &env, tmp.path())?;
+    ensure!(again.ok(), "second wipe: {}", again.stderr());
+    // Without credentials it fails, saying so.
+    let denied = agent(
+        &wipe,
+        &[("AWS_DEFAULT_REGION", "us-east-1".into())],
+        tmp.path(),
+    )?;
+    assert!(!denied.ok());
+    let (phase, reason) = denied.failure()?;
+    assert_eq!(phase, "repository", "{reason}");
+    Ok(())
+}
+
+#[test]
+fn s3_over_https_needs_its_ca() -> Result<()> {
+    let os = search()?;
+    os.index_with_docs("tls-s3-docs", 50)?;
+    let s3 = S3Server::start_with(S3Options {
+        tls: true,
+        ..S3Options::default()
+    })?;
+    s3.create_bucket("secure")?;
+    let tmp = tempfile::tempdir()?;
+    let repo = format!("{}/r", s3.restic_repository("secure"));
+    assert!(repo.starts_with("s3:https://"), "{repo}");
+    let ca = s3.ca_pem().unwrap_or_default().to_string();
+    let args = backup_args(&repo, &os.url, "tls-s3-docs");
+
+    let started = Instant::now();
+    let no_ca = agent(&args, &s3.env(), tmp.path())?;
+    assert!(!no_ca.ok(), "a backup to an unknown CA succeeded");
+    let (phase, reason) = no_ca.failure()?;
+    assert_eq!(phase, "repository", "{reason}");
+    assert!(
+        reason.to_lowercase().contains("certificate"),
+        "the reason does not say certificate: {reason}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(90));
+
+    let mut env = s3.env();
+    env.push(("CA_CERT_DATA", ca));
+    let ok = agent(&args, &env, tmp.path())?;
+    ensure!(ok.ok(), "backup with CA_CERT_DATA: {}", ok.stderr());
+    let Some(AgentResult::Backup(b)) = &ok.result else {
+        anyhow::bail!("no backup result: {}", ok.stderr());
+    };
+    assert_eq!(b.documents, 50);
+    let ca_file = s3.ca_file()?.unwrap_or_default();
+    restic_ok(
+        &repo,
+        &["--cacert", &ca_file.display().to_string(), "check"],
+        &s3.env(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn unreachable_s3_fails_in_bounded_time() -> Result<()> {
+    let os = search()?;
+    os.index_with_docs("unreachable-docs", 5)?;
+    let tmp = tempfile::tempdir()?;
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let repo = format!("s3:http://127.0.0.1:{port}/bucket/prefix");
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID", "k".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "s".to_string()),
+    ];
+    let started = Instant::now();
+    let run = agent(
+        &backup_args(&repo, &os.url, "unreachable-docs"),
+        &env,
+        tmp.path(),
+    )?;
+    let took = started.elapsed();
+    assert!(!run.ok());
+    let (phase, reason) = run.failure()?;
+    assert_eq!(phase, "repository", "{reason}");
+    assert!(
+        reason.contains(&format!("127.0.0.1:{port}")),
+        "the reason does not name the endpoint: {reason}"
+    );
+    assert!(
+        reason.to_lowercase().contains("connect") || reason.to_lowercase().contains("refused"),
+        "the reason does not say the connection failed: {reason}"
+    );
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    // The other commands fail the same way.
+    let snaps = agent(
+        &["snapshots".into(), format!("--repository={repo}")],
+        &env,
+        tmp.path(),
+    )?;
+    assert_eq!(snaps.failure()?.0, "repository");
+    let _ = set_flag;
+    Ok(())
+}
