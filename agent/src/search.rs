@@ -165,6 +165,12 @@ impl Client {
             opts.server_name.as_deref(),
             opts.insecure,
         )?;
+        if opts.insecure && url.scheme() == "https" {
+            tracing::warn!(
+                url = %redact_url(&opts.url),
+                "insecureSkipTLSVerify: the server's certificate is NOT verified"
+            );
+        }
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
@@ -270,8 +276,8 @@ impl Client {
         ServerInfo::from_root(&root)
     }
 
-    /// Waits until `GET /` answers and the cluster is at least yellow. Wrong credentials fail at
-    /// once: waiting would not fix them.
+    /// Waits until `GET /` answers and the cluster is at least yellow. Wrong credentials and a
+    /// certificate that does not verify fail at once: waiting would not fix them.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<ServerInfo> {
         let deadline = Instant::now() + timeout;
         let mut last;
@@ -299,6 +305,17 @@ impl Client {
                         body: "authentication failed: check the credentials Secret".into(),
                     });
                 }
+                // A certificate that does not verify will not verify later either.
+                Err(AgentError::Http { reason, .. }) if is_certificate_error(&reason) => {
+                    return Err(AgentError::Http {
+                        what: format!(
+                            "TLS certificate verification of {} failed (check the AppBinding's \
+                             caBundle and the server name, or set insecureSkipTLSVerify)",
+                            self.base
+                        ),
+                        reason,
+                    });
+                }
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() >= deadline {
@@ -318,6 +335,12 @@ impl Client {
 pub enum Body {
     Json(Value),
     Ndjson(Bytes),
+}
+
+/// Whether a connection failed because the server's certificate was refused (rustls's
+/// `InvalidCertificate`, or an unknown CA / name mismatch from the verifier).
+pub fn is_certificate_error(reason: &str) -> bool {
+    reason.contains("invalid peer certificate")
 }
 
 /// A reqwest error without the URL's user info, in one line.
