@@ -1,5 +1,9 @@
 //! `cairn-agent backup`: the cluster's templates, the selected indices' settings, mappings,
 //! aliases and documents, into one snapshot; then retention.
+//!
+//! Documents are streamed from the server into the archiver; with an interim directory
+//! (`INTERIM_DATA_DIR`) they are first staged there, one NDJSON file per index, and the
+//! directory is emptied again whatever happens (see [`crate::stream`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,7 +23,7 @@ use crate::repo::{self, GatedBackend, Location, RepoOptions, Retention};
 use crate::search::{Client, Distribution, ReadMode, ServerInfo, encode_path};
 use crate::select::Selector;
 use crate::settings;
-use crate::stream::{Content, DumpSource, DumpState, Entry, pending_entry};
+use crate::stream::{Content, DumpSource, DumpState, Entry, Staged, pending_entry};
 
 /// Everything `backup` needs.
 #[derive(Clone, Debug)]
@@ -34,6 +38,8 @@ pub struct BackupPlan {
     /// `None` = auto.
     pub slices: Option<u32>,
     pub page_size: u32,
+    /// Stage the documents here before archiving them (`None`: stream them).
+    pub interim_dir: Option<PathBuf>,
 }
 
 /// One index to dump.
@@ -227,6 +233,68 @@ fn json_bytes(v: &impl serde::Serialize) -> Result<Bytes> {
         .map_err(|e| AgentError::json("encode", e))
 }
 
+/// The staging directory in the interim directory, emptied on creation (a previous run may
+/// have died) and removed on drop.
+struct StagingDir(PathBuf);
+
+impl StagingDir {
+    fn create(interim: &std::path::Path) -> Result<Self> {
+        let dir = interim.join("cairn-staging");
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "removed staged files of an earlier run")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(AgentError::io(format!("clear {}", dir.display()), e)),
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| AgentError::io(format!("INTERIM_DATA_DIR {}", interim.display()), e))?;
+        tracing::info!(dir = %dir.display(), "staging the documents in the interim directory");
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove the staged files");
+        }
+    }
+}
+
+/// Indices staged at once (each with its own slices).
+const STAGE_PARALLEL: usize = 2;
+
+/// Stages every index's documents in `dir`.
+async fn stage_all(
+    state: &Arc<DumpState>,
+    indices: &[IndexPlan],
+    dir: &std::path::Path,
+) -> Result<BTreeMap<String, Staged>> {
+    use futures::StreamExt;
+    let jobs = indices.iter().enumerate().map(|(n, i)| {
+        let state = state.clone();
+        // By position: index names may be long, and the file name only has to be unique.
+        let path = dir.join(format!("{n:06}.ndjson"));
+        let (name, slices) = (i.name.clone(), i.slices);
+        async move {
+            state
+                .stage(name.clone(), slices, path)
+                .await
+                .map(|s| (name, s))
+        }
+    });
+    let mut out = BTreeMap::new();
+    let mut results = futures::stream::iter(jobs).buffer_unordered(STAGE_PARALLEL);
+    while let Some(r) = results.next().await {
+        let (name, staged) = r?;
+        out.insert(name, staged);
+    }
+    Ok(out)
+}
+
 /// Runs a backup.
 pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let started = Instant::now();
@@ -323,6 +391,39 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         manifest,
         gate,
     );
+    let progress = crate::output::Progress::start(
+        "backup",
+        Arc::new({
+            let s = state.clone();
+            move || {
+                (
+                    s.docs.load(Ordering::Relaxed),
+                    s.bytes.load(Ordering::Relaxed),
+                )
+            }
+        }),
+    );
+    // Removes the staged files whatever happens below.
+    let staging = match &plan.interim_dir {
+        Some(dir) => {
+            let staging = StagingDir::create(dir).phase("dump")?;
+            let staged = rt
+                .block_on(stage_all(&state, &dump.indices, &staging.0))
+                .phase("dump")?;
+            for e in &mut entries {
+                if let Content::Documents { index, .. } = &e.content
+                    && let Some(s) = staged.get(index)
+                {
+                    e.content = Content::Staged {
+                        index: index.clone(),
+                        staged: s.clone(),
+                    };
+                }
+            }
+            Some(staging)
+        }
+        None => None,
+    };
     let source = DumpSource::new(&state, entries);
     let mut sopts = SnapshotOptions::default().host(plan.host.clone());
     for t in &plan.tags {
@@ -339,24 +440,13 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     // file would be reused without reading the server.
     let bopts = BackupOptions::default().parent_opts(ParentOptions::default().force(true));
 
-    let progress = crate::output::Progress::start(
-        "backup",
-        Arc::new({
-            let s = state.clone();
-            move || {
-                (
-                    s.docs.load(Ordering::Relaxed),
-                    s.bytes.load(Ordering::Relaxed),
-                )
-            }
-        }),
-    );
     let indexed = repository
         .to_indexed_ids()
         .map_err(|e| AgentError::rustic("read index", e))
         .phase("upload")?;
     let archived = indexed.archive(&bopts, &source, snap, &[PathBuf::from(layout::ROOT)]);
     progress.stop();
+    drop(staging);
     if let Some(f) = state.failure() {
         return Err(AgentError::Dump(f)).phase("dump");
     }

@@ -134,7 +134,8 @@ pub struct RepoArgs {
     #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub enable_cache: bool,
-    /// Interim volume; documents are streamed, so it is only used for the repository cache.
+    /// Interim volume: backup stages the documents there (one NDJSON file per index) before
+    /// archiving them, and the repository cache lives there. Empty: documents are streamed.
     #[arg(long, default_value = "")]
     pub interim_data_dir: String,
 }
@@ -295,6 +296,9 @@ impl BackupArgs {
             wait_timeout: self.target.wait_timeout,
             slices: self.slices.0,
             page_size: self.page_size,
+            interim_dir: Some(self.repo.interim_data_dir.trim())
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
         })
     }
 }

@@ -8,6 +8,11 @@
 //! checksums. A file is opened when the archiver reaches it, so as many indices are read at once
 //! as the archiver has workers, and at most `CHANNEL_PAGES` pages per index wait in memory.
 //!
+//! With `INTERIM_DATA_DIR` the documents are staged instead: every index is first read into
+//! one NDJSON file there ([`DumpState::stage`], counts and checksum computed while writing), and
+//! the archiver then reads those files ([`Content::Staged`]), checking each against its checksum
+//! and deleting it once read. The snapshot's content is the same either way.
+//!
 //! The archiver skips files it cannot read (with a warning) and would save the rest as a
 //! snapshot, so every failure is recorded here and the snapshot write is gated on a complete
 //! dump (see [`crate::repo::GatedBackend`]).
@@ -24,6 +29,7 @@ use rustic_core::{
     ErrorKind, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
 };
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::error::AgentError;
@@ -147,10 +153,99 @@ impl DumpState {
     }
 }
 
+/// One index's documents in a file of the interim directory.
+#[derive(Clone, Debug)]
+pub struct Staged {
+    pub path: PathBuf,
+    pub docs: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl DumpState {
+    /// Reads all documents of `index` into the file `path` (NDJSON, as the snapshot holds them)
+    /// and records the index's result for the manifest.
+    pub async fn stage(
+        self: Arc<Self>,
+        index: String,
+        slices: u32,
+        path: PathBuf,
+    ) -> Result<Staged, AgentError> {
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| AgentError::io(format!("create {}", path.display()), e))?;
+        let out = Arc::new(tokio::sync::Mutex::new((
+            tokio::io::BufWriter::with_capacity(1 << 20, file),
+            Sha256::new(),
+            0u64,
+        )));
+        let sink = {
+            let out = out.clone();
+            let progress = self.clone();
+            move |page: Page| {
+                let out = out.clone();
+                let progress = progress.clone();
+                async move {
+                    progress.docs.fetch_add(page.docs, Ordering::Relaxed);
+                    progress
+                        .bytes
+                        .fetch_add(page.ndjson.len() as u64, Ordering::Relaxed);
+                    let mut guard = out.lock().await;
+                    let (writer, hasher, bytes) = &mut *guard;
+                    hasher.update(&page.ndjson);
+                    *bytes += page.ndjson.len() as u64;
+                    writer
+                        .write_all(&page.ndjson)
+                        .await
+                        .map_err(|e| AgentError::io("write to the interim directory", e))
+                }
+            }
+        };
+        let docs = read_index(
+            &self.client,
+            &index,
+            self.mode,
+            slices,
+            self.page_size,
+            sink,
+        )
+        .await
+        .map_err(|e| AgentError::Dump(format!("reading index {index}: {e}")))?;
+        let mut guard = out.lock().await;
+        let (writer, hasher, bytes) = &mut *guard;
+        writer
+            .flush()
+            .await
+            .map_err(|e| AgentError::io("write to the interim directory", e))?;
+        let staged = Staged {
+            path,
+            docs,
+            bytes: *bytes,
+            sha256: hex::encode(hasher.clone().finalize()),
+        };
+        if let Ok(mut r) = self.results.lock() {
+            r.insert(
+                index.clone(),
+                (staged.docs, staged.bytes, staged.sha256.clone()),
+            );
+        }
+        tracing::info!(index = %index, docs, bytes = staged.bytes, "index staged");
+        Ok(staged)
+    }
+}
+
 /// One file of the snapshot.
 pub enum Content {
     Static(Bytes),
-    Documents { index: String, slices: u32 },
+    Documents {
+        index: String,
+        slices: u32,
+    },
+    /// Documents already in a file of the interim directory (see [`DumpState::stage`]).
+    Staged {
+        index: String,
+        staged: Staged,
+    },
     Manifest,
 }
 
@@ -177,6 +272,11 @@ impl DumpSource {
                         index,
                         slices,
                     },
+                    Content::Staged { index, staged } => Opener::Staged {
+                        state: state.clone(),
+                        index,
+                        staged,
+                    },
                     Content::Manifest => Opener::Manifest(state.clone()),
                 };
                 (e.path, open)
@@ -194,6 +294,11 @@ pub enum Opener {
         state: Arc<DumpState>,
         index: String,
         slices: u32,
+    },
+    Staged {
+        state: Arc<DumpState>,
+        index: String,
+        staged: Staged,
     },
     Manifest(Arc<DumpState>),
 }
@@ -224,6 +329,27 @@ impl ReadSourceOpen for Opener {
                 }
                 Ok(Box::new(start_documents(state, index, slices)))
             }
+            Opener::Staged {
+                state,
+                index,
+                staged,
+            } => match std::fs::File::open(&staged.path) {
+                Ok(file) => Ok(Box::new(StagedReader {
+                    file,
+                    hasher: Sha256::new(),
+                    bytes: 0,
+                    index,
+                    staged,
+                    state,
+                    finished: false,
+                })),
+                Err(e) => {
+                    let reason = format!("staged documents of {index}: {e}");
+                    state.fail(reason.clone());
+                    state.stream_ended();
+                    Err(io_error(reason))
+                }
+            },
             Opener::Manifest(state) => match state.final_manifest() {
                 Ok(m) => {
                     let text = serde_json::to_vec_pretty(&m)
@@ -363,6 +489,75 @@ impl Read for DocReader {
 }
 
 impl Drop for DocReader {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.fail(format!(
+                "the archiver stopped reading index {} before its end",
+                self.index
+            ));
+            self.state.stream_ended();
+        }
+    }
+}
+
+/// The archiver's reader of one staged index: the file, checked against what was written,
+/// and deleted once read to the end.
+pub struct StagedReader {
+    file: std::fs::File,
+    hasher: Sha256,
+    bytes: u64,
+    index: String,
+    staged: Staged,
+    state: Arc<DumpState>,
+    finished: bool,
+}
+
+impl StagedReader {
+    fn failed(&mut self, reason: String) -> std::io::Error {
+        self.finished = true;
+        self.state.fail(reason.clone());
+        self.state.stream_ended();
+        std::io::Error::other(reason)
+    }
+}
+
+impl Read for StagedReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.finished || out.is_empty() {
+            return Ok(0);
+        }
+        let n = match self.file.read(out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                return Err(self.failed(format!(
+                    "reading the staged documents of {}: {e}",
+                    self.index
+                )));
+            }
+        };
+        if n > 0 {
+            self.hasher.update(&out[..n]);
+            self.bytes += n as u64;
+            return Ok(n);
+        }
+        let sha = hex::encode(self.hasher.clone().finalize());
+        if sha != self.staged.sha256 || self.bytes != self.staged.bytes {
+            return Err(self.failed(format!(
+                "the staged documents of {} changed on disk ({} bytes written, {} read)",
+                self.index, self.staged.bytes, self.bytes
+            )));
+        }
+        self.finished = true;
+        if let Err(e) = std::fs::remove_file(&self.staged.path) {
+            tracing::warn!(path = %self.staged.path.display(), error = %e, "could not remove a staged file");
+        }
+        self.state.stream_ended();
+        Ok(0)
+    }
+}
+
+impl Drop for StagedReader {
     fn drop(&mut self) {
         if !self.finished {
             self.state.fail(format!(

@@ -178,6 +178,95 @@ fn unreachable_s3_fails_in_bounded_time() -> Result<()> {
         tmp.path(),
     )?;
     assert_eq!(snaps.failure()?.0, "repository");
-    let _ = set_flag;
+    Ok(())
+}
+
+/// `restic dump` of one snapshot's manifest.
+fn manifest(repo: &str, snapshot: &str) -> Result<serde_json::Value> {
+    let text = restic_ok(
+        repo,
+        &["dump", snapshot, "/elasticsearch/manifest.json"],
+        &[],
+    )?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+#[test]
+fn interim_dir_stages_the_documents_and_is_emptied() -> Result<()> {
+    let os = search()?;
+    os.index_with_docs("interim-big", 2500)?;
+    os.index_with_docs("interim-small", 7)?;
+    os.index_with_docs("interim-none", 0)?;
+    let tmp = tempfile::tempdir()?;
+    let repo = format!("local:{}", tmp.path().join("repo").display());
+    let mut args = backup_args(&repo, &os.url, "interim-*");
+    // One slice: the same document order every run, so the same checksums.
+    set_flag(&mut args, "slices", "1");
+    set_flag(&mut args, "page-size", "300");
+
+    let streamed = agent(&args, &[], tmp.path())?;
+    ensure!(streamed.ok(), "streamed backup: {}", streamed.stderr());
+    let interim = tmp.path().join("interim");
+    let mut staged_args = args.clone();
+    set_flag(
+        &mut staged_args,
+        "interim-data-dir",
+        &interim.display().to_string(),
+    );
+    let staged = agent(&staged_args, &[], tmp.path())?;
+    ensure!(staged.ok(), "staged backup: {}", staged.stderr());
+    assert!(
+        staged.stderr().contains("index staged"),
+        "not staged: {}",
+        staged.stderr()
+    );
+    // Only the repository cache (which lives on the interim volume) is left.
+    let left: Vec<String> = std::fs::read_dir(&interim)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["cache"], "left in the interim directory");
+
+    let (Some(AgentResult::Backup(a)), Some(AgentResult::Backup(b))) =
+        (&streamed.result, &staged.result)
+    else {
+        anyhow::bail!("no backup results");
+    };
+    assert_eq!(a.documents, 2507);
+    assert_eq!(b.documents, 2507);
+    let (ma, mb) = (manifest(&repo, &a.snapshot)?, manifest(&repo, &b.snapshot)?);
+    assert_eq!(ma["indices"], mb["indices"], "staged and streamed differ");
+    assert_eq!(ma["indices"]["interim-big"]["documents"], 2500);
+    assert_eq!(
+        ma["indices"]["interim-big"]["sha256"]
+            .as_str()
+            .map(str::len),
+        Some(64)
+    );
+    // Same content: the staged snapshot added no new data.
+    assert!(b.added_bytes < a.added_bytes / 2, "{a:?} {b:?}");
+    restic_ok(&repo, &["check", "--read-data"], &[])?;
+
+    // Without the cache, nothing at all is left.
+    let mut no_cache = staged_args.clone();
+    set_flag(&mut no_cache, "enable-cache", "false");
+    std::fs::remove_dir_all(&interim)?;
+    let c = agent(&no_cache, &[], tmp.path())?;
+    ensure!(c.ok(), "staged backup without cache: {}", c.stderr());
+    assert_eq!(std::fs::read_dir(&interim)?.count(), 0);
+
+    // An interim directory that cannot be written fails the dump, and no snapshot is made.
+    let blocked = tmp.path().join("a-file");
+    std::fs::write(&blocked, "x")?;
+    let mut bad = args.clone();
+    set_flag(&mut bad, "interim-data-dir", &blocked.display().to_string());
+    set_flag(&mut bad, "enable-cache", "false");
+    let f = agent(&bad, &[], tmp.path())?;
+    let (phase, reason) = f.failure()?;
+    assert_eq!(phase, "dump", "{reason}");
+    assert!(reason.contains("a-file"), "{reason}");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&restic_ok(&repo, &["snapshots", "--json"], &[])?)?;
+    assert_eq!(snaps.as_array().map(Vec::len), Some(3));
     Ok(())
 }
