@@ -108,6 +108,9 @@ fn valid_configuration_is_admitted_and_defaulted_once() {
     assert_eq!(outcome, Outcome::Allowed);
     assert_eq!(v["response"]["uid"], "0f5c-uid-42");
     assert_eq!(v["response"]["allowed"], true);
+    // The API server rejects a response without these.
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
 
     let (m, outcome) = run(
         Endpoint::Mutate,
