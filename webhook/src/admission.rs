@@ -131,8 +131,8 @@ pub fn review(
 }
 
 fn typed<K: DeserializeOwned>(kind: Kind, v: &Value) -> Result<K, String> {
-    serde_json::from_value(v.clone())
-        .map_err(|e| format!("{} does not match its schema: {e}", kind.as_str()))
+    // Read from the borrowed tree: no copy of the object first.
+    K::deserialize(v).map_err(|e| format!("{} does not match its schema: {e}", kind.as_str()))
 }
 
 fn validate(
@@ -151,7 +151,7 @@ fn validate(
         let new: K = typed(kind, new)?;
         // An old object that no longer parses (written by an older version) must not block
         // the update: judge the new one alone.
-        let old: Option<K> = old.and_then(|o| serde_json::from_value(o.clone()).ok());
+        let old: Option<K> = old.and_then(|o| K::deserialize(o).ok());
         Ok(new.validate(old.as_ref(), lookups))
     }
     let verdict = match kind {

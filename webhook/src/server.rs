@@ -96,6 +96,28 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
 
 /// Decodes an AdmissionReview v1, reviews it, encodes the answer.
 pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    // The common case straight from the bytes (`AdmissionReview` itself flattens its type
+    // fields, which buffers the whole body once more); anything unexpected takes the slow path
+    // below for its message.
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "apiVersion")]
+        api_version: String,
+        kind: String,
+        request: AdmissionRequest<DynamicObject>,
+    }
+    if let Ok(review) = serde_json::from_slice::<Envelope>(body)
+        && review.api_version == "admission.k8s.io/v1"
+        && review.kind == "AdmissionReview"
+    {
+        // The response copies these: the API server rejects a review without them.
+        let mut request = review.request;
+        request.types = kube::core::TypeMeta {
+            api_version: review.api_version,
+            kind: review.kind,
+        };
+        return Ok(request);
+    }
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     let api_version = value.get("apiVersion").and_then(|v| v.as_str());

@@ -1,5 +1,6 @@
 //! Developer commands: `cargo xtask <command>`. Each command lives in its own module.
 
+mod bench;
 mod crds;
 mod demo;
 mod search_testbed;
@@ -20,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         "testbed" => testbed::run(&rest),
         "search-testbed" => search_testbed::run(&rest),
         "test" => test::run(&rest),
+        "bench" => bench::run(&rest),
         _ => {
             let _ = rest;
             Err(usage())
