@@ -308,6 +308,12 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let be = repo::backend(&plan.location, &plan.repo).phase("repository")?;
     let gated: Arc<dyn rustic_core::WriteBackend> = Arc::new(GatedBackend::new(be, gate.clone()));
     let repository = repo::open(gated, &plan.repo, true).phase("repository")?;
+    let lock = crate::lock::RepoLock::acquire(
+        crate::files::Store::new(&plan.location, &plan.repo).phase("repository")?,
+        &repository,
+        false,
+    )
+    .phase("repository")?;
 
     let mut dump = rt
         .block_on(collect(client, &plan.selector, plan.slices, plan.page_size))
@@ -459,9 +465,10 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let documents = state.docs.load(Ordering::Relaxed);
     tracing::info!(snapshot = %snap.id, documents, "snapshot saved");
 
-    let outcome =
-        repo::apply_retention(&repository, &plan.host, &plan.retention).phase("retention")?;
+    let outcome = repo::apply_retention(&repository, &plan.host, &plan.retention, Some(&lock))
+        .phase("retention")?;
     let (snapshot_count, size_bytes) = repo::totals(&repository).phase("retention")?;
+    lock.release().phase("retention")?;
     Ok(BackupResult {
         snapshot: snap.id.to_hex().to_string(),
         time: snap.time.timestamp().to_string(),

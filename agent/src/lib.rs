@@ -10,6 +10,7 @@ pub mod cli;
 pub mod error;
 pub mod files;
 pub mod layout;
+pub mod lock;
 pub mod output;
 pub mod repo;
 pub mod restore;

@@ -119,8 +119,17 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
             let be =
                 repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
             let r = repo::open(be, &opts, false).phase("repository")?;
-            let out = repo::apply_retention(&r, &args.host(), &args.retention.retention())
+            let retention = args.retention.retention();
+            // restic's forget and prune lock exclusively; so do we, when something is pruned.
+            let lock = cairn_agent::lock::RepoLock::acquire(
+                files::Store::new(&args.repo.location().phase("config")?, &opts).phase("config")?,
+                &r,
+                retention.prune && !retention.dry_run,
+            )
+            .phase("repository")?;
+            let out = repo::apply_retention(&r, &args.host(), &retention, Some(&lock))
                 .phase("retention")?;
+            lock.release().phase("retention")?;
             println!(
                 "{}",
                 serde_json::json!({ "kept": out.kept, "removed": out.removed })

@@ -2,7 +2,9 @@
 //! (and initialising on first use), snapshots, retention, totals and checks.
 //!
 //! rustic_core takes no locks (it is lock-free by design, with two-phase deletion that we turn
-//! into restic's instant deletion for prune), so a dead agent leaves no lock behind.
+//! into restic's instant deletion for prune); backup and forget hold a restic lock of their own
+//! (see [`crate::lock`]) so that restic's prune never deletes what they are writing, and ours
+//! never runs next to another process's work.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -489,8 +491,15 @@ pub struct RetentionOutcome {
     pub removed: u64,
 }
 
-/// Applies retention to the snapshots of `host`, then prunes when asked.
-pub fn apply_retention(repo: &OpenRepo, host: &str, r: &Retention) -> Result<RetentionOutcome> {
+/// Applies retention to the snapshots of `host`, then prunes when asked. Pruning needs the
+/// exclusive lock: when `lock` cannot be made exclusive (another process works on the
+/// repository) the prune is left for a later run, with a warning.
+pub fn apply_retention(
+    repo: &OpenRepo,
+    host: &str,
+    r: &Retention,
+    lock: Option<&crate::lock::RepoLock>,
+) -> Result<RetentionOutcome> {
     let snaps = repo
         .get_matching_snapshots(|s| s.hostname == host)
         .map_err(|e| AgentError::rustic("list snapshots", e))?;
@@ -522,7 +531,18 @@ pub fn apply_retention(repo: &OpenRepo, host: &str, r: &Retention) -> Result<Ret
         repo.delete_snapshots(&forget)
             .map_err(|e| AgentError::rustic("forget", e))?;
     }
-    if r.prune {
+    let prune = match (r.prune, lock) {
+        (false, _) => false,
+        (true, None) => true,
+        (true, Some(l)) => match l.upgrade() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "prune postponed to a later run");
+                false
+            }
+        },
+    };
+    if prune {
         // restic's behaviour: delete unused packs now, not after rustic's grace period.
         let popts = PruneOptions::default().instant_delete(true);
         let plan = repo

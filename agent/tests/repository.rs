@@ -8,6 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
+use cairn_agent::lock::{Crypto, LockFile};
+use cairn_agent::repo::{Location, RepoOptions};
 use cairn_api::result::AgentResult;
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::{S3Options, S3Server};
@@ -268,5 +270,166 @@ fn interim_dir_stages_the_documents_and_is_emptied() -> Result<()> {
     let snaps: serde_json::Value =
         serde_json::from_str(&restic_ok(&repo, &["snapshots", "--json"], &[])?)?;
     assert_eq!(snaps.as_array().map(Vec::len), Some(3));
+    Ok(())
+}
+
+/// The lock files in a local repository.
+fn lock_ids(repo_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(repo_dir.join("locks"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes a lock file as another process would (encrypted with the repository's key).
+fn plant_lock(repo_dir: &std::path::Path, lock: &LockFile) -> Result<String> {
+    use rustic_core::{Credentials, Repository, RepositoryBackends, RepositoryOptions};
+    let be = cairn_agent::repo::backend(
+        &Location::Local(repo_dir.to_path_buf()),
+        &RepoOptions::default(),
+    )?;
+    let repo = Repository::new(
+        &RepositoryOptions::default().no_cache(true),
+        &RepositoryBackends::new(be, None),
+    )?
+    .open(&Credentials::password(common::PASSWORD))?;
+    let data = Crypto::of(&repo)?.encrypt(&serde_json::to_vec(lock)?)?;
+    let id = sha256_hex(&data);
+    std::fs::create_dir_all(repo_dir.join("locks"))?;
+    std::fs::write(repo_dir.join("locks").join(&id), data)?;
+    Ok(id)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+#[test]
+fn locks_are_restic_locks() -> Result<()> {
+    let os = search()?;
+    os.index_with_docs("lock-docs", 30_000)?;
+    let tmp = tempfile::tempdir()?;
+    let repo_dir = tmp.path().join("repo");
+    let repo = format!("local:{}", repo_dir.display());
+    let mut args = backup_args(&repo, &os.url, "lock-docs");
+    set_flag(&mut args, "slices", "1");
+    set_flag(&mut args, "page-size", "50");
+
+    // While a backup runs, restic sees (and decrypts) its lock and will not prune.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-agent"))
+        .args(&args)
+        .env("RESTIC_PASSWORD", common::PASSWORD)
+        .env("CAIRN_TERMINATION_LOG", tmp.path().join("killed"))
+        .env("CAIRN_TMP_DIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lock_ids(&repo_dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ids = lock_ids(&repo_dir);
+    ensure!(ids.len() == 1, "no lock while backing up: {ids:?}");
+    let listed = restic_ok(&repo, &["list", "locks", "--no-lock"], &[])?;
+    assert!(listed.contains(&ids[0]), "{listed}");
+    let shown: serde_json::Value = serde_json::from_str(&restic_ok(
+        &repo,
+        &["cat", "lock", &ids[0], "--no-lock"],
+        &[],
+    )?)?;
+    assert_eq!(shown["pid"], child.id());
+    assert_eq!(shown["exclusive"], false);
+    assert_eq!(shown["hostname"], cairn_agent::lock::hostname());
+    let prune = restic(&repo, &["prune"], &[])?;
+    assert!(
+        !prune.status.success(),
+        "restic pruned under a running backup"
+    );
+    assert!(
+        String::from_utf8_lossy(&prune.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&prune.stderr)
+    );
+    // The agent dies: its lock stays behind...
+    child.kill()?;
+    child.wait()?;
+    assert_eq!(lock_ids(&repo_dir), ids);
+
+    // ...and the next run removes it (this host, no such process), prunes, and leaves no lock.
+    let mut pruning = args.clone();
+    set_flag(&mut pruning, "page-size", "5000");
+    set_flag(&mut pruning, "keep-last", "1");
+    set_flag(&mut pruning, "prune", "true");
+    let next = agent(&pruning, &[], tmp.path())?;
+    ensure!(next.ok(), "backup after a killed one: {}", next.stderr());
+    assert!(
+        next.stderr().contains("removing a stale lock"),
+        "{}",
+        next.stderr()
+    );
+    assert!(
+        !next.stderr().contains("prune postponed"),
+        "{}",
+        next.stderr()
+    );
+    assert!(lock_ids(&repo_dir).is_empty());
+    restic_ok(&repo, &["check"], &[])?;
+
+    // A live exclusive lock of another host: the backup refuses to start, naming it.
+    let mut other = LockFile::ours(true);
+    other.hostname = "other-host".into();
+    other.pid = 4242;
+    let live = plant_lock(&repo_dir, &other)?;
+    restic_ok(&repo, &["cat", "lock", &live, "--no-lock"], &[])?;
+    let refused = agent(&pruning, &[], tmp.path())?;
+    let (phase, reason) = refused.failure()?;
+    assert_eq!(phase, "repository", "{reason}");
+    assert!(
+        reason.contains("locked") && reason.contains("other-host"),
+        "{reason}"
+    );
+    // A live shared lock: the backup runs, the prune waits for a later run.
+    std::fs::remove_file(repo_dir.join("locks").join(&live))?;
+    other.exclusive = false;
+    let shared = plant_lock(&repo_dir, &other)?;
+    let postponed = agent(&pruning, &[], tmp.path())?;
+    ensure!(
+        postponed.ok(),
+        "backup next to a shared lock: {}",
+        postponed.stderr()
+    );
+    assert!(
+        postponed.stderr().contains("prune postponed"),
+        "{}",
+        postponed.stderr()
+    );
+    assert_eq!(lock_ids(&repo_dir), std::slice::from_ref(&shared));
+    // The same lock 31 minutes old is stale: removed, and the prune runs.
+    std::fs::remove_file(repo_dir.join("locks").join(&shared))?;
+    other.time = (chrono::Utc::now() - chrono::Duration::minutes(31)).to_rfc3339();
+    plant_lock(&repo_dir, &other)?;
+    let forget = agent(
+        &[
+            "forget".into(),
+            format!("--repository={repo}"),
+            "--host=host-0".into(),
+            "--keep-last=1".into(),
+            "--prune=true".into(),
+        ],
+        &[],
+        tmp.path(),
+    )?;
+    ensure!(forget.ok(), "forget: {}", forget.stderr());
+    assert!(
+        forget.stderr().contains("removing a stale lock"),
+        "{}",
+        forget.stderr()
+    );
+    assert!(lock_ids(&repo_dir).is_empty());
+    restic_ok(&repo, &["check", "--read-data"], &[])?;
     Ok(())
 }
