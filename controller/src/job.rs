@@ -116,7 +116,11 @@ pub async fn job_outcome(
     let list = pods
         .list(&ListParams::default().labels(&format!("job-name={job_name}")))
         .await?;
-    Ok(observe(job.as_ref(), &list.items))
+    Ok(observe(
+        job.as_ref(),
+        &list.items,
+        k8s_openapi::jiff::Timestamp::now(),
+    ))
 }
 
 /// Deletes the Job and (foreground) its Pods.

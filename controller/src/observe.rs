@@ -4,6 +4,7 @@
 use cairn_api::result::AgentResult;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// The outcome of a Job as far as it is known.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,12 +29,30 @@ const STUCK_WAITING: &[&str] = &[
     "CrashLoopBackOff",
 ];
 
-/// Reads the outcome from the Job and its Pods (newest first does not matter: a Job of ours
-/// has `backoffLimit: 0`, so one Pod).
-pub fn observe(job: Option<&Job>, pods: &[Pod]) -> JobObservation {
+/// How long a Job may exist without any Pod before its session fails: a Pod that can never be
+/// created (a missing ServiceAccount, a quota, an admission policy) must not leave the session
+/// Running forever.
+pub const POD_CREATION_GRACE: SignedDuration = SignedDuration::from_secs(300);
+
+/// Reads the outcome from the Job and its Pods at `now` (newest first does not matter: a Job
+/// of ours has `backoffLimit: 0`, so one Pod).
+pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp) -> JobObservation {
     let Some(job) = job else {
         return JobObservation::Missing;
     };
+    if pods.is_empty()
+        && let Some(created) = job.metadata.creation_timestamp.as_ref()
+        && now.duration_since(created.0) > POD_CREATION_GRACE
+    {
+        return JobObservation::Failed {
+            reason: "PodNotCreated".into(),
+            message: format!(
+                "Job {} has had no Pod for {} minutes; `kubectl describe job` shows why (e.g. a missing ServiceAccount, a quota or a policy)",
+                job.metadata.name.as_deref().unwrap_or_default(),
+                POD_CREATION_GRACE.as_secs() / 60
+            ),
+        };
+    }
     // A pod that failed tells more than the Job's condition: look at pods first.
     for pod in pods {
         if let Some(failure) = pod_failure(pod) {
@@ -187,6 +206,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).expect("t")
+    }
+
+    #[test]
+    fn a_job_without_a_pod_fails_after_the_grace_period() {
+        let job: Job = serde_json::from_value(
+            json!({"metadata": {"name": "j", "creationTimestamp": "2027-01-15T08:00:00Z"}}),
+        )
+        .expect("job");
+        let created = Timestamp::from_second(1_800_000_000).expect("t");
+        let just_after = created
+            .checked_add(SignedDuration::from_secs(60))
+            .expect("t");
+        let long_after = created
+            .checked_add(SignedDuration::from_secs(301))
+            .expect("t");
+        assert_eq!(
+            observe(Some(&job), &[], just_after),
+            JobObservation::Running
+        );
+        assert!(
+            matches!(observe(Some(&job), &[], long_after), JobObservation::Failed { reason, .. } if reason == "PodNotCreated")
+        );
+    }
+
     fn job(conditions: serde_json::Value) -> Job {
         serde_json::from_value(
             json!({"metadata": {"name": "j"}, "status": {"conditions": conditions}}),
@@ -208,6 +253,7 @@ mod tests {
         let o = observe(
             Some(&job(json!([{"type": "Complete", "status": "True"}]))),
             &[p],
+            now(),
         );
         match o {
             JobObservation::Succeeded {
@@ -242,7 +288,7 @@ mod tests {
             ),
         ];
         for (status, reason) in cases {
-            match observe(Some(&running), &[pod(status)]) {
+            match observe(Some(&running), &[pod(status)], now()) {
                 JobObservation::Failed { reason: r, message } => {
                     assert_eq!(r, reason);
                     assert!(!message.is_empty());
@@ -250,13 +296,13 @@ mod tests {
                 other => panic!("{reason}: {other:?}"),
             }
         }
-        assert_eq!(observe(None, &[]), JobObservation::Missing);
-        assert_eq!(observe(Some(&running), &[]), JobObservation::Running);
+        assert_eq!(observe(None, &[], now()), JobObservation::Missing);
+        assert_eq!(observe(Some(&running), &[], now()), JobObservation::Running);
         let failed = job(
             json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]),
         );
         assert!(matches!(
-            observe(Some(&failed), &[]),
+            observe(Some(&failed), &[], now()),
             JobObservation::Failed { .. }
         ));
     }
@@ -267,7 +313,8 @@ mod tests {
             json!({"phase": "Failed", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "{\"kind\":\"failure\",\"phase\":\"connect\",\"reason\":\"connection refused\"}"}}}]}),
         );
-        let JobObservation::Failed { message, .. } = observe(Some(&job(json!([]))), &[p]) else {
+        let JobObservation::Failed { message, .. } = observe(Some(&job(json!([]))), &[p], now())
+        else {
             panic!("not failed");
         };
         assert!(message.contains("connect: connection refused"), "{message}");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use cairn_api::common::SessionPhase;
 use cairn_api::{BackupSession, RestoreSession};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
@@ -72,6 +72,14 @@ pub async fn run() -> Result<Demo> {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e).context("step 1: namespaces"),
+        }
+        // No controller-manager in the testbed: make the `default` ServiceAccount it would.
+        let sa: Api<ServiceAccount> = Api::namespaced(cp.client(), ns);
+        let obj: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}}))?;
+        match sa.create(&PostParams::default(), &obj).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context("step 1: default ServiceAccount"),
         }
     }
     done(t);

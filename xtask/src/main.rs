@@ -3,12 +3,15 @@
 mod bench;
 mod crds;
 mod demo;
+mod helm;
 mod search_testbed;
 mod test;
 mod testbed;
 
 fn usage() -> anyhow::Error {
-    anyhow::anyhow!("usage: cargo xtask <demo|test|crds|testbed|search-testbed> [args...]")
+    anyhow::anyhow!(
+        "usage: cargo xtask <demo|test|crds|testbed|search-testbed|helm|bench> [args...]"
+    )
 }
 
 fn main() -> anyhow::Result<()> {
@@ -20,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         "demo" => demo::run(&rest),
         "testbed" => testbed::run(&rest),
         "search-testbed" => search_testbed::run(&rest),
+        "helm" => helm::run(&rest),
         "test" => test::run(&rest),
         "bench" => bench::run(&rest),
         _ => {

@@ -56,6 +56,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "testbed: OpenSearch, S3, restic (built once, then cached)",
         || crate::search_testbed::run(&[]),
     )?;
+    step("testbed: helm (built once, then cached)", || {
+        crate::helm::run(&[])
+    })?;
     // End-to-end tests start the workspace's binaries as processes.
     step("cargo build --workspace --bins", || {
         cargo(&["build", "--workspace", "--bins", "--locked"])

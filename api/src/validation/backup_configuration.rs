@@ -115,8 +115,7 @@ fn check_schedule(v: &mut Verdict, expr: &str, time_zone: Option<&str>) {
     };
     // A fixed starting point keeps admission a pure function of the object; the sample covers
     // up to a year, so the shortest gap of any five-field schedule shows up.
-    let from = DateTime::<Utc>::from_timestamp(1_735_689_600, 0).unwrap_or_default();
-    if let Some(gap) = schedule.min_interval(from)
+    if let Some(gap) = min_interval(&schedule)
         && gap < Duration::minutes(MIN_QUIET_INTERVAL_MINUTES)
     {
         v.warn(
@@ -129,6 +128,34 @@ fn check_schedule(v: &mut Verdict, expr: &str, time_zone: Option<&str>) {
             ),
         );
     }
+}
+
+/// The shortest gap of a schedule, remembered per (expression, zone): finding it walks up to a
+/// year of slots (most of an admission's time), and the answer never changes because the
+/// starting point is fixed. The memo is bounded; it is cleared when full.
+fn min_interval(schedule: &Schedule) -> Option<Duration> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Memo = Mutex<HashMap<(String, String), Option<Duration>>>;
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    const MAX_ENTRIES: usize = 4096;
+    let key = (
+        schedule.expression().to_string(),
+        schedule.time_zone().name().to_string(),
+    );
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(hit) = memo.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return hit;
+    }
+    let from = DateTime::<Utc>::from_timestamp(1_735_689_600, 0).unwrap_or_default();
+    let gap = schedule.min_interval(from);
+    if let Ok(mut m) = memo.lock() {
+        if m.len() >= MAX_ENTRIES {
+            m.clear();
+        }
+        m.insert(key, gap);
+    }
+    gap
 }
 
 /// `1 minute`, `3 minutes`, `30 seconds`.
