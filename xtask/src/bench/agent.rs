@@ -1,0 +1,1468 @@
+//! `cargo xtask bench agent`: cairn-agent's backup and restore against the ways Stash does it
+//! and against the server's own limits, on one OpenSearch node in one run.
+//!
+//! - One OpenSearch node of the test harness (`cairn_tests::opensearch`, the version pinned for
+//!   `cargo xtask search-testbed`), with a 2 GiB heap by default (`--heap-mib`).
+//! - Data: `--docs` (default 1,000,000; `--quick` = 50,000) generated documents of about 1 KB
+//!   (log-like: keywords, numbers, a text message from a fixed vocabulary, so it compresses like
+//!   real text), spread over `--indices` (5) indices `bench-N`, 1 primary, 0 replicas.
+//! - **raw `_bulk`**: loading that data is the raw `_bulk` figure: fresh indices with
+//!   `refresh_interval: -1` and no replicas (as the agent's restore creates them), explicit ids,
+//!   5,000 documents per request, 4 requests in flight (the agent's defaults), then the refresh
+//!   interval reset and a refresh. The request bodies are generated before the clock starts.
+//!   A subset (`--baseline-docs`, default 100,000) in indices `sub-N` is loaded first, so the
+//!   JVM is warm for the measured load.
+//! - **raw export**: every `bench-*` document read with 10,000-document pages, all indices at
+//!   once, one stream each, the bodies parsed only for the next page's cursor and thrown away:
+//!   once with a point in time (`_shard_doc` order, `search_after`), once with a scroll
+//!   (`_doc` order). The faster is the limit.
+//! - **cairn-agent**: the release binary (`cargo build --release -p cairn-agent`), run as a child
+//!   with its default flags (`--page-size 5000`, `--slices auto`; restore `--workers 4`,
+//!   `--batch-docs 5000`), into a repository in a local directory. Time is the process's wall
+//!   time; peak RSS is `ru_maxrss` from `wait4`. Backed up twice (the second of unchanged data),
+//!   then the indices are deleted and restored from the latest snapshot.
+//! - **Stash's way**, on the `sub-*` subset (it is slow; compare documents per second):
+//!   `multielasticdump --direction=dump --match=^sub-.*$ --input=URL --output=DIR
+//!   --ignoreType=template` with its defaults (`--limit=100`, `--parallel=<CPUs>`), then
+//!   `restic backup DIR` (the repository initialised beforehand, not timed); and the same with
+//!   multielasticdump's fastest flags (`--limit=10000`, the largest page the server serves,
+//!   `--parallel=<indices>`). Restore: `restic restore` of the dump (timed on its own), the
+//!   indices deleted, then `multielasticdump --direction=load` with the same flags. The target
+//!   ratios compare with the load alone.
+//! - Repository bytes are the files' sizes under the repository directory.
+//!
+//! The last line is `RESULT key=value ...` with every figure printed.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use cairn_api::result::AgentResult;
+use cairn_tests::binaries::testbed_cache;
+use cairn_tests::opensearch::{OpenSearch, Options as NodeOptions, search_pinned};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::crds::repo_root;
+
+const USAGE: &str = "usage: cargo xtask bench agent [--docs N | --quick] [--baseline-docs N] \
+                     [--indices N] [--shards N] [--heap-mib M] [--agent PATH] [--keep] \
+                     [--no-baselines]";
+
+const PASSWORD: &str = "cairn-bench-password";
+const HOST: &str = "bench";
+/// Documents per `_bulk` request and requests in flight for the raw load (the agent's defaults).
+const BULK_DOCS: usize = 5000;
+const BULK_WORKERS: usize = 4;
+/// Page size of the raw export (the server's default `index.max_result_window`).
+const RAW_PAGE: u32 = 10_000;
+
+struct Options {
+    docs: u64,
+    baseline_docs: u64,
+    indices: u32,
+    shards: u32,
+    heap_mib: u32,
+    agent: Option<PathBuf>,
+    keep: bool,
+    baselines: bool,
+}
+
+fn options(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options {
+        docs: 1_000_000,
+        baseline_docs: 100_000,
+        indices: 5,
+        shards: 1,
+        heap_mib: 2048,
+        agent: None,
+        keep: false,
+        baselines: true,
+    };
+    let mut baseline_given = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().context(USAGE);
+        match a.as_str() {
+            "--docs" => o.docs = value()?.replace('_', "").parse().context("--docs")?,
+            "--quick" => o.docs = 50_000,
+            "--baseline-docs" => {
+                o.baseline_docs = value()?
+                    .replace('_', "")
+                    .parse()
+                    .context("--baseline-docs")?;
+                baseline_given = true;
+            }
+            "--indices" => o.indices = value()?.parse().context("--indices")?,
+            "--shards" => o.shards = value()?.parse().context("--shards")?,
+            "--heap-mib" => o.heap_mib = value()?.parse().context("--heap-mib")?,
+            "--agent" => o.agent = Some(PathBuf::from(value()?)),
+            "--keep" => o.keep = true,
+            "--no-baselines" => o.baselines = false,
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    if !baseline_given {
+        o.baseline_docs = o.baseline_docs.min(o.docs);
+    }
+    if o.docs == 0 || o.indices == 0 || o.shards == 0 || o.baseline_docs < u64::from(o.indices) {
+        bail!(USAGE);
+    }
+    Ok(o)
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        println!("==> re-running in release mode: cargo run --release -p xtask -- bench agent");
+        let status = Command::new(cargo())
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "xtask",
+                "--",
+                "bench",
+                "agent",
+            ])
+            .args(args)
+            .current_dir(repo_root())
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bail!("the release-mode bench failed: {status}");
+        }
+        return Ok(());
+    }
+    let o = options(args)?;
+    let agent = match &o.agent {
+        Some(p) => p.clone(),
+        None => build_agent()?,
+    };
+    let work = std::env::temp_dir().join(format!("cairn-bench-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = bench(&o, &agent, &work);
+    if o.keep || result.is_err() {
+        eprintln!("work directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn build_agent() -> anyhow::Result<PathBuf> {
+    println!("==> cargo build --release -p cairn-agent");
+    let status = Command::new(cargo())
+        .args(["build", "--quiet", "--release", "-p", "cairn-agent"])
+        .current_dir(repo_root())
+        .status()
+        .context("running cargo build")?;
+    ensure!(status.success(), "building cairn-agent failed: {status}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("release/cairn-agent");
+    ensure!(bin.is_file(), "no {}", bin.display());
+    Ok(bin)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+/// SplitMix64: cheap, deterministic pseudo-random numbers.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The message vocabulary (split once, see [`words`]).
+const WORDS: &str = "request response timeout connection refused accepted user session token expired renewed \
+     cache miss hit database query slow fast retry attempt failed succeeded payment order \
+     cart checkout item inventory warehouse shipment delivered pending queued worker thread \
+     pool exhausted memory pressure garbage collection pause latency spike upstream \
+     downstream service gateway proxy route handler invalid argument missing field schema \
+     version deployed rollback config reloaded certificate rotated disk usage above threshold \
+     below normal metrics exported scraped alert fired resolved node joined left cluster \
+     leader elected shard relocated replica index created deleted updated batch processed \
+     records bytes written read from to with after before during the a of in on";
+
+fn words() -> &'static [&'static str] {
+    static W: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    W.get_or_init(|| WORDS.split_whitespace().collect())
+}
+
+const LEVELS: &[&str] = &["info", "info", "info", "info", "debug", "warn", "error"];
+const TIERS: &[&str] = &["free", "standard", "gold", "platinum"];
+const NAMES: &[&str] = &[
+    "Ada", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger", "Zoë",
+];
+
+/// Appends the bulk action and the source of document `i` (about 1 KB of source).
+fn write_doc(out: &mut Vec<u8>, index: &str, i: u64) {
+    let mut r = mix(i ^ 0x00C0_FFEE);
+    let mut next = move || {
+        r = mix(r);
+        r
+    };
+    let words = words();
+    let pick = |n: u64, list: &[&'static str]| list[(n % list.len() as u64) as usize];
+    let _ = writeln!(
+        VecWriter(out),
+        r#"{{"index":{{"_index":"{index}","_id":"d-{i:08}"}}}}"#
+    );
+    let start = out.len();
+    let (a, b, c, d, e) = (next(), next(), next(), next(), next());
+    let _ = write!(
+        VecWriter(out),
+        r#"{{"@timestamp":{},"seq":{i},"level":"{}","service":"svc-{}","host":"node-{:03}","status":{},"latency_ms":{}.{:03},"user":{{"id":"u-{:06}","name":"{} {}","tier":"{}"}},"tags":["{}","{}"],"message":""#,
+        1_700_000_000_000u64 + i * 250,
+        pick(a, LEVELS),
+        a % 23,
+        b % 200,
+        [200, 200, 200, 201, 204, 301, 404, 500, 503][(b % 9) as usize],
+        c % 2000,
+        c % 1000,
+        d % 500_000,
+        pick(d >> 20, NAMES),
+        pick(d >> 30, NAMES),
+        pick(e, TIERS),
+        pick(e >> 8, words),
+        pick(e >> 16, words),
+    );
+    let mut w = next();
+    let mut left = 8;
+    while out.len() - start < 985 {
+        if left == 0 {
+            w = next();
+            left = 8;
+        }
+        out.extend_from_slice(pick(w & 0xff, words).as_bytes());
+        out.push(b' ');
+        w >>= 8;
+        left -= 1;
+    }
+    out.pop();
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// `fmt::Write` into a byte vector.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The `_bulk` bodies of documents `first..first+count` of `index`, and their source bytes.
+fn bodies(index: &str, first: u64, count: u64) -> (Vec<Vec<u8>>, u64) {
+    let mut out = Vec::new();
+    let mut source = 0u64;
+    let mut i = first;
+    while i < first + count {
+        let n = (first + count - i).min(BULK_DOCS as u64);
+        let mut body = Vec::with_capacity(n as usize * 1100);
+        for k in i..i + n {
+            let before = body.len();
+            write_doc(&mut body, index, k);
+            let action = body[before..].iter().position(|b| *b == b'\n').unwrap_or(0) + 1;
+            source += (body.len() - before - action - 1) as u64;
+        }
+        out.push(body);
+        i += n;
+    }
+    (out, source)
+}
+
+fn mapping() -> Value {
+    json!({"properties": {
+        "@timestamp": {"type": "date", "format": "epoch_millis"},
+        "seq": {"type": "long"},
+        "level": {"type": "keyword"},
+        "service": {"type": "keyword"},
+        "host": {"type": "keyword"},
+        "status": {"type": "integer"},
+        "latency_ms": {"type": "float"},
+        "user": {"properties": {
+            "id": {"type": "keyword"},
+            "name": {"type": "text"},
+            "tier": {"type": "keyword"}}},
+        "tags": {"type": "keyword"},
+        "message": {"type": "text"}}})
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+#[derive(Clone)]
+struct Http {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Http {
+    fn new(url: String) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()?;
+        Ok(Self { client, url })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut rb = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.url));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        ensure!(
+            status.is_success(),
+            "{method} {path}: {status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+        );
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Reads a search answer; returns the page and the body's size.
+    async fn search(&self, path: &str, body: Value) -> anyhow::Result<(SearchPage, usize)> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        ensure!(
+            status.is_success(),
+            "POST {path}: {status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+        );
+        let page: SearchPage =
+            serde_json::from_slice(&bytes).with_context(|| format!("POST {path}: answer"))?;
+        Ok((page, bytes.len()))
+    }
+
+    async fn count(&self, pattern: &str) -> anyhow::Result<u64> {
+        self.call(reqwest::Method::POST, &format!("/{pattern}/_refresh"), None)
+            .await?;
+        let v = self
+            .call(reqwest::Method::GET, &format!("/{pattern}/_count"), None)
+            .await?;
+        v["count"].as_u64().context("no count")
+    }
+
+    async fn delete_indices(&self, names: &[String]) -> anyhow::Result<()> {
+        for n in names {
+            self.call(reqwest::Method::DELETE, &format!("/{n}"), None)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the raw reader needs of a search answer (`_source` is skipped, not kept).
+#[derive(Deserialize)]
+struct SearchPage {
+    #[serde(default)]
+    pit_id: Option<String>,
+    #[serde(default, rename = "_scroll_id")]
+    scroll_id: Option<String>,
+    hits: Hits,
+}
+
+#[derive(Deserialize)]
+struct Hits {
+    hits: Vec<Hit>,
+}
+
+#[derive(Deserialize)]
+struct Hit {
+    #[serde(default)]
+    sort: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct BulkAnswer {
+    errors: bool,
+}
+
+/// Sends the bodies with `workers` requests in flight; fails on any rejected document.
+async fn bulk(http: &Http, bodies: Vec<Vec<u8>>, workers: usize) -> anyhow::Result<()> {
+    let queue = Arc::new(Mutex::new(VecDeque::from(bodies)));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let queue = queue.clone();
+        let http = http.clone();
+        set.spawn(async move {
+            loop {
+                let Some(body) = queue
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("lock"))?
+                    .pop_front()
+                else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let resp = http
+                    .client
+                    .post(format!("{}/_bulk", http.url))
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await
+                    .context("POST /_bulk")?;
+                let status = resp.status();
+                let bytes = resp.bytes().await?;
+                ensure!(
+                    status.is_success(),
+                    "_bulk: {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+                );
+                let answer: BulkAnswer = serde_json::from_slice(&bytes)?;
+                ensure!(
+                    !answer.errors,
+                    "_bulk rejected documents: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(1000)])
+                );
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+/// The index names of a set.
+fn names(prefix: &str, indices: u32) -> Vec<String> {
+    (0..indices).map(|k| format!("{prefix}-{k}")).collect()
+}
+
+/// Documents of index `k` of `indices` when `total` are spread over them.
+fn share(total: u64, indices: u32, k: u32) -> (u64, u64) {
+    let per = total / u64::from(indices);
+    let first = per * u64::from(k);
+    let count = if k + 1 == indices { total - first } else { per };
+    (first, count)
+}
+
+struct Loaded {
+    secs: f64,
+    source_bytes: u64,
+    request_bytes: u64,
+}
+
+/// Creates the indices `prefix-N` and loads `total` documents; the clock runs over index
+/// creation, the `_bulk` requests, the refresh interval's reset and the refresh, not over
+/// generating the bodies.
+async fn load_set(http: &Http, prefix: &str, total: u64, o: &Options) -> anyhow::Result<Loaded> {
+    let mut secs = 0.0;
+    let mut source_bytes = 0;
+    let mut request_bytes = 0;
+    let names = names(prefix, o.indices);
+    for (k, name) in names.iter().enumerate() {
+        let (first, count) = share(total, o.indices, k as u32);
+        let (bodies, source) = bodies(name, first, count);
+        source_bytes += source;
+        request_bytes += bodies.iter().map(|b| b.len() as u64).sum::<u64>();
+        let t = Instant::now();
+        http.call(
+            reqwest::Method::PUT,
+            &format!("/{name}"),
+            Some(json!({
+                "settings": {
+                    "index.number_of_shards": o.shards,
+                    "index.number_of_replicas": 0,
+                    "index.refresh_interval": "-1"},
+                "mappings": mapping()})),
+        )
+        .await?;
+        bulk(http, bodies, BULK_WORKERS).await?;
+        secs += t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    let pattern = format!("{prefix}-*");
+    http.call(
+        reqwest::Method::PUT,
+        &format!("/{pattern}/_settings"),
+        Some(json!({"index.refresh_interval": null})),
+    )
+    .await?;
+    http.call(reqwest::Method::POST, &format!("/{pattern}/_refresh"), None)
+        .await?;
+    secs += t.elapsed().as_secs_f64();
+    let count = http.count(&pattern).await?;
+    ensure!(count == total, "{pattern}: {count} documents, not {total}");
+    Ok(Loaded {
+        secs,
+        source_bytes,
+        request_bytes,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Pit,
+    Scroll,
+}
+
+/// Reads every document of `index` with `RAW_PAGE`-document pages; returns documents and bytes.
+async fn read_raw(http: &Http, index: &str, reader: Reader) -> anyhow::Result<(u64, u64)> {
+    let (mut docs, mut bytes) = (0u64, 0u64);
+    match reader {
+        Reader::Pit => {
+            let open = http
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/{index}/_search/point_in_time?keep_alive=5m"),
+                    None,
+                )
+                .await?;
+            let mut pit = open["pit_id"].as_str().context("no pit_id")?.to_string();
+            let mut after: Option<Value> = None;
+            loop {
+                let mut body = json!({
+                    "size": RAW_PAGE,
+                    "pit": {"id": pit, "keep_alive": "5m"},
+                    "sort": [{"_shard_doc": "asc"}],
+                    "track_total_hits": false});
+                if let Some(a) = &after {
+                    body["search_after"] = a.clone();
+                }
+                let (page, n) = http.search("/_search", body).await?;
+                bytes += n as u64;
+                docs += page.hits.hits.len() as u64;
+                if let Some(id) = page.pit_id {
+                    pit = id;
+                }
+                if page.hits.hits.len() < RAW_PAGE as usize {
+                    break;
+                }
+                after = page.hits.hits.last().and_then(|h| h.sort.clone());
+                ensure!(after.is_some(), "no sort values");
+            }
+            http.call(
+                reqwest::Method::DELETE,
+                "/_search/point_in_time",
+                Some(json!({"pit_id": [pit]})),
+            )
+            .await?;
+        }
+        Reader::Scroll => {
+            let (mut page, n) = http
+                .search(
+                    &format!("/{index}/_search?scroll=5m"),
+                    json!({"size": RAW_PAGE, "sort": ["_doc"]}),
+                )
+                .await?;
+            bytes += n as u64;
+            let mut id = page.scroll_id.take().context("no scroll id")?;
+            while !page.hits.hits.is_empty() {
+                docs += page.hits.hits.len() as u64;
+                let (next, n) = http
+                    .search("/_search/scroll", json!({"scroll": "5m", "scroll_id": id}))
+                    .await?;
+                bytes += n as u64;
+                page = next;
+                if let Some(i) = page.scroll_id.take() {
+                    id = i;
+                }
+            }
+            http.call(
+                reqwest::Method::DELETE,
+                "/_search/scroll",
+                Some(json!({"scroll_id": [id]})),
+            )
+            .await?;
+        }
+    }
+    Ok((docs, bytes))
+}
+
+/// All indices at once, one stream each.
+async fn export_raw(http: &Http, indices: &[String], reader: Reader) -> anyhow::Result<(u64, u64)> {
+    let mut set = tokio::task::JoinSet::new();
+    for i in indices {
+        let (http, i) = (http.clone(), i.clone());
+        set.spawn(async move { read_raw(&http, &i, reader).await });
+    }
+    let (mut docs, mut bytes) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        let (d, b) = r??;
+        docs += d;
+        bytes += b;
+    }
+    Ok((docs, bytes))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A finished child: wall time, exit, CPU time and peak RSS (from `wait4`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Measured {
+    secs: f64,
+    cpu_secs: f64,
+    max_rss_kib: u64,
+    /// CPU seconds the OpenSearch JVM used meanwhile.
+    server_cpu_secs: f64,
+}
+
+impl Measured {
+    fn plus(self, other: Measured) -> Measured {
+        Measured {
+            secs: self.secs + other.secs,
+            cpu_secs: self.cpu_secs + other.cpu_secs,
+            max_rss_kib: self.max_rss_kib.max(other.max_rss_kib),
+            server_cpu_secs: self.server_cpu_secs + other.server_cpu_secs,
+        }
+    }
+}
+
+/// CPU seconds (user + system) of a process so far.
+fn process_cpu(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: a plain query.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+/// Runs `cmd` to its end with stdout and stderr in `<log>.out` / `<log>.err`.
+fn run_measured(cmd: &mut Command, log: &Path, server: Option<u32>) -> anyhow::Result<Measured> {
+    let out = File::create(log.with_extension("out"))?;
+    let err = File::create(log.with_extension("err"))?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    let server_before = process_cpu(server);
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child; `child` is never waited on by std afterwards.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).context("wait4");
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(child);
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let m = Measured {
+        secs,
+        cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss as u64,
+        server_cpu_secs: process_cpu(server) - server_before,
+    };
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if !ok {
+        let tail = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "{:?} failed (wait status {status}); {}:\n{}",
+            cmd.get_program(),
+            log.with_extension("err").display(),
+            tail.join("\n")
+        );
+    }
+    Ok(m)
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+struct Agent<'a> {
+    bin: &'a Path,
+    work: &'a Path,
+    repo: PathBuf,
+    url: String,
+    server: Option<u32>,
+    runs: u32,
+}
+
+impl Agent<'_> {
+    fn run(&mut self, args: &[String]) -> anyhow::Result<(Measured, Option<AgentResult>)> {
+        self.runs += 1;
+        let log = self.work.join(format!("agent-{}", self.runs));
+        let termination = log.with_extension("result");
+        let tmp = self.work.join("agent-tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let mut cmd = Command::new(self.bin);
+        cmd.args(args)
+            .env("RESTIC_PASSWORD", PASSWORD)
+            .env("CAIRN_TERMINATION_LOG", &termination)
+            .env("CAIRN_TMP_DIR", &tmp)
+            .env_remove("RESTIC_REPOSITORY");
+        let m = run_measured(&mut cmd, &log, self.server)?;
+        let text = std::fs::read_to_string(&termination).unwrap_or_default();
+        Ok((m, AgentResult::from_termination_message(&text)))
+    }
+
+    fn common(&self, cmd: &str) -> Vec<String> {
+        vec![
+            cmd.into(),
+            format!("--repository=local:{}", self.repo.display()),
+            format!("--host={HOST}"),
+            format!("--url={}", self.url),
+            "--include=bench-*".into(),
+            "--wait-timeout=60s".into(),
+        ]
+    }
+}
+
+fn restic(repo: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("restic");
+    cmd.arg("-r")
+        .arg(repo)
+        .args(args)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .env("RESTIC_CACHE_DIR", cache)
+        .env_remove("RESTIC_REPOSITORY");
+    cmd
+}
+
+fn elasticdump_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let version = search_pinned("ELASTICDUMP_VERSION").unwrap_or("unknown");
+    let bin = testbed_cache()?.join(format!("elasticdump-{version}/node_modules/.bin/{name}"));
+    ensure!(
+        bin.is_file(),
+        "{} is missing: run `cargo xtask search-testbed`",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// One of Stash's ways, on the `sub-*` subset.
+struct StashRun {
+    label: &'static str,
+    flags: Vec<String>,
+    dump: Measured,
+    restic_backup: Measured,
+    restic_restore: Measured,
+    load: Measured,
+    dump_bytes: u64,
+    repo_bytes: u64,
+}
+
+/// What the baseline runs share.
+struct Ctx<'a> {
+    o: &'a Options,
+    work: &'a Path,
+    url: &'a str,
+    server: Option<u32>,
+    rt: &'a tokio::runtime::Runtime,
+    http: &'a Http,
+}
+
+fn stash(label: &'static str, flags: Vec<String>, c: &Ctx<'_>) -> anyhow::Result<StashRun> {
+    let Ctx {
+        o,
+        work,
+        url,
+        server,
+        rt,
+        http,
+    } = *c;
+    let dir = work.join(format!("stash-{label}"));
+    let dump_dir = dir.join("dump");
+    let repo = dir.join("repo");
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&dump_dir)?;
+    let multi = elasticdump_bin("multielasticdump")?;
+    run_measured(
+        &mut restic(&repo, &cache, &["init"]),
+        &dir.join("restic-init"),
+        None,
+    )?;
+
+    let mut cmd = Command::new(&multi);
+    cmd.args([
+        "--direction=dump",
+        "--match=^sub-.*$",
+        &format!("--input={url}"),
+        &format!("--output={}", dump_dir.display()),
+        "--ignoreType=template",
+    ])
+    .args(&flags);
+    eprintln!("  {label}: multielasticdump dump ...");
+    let dump = run_measured(&mut cmd, &dir.join("dump"), server)?;
+    let dump_bytes = dir_bytes(&dump_dir);
+    eprintln!("  {label}: restic backup ...");
+    let restic_backup = run_measured(
+        &mut restic(
+            &repo,
+            &cache,
+            &["backup", "--host", HOST, dump_dir.to_str().context("path")?],
+        ),
+        &dir.join("restic-backup"),
+        None,
+    )?;
+    let repo_bytes = dir_bytes(&repo);
+
+    // Restore: the dump back from the repository, then loaded into the server.
+    let restored = dir.join("restored");
+    eprintln!("  {label}: restic restore ...");
+    let restic_restore = run_measured(
+        &mut restic(
+            &repo,
+            &cache,
+            &[
+                "restore",
+                "latest",
+                "--target",
+                restored.to_str().context("path")?,
+            ],
+        ),
+        &dir.join("restic-restore"),
+        None,
+    )?;
+    let input = restored.join(dump_dir.strip_prefix("/").unwrap_or(&dump_dir));
+    ensure!(input.is_dir(), "restic restore: no {}", input.display());
+    let subs = names("sub", o.indices);
+    rt.block_on(http.delete_indices(&subs))?;
+    let mut cmd = Command::new(&multi);
+    cmd.args([
+        "--direction=load",
+        "--match=^sub-.*$",
+        &format!("--input={}", input.display()),
+        &format!("--output={url}"),
+        "--ignoreType=template",
+    ])
+    .args(&flags);
+    eprintln!("  {label}: multielasticdump load ...");
+    let load = run_measured(&mut cmd, &dir.join("load"), server)?;
+    let count = rt.block_on(http.count("sub-*"))?;
+    ensure!(
+        count == o.baseline_docs,
+        "after multielasticdump load ({label}): {count} documents, not {}",
+        o.baseline_docs
+    );
+    // The disk space back for the next runs.
+    let _ = std::fs::remove_dir_all(&restored);
+    Ok(StashRun {
+        label,
+        flags,
+        dump,
+        restic_backup,
+        restic_restore,
+        load,
+        dump_bytes,
+        repo_bytes,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or(0.0, |k| k as f64 / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem:.0} GiB RAM, Linux {kernel}")
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn tool_version(program: &Path, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A row of the table.
+struct Row {
+    key: String,
+    what: String,
+    docs: u64,
+    secs: f64,
+    rss_kib: Option<u64>,
+    cpu_secs: Option<f64>,
+    server_cpu_secs: Option<f64>,
+    note: String,
+}
+
+impl Row {
+    fn dps(&self) -> f64 {
+        self.docs as f64 / self.secs.max(1e-9)
+    }
+}
+
+fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
+    let total_started = Instant::now();
+    let multi = elasticdump_bin("multielasticdump")?;
+    let load_before = loadavg();
+    println!("cairn-agent benchmark (release build)");
+    println!("machine: {}", machine());
+    println!("load average before: {load_before}");
+    std::io::Write::flush(&mut std::io::stdout())?;
+
+    eprintln!("starting OpenSearch (heap {} MiB) ...", o.heap_mib);
+    let node = OpenSearch::start_with(NodeOptions {
+        heap_mib: o.heap_mib,
+        ..NodeOptions::default()
+    })?;
+    let url = node.url();
+    let server = node.pid();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let http = Http::new(url.clone())?;
+    let bench_names = names("bench", o.indices);
+
+    // The subset first: it warms the JVM up for the measured load.
+    eprintln!("loading {} documents into sub-* ...", o.baseline_docs);
+    let sub = rt.block_on(load_set(&http, "sub", o.baseline_docs, o))?;
+    eprintln!("loading {} documents into bench-* (raw _bulk) ...", o.docs);
+    let cpu0 = process_cpu(server);
+    let loaded = rt.block_on(load_set(&http, "bench", o.docs, o))?;
+    let bulk_server_cpu = process_cpu(server) - cpu0;
+    let avg_doc = loaded.source_bytes as f64 / o.docs as f64;
+
+    println!(
+        "server: OpenSearch {} (one node, heap {} MiB, harness launcher), {url}",
+        node.version(),
+        o.heap_mib
+    );
+    println!(
+        "data: {} documents in {} indices bench-0..{} ({} primary, 0 replicas), average _source {avg_doc:.0} bytes, {:.1} MB of _source",
+        grouped(o.docs),
+        o.indices,
+        o.indices - 1,
+        o.shards,
+        loaded.source_bytes as f64 / 1e6
+    );
+    println!(
+        "baselines (Stash's way, elasticdump): {} documents in {} indices sub-*, same generator: compare docs/s \
+         (loaded first, untimed warm-up: {:.1} s, {:.0} docs/s)",
+        grouped(o.baseline_docs),
+        o.indices,
+        sub.secs,
+        o.baseline_docs as f64 / sub.secs
+    );
+    println!(
+        "repository: a local directory ({}); agent {}, {}, {}",
+        work.display(),
+        agent_bin.display(),
+        tool_version(Path::new("restic"), "version"),
+        format_args!(
+            "elasticdump {}",
+            tool_version(&multi.with_file_name("elasticdump"), "--version")
+        ),
+    );
+    println!();
+    std::io::Write::flush(&mut std::io::stdout())?;
+
+    let mut backup_rows: Vec<Row> = Vec::new();
+    let mut restore_rows: Vec<Row> = Vec::new();
+    let mut kv: Vec<(String, String)> = vec![
+        ("docs".into(), o.docs.to_string()),
+        ("baseline_docs".into(), o.baseline_docs.to_string()),
+        ("indices".into(), o.indices.to_string()),
+        ("avg_doc_bytes".into(), format!("{avg_doc:.0}")),
+        ("source_bytes".into(), loaded.source_bytes.to_string()),
+        ("heap_mib".into(), o.heap_mib.to_string()),
+        ("repo".into(), "local".into()),
+    ];
+
+    // Raw export.
+    let mut raw_best = 0.0f64;
+    for (reader, name) in [(Reader::Pit, "pit"), (Reader::Scroll, "scroll")] {
+        eprintln!("raw export ({name}) ...");
+        let cpu0 = process_cpu(server);
+        let t = Instant::now();
+        let (docs, bytes) = match rt.block_on(export_raw(&http, &bench_names, reader)) {
+            Ok(v) => v,
+            Err(e) => {
+                println!("raw export ({name}) failed, left out: {e:#}");
+                continue;
+            }
+        };
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(
+            docs == o.docs,
+            "raw export ({name}): {docs} documents, not {}",
+            o.docs
+        );
+        let row = Row {
+            key: format!("raw_export_{name}"),
+            what: format!(
+                "raw export, {} {RAW_PAGE}/page, {} streams -> /dev/null",
+                if reader == Reader::Pit {
+                    "PIT+search_after"
+                } else {
+                    "scroll"
+                },
+                o.indices
+            ),
+            docs,
+            secs,
+            rss_kib: None,
+            cpu_secs: None,
+            server_cpu_secs: Some(process_cpu(server) - cpu0),
+            note: format!("{:.0} MB/s of answers", bytes as f64 / 1e6 / secs),
+        };
+        raw_best = raw_best.max(row.dps());
+        backup_rows.push(row);
+    }
+
+    ensure!(raw_best > 0.0, "no raw export succeeded");
+
+    // cairn-agent backups.
+    let mut agent = Agent {
+        bin: agent_bin,
+        work,
+        repo: work.join("repo"),
+        url: url.clone(),
+        server,
+        runs: 0,
+    };
+    let mut agent_rows = Vec::new();
+    let mut repo_sizes = Vec::new();
+    let mut reported_added = Vec::new();
+    for n in 1..=2 {
+        eprintln!("cairn-agent backup #{n} ...");
+        let args = agent.common("backup");
+        let (m, result) = agent.run(&args)?;
+        let Some(AgentResult::Backup(b)) = result else {
+            bail!("cairn-agent backup #{n}: no backup result: {result:?}");
+        };
+        ensure!(
+            b.documents == o.docs,
+            "backup #{n}: {} documents",
+            b.documents
+        );
+        repo_sizes.push(dir_bytes(&agent.repo));
+        reported_added.push(b.added_bytes);
+        agent_rows.push(m);
+        backup_rows.push(Row {
+            key: format!("agent_backup{n}"),
+            what: if n == 1 {
+                "cairn-agent backup (defaults)".into()
+            } else {
+                "cairn-agent backup #2, unchanged data".into()
+            },
+            docs: b.documents,
+            secs: m.secs,
+            rss_kib: Some(m.max_rss_kib),
+            cpu_secs: Some(m.cpu_secs),
+            server_cpu_secs: Some(m.server_cpu_secs),
+            note: format!(
+                "snapshot {:.1} MB, added {:.1} MB",
+                b.total_bytes as f64 / 1e6,
+                b.added_bytes as f64 / 1e6
+            ),
+        });
+    }
+
+    // Stash's ways, on the subset.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut stash_runs = Vec::new();
+    if o.baselines {
+        let fast = vec![
+            "--limit=10000".to_string(),
+            format!("--parallel={}", o.indices),
+        ];
+        for (label, flags) in [("default", Vec::new()), ("fast", fast)] {
+            eprintln!("Stash's way ({label} flags) on sub-* ...");
+            let c = Ctx {
+                o,
+                work,
+                url: &url,
+                server,
+                rt: &rt,
+                http: &http,
+            };
+            stash_runs.push(stash(label, flags, &c)?);
+        }
+    }
+    for s in &stash_runs {
+        let flags = if s.flags.is_empty() {
+            format!("defaults: --limit=100 --parallel={cpus}")
+        } else {
+            s.flags.join(" ")
+        };
+        let both = s.dump.plus(s.restic_backup);
+        backup_rows.push(Row {
+            key: format!("stash_{}_backup", s.label),
+            what: format!("multielasticdump ({flags}) + restic backup"),
+            docs: o.baseline_docs,
+            secs: both.secs,
+            rss_kib: Some(both.max_rss_kib),
+            cpu_secs: Some(both.cpu_secs),
+            server_cpu_secs: Some(both.server_cpu_secs),
+            note: format!(
+                "dump {:.1} s + restic {:.1} s; dump dir {:.1} MB, repo {:.1} MB",
+                s.dump.secs,
+                s.restic_backup.secs,
+                s.dump_bytes as f64 / 1e6,
+                s.repo_bytes as f64 / 1e6
+            ),
+        });
+        restore_rows.push(Row {
+            key: format!("stash_{}_load", s.label),
+            what: format!("multielasticdump --direction=load ({flags})"),
+            docs: o.baseline_docs,
+            secs: s.load.secs,
+            rss_kib: Some(s.load.max_rss_kib),
+            cpu_secs: Some(s.load.cpu_secs),
+            server_cpu_secs: Some(s.load.server_cpu_secs),
+            note: format!(
+                "+ restic restore {:.1} s before it = {:.1} s, {:.0} docs/s",
+                s.restic_restore.secs,
+                s.restic_restore.secs + s.load.secs,
+                o.baseline_docs as f64 / (s.restic_restore.secs + s.load.secs)
+            ),
+        });
+        kv.push((
+            format!("stash_{}_restic_restore_s", s.label),
+            format!("{:.2}", s.restic_restore.secs),
+        ));
+        kv.push((
+            format!("stash_{}_dump_s", s.label),
+            format!("{:.2}", s.dump.secs),
+        ));
+        kv.push((
+            format!("stash_{}_restic_backup_s", s.label),
+            format!("{:.2}", s.restic_backup.secs),
+        ));
+        kv.push((
+            format!("stash_{}_repo_bytes", s.label),
+            s.repo_bytes.to_string(),
+        ));
+        kv.push((
+            format!("stash_{}_dump_bytes", s.label),
+            s.dump_bytes.to_string(),
+        ));
+    }
+
+    // cairn-agent restore into deleted indices.
+    eprintln!("cairn-agent restore ...");
+    rt.block_on(http.delete_indices(&bench_names))?;
+    let args = agent.common("restore");
+    let (restore_m, result) = agent.run(&args)?;
+    let Some(AgentResult::Restore(r)) = result else {
+        bail!("cairn-agent restore: no restore result: {result:?}");
+    };
+    let count = rt.block_on(http.count("bench-*"))?;
+    ensure!(
+        r.documents == o.docs && count == o.docs,
+        "restore: {} documents restored, the server counts {count}",
+        r.documents
+    );
+    restore_rows.insert(
+        0,
+        Row {
+            key: "agent_restore".into(),
+            what: "cairn-agent restore (defaults: 4 workers, 5000 docs/bulk)".into(),
+            docs: r.documents,
+            secs: restore_m.secs,
+            rss_kib: Some(restore_m.max_rss_kib),
+            cpu_secs: Some(restore_m.cpu_secs),
+            server_cpu_secs: Some(restore_m.server_cpu_secs),
+            note: "into deleted indices, verified".into(),
+        },
+    );
+    restore_rows.push(Row {
+        key: "raw_bulk".into(),
+        what: format!("raw _bulk, {BULK_DOCS} docs/request, {BULK_WORKERS} in flight"),
+        docs: o.docs,
+        secs: loaded.secs,
+        rss_kib: None,
+        cpu_secs: None,
+        server_cpu_secs: Some(bulk_server_cpu),
+        note: format!(
+            "refresh -1, 0 replicas, explicit ids; {:.0} MB of requests",
+            loaded.request_bytes as f64 / 1e6
+        ),
+    });
+    kv.push(("sub_load_s".into(), format!("{:.2}", sub.secs)));
+    drop(node);
+
+    // The table.
+    let header = || {
+        println!(
+            "  {:<58} {:>9} {:>8} {:>9} {:>8} {:>7} {:>7}",
+            "", "docs", "time s", "docs/s", "RSS MiB", "CPU s", "OS CPU"
+        );
+    };
+    let print_row = |r: &Row, kv: &mut Vec<(String, String)>| {
+        println!(
+            "  {:<58} {:>9} {:>8.1} {:>9.0} {:>8} {:>7} {:>7}",
+            r.what,
+            r.docs,
+            r.secs,
+            r.dps(),
+            r.rss_kib.map_or("-".into(), |k| format!("{:.0}", mib(k))),
+            r.cpu_secs.map_or("-".into(), |c| format!("{c:.1}")),
+            r.server_cpu_secs.map_or("-".into(), |c| format!("{c:.1}")),
+        );
+        if !r.note.is_empty() {
+            println!("  {:<58} {}", "", r.note);
+        }
+        kv.push((format!("{}_s", r.key), format!("{:.2}", r.secs)));
+        kv.push((format!("{}_dps", r.key), format!("{:.0}", r.dps())));
+        if let Some(k) = r.rss_kib {
+            kv.push((format!("{}_rss_mib", r.key), format!("{:.0}", mib(k))));
+        }
+        if let Some(c) = r.cpu_secs {
+            kv.push((format!("{}_cpu_s", r.key), format!("{c:.1}")));
+        }
+        if let Some(c) = r.server_cpu_secs {
+            kv.push((format!("{}_server_cpu_s", r.key), format!("{c:.1}")));
+        }
+    };
+    println!(
+        "BACKUP (RSS: peak of the process; CPU: its user+sys; OS CPU: the OpenSearch JVM's meanwhile)"
+    );
+    header();
+    for r in &backup_rows {
+        print_row(r, &mut kv);
+    }
+    println!();
+    println!("RESTORE");
+    header();
+    for r in &restore_rows {
+        print_row(r, &mut kv);
+    }
+    println!();
+
+    let agent_backup = &backup_rows
+        .iter()
+        .find(|r| r.key == "agent_backup1")
+        .context("no backup row")?;
+    let agent_restore = &restore_rows[0];
+    let raw_bulk = restore_rows.last().context("no raw bulk row")?;
+    let first = repo_sizes[0];
+    let added = repo_sizes[1].saturating_sub(repo_sizes[0]);
+    let added_pct = 100.0 * added as f64 / first.max(1) as f64;
+    println!("REPOSITORY (local directory)");
+    println!(
+        "  after the 1st backup:            {:>14} bytes ({:.1} % of the _source bytes)",
+        grouped(first),
+        100.0 * first as f64 / loaded.source_bytes as f64
+    );
+    println!(
+        "  added by the 2nd (unchanged):    {:>14} bytes ({added_pct:.2} % of the first; the agent reports {} bytes of new data)",
+        grouped(added),
+        grouped(reported_added[1])
+    );
+    let peak_rss = agent_rows
+        .iter()
+        .map(|m| m.max_rss_kib)
+        .chain([restore_m.max_rss_kib])
+        .max()
+        .unwrap_or(0);
+    println!(
+        "  cairn-agent peak RSS:            {:.0} MiB (backup {:.0} / {:.0}, restore {:.0})",
+        mib(peak_rss),
+        mib(agent_rows[0].max_rss_kib),
+        mib(agent_rows[1].max_rss_kib),
+        mib(restore_m.max_rss_kib)
+    );
+    kv.push(("repo_bytes_1".into(), first.to_string()));
+    kv.push(("repo_bytes_added_2".into(), added.to_string()));
+    kv.push(("repo_added_pct".into(), format!("{added_pct:.2}")));
+    kv.push((
+        "agent_reported_added_2".into(),
+        reported_added[1].to_string(),
+    ));
+    kv.push(("agent_peak_rss_mib".into(), format!("{:.0}", mib(peak_rss))));
+    println!();
+
+    println!("TARGETS");
+    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    let mut all = true;
+    let mut target = |key: &str, text: String, ok: bool, kv: &mut Vec<(String, String)>| {
+        all &= ok;
+        println!("  {} {text}", verdict(ok));
+        kv.push((format!("target_{key}"), verdict(ok).into()));
+    };
+    let stash_default = backup_rows.iter().find(|r| r.key == "stash_default_backup");
+    let stash_fast = backup_rows.iter().find(|r| r.key == "stash_fast_backup");
+    if let Some(s) = stash_default {
+        let ratio = agent_backup.dps() / s.dps();
+        kv.push(("ratio_backup_vs_stash".into(), format!("{ratio:.1}")));
+        target(
+            "backup_vs_stash",
+            format!("backup >= 20x Stash's way (default flags), docs/s: {ratio:.1}x"),
+            ratio >= 20.0,
+            &mut kv,
+        );
+    }
+    if let Some(s) = stash_fast {
+        let ratio = agent_backup.dps() / s.dps();
+        kv.push(("ratio_backup_vs_stash_fast".into(), format!("{ratio:.1}")));
+        println!("  (info) backup vs multielasticdump fastest flags + restic: {ratio:.1}x");
+    }
+    let ratio = agent_backup.dps() / raw_best;
+    kv.push(("ratio_backup_vs_raw".into(), format!("{ratio:.2}")));
+    target(
+        "backup_vs_raw",
+        format!("backup >= 0.7 of the raw export (the faster reader): {ratio:.2}"),
+        ratio >= 0.7,
+        &mut kv,
+    );
+    let load_default = restore_rows.iter().find(|r| r.key == "stash_default_load");
+    let load_fast = restore_rows.iter().find(|r| r.key == "stash_fast_load");
+    if let Some(l) = load_default {
+        let ratio = agent_restore.dps() / l.dps();
+        kv.push(("ratio_restore_vs_elasticdump".into(), format!("{ratio:.1}")));
+        target(
+            "restore_vs_elasticdump",
+            format!("restore >= 10x elasticdump load (Stash's flags), docs/s: {ratio:.1}x"),
+            ratio >= 10.0,
+            &mut kv,
+        );
+    }
+    if let Some(l) = load_fast {
+        let ratio = agent_restore.dps() / l.dps();
+        kv.push((
+            "ratio_restore_vs_elasticdump_fast".into(),
+            format!("{ratio:.1}"),
+        ));
+        println!("  (info) restore vs elasticdump load with its fastest flags: {ratio:.1}x");
+    }
+    let ratio = agent_restore.dps() / raw_bulk.dps();
+    kv.push(("ratio_restore_vs_raw".into(), format!("{ratio:.2}")));
+    target(
+        "restore_vs_raw",
+        format!("restore >= 0.7 of raw _bulk: {ratio:.2}"),
+        ratio >= 0.7,
+        &mut kv,
+    );
+    target(
+        "rss",
+        format!(
+            "peak RSS <= 256 MiB: {:.0} MiB (at {} documents)",
+            mib(peak_rss),
+            grouped(o.docs)
+        ),
+        mib(peak_rss) <= 256.0,
+        &mut kv,
+    );
+    target(
+        "second_backup",
+        format!("2nd backup adds <= 5 % of the 1st's bytes: {added_pct:.2} %"),
+        added_pct <= 5.0,
+        &mut kv,
+    );
+    if !o.baselines {
+        println!("  (baselines skipped: --no-baselines)");
+    }
+    let load_after = loadavg();
+    println!("load average before: {load_before}, after: {load_after}");
+    println!("took {:.0} s", total_started.elapsed().as_secs_f64());
+    kv.push(("all_targets".into(), verdict(all).into()));
+    kv.push(("load_before".into(), load_before.replace(' ', "/")));
+    kv.push(("load_after".into(), load_after.replace(' ', "/")));
+    let line: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("RESULT {}", line.join(" "));
+    Ok(())
+}
