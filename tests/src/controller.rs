@@ -140,6 +140,11 @@ impl Controller {
         )
     }
 
+    /// The process id (for resource measurements).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         self.process.log_tail(lines)
     }

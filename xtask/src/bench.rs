@@ -20,6 +20,7 @@
 //!   order, each segment a warm-up then a measured window; latency is per request.
 
 mod agent;
+mod controller;
 mod load;
 mod serve;
 
@@ -51,6 +52,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("webhook") => webhook(&args[1..]),
         Some("agent") => agent::run(&args[1..]),
+        Some("controller") => controller::run(&args[1..]),
         Some("serve-webhook") => serve::webhook(&args[1..]),
         Some("serve-bare") => serve::bare(&args[1..]),
         _ => bail!(USAGE),
