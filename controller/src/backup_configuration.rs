@@ -64,9 +64,20 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     );
     let secret_found = match &repo {
         Some(r) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &repo_ns);
             let secret = &r.spec.backend.storage_secret_name;
-            let found = secrets.get_metadata_opt(secret).await?.is_some();
+            let found = match ctx.secret_known(&repo_ns, secret) {
+                Some(found) => found,
+                None => {
+                    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &repo_ns);
+                    let found = secrets.get_metadata_opt(secret).await?.is_some();
+                    // Only a found Secret is remembered: a missing one is looked for again
+                    // at once, so a Secret applied a moment later makes the configuration Ready.
+                    if found {
+                        ctx.remember_secret(&repo_ns, secret, found);
+                    }
+                    found
+                }
+            };
             conditions::set(
                 conds,
                 "BackendSecretFound",
@@ -233,13 +244,22 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     body["conditions"] = json!(status.conditions);
 
     clean_history(&config, &ctx).await?;
-    let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER),
-        &Patch::Merge(json!({ "status": body })),
-    )
-    .await?;
+    // Most reconciles (a session changed, a referenced object was touched) change nothing:
+    // write only when the status differs, so a busy minute costs the API server less.
+    let current = serde_json::to_value(config.status.clone().unwrap_or_default())?;
+    let unchanged = body.as_object().is_some_and(|b| {
+        b.iter()
+            .all(|(k, v)| current.get(k).unwrap_or(&serde_json::Value::Null) == v)
+    });
+    if !unchanged {
+        let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER),
+            &Patch::Merge(json!({ "status": body })),
+        )
+        .await?;
+    }
     Ok(Action::requeue(requeue))
 }
 

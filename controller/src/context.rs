@@ -29,7 +29,13 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Recently seen existence of storage Secrets: (namespace, name) -> (exists, when).
+    /// Metadata GETs, not a watch: a watch on Secrets would need list access to all of them.
+    secrets: Mutex<HashMap<(String, String), (bool, std::time::Instant)>>,
 }
+
+/// How long a storage Secret's existence is trusted before it is looked up again.
+const SECRET_TTL: Duration = Duration::from_secs(30);
 
 /// First and longest wait after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -56,7 +62,28 @@ impl Context {
             install,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the Secret exists, if looked up less than 30 s ago.
+    pub fn secret_known(&self, namespace: &str, name: &str) -> Option<bool> {
+        let map = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(namespace.to_string(), name.to_string()))
+            .filter(|(_, at)| at.elapsed() < SECRET_TTL)
+            .map(|(found, _)| *found)
+    }
+
+    /// Remembers a Secret lookup.
+    pub fn remember_secret(&self, namespace: &str, name: &str, found: bool) {
+        let mut map = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(
+            (namespace.to_string(), name.to_string()),
+            (found, std::time::Instant::now()),
+        );
     }
 
     /// The wait before retrying `key` after one more failure: 1 s, 2 s, 4 s ... up to 5 min.

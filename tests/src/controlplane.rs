@@ -87,6 +87,7 @@ impl ControlPlane {
     /// Starts a control plane with `options`. Retries with fresh ports if a port was taken
     /// between choosing it and binding it.
     pub fn start_with(options: Options) -> Result<Self> {
+        crate::init_crypto();
         let binaries = Binaries::locate()?;
         let mut attempt = 1;
         loop {

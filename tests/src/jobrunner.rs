@@ -284,6 +284,7 @@ impl JobRunner {
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn with_client(client: Client, options: Options) -> Result<JobRunner> {
+        crate::init_crypto();
         let root = tempfile::Builder::new()
             .prefix("cairn-jobrunner-")
             .tempdir()

@@ -32,3 +32,13 @@ pub mod s3;
 pub mod webhook;
 
 pub use controlplane::{ControlPlane, Options, appbinding_crd_dir, crds_dir, repo_root};
+
+/// Installs ring as the process's rustls crypto provider (once). A workspace-wide build unifies
+/// rustls features (the agent's storage client brings aws-lc-rs), and with two providers
+/// compiled in, rustls cannot pick one by itself: every entry point of the harness calls this.
+pub fn init_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

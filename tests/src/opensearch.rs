@@ -233,6 +233,7 @@ impl OpenSearch {
 
     /// Starts a node and waits until its cluster health is yellow or green.
     pub fn start_with(options: Options) -> Result<Self> {
+        crate::init_crypto();
         let started = Instant::now();
         let install = options.distribution.install_dir()?;
         for needed in [install.join("lib"), install.join("classes")] {

@@ -80,6 +80,7 @@ impl S3Server {
     }
 
     pub fn start_with(options: S3Options) -> Result<Self> {
+        crate::init_crypto();
         let started = Instant::now();
         let minio = minio_binary()?;
         if !minio.is_file() {
