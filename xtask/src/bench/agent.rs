@@ -21,14 +21,16 @@
 //!   `--batch-docs 5000`), into a repository in a local directory. Time is the process's wall
 //!   time; peak RSS is `ru_maxrss` from `wait4`. Backed up twice (the second of unchanged data),
 //!   then the indices are deleted and restored from the latest snapshot.
-//! - **Stash's way**, on the `sub-*` subset (it is slow; compare documents per second):
-//!   `multielasticdump --direction=dump --match=^sub-.*$ --input=URL --output=DIR
-//!   --ignoreType=template` with its defaults (`--limit=100`, `--parallel=<CPUs>`), then
-//!   `restic backup DIR` (the repository initialised beforehand, not timed); and the same with
-//!   multielasticdump's fastest flags (`--limit=10000`, the largest page the server serves,
-//!   `--parallel=<indices>`). Restore: `restic restore` of the dump (timed on its own), the
-//!   indices deleted, then `multielasticdump --direction=load` with the same flags. The target
-//!   ratios compare with the load alone.
+//! - **Stash's way**: `multielasticdump --direction=dump --match=^bench-.*$ --input=URL
+//!   --output=DIR --ignoreType=template` with its defaults (`--limit=100`, `--parallel=<CPUs>`),
+//!   then `restic backup DIR` (the repository initialised beforehand, not timed), on all the
+//!   documents; and the same with multielasticdump's fastest flags (`--limit=10000`, the largest
+//!   page the server serves, `--parallel=<indices>`). Each also runs on the `sub-*` subset, whose
+//!   dump is then restored the Stash way: `restic restore` (timed on its own), the indices
+//!   deleted, `multielasticdump --direction=load` with the same flags. The load is slow, so it
+//!   runs on the subset only: compare documents per second (multielasticdump's fixed costs, a
+//!   node process per index and kind, weigh more on a subset). The target ratios compare with
+//!   the load alone.
 //! - Repository bytes are the files' sizes under the repository directory.
 //!
 //! The last line is `RESULT key=value ...` with every figure printed.
@@ -622,7 +624,7 @@ async fn export_raw(http: &Http, indices: &[String], reader: Reader) -> anyhow::
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-/// A finished child: wall time, exit, CPU time and peak RSS (from `wait4`).
+/// A finished child: wall time, CPU time (from `wait4`) and peak RSS (sampled).
 #[derive(Clone, Copy, Debug, Default)]
 struct Measured {
     secs: f64,
@@ -664,6 +666,51 @@ fn process_cpu(pid: Option<u32>) -> f64 {
     ticks as f64 / hz
 }
 
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `pid` and its descendants.
+fn process_tree(pid: u32, out: &mut Vec<u32>) {
+    out.push(pid);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            process_tree(c, out);
+        }
+    }
+}
+
+/// Samples the peak memory of a process and its descendants every 20 ms: the larger of the
+/// process's own high-water mark (`VmHWM`) and the sum of the tree's `VmRSS`. (`ru_maxrss` from
+/// `wait4` cannot be used: Linux carries the parent's high-water mark over `fork` + `exec`.)
+fn sample_peak(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        let mut tree = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tree.clear();
+            process_tree(pid, &mut tree);
+            let sum: u64 = tree.iter().map(|p| status_kib(*p, "VmRSS:")).sum();
+            peak = peak.max(sum).max(status_kib(pid, "VmHWM:"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    })
+}
+
 /// Runs `cmd` to its end with stdout and stderr in `<log>.out` / `<log>.err`.
 fn run_measured(cmd: &mut Command, log: &Path, server: Option<u32>) -> anyhow::Result<Measured> {
     let out = File::create(log.with_extension("out"))?;
@@ -675,6 +722,8 @@ fn run_measured(cmd: &mut Command, log: &Path, server: Option<u32>) -> anyhow::R
         .spawn()
         .with_context(|| format!("starting {:?}", cmd.get_program()))?;
     let pid = child.id() as libc::pid_t;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_peak(child.id(), stop.clone());
     let mut status: libc::c_int = 0;
     // SAFETY: zeroed rusage is a valid value; wait4 fills it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -690,12 +739,14 @@ fn run_measured(cmd: &mut Command, log: &Path, server: Option<u32>) -> anyhow::R
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_kib = sampler.join().unwrap_or(0);
     drop(child);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let m = Measured {
         secs,
         cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss as u64,
+        max_rss_kib: peak_kib,
         server_cpu_secs: process_cpu(server) - server_before,
     };
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
@@ -789,38 +840,47 @@ fn elasticdump_bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// One of Stash's ways, on the `sub-*` subset.
+/// One of Stash's ways on one set of indices: dump, `restic backup`, and with `load`, `restic
+/// restore` and the load into deleted indices.
 struct StashRun {
     label: &'static str,
     flags: Vec<String>,
+    docs: u64,
     dump: Measured,
     restic_backup: Measured,
-    restic_restore: Measured,
-    load: Measured,
+    restic_restore: Option<Measured>,
+    load: Option<Measured>,
     dump_bytes: u64,
     repo_bytes: u64,
 }
 
 /// What the baseline runs share.
 struct Ctx<'a> {
-    o: &'a Options,
     work: &'a Path,
     url: &'a str,
     server: Option<u32>,
     rt: &'a tokio::runtime::Runtime,
     http: &'a Http,
+    indices: u32,
 }
 
-fn stash(label: &'static str, flags: Vec<String>, c: &Ctx<'_>) -> anyhow::Result<StashRun> {
+fn stash(
+    label: &'static str,
+    flags: Vec<String>,
+    set: &str,
+    docs: u64,
+    load: bool,
+    c: &Ctx<'_>,
+) -> anyhow::Result<StashRun> {
     let Ctx {
-        o,
         work,
         url,
         server,
         rt,
         http,
+        indices,
     } = *c;
-    let dir = work.join(format!("stash-{label}"));
+    let dir = work.join(format!("stash-{label}-{set}"));
     let dump_dir = dir.join("dump");
     let repo = dir.join("repo");
     let cache = dir.join("cache");
@@ -831,20 +891,21 @@ fn stash(label: &'static str, flags: Vec<String>, c: &Ctx<'_>) -> anyhow::Result
         &dir.join("restic-init"),
         None,
     )?;
+    let matching = format!("--match=^{set}-.*$");
 
     let mut cmd = Command::new(&multi);
     cmd.args([
         "--direction=dump",
-        "--match=^sub-.*$",
+        &matching,
         &format!("--input={url}"),
         &format!("--output={}", dump_dir.display()),
         "--ignoreType=template",
     ])
     .args(&flags);
-    eprintln!("  {label}: multielasticdump dump ...");
+    eprintln!("  {label} {set}-*: multielasticdump dump ...");
     let dump = run_measured(&mut cmd, &dir.join("dump"), server)?;
     let dump_bytes = dir_bytes(&dump_dir);
-    eprintln!("  {label}: restic backup ...");
+    eprintln!("  {label} {set}-*: restic backup ...");
     let restic_backup = run_measured(
         &mut restic(
             &repo,
@@ -855,11 +916,27 @@ fn stash(label: &'static str, flags: Vec<String>, c: &Ctx<'_>) -> anyhow::Result
         None,
     )?;
     let repo_bytes = dir_bytes(&repo);
+    let mut run = StashRun {
+        label,
+        flags,
+        docs,
+        dump,
+        restic_backup,
+        restic_restore: None,
+        load: None,
+        dump_bytes,
+        repo_bytes,
+    };
+    if !load {
+        // The disk space back for the next runs.
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(run);
+    }
 
     // Restore: the dump back from the repository, then loaded into the server.
     let restored = dir.join("restored");
-    eprintln!("  {label}: restic restore ...");
-    let restic_restore = run_measured(
+    eprintln!("  {label} {set}-*: restic restore ...");
+    run.restic_restore = Some(run_measured(
         &mut restic(
             &repo,
             &cache,
@@ -872,40 +949,29 @@ fn stash(label: &'static str, flags: Vec<String>, c: &Ctx<'_>) -> anyhow::Result
         ),
         &dir.join("restic-restore"),
         None,
-    )?;
+    )?);
     let input = restored.join(dump_dir.strip_prefix("/").unwrap_or(&dump_dir));
     ensure!(input.is_dir(), "restic restore: no {}", input.display());
-    let subs = names("sub", o.indices);
-    rt.block_on(http.delete_indices(&subs))?;
+    rt.block_on(http.delete_indices(&names(set, indices)))?;
     let mut cmd = Command::new(&multi);
     cmd.args([
         "--direction=load",
-        "--match=^sub-.*$",
+        &matching,
         &format!("--input={}", input.display()),
         &format!("--output={url}"),
         "--ignoreType=template",
     ])
-    .args(&flags);
-    eprintln!("  {label}: multielasticdump load ...");
-    let load = run_measured(&mut cmd, &dir.join("load"), server)?;
-    let count = rt.block_on(http.count("sub-*"))?;
+    .args(&run.flags);
+    eprintln!("  {label} {set}-*: multielasticdump load ...");
+    run.load = Some(run_measured(&mut cmd, &dir.join("load"), server)?);
+    let count = rt.block_on(http.count(&format!("{set}-*")))?;
     ensure!(
-        count == o.baseline_docs,
-        "after multielasticdump load ({label}): {count} documents, not {}",
-        o.baseline_docs
+        count == docs,
+        "after multielasticdump load ({label}): {count} documents, not {docs}"
     );
-    // The disk space back for the next runs.
     let _ = std::fs::remove_dir_all(&restored);
-    Ok(StashRun {
-        label,
-        flags,
-        dump,
-        restic_backup,
-        restic_restore,
-        load,
-        dump_bytes,
-        repo_bytes,
-    })
+    let _ = std::fs::remove_dir_all(&dump_dir);
+    Ok(run)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1039,7 +1105,7 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         loaded.source_bytes as f64 / 1e6
     );
     println!(
-        "baselines (Stash's way, elasticdump): {} documents in {} indices sub-*, same generator: compare docs/s \
+        "subset for elasticdump's slow load: {} documents in {} indices sub-*, same generator: compare docs/s \
          (loaded first, untimed warm-up: {:.1} s, {:.0} docs/s)",
         grouped(o.baseline_docs),
         o.indices,
@@ -1080,7 +1146,9 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         let (docs, bytes) = match rt.block_on(export_raw(&http, &bench_names, reader)) {
             Ok(v) => v,
             Err(e) => {
-                println!("raw export ({name}) failed, left out: {e:#}");
+                let e = format!("{e:#}");
+                let cut = e.char_indices().nth(240).map_or(e.len(), |(i, _)| i);
+                println!("raw export ({name}) failed, left out: {}", &e[..cut]);
                 continue;
             }
         };
@@ -1161,7 +1229,7 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         });
     }
 
-    // Stash's ways, on the subset.
+    // Stash's ways: backups of all the documents, and of the subset, which is then loaded back.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut stash_runs = Vec::new();
     if o.baselines {
@@ -1169,17 +1237,18 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
             "--limit=10000".to_string(),
             format!("--parallel={}", o.indices),
         ];
+        let c = Ctx {
+            work,
+            url: &url,
+            server,
+            rt: &rt,
+            http: &http,
+            indices: o.indices,
+        };
         for (label, flags) in [("default", Vec::new()), ("fast", fast)] {
-            eprintln!("Stash's way ({label} flags) on sub-* ...");
-            let c = Ctx {
-                o,
-                work,
-                url: &url,
-                server,
-                rt: &rt,
-                http: &http,
-            };
-            stash_runs.push(stash(label, flags, &c)?);
+            eprintln!("Stash's way ({label} flags) ...");
+            stash_runs.push(stash(label, flags.clone(), "bench", o.docs, false, &c)?);
+            stash_runs.push(stash(label, flags, "sub", o.baseline_docs, true, &c)?);
         }
     }
     for s in &stash_runs {
@@ -1188,58 +1257,60 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         } else {
             s.flags.join(" ")
         };
+        let subset = s.load.is_some();
+        let key = if subset {
+            format!("stash_{}_subset", s.label)
+        } else {
+            format!("stash_{}", s.label)
+        };
         let both = s.dump.plus(s.restic_backup);
         backup_rows.push(Row {
-            key: format!("stash_{}_backup", s.label),
-            what: format!("multielasticdump ({flags}) + restic backup"),
-            docs: o.baseline_docs,
+            key: format!("{key}_backup"),
+            what: format!(
+                "multielasticdump ({flags}) + restic backup{}",
+                if subset { ", subset" } else { "" }
+            ),
+            docs: s.docs,
             secs: both.secs,
             rss_kib: Some(both.max_rss_kib),
             cpu_secs: Some(both.cpu_secs),
             server_cpu_secs: Some(both.server_cpu_secs),
             note: format!(
-                "dump {:.1} s + restic {:.1} s; dump dir {:.1} MB, repo {:.1} MB",
+                "dump {:.1} s + restic {:.1} s; dump dir {:.1} MB, restic repo {:.1} MB",
                 s.dump.secs,
                 s.restic_backup.secs,
                 s.dump_bytes as f64 / 1e6,
                 s.repo_bytes as f64 / 1e6
             ),
         });
-        restore_rows.push(Row {
-            key: format!("stash_{}_load", s.label),
-            what: format!("multielasticdump --direction=load ({flags})"),
-            docs: o.baseline_docs,
-            secs: s.load.secs,
-            rss_kib: Some(s.load.max_rss_kib),
-            cpu_secs: Some(s.load.cpu_secs),
-            server_cpu_secs: Some(s.load.server_cpu_secs),
-            note: format!(
-                "+ restic restore {:.1} s before it = {:.1} s, {:.0} docs/s",
-                s.restic_restore.secs,
-                s.restic_restore.secs + s.load.secs,
-                o.baseline_docs as f64 / (s.restic_restore.secs + s.load.secs)
-            ),
-        });
+        kv.push((format!("{key}_dump_s"), format!("{:.2}", s.dump.secs)));
         kv.push((
-            format!("stash_{}_restic_restore_s", s.label),
-            format!("{:.2}", s.restic_restore.secs),
-        ));
-        kv.push((
-            format!("stash_{}_dump_s", s.label),
-            format!("{:.2}", s.dump.secs),
-        ));
-        kv.push((
-            format!("stash_{}_restic_backup_s", s.label),
+            format!("{key}_restic_backup_s"),
             format!("{:.2}", s.restic_backup.secs),
         ));
-        kv.push((
-            format!("stash_{}_repo_bytes", s.label),
-            s.repo_bytes.to_string(),
-        ));
-        kv.push((
-            format!("stash_{}_dump_bytes", s.label),
-            s.dump_bytes.to_string(),
-        ));
+        kv.push((format!("{key}_repo_bytes"), s.repo_bytes.to_string()));
+        kv.push((format!("{key}_dump_bytes"), s.dump_bytes.to_string()));
+        if let (Some(load), Some(rr)) = (s.load, s.restic_restore) {
+            restore_rows.push(Row {
+                key: format!("stash_{}_load", s.label),
+                what: format!("multielasticdump --direction=load ({flags}), subset"),
+                docs: s.docs,
+                secs: load.secs,
+                rss_kib: Some(load.max_rss_kib),
+                cpu_secs: Some(load.cpu_secs),
+                server_cpu_secs: Some(load.server_cpu_secs),
+                note: format!(
+                    "+ restic restore {:.1} s before it = {:.1} s, {:.0} docs/s",
+                    rr.secs,
+                    rr.secs + load.secs,
+                    s.docs as f64 / (rr.secs + load.secs)
+                ),
+            });
+            kv.push((
+                format!("stash_{}_restic_restore_s", s.label),
+                format!("{:.2}", rr.secs),
+            ));
+        }
     }
 
     // cairn-agent restore into deleted indices.
