@@ -244,22 +244,17 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     body["conditions"] = json!(status.conditions);
 
     clean_history(&config, &ctx).await?;
-    // Most reconciles (a session changed, a referenced object was touched) change nothing:
-    // write only when the status differs, so a busy minute costs the API server less.
-    let current = serde_json::to_value(config.status.clone().unwrap_or_default())?;
-    let unchanged = body.as_object().is_some_and(|b| {
-        b.iter()
-            .all(|(k, v)| current.get(k).unwrap_or(&serde_json::Value::Null) == v)
-    });
-    if !unchanged {
-        let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER),
-            &Patch::Merge(json!({ "status": body })),
-        )
-        .await?;
-    }
+    // Written every time, even when unchanged: the write's own watch event brings one more
+    // reconcile, after the lookup caches (separate reflectors) have caught up with the object
+    // that triggered this one. Skipping unchanged writes left configurations NotReady until
+    // the next slot (seen in the tests); fewer writes need a requeue on that race first.
+    let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER),
+        &Patch::Merge(json!({ "status": body })),
+    )
+    .await?;
     Ok(Action::requeue(requeue))
 }
 

@@ -42,3 +42,23 @@ pub fn init_crypto() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+/// Polls `f` every 200 ms until it gives `Some`, panicking after `timeout` with `what` (for
+/// tests: a condition with a deadline, never a fixed sleep).
+pub async fn wait_for<T, F, Fut>(timeout: std::time::Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -6,11 +6,11 @@
 //! Sessions here never run a container (that is `tests/tests/sessions.rs`, with the job
 //! runner): these tests are about the controller's own decisions.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use cairn_api::{BackupConfiguration, BackupSession};
 use cairn_tests::controller::Controller;
+use cairn_tests::wait_for;
 use cairn_tests::webhook::Webhook;
 use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
 use k8s_openapi::api::batch::v1::Job;
@@ -74,25 +74,6 @@ async fn env() -> &'static Env {
         }
     })
     .await
-}
-
-/// Polls `f` until it gives `Some`, failing after `timeout` with `what`.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn apply(cp: &ControlPlane, objects: &[Value]) {

@@ -2,12 +2,12 @@
 //! with the job runner (test infrastructure) playing the node. The Jobs' container is a small
 //! shell program standing in for the agent: it writes an agent result to its termination log.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn_api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 use cairn_tests::controller::Controller;
 use cairn_tests::jobrunner::{Fault, FaultTarget, JobRunner, Options};
+use cairn_tests::wait_for;
 use cairn_tests::webhook::Webhook;
 use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
@@ -47,24 +47,6 @@ async fn env() -> &'static Env {
         }
     })
     .await
-}
-
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn apply(cp: &ControlPlane, objects: &[Value]) {
@@ -242,7 +224,9 @@ async fn every_failure_mode_fails_the_session_with_its_reason() {
     let task = format!("fake-{ns}");
     let failing = r#"printf '%s' '{"kind":"failure","phase":"connect","reason":"connection refused by 127.0.0.1:9"}' > "$CAIRN_TERMINATION_LOG"; exit 2"#;
     let mut objects = fake_task(&task, failing);
-    objects.extend(fixture(&ns, &task, json!({})));
+    // Keep every finished session: with the default history of one, each would be deleted as
+    // soon as the next one ends.
+    objects.extend(fixture(&ns, &task, json!({"backupHistoryLimit": 10})));
     apply(env.cp, &objects);
     ready(env.cp, &ns).await;
 
