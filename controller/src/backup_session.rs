@@ -21,10 +21,7 @@ use std::time::Duration;
 use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
-use crate::job::{
-    delete_job, ensure_interim_pvc, ensure_job, human_bytes, human_duration, job_outcome, owner_of,
-    session_labels,
-};
+use crate::job::{delete_job, human_bytes, human_duration, job_outcome, launch, owner_of};
 use crate::metrics::{ConfigLabels, SessionLabels};
 use crate::observe::JobObservation;
 use crate::scheduling::{to_chrono, to_time};
@@ -222,40 +219,19 @@ async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
             }
         },
     };
-    let owner = owner_of(session);
-    let namespace = ns(session);
-    if let Some(tpl) = &config.spec.interim_volume_template {
-        ensure_interim_pvc(&ctx.client, &namespace, &name, owner.clone(), tpl).await?;
-    }
-    let job_name = backup_job_name(&name);
-    ensure_job(
+    let (body, timeout) = launch(
         &ctx.client,
-        &namespace,
-        &job_name,
-        session_labels(&name),
-        owner,
+        &ns(session),
+        &name,
+        owner_of(session),
+        config.spec.interim_volume_template.as_ref(),
+        &backup_job_name(&name),
         &template,
+        config.spec.time_out.as_deref(),
+        session.status.clone().unwrap_or_default().conditions,
+        session.metadata.generation,
     )
     .await?;
-    let timeout = config
-        .spec
-        .time_out
-        .as_deref()
-        .and_then(|t| parse_go_duration(t).ok());
-    let mut status = session.status.clone().unwrap_or_default();
-    conditions::set(
-        &mut status.conditions,
-        "JobCreated",
-        true,
-        "JobCreated",
-        format!("Job {job_name} created"),
-        session.metadata.generation,
-        &now(),
-    );
-    let mut body = json!({"phase": SessionPhase::Running, "conditions": status.conditions});
-    if let Some(t) = timeout {
-        body["sessionDeadline"] = json!(to_time(Utc::now() + t));
-    }
     patch_status(ctx, session, body).await?;
     Ok(Action::requeue(
         timeout

@@ -104,6 +104,55 @@ pub async fn ensure_job(
     }
 }
 
+/// Starts a session's work, the same for backups and restores: its interim PVC (when templated)
+/// and its Job, both owned by the session. Returns the status fields of a Running session
+/// (phase, the `JobCreated` condition, the deadline from `timeOut`) and the timeout.
+#[allow(clippy::too_many_arguments)]
+pub async fn launch(
+    client: &Client,
+    namespace: &str,
+    session: &str,
+    owner: Option<OwnerReference>,
+    interim: Option<&PersistentVolumeClaimTemplate>,
+    job_name: &str,
+    template: &JobTemplateSpec,
+    time_out: Option<&str>,
+    mut conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    generation: Option<i64>,
+) -> Result<(serde_json::Value, Option<chrono::Duration>)> {
+    if let Some(tpl) = interim {
+        ensure_interim_pvc(client, namespace, session, owner.clone(), tpl).await?;
+    }
+    ensure_job(
+        client,
+        namespace,
+        job_name,
+        session_labels(session),
+        owner,
+        template,
+    )
+    .await?;
+    let timeout = time_out.and_then(|t| cairn_api::validation::parse_go_duration(t).ok());
+    crate::conditions::set(
+        &mut conditions,
+        "JobCreated",
+        true,
+        "JobCreated",
+        format!("Job {job_name} created"),
+        generation,
+        &crate::conditions::now(),
+    );
+    let mut body = serde_json::json!({
+        "phase": cairn_api::common::SessionPhase::Running,
+        "conditions": conditions,
+    });
+    if let Some(t) = timeout {
+        body["sessionDeadline"] =
+            serde_json::json!(crate::scheduling::to_time(chrono::Utc::now() + t));
+    }
+    Ok((body, timeout))
+}
+
 /// The outcome of the session's Job, from the Job and its Pods.
 pub async fn job_outcome(
     client: &Client,

@@ -10,7 +10,6 @@ use cairn_api::naming::restore_job_name;
 use cairn_api::resolve::resolve_restore_job;
 use cairn_api::restore_session::RestoredSummary;
 use cairn_api::result::AgentResult;
-use cairn_api::validation::parse_go_duration;
 use chrono::Utc;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -20,13 +19,10 @@ use serde_json::json;
 use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
-use crate::job::{
-    delete_job, ensure_interim_pvc, ensure_job, human_duration, job_outcome, owner_of,
-    session_labels,
-};
+use crate::job::{delete_job, human_duration, job_outcome, launch, owner_of};
 use crate::metrics::SessionLabels;
 use crate::observe::JobObservation;
-use crate::scheduling::{to_chrono, to_time};
+use crate::scheduling::to_chrono;
 
 const RECHECK: Duration = Duration::from_secs(60);
 
@@ -136,40 +132,20 @@ async fn start(r: &RestoreSession, ctx: &Context) -> Result<Action> {
             }
         },
     };
-    let owner = owner_of(r);
-    if let Some(tpl) = &r.spec.interim_volume_template {
-        ensure_interim_pvc(&ctx.client, &namespace, &name, owner.clone(), tpl).await?;
-    }
-    let job_name = restore_job_name(&name);
-    ensure_job(
+    let (mut body, _) = launch(
         &ctx.client,
         &namespace,
-        &job_name,
-        session_labels(&name),
-        owner,
+        &name,
+        owner_of(r),
+        r.spec.interim_volume_template.as_ref(),
+        &restore_job_name(&name),
         &template,
+        r.spec.time_out.as_deref(),
+        r.status.clone().unwrap_or_default().conditions,
+        r.metadata.generation,
     )
     .await?;
-    let timeout = r
-        .spec
-        .time_out
-        .as_deref()
-        .and_then(|t| parse_go_duration(t).ok());
-    let mut status = r.status.clone().unwrap_or_default();
-    conditions::set(
-        &mut status.conditions,
-        "JobCreated",
-        true,
-        "JobCreated",
-        format!("Job {job_name} created"),
-        r.metadata.generation,
-        &now(),
-    );
-    let mut body =
-        json!({"phase": SessionPhase::Running, "conditions": status.conditions, "totalHosts": 1});
-    if let Some(t) = timeout {
-        body["sessionDeadline"] = json!(to_time(Utc::now() + t));
-    }
+    body["totalHosts"] = json!(1);
     patch_status(ctx, r, body).await?;
     Ok(Action::requeue(RECHECK))
 }
