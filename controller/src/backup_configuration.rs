@@ -183,7 +183,8 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     };
 
     // Schedule.
-    let decision = decide(&config, Utc::now()).map_err(Error::Invalid);
+    let uid = config.uid().unwrap_or_default();
+    let decision = decide(&config, ctx.slot_dealt_with(&uid), Utc::now()).map_err(Error::Invalid);
     let mut body = json!({"observedGeneration": generation, "phase": phase});
     let mut requeue = MAX_WAIT;
     match &decision {
@@ -205,6 +206,7 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
                 )).await;
             }
             if let Some(last) = d.last_schedule {
+                ctx.remember_slot(&uid, last);
                 body["lastScheduleTime"] = json!(to_time(last));
             }
             body["nextScheduleTime"] = json!(d.next.and_then(to_time));

@@ -32,6 +32,10 @@ pub struct Context {
     /// Recently seen existence of storage Secrets: (namespace, name) -> (exists, when).
     /// Metadata GETs, not a watch: a watch on Secrets would need list access to all of them.
     secrets: Mutex<HashMap<(String, String), (bool, std::time::Instant)>>,
+    /// The newest schedule slot this process dealt with, per configuration UID. The watch
+    /// cache can hand a reconcile the object from before our own `lastScheduleTime` write;
+    /// without this, a missed slot would be counted (and evented) twice.
+    slots: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
 }
 
 /// How long a storage Secret's existence is trusted before it is looked up again.
@@ -63,6 +67,7 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,6 +89,24 @@ impl Context {
             (namespace.to_string(), name.to_string()),
             (found, std::time::Instant::now()),
         );
+    }
+
+    /// The newest slot dealt with for the configuration of `uid`, as far as this process knows.
+    pub fn slot_dealt_with(&self, uid: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let map = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(uid).copied()
+    }
+
+    /// Remembers that every slot up to `slot` of the configuration of `uid` was dealt with.
+    pub fn remember_slot(&self, uid: &str, slot: chrono::DateTime<chrono::Utc>) {
+        let mut map = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        // Deleted configurations are not reported here; a bound keeps their entries from
+        // piling up (losing the memory only falls back to the status).
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        let entry = map.entry(uid.to_string()).or_insert(slot);
+        *entry = (*entry).max(slot);
     }
 
     /// The wait before retrying `key` after one more failure: 1 s, 2 s, 4 s ... up to 5 min.

@@ -32,9 +32,15 @@ pub fn to_time(t: DateTime<Utc>) -> Option<k8s_openapi::apimachinery::pkg::apis:
         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
-/// Decides for `config` at `now`. Slots are looked for after `status.lastScheduleTime`, or after
-/// the configuration's creation: a new configuration never runs a slot from before it existed.
-pub fn decide(config: &BackupConfiguration, now: DateTime<Utc>) -> Result<Decision, String> {
+/// Decides for `config` at `now`. Slots are looked for after `status.lastScheduleTime` (or
+/// `remembered`, the newest slot this process dealt with, when that is later: the status read
+/// may predate our own write), or after the configuration's creation: a new configuration never
+/// runs a slot from before it existed.
+pub fn decide(
+    config: &BackupConfiguration,
+    remembered: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Decision, String> {
     let spec = &config.spec;
     let schedule = Schedule::parse(&spec.schedule, spec.time_zone.as_deref())
         .map_err(|e| format!("spec.schedule: {e}"))?;
@@ -45,7 +51,8 @@ pub fn decide(config: &BackupConfiguration, now: DateTime<Utc>) -> Result<Decisi
         .and_then(|s| s.last_schedule_time.as_ref())
         .or(config.metadata.creation_timestamp.as_ref())
         .and_then(|t| to_chrono(&t.0))
-        .unwrap_or(now);
+        .unwrap_or(now)
+        .max(remembered.unwrap_or(DateTime::<Utc>::MIN_UTC));
     let mut decision = Decision {
         create: None,
         skipped: 0,
@@ -102,12 +109,12 @@ mod tests {
     #[test]
     fn due_slot_is_created_once() {
         let c = config("2026-11-25T10:01:00Z", None, false);
-        let d = decide(&c, t("2026-11-25T10:10:05Z")).expect("decides");
+        let d = decide(&c, None, t("2026-11-25T10:10:05Z")).expect("decides");
         assert_eq!(d.create, Some(t("2026-11-25T10:10:00Z")));
         assert_eq!(d.next, Some(t("2026-11-25T10:20:00Z")));
         // After recording the slot, the same moment creates nothing.
         let c = config("2026-11-25T10:01:00Z", Some("2026-11-25T10:10:00Z"), false);
-        let d = decide(&c, t("2026-11-25T10:10:06Z")).expect("decides");
+        let d = decide(&c, None, t("2026-11-25T10:10:06Z")).expect("decides");
         assert_eq!(d.create, None);
     }
 
@@ -115,13 +122,13 @@ mod tests {
     fn nothing_before_creation_and_nothing_when_paused() {
         let c = config("2026-11-25T10:05:00Z", None, false);
         assert_eq!(
-            decide(&c, t("2026-11-25T10:06:00Z"))
+            decide(&c, None, t("2026-11-25T10:06:00Z"))
                 .expect("decides")
                 .create,
             None
         );
         let c = config("2026-11-25T10:01:00Z", None, true);
-        let d = decide(&c, t("2026-11-25T10:10:05Z")).expect("decides");
+        let d = decide(&c, None, t("2026-11-25T10:10:05Z")).expect("decides");
         assert_eq!(d.create, None);
         assert_eq!(d.next, Some(t("2026-11-25T10:20:00Z")));
     }
@@ -130,13 +137,34 @@ mod tests {
     fn missed_slots_within_the_deadline_run_once_older_are_skipped() {
         // Controller down from 10:05 to 10:31: 10:10 and 10:20 are too old, 10:30 runs.
         let c = config("2026-11-25T10:01:00Z", Some("2026-11-25T10:00:00Z"), false);
-        let d = decide(&c, t("2026-11-25T10:31:00Z")).expect("decides");
+        let d = decide(&c, None, t("2026-11-25T10:31:00Z")).expect("decides");
         assert_eq!(d.create, Some(t("2026-11-25T10:30:00Z")));
         assert_eq!(d.skipped, 2);
         // Down until 10:33: 10:30 is beyond the 120 s deadline too.
-        let d = decide(&c, t("2026-11-25T10:33:00Z")).expect("decides");
+        let d = decide(&c, None, t("2026-11-25T10:33:00Z")).expect("decides");
         assert_eq!(d.create, None);
         assert_eq!(d.skipped, 3);
         assert_eq!(d.last_schedule, Some(t("2026-11-25T10:30:00Z")));
+    }
+
+    #[test]
+    fn a_stale_status_does_not_count_a_slot_dealt_with_again() {
+        // The cache still shows 10:00 although this process skipped up to 10:30 already.
+        let c = config("2026-11-25T10:01:00Z", Some("2026-11-25T10:00:00Z"), false);
+        let d = decide(
+            &c,
+            Some(t("2026-11-25T10:30:00Z")),
+            t("2026-11-25T10:33:00Z"),
+        )
+        .expect("decides");
+        assert_eq!((d.create, d.skipped), (None, 0));
+        // A later status than the memory wins as well.
+        let d = decide(
+            &c,
+            Some(t("2026-11-25T09:00:00Z")),
+            t("2026-11-25T10:05:00Z"),
+        )
+        .expect("decides");
+        assert_eq!((d.create, d.skipped), (None, 0));
     }
 }
