@@ -1,5 +1,5 @@
-//! Reconciling a BackupConfiguration: dereference what it names → validate → status conditions
-//! and phase → create the session of a due slot → clean history → requeue at the next slot.
+//! Reconciling a BackupConfiguration: create the session of a due slot → dereference what it
+//! names → validate → status conditions and phase → clean history → requeue at the next slot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::metrics::ConfigLabels;
-use crate::scheduling::{decide, to_time};
+use crate::scheduling::{Decision, decide, to_time};
 
 /// Longest wait between two looks at a configuration (a safety net; watches drive the rest).
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -37,6 +37,18 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     let t = now();
     let mut status = config.status.clone().unwrap_or_default();
     let conds = &mut status.conditions;
+
+    // Schedule first: at a slot every due configuration reconciles at once, and the session's
+    // creation is what is measured late when it waits behind the lookups below. (A session of
+    // a configuration that is not Ready is created too, and skipped with the reason.)
+    let uid = config.uid().unwrap_or_default();
+    let decision = decide(&config, ctx.slot_dealt_with(&uid), Utc::now()).map_err(Error::Invalid);
+    if let Ok(Decision {
+        create: Some(slot), ..
+    }) = &decision
+    {
+        create_session(&config, &ctx, *slot).await?;
+    }
 
     // Dereference.
     let repo_ns = config
@@ -182,16 +194,10 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
         ConfigurationPhase::NotReady
     };
 
-    // Schedule.
-    let uid = config.uid().unwrap_or_default();
-    let decision = decide(&config, ctx.slot_dealt_with(&uid), Utc::now()).map_err(Error::Invalid);
     let mut body = json!({"observedGeneration": generation, "phase": phase});
     let mut requeue = MAX_WAIT;
     match &decision {
         Ok(d) => {
-            if let Some(slot) = d.create {
-                create_session(&config, &ctx, slot).await?;
-            }
             if d.skipped > 0 {
                 let labels = ConfigLabels {
                     namespace: namespace.clone(),
@@ -327,6 +333,7 @@ async fn clean_history(config: &BackupConfiguration, ctx: &Context) -> Result<()
     let keep = config.spec.backup_history_limit.unwrap_or(1).max(1) as usize;
     let ns = config.namespace();
     let mine: Vec<_> = ctx
+        .stores
         .sessions
         .state()
         .into_iter()

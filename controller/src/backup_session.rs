@@ -168,7 +168,7 @@ async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
         .await;
     };
     // Skip: one running session per configuration, and only Ready configurations run.
-    let running = ctx.sessions.state().into_iter().any(|s| {
+    let running = ctx.stores.sessions.state().into_iter().any(|s| {
         s.name_any() != name
             && s.namespace() == session.namespace()
             && s.spec.invoker.name == session.spec.invoker.name
@@ -266,7 +266,7 @@ async fn follow(session: &BackupSession, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    match job_outcome(&ctx.client, &namespace, &job_name).await? {
+    match job_outcome(ctx, &namespace, &job_name).await? {
         JobObservation::Running => {
             let until = deadline
                 .and_then(|d| (d - Utc::now()).to_std().ok())

@@ -5,15 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_api::BackupSession;
 use cairn_api::resolve::InstallSettings;
 use cairn_webhook::cache::Caches;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
 use crate::metrics::Metrics;
+use crate::stores::Stores;
 
 /// Field manager of every write the controller makes.
 pub const MANAGER: &str = "cairn-controller";
@@ -22,8 +21,8 @@ pub struct Context {
     pub client: Client,
     /// Repositories, configurations, Tasks, Functions, AppBindings, Namespaces.
     pub lookups: Caches,
-    /// Every BackupSession (the session controller's own cache).
-    pub sessions: Store<BackupSession>,
+    /// Sessions, Jobs and Pods, from the shared watches.
+    pub stores: Stores,
     pub install: InstallSettings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -49,7 +48,7 @@ impl Context {
     pub fn new(
         client: Client,
         lookups: Caches,
-        sessions: Store<BackupSession>,
+        stores: Stores,
         install: InstallSettings,
         metrics: Arc<Metrics>,
         instance: String,
@@ -62,7 +61,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             lookups,
-            sessions,
+            stores,
             install,
             metrics,
             failures: Mutex::new(HashMap::new()),

@@ -11,8 +11,10 @@ use k8s_openapi::api::batch::v1::{Job, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
-use kube::{Api, Client, Resource};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource, ResourceExt};
 
+use crate::context::Context;
 use crate::error::Result;
 use crate::observe::{JobObservation, observe};
 
@@ -153,15 +155,32 @@ pub async fn launch(
     Ok((body, timeout))
 }
 
-/// The outcome of the session's Job, from the Job and its Pods.
-pub async fn job_outcome(
-    client: &Client,
-    namespace: &str,
-    job_name: &str,
-) -> Result<JobObservation> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+/// The outcome of a Job, from the Job and its Pods. Read from the watch caches first; anything
+/// but Running (which only waits) is confirmed with a live read, so a cache that lags (a Job
+/// just created, a Pod's termination message not seen yet) decides nothing.
+pub async fn job_outcome(ctx: &Context, namespace: &str, job_name: &str) -> Result<JobObservation> {
+    let job = ctx
+        .stores
+        .jobs
+        .get(&ObjectRef::new(job_name).within(namespace));
+    let pods: Vec<Pod> = ctx
+        .stores
+        .pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace)
+                && p.labels().get("job-name").map(String::as_str) == Some(job_name)
+        })
+        .map(|p| p.as_ref().clone())
+        .collect();
+    let cached = observe(job.as_deref(), &pods, k8s_openapi::jiff::Timestamp::now());
+    if matches!(cached, JobObservation::Running) {
+        return Ok(cached);
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job = jobs.get_opt(job_name).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let list = pods
         .list(&ListParams::default().labels(&format!("job-name={job_name}")))
         .await?;

@@ -14,3 +14,4 @@ pub mod observe;
 pub mod repository;
 pub mod restore_session;
 pub mod scheduling;
+pub mod stores;

@@ -15,13 +15,14 @@ use cairn_api::{AppBinding, BackupConfiguration, BackupSession, Repository, Rest
 use cairn_controller::context::Context;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
+use cairn_controller::stores::{SharedWatch, Stores, keep_all, pod_status_only};
 use cairn_controller::{backup_configuration, backup_session, repository, restore_session};
 use cairn_webhook::cache::Caches;
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -88,6 +89,9 @@ async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+/// Reconciles in flight per controller.
+const RECONCILES_IN_FLIGHT: u16 = 32;
 
 /// Wraps a reconcile with the reconcile metrics.
 macro_rules! timed {
@@ -191,54 +195,59 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
 
-    // BackupSessions: owns Jobs, and hears about their Pods through the session label.
-    let sessions_api: Api<BackupSession> = Api::all(client.clone());
-    let session_ctl = Controller::new(sessions_api, watcher::Config::default());
-    let sessions = session_ctl.store();
+    // One watch per kind, shared by the controllers that need it.
+    let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+    let all = watcher::Config::default;
+    let mut session_watch = SharedWatch::<BackupSession>::new(Api::all(client.clone()), all());
+    let mut restore_watch = SharedWatch::<RestoreSession>::new(Api::all(client.clone()), all());
+    let mut config_watch = SharedWatch::<BackupConfiguration>::new(Api::all(client.clone()), all());
+    let mut repository_watch = SharedWatch::<Repository>::new(Api::all(client.clone()), all());
+    let mut app_watch = SharedWatch::<AppBinding>::new(Api::all(client.clone()), all());
+    let mut task_watch = SharedWatch::<Task>::new(Api::all(client.clone()), all());
+    let mut job_watch = SharedWatch::<Job>::new(Api::all(client.clone()), all().labels(&managed));
+    let mut pod_watch = SharedWatch::<Pod>::new(Api::all(client.clone()), all().labels(&managed));
     let ctx = Arc::new(Context::new(
         client.clone(),
         lookups,
-        sessions,
+        Stores {
+            sessions: session_watch.store.clone(),
+            jobs: job_watch.store.clone(),
+            pods: pod_watch.store.clone(),
+        },
         install,
         metrics.clone(),
         identity,
     ));
-    let pods: Api<Pod> = Api::all(client.clone());
-    let cairn_pods = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    fn session_of_pod<K: kube::Resource<DynamicType = ()>>(pod: Pod) -> Option<ObjectRef<K>> {
+    // At a slot every due configuration reconciles at once: a bounded number in flight keeps
+    // the client on a few reused connections instead of one TLS handshake per reconcile.
+    let limits = || controller::Config::default().concurrency(RECONCILES_IN_FLIGHT);
+    fn session_of_pod<K: kube::Resource<DynamicType = ()>>(pod: &Pod) -> Option<ObjectRef<K>> {
         let ns = pod.namespace().unwrap_or_default();
         pod.labels()
             .get(LABEL_SESSION)
             .map(|s| ObjectRef::new(s).within(&ns))
     }
-    let backup_sessions = session_ctl
-        .owns(
-            Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
-        )
-        .watches(
-            pods.clone(),
-            cairn_pods.clone(),
-            session_of_pod::<BackupSession>,
-        )
-        .graceful_shutdown_on(stopped())
-        .run(
-            timed!("backupsession", backup_session::reconcile),
-            backup_session::error_policy,
-            ctx.clone(),
-        )
-        .for_each(log_result);
 
-    let restore_ctl = Controller::new(
-        Api::<RestoreSession>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let restores = restore_ctl
-        .owns(
-            Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
-        )
-        .watches(pods, cairn_pods, session_of_pod::<RestoreSession>)
+    // BackupSessions: own Jobs, and hear about their Pods through the session label.
+    let backup_sessions =
+        Controller::for_stream(futures::stream::pending(), session_watch.store.clone())
+            .with_config(limits())
+            .reconcile_on(session_watch.route_self())
+            .reconcile_on(job_watch.route_owner())
+            .reconcile_on(pod_watch.route(session_of_pod::<BackupSession>))
+            .graceful_shutdown_on(stopped())
+            .run(
+                timed!("backupsession", backup_session::reconcile),
+                backup_session::error_policy,
+                ctx.clone(),
+            )
+            .for_each(log_result);
+
+    let restores = Controller::for_stream(futures::stream::pending(), restore_watch.store.clone())
+        .with_config(limits())
+        .reconcile_on(restore_watch.route_self())
+        .reconcile_on(job_watch.route_owner())
+        .reconcile_on(pod_watch.route(session_of_pod::<RestoreSession>))
         .graceful_shutdown_on(stopped())
         .run(
             timed!("restoresession", restore_session::reconcile),
@@ -249,11 +258,7 @@ async fn main() -> anyhow::Result<()> {
 
     // BackupConfigurations: re-evaluated when what they reference appears or changes, and when
     // one of their sessions changes (skip rules, history).
-    let config_ctl = Controller::new(
-        Api::<BackupConfiguration>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let configs = config_ctl.store();
+    let configs = config_watch.store.clone();
     let referring = |configs: kube::runtime::reflector::Store<BackupConfiguration>,
                      pick: fn(&BackupConfiguration, &str, &str) -> bool| {
         move |ns: Option<String>, name: String| {
@@ -280,30 +285,18 @@ async fn main() -> anyhow::Result<()> {
     let by_task = referring(configs.clone(), |c, _, name| {
         c.spec.task.as_ref().and_then(|t| t.name.as_deref()) == Some(name)
     });
-    let configurations = config_ctl
-        .watches(
-            Api::<Repository>::all(client.clone()),
-            watcher::Config::default(),
-            move |r: Repository| by_repo(r.namespace(), r.name_any()),
+    let configurations = Controller::for_stream(futures::stream::pending(), configs)
+        .with_config(limits())
+        .reconcile_on(config_watch.route_self())
+        .reconcile_on(
+            repository_watch.route(move |r: &Repository| by_repo(r.namespace(), r.name_any())),
         )
-        .watches(
-            Api::<AppBinding>::all(client.clone()),
-            watcher::Config::default(),
-            move |a: AppBinding| by_app(a.namespace(), a.name_any()),
-        )
-        .watches(
-            Api::<Task>::all(client.clone()),
-            watcher::Config::default(),
-            move |t: Task| by_task(None, t.name_any()),
-        )
-        .watches(
-            Api::<BackupSession>::all(client.clone()),
-            watcher::Config::default(),
-            |s: BackupSession| {
-                let ns = s.namespace().unwrap_or_default();
-                Some(ObjectRef::<BackupConfiguration>::new(&s.spec.invoker.name).within(&ns))
-            },
-        )
+        .reconcile_on(app_watch.route(move |a: &AppBinding| by_app(a.namespace(), a.name_any())))
+        .reconcile_on(task_watch.route(move |t: &Task| by_task(None, t.name_any())))
+        .reconcile_on(session_watch.route(|s: &BackupSession| {
+            let ns = s.namespace().unwrap_or_default();
+            Some(ObjectRef::<BackupConfiguration>::new(&s.spec.invoker.name).within(&ns))
+        }))
         .graceful_shutdown_on(stopped())
         .run(
             timed!("backupconfiguration", backup_configuration::reconcile),
@@ -313,21 +306,28 @@ async fn main() -> anyhow::Result<()> {
         .for_each(log_result);
 
     // Repositories: the wipe-out finalizer and its cleanup Job (a deleted Job wakes it too).
-    let repositories = Controller::new(
-        Api::<Repository>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
-    )
-    .graceful_shutdown_on(stopped())
-    .run(
-        timed!("repository", repository::reconcile),
-        repository::error_policy,
-        ctx.clone(),
-    )
-    .for_each(log_result);
+    let repositories =
+        Controller::for_stream(futures::stream::pending(), repository_watch.store.clone())
+            .with_config(limits())
+            .reconcile_on(repository_watch.route_self())
+            .reconcile_on(job_watch.route_owner())
+            .graceful_shutdown_on(stopped())
+            .run(
+                timed!("repository", repository::reconcile),
+                repository::error_policy,
+                ctx.clone(),
+            )
+            .for_each(log_result);
+
+    // Every route in place: start the watches.
+    tokio::spawn(session_watch.run(keep_all));
+    tokio::spawn(restore_watch.run(keep_all));
+    tokio::spawn(config_watch.run(keep_all));
+    tokio::spawn(repository_watch.run(keep_all));
+    tokio::spawn(app_watch.run(keep_all));
+    tokio::spawn(task_watch.run(keep_all));
+    tokio::spawn(job_watch.run(keep_all));
+    tokio::spawn(pod_watch.run(pod_status_only));
 
     tracing::info!("cairn-controller running");
     futures::join!(backup_sessions, restores, configurations, repositories);

@@ -83,7 +83,7 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
         &template,
     )
     .await?;
-    match job_outcome(&ctx.client, &namespace, &job_name).await? {
+    match job_outcome(&ctx, &namespace, &job_name).await? {
         JobObservation::Running | JobObservation::Missing => {
             Ok(Action::requeue(Duration::from_secs(30)))
         }

@@ -172,7 +172,7 @@ async fn follow(r: &RestoreSession, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    match job_outcome(&ctx.client, &namespace, &job_name).await? {
+    match job_outcome(ctx, &namespace, &job_name).await? {
         JobObservation::Running => Ok(Action::requeue(
             deadline
                 .and_then(|d| (d - Utc::now()).to_std().ok())
