@@ -25,7 +25,7 @@ use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::metrics::ConfigLabels;
-use crate::scheduling::{Decision, decide, to_time};
+use crate::scheduling::{decide, to_time};
 
 /// Longest wait between two looks at a configuration (a safety net; watches drive the rest).
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -43,11 +43,31 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     // a configuration that is not Ready is created too, and skipped with the reason.)
     let uid = config.uid().unwrap_or_default();
     let decision = decide(&config, ctx.slot_dealt_with(&uid), Utc::now()).map_err(Error::Invalid);
-    if let Ok(Decision {
-        create: Some(slot), ..
-    }) = &decision
-    {
-        create_session(&config, &ctx, *slot).await?;
+    if let Ok(d) = &decision {
+        if let Some(slot) = d.create {
+            create_session(&config, &ctx, slot).await?;
+        }
+        if d.skipped > 0 {
+            let labels = ConfigLabels {
+                namespace: namespace.clone(),
+                configuration: name.clone(),
+            };
+            ctx.metrics
+                .missed_slots
+                .get_or_create(&labels)
+                .inc_by(d.skipped);
+            ctx.event(config.as_ref(), true, "SlotsMissed", format!(
+                "{} schedule slot(s) were missed by more than startingDeadlineSeconds and skipped", d.skipped
+            )).await;
+        }
+        if let Some(last) = d.last_schedule {
+            ctx.remember_slot(&uid, last);
+        }
+        if d.create.is_some() {
+            // The new session's watch event brings the rest (status, history) moments later;
+            // returning now lets the other configurations due at this slot go first.
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
     }
 
     // Dereference.
@@ -198,21 +218,9 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     let mut requeue = MAX_WAIT;
     match &decision {
         Ok(d) => {
-            if d.skipped > 0 {
-                let labels = ConfigLabels {
-                    namespace: namespace.clone(),
-                    configuration: name.clone(),
-                };
-                ctx.metrics
-                    .missed_slots
-                    .get_or_create(&labels)
-                    .inc_by(d.skipped);
-                ctx.event(config.as_ref(), true, "SlotsMissed", format!(
-                    "{} schedule slot(s) were missed by more than startingDeadlineSeconds and skipped", d.skipped
-                )).await;
-            }
-            if let Some(last) = d.last_schedule {
-                ctx.remember_slot(&uid, last);
+            // Every slot dealt with, by this reconcile or an earlier one whose status write
+            // this object may not show yet.
+            if let Some(last) = ctx.slot_dealt_with(&uid) {
                 body["lastScheduleTime"] = json!(to_time(last));
             }
             body["nextScheduleTime"] = json!(d.next.and_then(to_time));

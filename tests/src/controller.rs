@@ -145,6 +145,11 @@ impl Controller {
         self.process.pid()
     }
 
+    /// The controller's log file (removed with the controller).
+    pub fn log_path(&self) -> &std::path::Path {
+        self.process.log_path()
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         self.process.log_tail(lines)
     }

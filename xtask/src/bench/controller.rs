@@ -232,11 +232,36 @@ async fn measure(n: usize) -> anyhow::Result<()> {
         lags.last().copied().unwrap_or(f64::NAN),
     );
     let rss_mb = rss_kb / 1024.0;
+    // The controller's own view: the lag it logged when each create returned.
+    let log = std::fs::read_to_string(controller.log_path()).unwrap_or_default();
+    let mut own: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("session created"))
+        .filter_map(|l| {
+            l.split("lag_seconds=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    own.sort_by(|a, b| a.total_cmp(b));
+    let kept = std::env::temp_dir().join("cairn-bench-controller.log");
+    let _ = std::fs::write(&kept, &log);
     let per_session = requests / n as f64;
     println!("\nsessions: {}", lags.len());
     println!(
         "scheduling lag (watch-observed creation - slot): p50 {p50:.3}s  p99 {p99:.3}s  max {max:.3}s   target p99 < 2s: {}",
         if p99 < 2.0 { "PASS" } else { "MISS" }
+    );
+    println!(
+        "controller-logged lag (create returned - slot): p50 {:.3}s  p99 {:.3}s  max {:.3}s over {} sessions (log kept at {})",
+        quantile(&own, 0.5),
+        quantile(&own, 0.99),
+        own.last().copied().unwrap_or(f64::NAN),
+        own.len(),
+        kept.display()
     );
     println!(
         "controller peak RSS: {rss_mb:.1} MB   target < 100 MB: {}",
@@ -249,7 +274,8 @@ async fn measure(n: usize) -> anyhow::Result<()> {
         "baseline for scale: Stash's CronJob controller checks every 10 s, then a pod starts to create the session"
     );
     println!(
-        "RESULT configs={n} lag_p50_s={p50:.3} lag_p99_s={p99:.3} lag_max_s={max:.3} peak_rss_mb={rss_mb:.1} api_requests={requests:.0} api_requests_per_session={per_session:.2} target_lag_p99={} target_rss={}",
+        "RESULT configs={n} lag_p50_s={p50:.3} lag_p99_s={p99:.3} lag_max_s={max:.3} own_lag_p99_s={:.3} peak_rss_mb={rss_mb:.1} api_requests={requests:.0} api_requests_per_session={per_session:.2} target_lag_p99={} target_rss={}",
+        quantile(&own, 0.99),
         if p99 < 2.0 { "PASS" } else { "MISS" },
         if rss_mb < 100.0 { "PASS" } else { "MISS" }
     );
