@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 use crate::metrics::ConfigLabels;
 use crate::scheduling::{decide, to_time};
 
+/// How soon work that gave way to a slot's creations looks again.
+pub const SLOT_WAIT: Duration = Duration::from_millis(500);
+
 /// Longest wait between two looks at a configuration (a safety net; watches drive the rest).
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
@@ -63,11 +66,16 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
         if let Some(last) = d.last_schedule {
             ctx.remember_slot(&uid, last);
         }
+        let paused = config.spec.paused.unwrap_or(false);
+        ctx.expect_slot(&uid, d.next.filter(|_| !paused));
         if d.create.is_some() {
             // The new session's watch event brings the rest (status, history) moments later;
             // returning now lets the other configurations due at this slot go first.
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
+    }
+    if ctx.slot_in_progress(Utc::now()) {
+        return Ok(Action::requeue(SLOT_WAIT));
     }
 
     // Dereference.
@@ -78,7 +86,7 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
         .clone()
         .unwrap_or_else(|| namespace.clone());
     let repo = ctx
-        .lookups
+        .stores
         .repository(&repo_ns, &config.spec.repository.name);
     conditions::set(
         conds,
@@ -138,7 +146,7 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
         }
     };
     let app = ctx
-        .lookups
+        .stores
         .app_binding(&namespace, &config.spec.target.r#ref.name);
     conditions::set(
         conds,
@@ -168,7 +176,7 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
         .unwrap_or_else(|| {
             default_task_name(app.as_deref(), Direction::Backup, &ctx.install.catalog)
         });
-    let task = ctx.lookups.task(&task_name);
+    let task = ctx.stores.task(&task_name);
     conditions::set(
         conds,
         "TaskFound",
@@ -187,7 +195,7 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     );
 
     // Validate: the same rules as admission, for objects admitted before a rule existed.
-    let verdict = validate_backup_configuration(&config, None, &ctx.lookups);
+    let verdict = validate_backup_configuration(&config, None, &ctx.stores);
     conditions::set(
         conds,
         "ValidationPassed",

@@ -44,7 +44,7 @@ fn ns(session: &BackupSession) -> String {
 }
 
 fn invoker(session: &BackupSession, ctx: &Context) -> Option<Arc<BackupConfiguration>> {
-    ctx.lookups
+    ctx.stores
         .backup_configuration(&ns(session), &session.spec.invoker.name)
 }
 
@@ -153,6 +153,10 @@ fn next_retry(session: &BackupSession, ctx: &Context) -> serde_json::Value {
 }
 
 async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
+    if ctx.slot_in_progress(chrono::Utc::now()) {
+        // Starting the Job can wait a moment for the sessions of a slot that just came.
+        return Ok(Action::requeue(crate::backup_configuration::SLOT_WAIT));
+    }
     let name = session.name_any();
     let Some(config) = invoker(session, ctx) else {
         return fail(
@@ -206,7 +210,7 @@ async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
     }
     let template = match &session.spec.job_template {
         Some(t) => t.clone(),
-        None => match resolve_backup_job(session, &ctx.lookups, &ctx.install) {
+        None => match resolve_backup_job(session, &ctx.stores, &ctx.install) {
             Ok(t) => t,
             Err(e) => {
                 return fail(

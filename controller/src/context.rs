@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_api::resolve::InstallSettings;
-use cairn_webhook::cache::Caches;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
@@ -19,9 +18,7 @@ pub const MANAGER: &str = "cairn-controller";
 
 pub struct Context {
     pub client: Client,
-    /// Repositories, configurations, Tasks, Functions, AppBindings, Namespaces.
-    pub lookups: Caches,
-    /// Sessions, Jobs and Pods, from the shared watches.
+    /// Every object the controller reads, from its watches (also the lookups of validation).
     pub stores: Stores,
     pub install: InstallSettings,
     pub recorder: Recorder,
@@ -35,6 +32,9 @@ pub struct Context {
     /// cache can hand a reconcile the object from before our own `lastScheduleTime` write;
     /// without this, a missed slot would be counted (and evented) twice.
     slots: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
+    /// The next slot of each scheduled configuration, per UID: while a slot that just came
+    /// still has sessions to create, work that can wait a moment waits (see `slot_in_progress`).
+    upcoming: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
 }
 
 /// How long a storage Secret's existence is trusted before it is looked up again.
@@ -47,7 +47,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 impl Context {
     pub fn new(
         client: Client,
-        lookups: Caches,
         stores: Stores,
         install: InstallSettings,
         metrics: Arc<Metrics>,
@@ -60,13 +59,13 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            lookups,
             stores,
             install,
             metrics,
             failures: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
+            upcoming: Mutex::new(HashMap::new()),
         }
     }
 
@@ -106,6 +105,29 @@ impl Context {
         }
         let entry = map.entry(uid.to_string()).or_insert(slot);
         *entry = (*entry).max(slot);
+    }
+
+    /// Records the next slot of the configuration of `uid` (`None`: none, or paused).
+    pub fn expect_slot(&self, uid: &str, next: Option<chrono::DateTime<chrono::Utc>>) {
+        let mut map = self.upcoming.lock().unwrap_or_else(|e| e.into_inner());
+        match next {
+            Some(next) => {
+                map.insert(uid.to_string(), next);
+            }
+            None => {
+                map.remove(uid);
+            }
+        }
+    }
+
+    /// Whether a slot that came less than 10 s ago still has sessions to create. Starting
+    /// Jobs and writing status can wait for them: when many configurations share a slot,
+    /// the creations are what the schedule promises, and they share the API server with
+    /// everything else.
+    pub fn slot_in_progress(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let upcoming = self.upcoming.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        crate::scheduling::slot_in_progress(&upcoming, &slots, now)
     }
 
     /// The wait before retrying `key` after one more failure: 1 s, 2 s, 4 s ... up to 5 min.

@@ -11,21 +11,22 @@ use axum::Router;
 use axum::routing::get;
 use cairn_api::naming::{LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY};
 use cairn_api::resolve::InstallSettings;
-use cairn_api::{AppBinding, BackupConfiguration, BackupSession, Repository, RestoreSession, Task};
+use cairn_api::{
+    AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
+};
 use cairn_controller::context::Context;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
 use cairn_controller::stores::{SharedWatch, Stores, keep_all, pod_status_only};
 use cairn_controller::{backup_configuration, backup_session, repository, restore_session};
-use cairn_webhook::cache::Caches;
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -189,7 +190,6 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let lookups = Caches::start(client.clone());
     let install = InstallSettings {
         agent_image: args.agent_image.clone(),
         ..Default::default()
@@ -198,19 +198,26 @@ async fn main() -> anyhow::Result<()> {
     // One watch per kind, shared by the controllers that need it.
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
     let all = watcher::Config::default;
-    let mut session_watch = SharedWatch::<BackupSession>::new(Api::all(client.clone()), all());
-    let mut restore_watch = SharedWatch::<RestoreSession>::new(Api::all(client.clone()), all());
-    let mut config_watch = SharedWatch::<BackupConfiguration>::new(Api::all(client.clone()), all());
-    let mut repository_watch = SharedWatch::<Repository>::new(Api::all(client.clone()), all());
-    let mut app_watch = SharedWatch::<AppBinding>::new(Api::all(client.clone()), all());
-    let mut task_watch = SharedWatch::<Task>::new(Api::all(client.clone()), all());
-    let mut job_watch = SharedWatch::<Job>::new(Api::all(client.clone()), all().labels(&managed));
-    let mut pod_watch = SharedWatch::<Pod>::new(Api::all(client.clone()), all().labels(&managed));
+    let mut session_watch = SharedWatch::<BackupSession>::new(&client, all());
+    let mut restore_watch = SharedWatch::<RestoreSession>::new(&client, all());
+    let mut config_watch = SharedWatch::<BackupConfiguration>::new(&client, all());
+    let mut repository_watch = SharedWatch::<Repository>::new(&client, all());
+    let mut app_watch = SharedWatch::<AppBinding>::new(&client, all());
+    let mut task_watch = SharedWatch::<Task>::new(&client, all());
+    let function_watch = SharedWatch::<Function>::new(&client, all());
+    let namespace_watch = SharedWatch::<Namespace>::new(&client, all());
+    let mut job_watch = SharedWatch::<Job>::new(&client, all().labels(&managed));
+    let mut pod_watch = SharedWatch::<Pod>::new(&client, all().labels(&managed));
     let ctx = Arc::new(Context::new(
         client.clone(),
-        lookups,
         Stores {
             sessions: session_watch.store.clone(),
+            configurations: config_watch.store.clone(),
+            repositories: repository_watch.store.clone(),
+            app_bindings: app_watch.store.clone(),
+            tasks: task_watch.store.clone(),
+            functions: function_watch.store.clone(),
+            namespaces: namespace_watch.store.clone(),
             jobs: job_watch.store.clone(),
             pods: pod_watch.store.clone(),
         },
@@ -326,6 +333,8 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(repository_watch.run(keep_all));
     tokio::spawn(app_watch.run(keep_all));
     tokio::spawn(task_watch.run(keep_all));
+    tokio::spawn(function_watch.run(keep_all));
+    tokio::spawn(namespace_watch.run(keep_all));
     tokio::spawn(job_watch.run(keep_all));
     tokio::spawn(pod_watch.run(pod_status_only));
 

@@ -113,11 +113,15 @@ async fn finish(
 }
 
 async fn start(r: &RestoreSession, ctx: &Context) -> Result<Action> {
+    if ctx.slot_in_progress(chrono::Utc::now()) {
+        // Starting the Job can wait a moment for the sessions of a slot that just came.
+        return Ok(Action::requeue(crate::backup_configuration::SLOT_WAIT));
+    }
     let name = r.name_any();
     let namespace = ns(r);
     let template = match &r.spec.job_template {
         Some(t) => t.clone(),
-        None => match resolve_restore_job(r, &ctx.lookups, &ctx.install) {
+        None => match resolve_restore_job(r, &ctx.stores, &ctx.install) {
             Ok(t) => t,
             Err(e) => {
                 return finish(

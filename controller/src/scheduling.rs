@@ -5,6 +5,8 @@
 use cairn_api::BackupConfiguration;
 use cairn_api::defaults::DEFAULT_STARTING_DEADLINE_SECONDS;
 use cairn_api::schedule::{MissedSlot, Schedule};
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 
 /// What the scheduler does for a configuration now.
@@ -80,6 +82,22 @@ pub fn decide(
         }
     }
     Ok(decision)
+}
+
+/// How long after a slot its creations take precedence at most: past this, nothing waits for
+/// them any more (a configuration deleted just before its slot cannot hold the rest up).
+const SLOT_PRECEDENCE: Duration = Duration::seconds(10);
+
+/// Whether a slot that came less than 10 s before `now` still has a session to create:
+/// `upcoming` holds each configuration's next slot, `dealt` the newest slot dealt with.
+pub fn slot_in_progress(
+    upcoming: &HashMap<String, DateTime<Utc>>,
+    dealt: &HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    upcoming.iter().any(|(uid, next)| {
+        *next <= now && now - *next < SLOT_PRECEDENCE && dealt.get(uid).is_none_or(|d| d < next)
+    })
 }
 
 #[cfg(test)]
@@ -166,5 +184,34 @@ mod tests {
         )
         .expect("decides");
         assert_eq!((d.create, d.skipped), (None, 0));
+    }
+
+    #[test]
+    fn a_slot_is_in_progress_until_dealt_with_or_ten_seconds_old() {
+        let slot = t("2026-11-25T10:10:00Z");
+        let upcoming = HashMap::from([("a".to_string(), slot), ("b".to_string(), slot)]);
+        let mut dealt = HashMap::from([("a".to_string(), slot)]);
+        assert!(!slot_in_progress(
+            &upcoming,
+            &dealt,
+            t("2026-11-25T10:09:59Z")
+        ));
+        assert!(slot_in_progress(
+            &upcoming,
+            &dealt,
+            t("2026-11-25T10:10:01Z")
+        ));
+        // Nothing waits for a slot 10 s old, dealt with or not.
+        assert!(!slot_in_progress(
+            &upcoming,
+            &dealt,
+            t("2026-11-25T10:10:10Z")
+        ));
+        dealt.insert("b".to_string(), slot);
+        assert!(!slot_in_progress(
+            &upcoming,
+            &dealt,
+            t("2026-11-25T10:10:01Z")
+        ));
     }
 }

@@ -3,16 +3,23 @@
 //! changed or deleted object is routed, after the store has it, to the controllers it concerns
 //! (kube-runtime's own shared streams drop deletions, and a deleted Job must fail its session).
 //! Objects are trimmed on arrival to what the controller reads: `managedFields` always, and the
-//! spec of Pods (only their labels and status matter here).
+//! spec of Pods (only their labels and status matter here). Each watch reads through
+//! `DeserializeGuard`: an object that does not match its kind's schema is logged and left out,
+//! and cannot stall the watch. The stores are also the lookups of validation and Job
+//! resolution, so a reconcile always sees at least what triggered it.
 
 use std::future::Future;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 type Route<K> = Box<dyn Fn(&K) + Send + Sync>;
@@ -26,7 +33,7 @@ where
 {
     pub store: Store<K>,
     writer: Writer<K>,
-    api: Api<K>,
+    api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
     routes: Vec<Route<K>>,
 }
@@ -41,8 +48,10 @@ where
         + Sync
         + 'static,
 {
-    pub fn new(api: Api<K>, config: watcher::Config) -> Self {
+    /// A watch of every object of the kind that `config` selects.
+    pub fn new(client: &Client, config: watcher::Config) -> Self {
         let (store, writer) = reflector::store();
+        let api = Api::all(client.clone());
         Self {
             store,
             writer,
@@ -89,22 +98,58 @@ where
     pub fn run(self, trim: fn(&mut K)) -> impl Future<Output = ()> + Send + 'static {
         let kind = K::kind(&()).to_string();
         let routes = self.routes;
+        let mut writer = self.writer;
         watcher(self.api, self.config)
             .default_backoff()
-            .modify(move |obj: &mut K| {
-                obj.managed_fields_mut().clear();
-                trim(obj);
-            })
-            .reflect(self.writer)
-            .touched_objects()
             .for_each(move |event| {
                 match event {
-                    Ok(obj) => routes.iter().for_each(|route| route(&obj)),
+                    Ok(event) => {
+                        if let Some(event) = valid(event, &kind, trim) {
+                            writer.apply_watcher_event(&event);
+                            if let Event::Apply(obj) | Event::InitApply(obj) | Event::Delete(obj) =
+                                &event
+                            {
+                                routes.iter().for_each(|route| route(obj));
+                            }
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, kind = %kind, "watch error"),
                 }
                 futures::future::ready(())
             })
     }
+}
+
+/// The event with its object trimmed, or `None` for an object that does not deserialize.
+fn valid<K: Resource>(
+    event: Event<DeserializeGuard<K>>,
+    kind: &str,
+    trim: fn(&mut K),
+) -> Option<Event<K>> {
+    let object = |guard: DeserializeGuard<K>| match guard.0 {
+        Ok(mut obj) => {
+            obj.managed_fields_mut().clear();
+            trim(&mut obj);
+            Some(obj)
+        }
+        Err(invalid) => {
+            tracing::warn!(
+                kind,
+                namespace = invalid.metadata.namespace.as_deref().unwrap_or_default(),
+                name = invalid.metadata.name.as_deref().unwrap_or_default(),
+                error = %invalid.error,
+                "object left out: it does not match its kind's schema"
+            );
+            None
+        }
+    };
+    Some(match event {
+        Event::Apply(g) => Event::Apply(object(g)?),
+        Event::InitApply(g) => Event::InitApply(object(g)?),
+        Event::Delete(g) => Event::Delete(object(g)?),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    })
 }
 
 /// The controlling owner of `obj` if it is a `T`.
@@ -132,13 +177,59 @@ pub fn pod_status_only(pod: &mut Pod) {
     pod.spec = None;
 }
 
-/// The stores reconciles read (besides the lookup caches).
+/// The stores reconciles read.
 #[derive(Clone)]
 pub struct Stores {
-    /// Every BackupSession.
     pub sessions: Store<cairn_api::BackupSession>,
+    pub configurations: Store<cairn_api::BackupConfiguration>,
+    pub repositories: Store<cairn_api::Repository>,
+    pub app_bindings: Store<cairn_api::AppBinding>,
+    pub tasks: Store<cairn_api::Task>,
+    pub functions: Store<cairn_api::Function>,
+    pub namespaces: Store<k8s_openapi::api::core::v1::Namespace>,
     /// cairn's Jobs.
     pub jobs: Store<k8s_openapi::api::batch::v1::Job>,
     /// The Pods of cairn's Jobs.
     pub pods: Store<Pod>,
+}
+
+fn get<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let key = ObjectRef::new(name);
+    store.get(&match namespace {
+        Some(ns) => key.within(ns),
+        None => key,
+    })
+}
+
+impl cairn_api::validation::Lookups for Stores {
+    fn repository(&self, namespace: &str, name: &str) -> Option<Arc<cairn_api::Repository>> {
+        get(&self.repositories, Some(namespace), name)
+    }
+    fn app_binding(&self, namespace: &str, name: &str) -> Option<Arc<cairn_api::AppBinding>> {
+        get(&self.app_bindings, Some(namespace), name)
+    }
+    fn backup_configuration(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<cairn_api::BackupConfiguration>> {
+        get(&self.configurations, Some(namespace), name)
+    }
+    fn task(&self, name: &str) -> Option<Arc<cairn_api::Task>> {
+        get(&self.tasks, None, name)
+    }
+    fn function(&self, name: &str) -> Option<Arc<cairn_api::Function>> {
+        get(&self.functions, None, name)
+    }
+    fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        get(&self.namespaces, None, name).map(|ns| ns.labels().clone())
+    }
+    /// Not watched (a watch on Secrets would need read access to all of them): the
+    /// configuration reconcile looks its storage Secret up itself.
+    fn secret_exists(&self, _namespace: &str, _name: &str) -> Option<bool> {
+        None
+    }
 }

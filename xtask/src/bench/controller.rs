@@ -233,7 +233,7 @@ async fn measure(n: usize) -> anyhow::Result<()> {
     );
     let rss_mb = rss_kb / 1024.0;
     // The controller's own view: the lag it logged when each create returned.
-    let log = std::fs::read_to_string(controller.log_path()).unwrap_or_default();
+    let log = strip_ansi(&std::fs::read_to_string(controller.log_path()).unwrap_or_default());
     let mut own: Vec<f64> = log
         .lines()
         .filter(|l| l.contains("session created"))
@@ -280,6 +280,25 @@ async fn measure(n: usize) -> anyhow::Result<()> {
         if rss_mb < 100.0 { "PASS" } else { "MISS" }
     );
     Ok(())
+}
+
+/// The text without terminal colour sequences (the controller's log has them).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... final letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A watch on the sessions of a namespace, recording when each first appeared (Unix ms).
