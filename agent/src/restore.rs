@@ -1,6 +1,9 @@
 //! `cairn-agent restore`: templates first, then each selected index (created with its settings
 //! and mappings, loaded through parallel `_bulk` requests with refresh off and no replicas, its
 //! own values put back after), aliases last; counts and checksums compared with the manifest.
+//! Two indices are loaded at once, their requests sharing the `--workers` slots, so the server
+//! keeps working while one index drains, is refreshed and counted; the first failure stops the
+//! other load and fails the restore.
 //!
 //! Nothing is written when an index exists and `--existing=fail` (the default): all targets are
 //! checked before the first write.
