@@ -444,7 +444,8 @@ fn load_index<S: IndexedFull + Sync>(
     plan: &RestorePlan,
     shared: &Shared,
 ) -> Result<(u64, String)> {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    // Few blobs wait: two indices load at once, and a blob may be megabytes.
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut w = ChannelWriter { tx };
@@ -560,6 +561,85 @@ pub fn bulk_line(out: &mut Vec<u8>, prefix: &[u8], target: &str, line: &[u8]) ->
     Ok(())
 }
 
+/// One index's batches: built line by line, sent when full.
+struct Loader<'a> {
+    client: &'a Client,
+    target: &'a str,
+    prefix: Vec<u8>,
+    plan: &'a RestorePlan,
+    shared: &'a Shared,
+    inflight: tokio::task::JoinSet<Result<u64>>,
+    batch: Vec<u8>,
+    batch_docs: usize,
+    sent: u64,
+}
+
+impl Loader<'_> {
+    fn reaped(&mut self, r: Result<Result<u64>, tokio::task::JoinError>) -> Result<()> {
+        match r {
+            Ok(Ok(n)) => self.sent += n,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(AgentError::Restore(format!("bulk worker failed: {e}"))),
+        }
+        Ok(())
+    }
+
+    async fn line(&mut self, line: &[u8]) -> Result<()> {
+        if line.is_empty() {
+            return Ok(());
+        }
+        bulk_line(&mut self.batch, &self.prefix, self.target, line)?;
+        self.batch_docs += 1;
+        if self.batch_docs >= self.plan.batch_docs || self.batch.len() >= self.plan.batch_bytes {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch once a slot is free: the next one is built while the others are in
+    /// flight.
+    async fn send(&mut self) -> Result<()> {
+        if self.batch_docs == 0 {
+            return Ok(());
+        }
+        while let Some(r) = self.inflight.try_join_next() {
+            self.reaped(r)?;
+        }
+        if self.shared.stop.load(Ordering::SeqCst) {
+            return Err(AgentError::Restore(STOPPED.into()));
+        }
+        let permit = self
+            .shared
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AgentError::Restore(STOPPED.into()))?;
+        let cap = self.batch.len();
+        let body = Bytes::from(std::mem::replace(&mut self.batch, Vec::with_capacity(cap)));
+        let (c, t, n) = (
+            self.client.clone(),
+            self.target.to_string(),
+            self.batch_docs as u64,
+        );
+        self.batch_docs = 0;
+        self.inflight.spawn(async move {
+            let r = send_bulk(&c, &t, body, n).await;
+            drop(permit);
+            r
+        });
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.send().await?;
+        while let Some(r) = self.inflight.join_next().await {
+            self.reaped(r)?;
+        }
+        Ok(())
+    }
+}
+
 async fn load_documents(
     client: &Client,
     target: &str,
@@ -568,125 +648,50 @@ async fn load_documents(
     shared: &Shared,
 ) -> Result<(u64, String)> {
     let mut hasher = Sha256::new();
+    let mut loader = Loader {
+        client,
+        target,
+        prefix: action_prefix(target),
+        plan,
+        shared,
+        inflight: tokio::task::JoinSet::new(),
+        batch: Vec::new(),
+        batch_docs: 0,
+        sent: 0,
+    };
+    // Lines are read in the blobs as they come; only a line cut by a blob's end is copied.
     let mut carry: Vec<u8> = Vec::new();
-    let mut batch: Vec<u8> = Vec::new();
-    let mut batch_docs = 0usize;
-    let mut sent = 0u64;
-    let mut inflight: tokio::task::JoinSet<Result<u64>> = tokio::task::JoinSet::new();
-    let prefix = action_prefix(target);
-
-    fn reaped(
-        r: Option<Result<Result<u64>, tokio::task::JoinError>>,
-        sent: &mut u64,
-    ) -> Result<()> {
-        match r {
-            Some(Ok(Ok(n))) => *sent += n,
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => return Err(AgentError::Restore(format!("bulk worker failed: {e}"))),
-            None => {}
-        }
-        Ok(())
-    }
-
-    // Sends `body` once a slot is free; a batch is built while the others are in flight.
-    async fn dispatch(
-        inflight: &mut tokio::task::JoinSet<Result<u64>>,
-        shared: &Shared,
-        client: &Client,
-        target: &str,
-        body: Vec<u8>,
-        docs: usize,
-        sent: &mut u64,
-    ) -> Result<()> {
-        while let Some(r) = inflight.try_join_next() {
-            reaped(Some(r), sent)?;
-        }
-        if shared.stop.load(Ordering::SeqCst) {
-            return Err(AgentError::Restore(STOPPED.into()));
-        }
-        let permit = shared
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| AgentError::Restore(STOPPED.into()))?;
-        let (c, t, n) = (client.clone(), target.to_string(), docs as u64);
-        let body = Bytes::from(body);
-        inflight.spawn(async move {
-            let r = send_bulk(&c, &t, body, n).await;
-            drop(permit);
-            r
-        });
-        Ok(())
-    }
-
     let result = async {
-        let mut done = false;
-        while !done {
-            match rx.recv().await {
-                Some(chunk) => {
-                    hasher.update(&chunk);
-                    carry.extend_from_slice(&chunk);
-                }
-                None => done = true,
-            }
+        while let Some(chunk) = rx.recv().await {
+            hasher.update(&chunk);
             let mut start = 0;
-            while let Some(pos) = memchr::memchr(b'\n', &carry[start..]) {
-                let line = &carry[start..start + pos];
-                start += pos + 1;
-                if line.is_empty() {
+            if !carry.is_empty() {
+                let Some(pos) = memchr::memchr(b'\n', &chunk) else {
+                    carry.extend_from_slice(&chunk);
                     continue;
-                }
-                bulk_line(&mut batch, &prefix, target, line)?;
-                batch_docs += 1;
-                if batch_docs >= plan.batch_docs || batch.len() >= plan.batch_bytes {
-                    let cap = batch.len();
-                    let body = std::mem::replace(&mut batch, Vec::with_capacity(cap));
-                    dispatch(
-                        &mut inflight,
-                        shared,
-                        client,
-                        target,
-                        body,
-                        batch_docs,
-                        &mut sent,
-                    )
-                    .await?;
-                    batch_docs = 0;
-                }
-            }
-            carry.drain(..start);
-            if done && !carry.is_empty() {
-                // A last line without its newline.
+                };
+                carry.extend_from_slice(&chunk[..pos]);
                 let line = std::mem::take(&mut carry);
-                bulk_line(&mut batch, &prefix, target, &line)?;
-                batch_docs += 1;
+                loader.line(&line).await?;
+                start = pos + 1;
             }
+            while let Some(pos) = memchr::memchr(b'\n', &chunk[start..]) {
+                loader.line(&chunk[start..start + pos]).await?;
+                start += pos + 1;
+            }
+            carry.extend_from_slice(&chunk[start..]);
         }
-        if batch_docs > 0 {
-            let body = std::mem::take(&mut batch);
-            dispatch(
-                &mut inflight,
-                shared,
-                client,
-                target,
-                body,
-                batch_docs,
-                &mut sent,
-            )
-            .await?;
-        }
-        while let Some(r) = inflight.join_next().await {
-            reaped(Some(r), &mut sent)?;
-        }
-        Ok(())
+        // A last line without its newline.
+        let line = std::mem::take(&mut carry);
+        loader.line(&line).await?;
+        loader.finish().await
     }
     .await;
     if let Err(e) = result {
-        inflight.abort_all();
+        loader.inflight.abort_all();
         return Err(e);
     }
-    Ok((sent, hex::encode(hasher.finalize())))
+    Ok((loader.sent, hex::encode(hasher.finalize())))
 }
 
 #[derive(Deserialize)]
