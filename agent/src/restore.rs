@@ -1,11 +1,16 @@
 //! `cairn-agent restore`: templates first, then each selected index (created with its settings
 //! and mappings, loaded through parallel `_bulk` requests with refresh off and no replicas, its
 //! own values put back after), aliases last; counts and checksums compared with the manifest.
+//! Two indices are loaded at once, their requests sharing the `--workers` slots, so the server
+//! keeps working while one index drains, is refreshed and counted; the first failure stops the
+//! other load and fails the restore.
 //!
 //! Nothing is written when an index exists and `--existing=fail` (the default): all targets are
 //! checked before the first write.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -183,89 +188,83 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         }
     }
 
+    // Indices are loaded `INDEX_PARALLEL` at a time, their `_bulk` requests sharing `workers`
+    // slots: the server stays busy while one index drains, is refreshed and counted.
+    let todo: Vec<&Target> = targets
+        .iter()
+        .filter(|t| {
+            let skip = t.exists && plan.existing == Existing::Skip;
+            if skip {
+                tracing::info!(index = %t.target, "exists: skipped");
+            }
+            !skip
+        })
+        .collect();
+    let shared = Shared {
+        slots: std::sync::Arc::new(tokio::sync::Semaphore::new(plan.workers.max(1))),
+        stop: AtomicBool::new(false),
+    };
+    let next = AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<(usize, IndexOutcome)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..INDEX_PARALLEL.min(todo.len()) {
+            s.spawn(|| {
+                loop {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(t) = todo.get(k) else {
+                        break;
+                    };
+                    let r = restore_index(&rt, &repository, &snap, client, plan, t, &shared);
+                    if r.is_err() {
+                        shared.stop.store(true, Ordering::SeqCst);
+                    }
+                    if let Ok(mut o) = outcomes.lock() {
+                        o.push((k, r));
+                    }
+                }
+            });
+        }
+    });
+    let mut outcomes = outcomes
+        .into_inner()
+        .map_err(|_| AgentError::Restore("a loader panicked".into()))
+        .phase("restore")?;
+    outcomes.sort_by_key(|(k, _)| *k);
+    // The first real failure; "stopped because another index failed" only when there is none.
+    let mut first_err: Option<Failed> = None;
+    let mut loaded = Vec::new();
+    for (k, r) in outcomes {
+        match r {
+            Ok(v) => loaded.push((k, v)),
+            Err(f) => {
+                let stopped = matches!(&f.error, AgentError::Restore(m) if m == STOPPED);
+                if first_err.as_ref().is_none_or(|e| {
+                    !stopped && matches!(&e.error, AgentError::Restore(m) if m == STOPPED)
+                }) {
+                    first_err = Some(f);
+                }
+            }
+        }
+    }
+    if let Some(f) = first_err {
+        return Err(f);
+    }
+    if loaded.len() != todo.len() {
+        return Err(AgentError::Restore(format!(
+            "{} of {} indices were loaded",
+            loaded.len(),
+            todo.len()
+        )))
+        .phase("restore");
+    }
     let mut documents = 0;
     let mut restored = Vec::new();
-    for t in &targets {
-        if t.exists && plan.existing == Existing::Skip {
-            tracing::info!(index = %t.target, "exists: skipped");
-            continue;
-        }
-        let enc = encode_path(&t.target);
-        if t.exists {
-            tracing::info!(index = %t.target, "exists: deleting it to overwrite");
-            let _: Value = rt
-                .block_on(client.json(Method::DELETE, &format!("/{enc}"), None, "delete index"))
-                .phase("restore")?;
-        }
-        let meta: IndexMeta = serde_json::from_slice(
-            &read_small(
-                &repository,
-                &snap,
-                &layout::index_path(&t.source, layout::INDEX_META),
-            )
-            .phase("restore")?,
-        )
-        .map_err(|e| AgentError::json("index.json", e))
-        .phase("restore")?;
-        let (create, after) = settings::load_and_after(&meta.settings);
-        let mut body = json!({ "settings": create });
-        if meta.mappings.as_object().is_some_and(|m| !m.is_empty()) {
-            body["mappings"] = meta.mappings.clone();
-        }
-        let _: Value = rt
-            .block_on(client.json(
-                Method::PUT,
-                &format!("/{enc}"),
-                Some(body),
-                &format!("create index {}", t.target),
-            ))
-            .phase("restore")?;
-
-        let node = repository
-            .node_from_snapshot_and_path(&snap, &layout::index_path(&t.source, layout::DOCUMENTS))
-            .map_err(|e| AgentError::rustic("find documents", e))
-            .phase("restore")?;
-        let (docs, sha) =
-            load_index(&rt, &repository, &node, client, &t.target, plan).phase("restore")?;
-
-        rt.block_on(async {
-            let _: Value = client
-                .json(
-                    Method::PUT,
-                    &format!("/{enc}/_settings"),
-                    Some(json!({ "settings": after })),
-                    "put back settings",
-                )
-                .await?;
-            let _: Value = client
-                .json(Method::POST, &format!("/{enc}/_refresh"), None, "refresh")
-                .await?;
-            Ok::<_, AgentError>(())
-        })
-        .phase("restore")?;
-
-        // Verify against the manifest: the stream we read and what the server holds.
-        if sha != t.entry.sha256 {
-            return Err(AgentError::Verify(format!(
-                "documents of {} do not match the manifest's checksum",
-                t.source
-            )))
-            .phase("verify");
-        }
-        let count: Value = rt
-            .block_on(client.json(Method::GET, &format!("/{enc}/_count"), None, "count"))
-            .phase("verify")?;
-        let count = count["count"].as_u64().unwrap_or(u64::MAX);
-        if docs != t.entry.documents || count != t.entry.documents {
-            return Err(AgentError::Verify(format!(
-                "index {}: the snapshot has {} documents, {} were sent, the server counts {}",
-                t.target, t.entry.documents, docs, count
-            )))
-            .phase("verify");
-        }
-        tracing::info!(index = %t.target, docs, "index restored");
+    for (k, (docs, meta)) in loaded {
         documents += docs;
-        restored.push((t, meta));
+        restored.push((todo[k], meta));
     }
 
     // Aliases last, when their indices are complete. Renamed indices get renamed aliases, so
@@ -301,6 +300,110 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         documents,
         duration_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Documents sent and the index's metadata, or the failure.
+type IndexOutcome = Result<(u64, IndexMeta), Failed>;
+
+/// Indices loaded at once.
+const INDEX_PARALLEL: usize = 2;
+
+/// The reason of an index load stopped because another one failed.
+const STOPPED: &str = "stopped: another index failed";
+
+/// What the concurrent index loads share.
+struct Shared {
+    /// `_bulk` requests in flight, over all indices.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Set by the first failure: the other loads stop sending.
+    stop: AtomicBool,
+}
+
+/// Creates one index, loads its documents, puts its settings back and verifies it.
+fn restore_index<S: IndexedFull + Sync>(
+    rt: &tokio::runtime::Runtime,
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+    client: &Client,
+    plan: &RestorePlan,
+    t: &Target,
+    shared: &Shared,
+) -> IndexOutcome {
+    let enc = encode_path(&t.target);
+    if t.exists {
+        tracing::info!(index = %t.target, "exists: deleting it to overwrite");
+        let _: Value = rt
+            .block_on(client.json(Method::DELETE, &format!("/{enc}"), None, "delete index"))
+            .phase("restore")?;
+    }
+    let meta: IndexMeta = serde_json::from_slice(
+        &read_small(
+            repository,
+            snap,
+            &layout::index_path(&t.source, layout::INDEX_META),
+        )
+        .phase("restore")?,
+    )
+    .map_err(|e| AgentError::json("index.json", e))
+    .phase("restore")?;
+    let (create, after) = settings::load_and_after(&meta.settings);
+    let mut body = json!({ "settings": create });
+    if meta.mappings.as_object().is_some_and(|m| !m.is_empty()) {
+        body["mappings"] = meta.mappings.clone();
+    }
+    let _: Value = rt
+        .block_on(client.json(
+            Method::PUT,
+            &format!("/{enc}"),
+            Some(body),
+            &format!("create index {}", t.target),
+        ))
+        .phase("restore")?;
+
+    let node = repository
+        .node_from_snapshot_and_path(snap, &layout::index_path(&t.source, layout::DOCUMENTS))
+        .map_err(|e| AgentError::rustic("find documents", e))
+        .phase("restore")?;
+    let (docs, sha) =
+        load_index(rt, repository, &node, client, &t.target, plan, shared).phase("restore")?;
+
+    rt.block_on(async {
+        let _: Value = client
+            .json(
+                Method::PUT,
+                &format!("/{enc}/_settings"),
+                Some(json!({ "settings": after })),
+                "put back settings",
+            )
+            .await?;
+        let _: Value = client
+            .json(Method::POST, &format!("/{enc}/_refresh"), None, "refresh")
+            .await?;
+        Ok::<_, AgentError>(())
+    })
+    .phase("restore")?;
+
+    // Verify against the manifest: the stream we read and what the server holds.
+    if sha != t.entry.sha256 {
+        return Err(AgentError::Verify(format!(
+            "documents of {} do not match the manifest's checksum",
+            t.source
+        )))
+        .phase("verify");
+    }
+    let count: Value = rt
+        .block_on(client.json(Method::GET, &format!("/{enc}/_count"), None, "count"))
+        .phase("verify")?;
+    let count = count["count"].as_u64().unwrap_or(u64::MAX);
+    if docs != t.entry.documents || count != t.entry.documents {
+        return Err(AgentError::Verify(format!(
+            "index {}: the snapshot has {} documents, {} were sent, the server counts {}",
+            t.target, t.entry.documents, docs, count
+        )))
+        .phase("verify");
+    }
+    tracing::info!(index = %t.target, docs, "index restored");
+    Ok((docs, meta))
 }
 
 async fn put_template(
@@ -339,14 +442,16 @@ fn load_index<S: IndexedFull + Sync>(
     client: &Client,
     target: &str,
     plan: &RestorePlan,
+    shared: &Shared,
 ) -> Result<(u64, String)> {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    // Few blobs wait: two indices load at once, and a blob may be megabytes.
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut w = ChannelWriter { tx };
             repo.dump(node, &mut w)
         });
-        let loaded = rt.block_on(load_documents(client, target, rx, plan));
+        let loaded = rt.block_on(load_documents(client, target, rx, plan, shared));
         let dumped = reader
             .join()
             .map_err(|_| AgentError::Restore("the repository reader panicked".into()))?;
@@ -375,27 +480,164 @@ impl std::io::Write for ChannelWriter {
 
 #[derive(Deserialize)]
 struct DocLine<'a> {
-    _id: String,
-    #[serde(default)]
-    _routing: Option<String>,
+    #[serde(borrow)]
+    _id: &'a RawValue,
+    #[serde(borrow, default)]
+    _routing: Option<&'a RawValue>,
     #[serde(borrow)]
     _source: &'a RawValue,
 }
 
-/// Appends one document's bulk action and source.
-pub fn bulk_line(out: &mut Vec<u8>, target: &str, line: &[u8]) -> Result<String> {
-    let doc: DocLine<'_> = serde_json::from_slice(line)
-        .map_err(|e| AgentError::json(format!("a document line of {target}"), e))?;
-    let mut meta = json!({ "_index": target, "_id": doc._id });
-    if let Some(r) = &doc._routing {
-        meta["routing"] = Value::from(r.clone());
+/// The start of every bulk action for `target`: `{"index":{"_index":"<target>","_id":`.
+pub fn action_prefix(target: &str) -> Vec<u8> {
+    let mut out = b"{\"index\":{\"_index\":".to_vec();
+    // A string always serializes.
+    let _ = serde_json::to_writer(&mut out, target);
+    out.extend_from_slice(b",\"_id\":");
+    out
+}
+
+/// The length of the JSON string token at the start of `s` (quotes included).
+fn string_token_len(s: &[u8]) -> Option<usize> {
+    if s.first() != Some(&b'"') {
+        return None;
     }
-    serde_json::to_writer(&mut *out, &json!({ "index": meta }))
-        .map_err(|e| AgentError::json("encode", e))?;
+    let mut i = 1;
+    loop {
+        let j = i + memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
+        if s[j] == b'"' {
+            return Some(j + 1);
+        }
+        // An escape: skip the escaped byte.
+        i = j + 2;
+    }
+}
+
+/// A document line's id and routing tokens and its source.
+type LineParts<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
+/// A document line as the backup writes it, `{"_id":"..",("_routing":"..",)"_source":{..}}`,
+/// split without decoding: the id and routing tokens and the source, as they are.
+fn split_line(line: &[u8]) -> Option<LineParts<'_>> {
+    let rest = line.strip_prefix(b"{\"_id\":")?;
+    let (id, rest) = rest.split_at(string_token_len(rest)?);
+    let (routing, rest) = match rest.strip_prefix(b",\"_routing\":") {
+        Some(r) => {
+            let (routing, rest) = r.split_at(string_token_len(r)?);
+            (Some(routing), rest)
+        }
+        None => (None, rest),
+    };
+    let source = rest.strip_prefix(b",\"_source\":")?.strip_suffix(b"}")?;
+    (source.first() == Some(&b'{') && source.last() == Some(&b'}')).then_some((id, routing, source))
+}
+
+/// Appends one document's bulk action and source. `prefix` is [`action_prefix`] of `target`.
+/// The server parses the source; the lines of the stream are checked against the manifest's
+/// checksum.
+pub fn bulk_line(out: &mut Vec<u8>, prefix: &[u8], target: &str, line: &[u8]) -> Result<()> {
+    let (id, routing, source) = match split_line(line) {
+        Some(parts) => parts,
+        None => {
+            // Not the layout we write: read it as JSON.
+            let doc: DocLine<'_> = serde_json::from_slice(line)
+                .map_err(|e| AgentError::json(format!("a document line of {target}"), e))?;
+            (
+                doc._id.get().as_bytes(),
+                doc._routing.map(|r| r.get().as_bytes()),
+                doc._source.get().as_bytes(),
+            )
+        }
+    };
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(id);
+    if let Some(r) = routing {
+        out.extend_from_slice(b",\"routing\":");
+        out.extend_from_slice(r);
+    }
+    out.extend_from_slice(b"}}\n");
+    out.extend_from_slice(source);
     out.push(b'\n');
-    out.extend_from_slice(doc._source.get().as_bytes());
-    out.push(b'\n');
-    Ok(doc._id)
+    Ok(())
+}
+
+/// One index's batches: built line by line, sent when full.
+struct Loader<'a> {
+    client: &'a Client,
+    target: &'a str,
+    prefix: Vec<u8>,
+    plan: &'a RestorePlan,
+    shared: &'a Shared,
+    inflight: tokio::task::JoinSet<Result<u64>>,
+    batch: Vec<u8>,
+    batch_docs: usize,
+    sent: u64,
+}
+
+impl Loader<'_> {
+    fn reaped(&mut self, r: Result<Result<u64>, tokio::task::JoinError>) -> Result<()> {
+        match r {
+            Ok(Ok(n)) => self.sent += n,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(AgentError::Restore(format!("bulk worker failed: {e}"))),
+        }
+        Ok(())
+    }
+
+    async fn line(&mut self, line: &[u8]) -> Result<()> {
+        if line.is_empty() {
+            return Ok(());
+        }
+        bulk_line(&mut self.batch, &self.prefix, self.target, line)?;
+        self.batch_docs += 1;
+        if self.batch_docs >= self.plan.batch_docs || self.batch.len() >= self.plan.batch_bytes {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch once a slot is free: the next one is built while the others are in
+    /// flight.
+    async fn send(&mut self) -> Result<()> {
+        if self.batch_docs == 0 {
+            return Ok(());
+        }
+        while let Some(r) = self.inflight.try_join_next() {
+            self.reaped(r)?;
+        }
+        if self.shared.stop.load(Ordering::SeqCst) {
+            return Err(AgentError::Restore(STOPPED.into()));
+        }
+        let permit = self
+            .shared
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AgentError::Restore(STOPPED.into()))?;
+        let cap = self.batch.len();
+        let body = Bytes::from(std::mem::replace(&mut self.batch, Vec::with_capacity(cap)));
+        let (c, t, n) = (
+            self.client.clone(),
+            self.target.to_string(),
+            self.batch_docs as u64,
+        );
+        self.batch_docs = 0;
+        self.inflight.spawn(async move {
+            let r = send_bulk(&c, &t, body, n).await;
+            drop(permit);
+            r
+        });
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.send().await?;
+        while let Some(r) = self.inflight.join_next().await {
+            self.reaped(r)?;
+        }
+        Ok(())
+    }
 }
 
 async fn load_documents(
@@ -403,78 +645,53 @@ async fn load_documents(
     target: &str,
     mut rx: mpsc::Receiver<Bytes>,
     plan: &RestorePlan,
+    shared: &Shared,
 ) -> Result<(u64, String)> {
     let mut hasher = Sha256::new();
+    let mut loader = Loader {
+        client,
+        target,
+        prefix: action_prefix(target),
+        plan,
+        shared,
+        inflight: tokio::task::JoinSet::new(),
+        batch: Vec::new(),
+        batch_docs: 0,
+        sent: 0,
+    };
+    // Lines are read in the blobs as they come; only a line cut by a blob's end is copied.
     let mut carry: Vec<u8> = Vec::new();
-    let mut batch: Vec<u8> = Vec::new();
-    let mut batch_docs = 0usize;
-    let mut sent = 0u64;
-    let mut inflight = tokio::task::JoinSet::new();
-
-    async fn reap(
-        set: &mut tokio::task::JoinSet<Result<u64>>,
-        limit: usize,
-        sent: &mut u64,
-    ) -> Result<()> {
-        while set.len() > limit {
-            match set.join_next().await {
-                Some(Ok(Ok(n))) => *sent += n,
-                Some(Ok(Err(e))) => {
-                    set.abort_all();
-                    return Err(e);
-                }
-                Some(Err(e)) => {
-                    set.abort_all();
-                    return Err(AgentError::Restore(format!("bulk worker failed: {e}")));
-                }
-                None => break,
+    let result = async {
+        while let Some(chunk) = rx.recv().await {
+            hasher.update(&chunk);
+            let mut start = 0;
+            if !carry.is_empty() {
+                let Some(pos) = memchr::memchr(b'\n', &chunk) else {
+                    carry.extend_from_slice(&chunk);
+                    continue;
+                };
+                carry.extend_from_slice(&chunk[..pos]);
+                let line = std::mem::take(&mut carry);
+                loader.line(&line).await?;
+                start = pos + 1;
             }
+            while let Some(pos) = memchr::memchr(b'\n', &chunk[start..]) {
+                loader.line(&chunk[start..start + pos]).await?;
+                start += pos + 1;
+            }
+            carry.extend_from_slice(&chunk[start..]);
         }
-        Ok(())
+        // A last line without its newline.
+        let line = std::mem::take(&mut carry);
+        loader.line(&line).await?;
+        loader.finish().await
     }
-
-    let workers = plan.workers.max(1);
-    let mut done = false;
-    while !done {
-        match rx.recv().await {
-            Some(chunk) => {
-                hasher.update(&chunk);
-                carry.extend_from_slice(&chunk);
-            }
-            None => done = true,
-        }
-        let mut start = 0;
-        while let Some(pos) = carry[start..].iter().position(|b| *b == b'\n') {
-            let line = &carry[start..start + pos];
-            start += pos + 1;
-            if line.is_empty() {
-                continue;
-            }
-            bulk_line(&mut batch, target, line)?;
-            batch_docs += 1;
-            if batch_docs >= plan.batch_docs || batch.len() >= plan.batch_bytes {
-                let body = Bytes::from(std::mem::take(&mut batch));
-                let (c, t, n) = (client.clone(), target.to_string(), batch_docs as u64);
-                inflight.spawn(async move { send_bulk(&c, &t, body, n).await });
-                batch_docs = 0;
-                reap(&mut inflight, workers - 1, &mut sent).await?;
-            }
-        }
-        carry.drain(..start);
-        if done && !carry.is_empty() {
-            // A last line without its newline.
-            let line = std::mem::take(&mut carry);
-            bulk_line(&mut batch, target, &line)?;
-            batch_docs += 1;
-        }
+    .await;
+    if let Err(e) = result {
+        loader.inflight.abort_all();
+        return Err(e);
     }
-    if batch_docs > 0 {
-        let body = Bytes::from(std::mem::take(&mut batch));
-        let (c, t, n) = (client.clone(), target.to_string(), batch_docs as u64);
-        inflight.spawn(async move { send_bulk(&c, &t, body, n).await });
-    }
-    reap(&mut inflight, 0, &mut sent).await?;
-    Ok((sent, hex::encode(hasher.finalize())))
+    Ok((loader.sent, hex::encode(hasher.finalize())))
 }
 
 #[derive(Deserialize)]
@@ -495,8 +712,40 @@ pub enum BulkOutcome {
     Failed(String),
 }
 
-/// Reads a `_bulk` answer.
+#[derive(Deserialize)]
+struct BulkErrors {
+    #[serde(default)]
+    errors: bool,
+}
+
+/// Whether a `_bulk` answer says `"errors":false`, read from its start where the servers put
+/// it (`{"took":N,"errors":false,...`); `None` when it is not there.
+fn no_errors_prefix(body: &[u8]) -> Option<bool> {
+    let rest = body.strip_prefix(b"{\"took\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let rest = rest.get(digits..)?.strip_prefix(b",\"errors\":")?;
+    if rest.starts_with(b"false,") || rest.starts_with(b"false}") {
+        Some(true)
+    } else if rest.starts_with(b"true") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Reads a `_bulk` answer: the items only when `errors` is true.
 pub fn bulk_outcome(target: &str, body: &[u8]) -> Result<BulkOutcome> {
+    let errors = match no_errors_prefix(body) {
+        Some(clean) => !clean,
+        None => {
+            serde_json::from_slice::<BulkErrors>(body)
+                .map_err(|e| AgentError::json("bulk answer", e))?
+                .errors
+        }
+    };
+    if !errors {
+        return Ok(BulkOutcome::Done);
+    }
     let resp: BulkResponse =
         serde_json::from_slice(body).map_err(|e| AgentError::json("bulk answer", e))?;
     if !resp.errors {
@@ -583,22 +832,63 @@ mod tests {
 
     #[test]
     fn bulk_lines() {
+        let prefix = action_prefix("t\"x");
         let mut out = Vec::new();
-        let id = bulk_line(
+        bulk_line(
             &mut out,
-            "t",
-            br#"{"_id":"a\"1","_routing":"r","_source":{"x":[1,2],"s":"\u00e9"}}"#,
+            &prefix,
+            "t\"x",
+            br#"{"_id":"a\"1\\","_routing":"r","_source":{"x":[1,2],"s":"\u00e9"}}"#,
         )
         .unwrap();
-        assert_eq!(id, "a\"1");
+        // Another key order, whitespace, no routing: read as JSON.
+        bulk_line(
+            &mut out,
+            &prefix,
+            "t\"x",
+            br#"{ "_source": {"y":"}"}, "_id": "b" }"#,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 4);
         let meta: Value = serde_json::from_str(lines[0]).unwrap();
-        assert_eq!(meta["index"]["_index"], "t");
+        assert_eq!(meta["index"]["_index"], "t\"x");
+        assert_eq!(meta["index"]["_id"], "a\"1\\");
         assert_eq!(meta["index"]["routing"], "r");
         assert_eq!(lines[1], r#"{"x":[1,2],"s":"\u00e9"}"#);
-        assert!(bulk_line(&mut Vec::new(), "t", b"{not json").is_err());
+        let meta: Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(meta["index"]["_id"], "b");
+        assert!(meta["index"].get("routing").is_none());
+        assert_eq!(lines[3], r#"{"y":"}"}"#);
+        for bad in [
+            &b"{not json"[..],
+            b"{\"_id\":\"a",
+            b"{\"_id\":\"a\\",
+            b"{\"_id\":\"a\",\"_source\":",
+            b"{\"_id\":1}",
+        ] {
+            assert!(bulk_line(&mut Vec::new(), &prefix, "t", bad).is_err());
+        }
+    }
+
+    #[test]
+    fn bulk_answer_prefix() {
+        assert_eq!(
+            no_errors_prefix(br#"{"took":12,"errors":false,"items":[]}"#),
+            Some(true)
+        );
+        assert_eq!(
+            no_errors_prefix(br#"{"took":0,"errors":true,"items":[]}"#),
+            Some(false)
+        );
+        assert_eq!(no_errors_prefix(br#"{"errors":false}"#), None);
+        assert_eq!(no_errors_prefix(br#"{"took":1,"errors":falsey}"#), None);
+        let late = br#"{"items":[{"index":{"status":400,"error":{"type":"x"}}}],"errors":true}"#;
+        assert!(matches!(
+            bulk_outcome("t", late).unwrap(),
+            BulkOutcome::Failed(_)
+        ));
     }
 
     #[test]

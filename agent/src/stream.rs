@@ -37,7 +37,7 @@ use crate::layout::{IndexEntry, Manifest};
 use crate::search::{Client, Page, ReadMode, read_index};
 
 /// Pages buffered per index between the readers and the archiver.
-const CHANNEL_PAGES: usize = 4;
+const CHANNEL_PAGES: usize = 2;
 
 enum Msg {
     Data(Bytes),
