@@ -1331,7 +1331,8 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         0,
         Row {
             key: "agent_restore".into(),
-            what: "cairn-agent restore (defaults: 4 workers, 5000 docs/bulk)".into(),
+            what: "cairn-agent restore (defaults: 4 workers, 5000 docs/bulk, 2 indices at once)"
+                .into(),
             docs: r.documents,
             secs: restore_m.secs,
             rss_kib: Some(restore_m.max_rss_kib),
