@@ -199,6 +199,7 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The machine, for the figures: CPU, cores, memory, kernel, compiler.
 fn machine_info() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -210,6 +211,15 @@ fn machine_info() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or(0.0, |k| k as f64 / 1024.0 / 1024.0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
@@ -219,7 +229,40 @@ fn machine_info() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    format!("{cpu}, {cores} cores, Linux {kernel}, {rustc}")
+    format!("{cpu}, {cores} cores, {mem:.0} GiB RAM, Linux {kernel}, {rustc}")
+}
+
+/// The cargo that runs us.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// From a debug build, runs `cargo xtask bench <bench> <args>` again in release mode and
+/// returns `true` (the caller is done); from a release build returns `false`.
+fn rerun_in_release(bench: &str, args: &[String]) -> anyhow::Result<bool> {
+    if !cfg!(debug_assertions) {
+        return Ok(false);
+    }
+    println!("==> re-running in release mode: cargo run --release -p xtask -- bench {bench}");
+    let status = Command::new(cargo())
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "xtask",
+            "--",
+            "bench",
+            bench,
+        ])
+        .args(args)
+        .current_dir(repo_root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("the release-mode bench failed: {status}");
+    }
+    Ok(true)
 }
 
 fn loadavg() -> String {
@@ -328,27 +371,7 @@ struct Point {
 }
 
 fn webhook(args: &[String]) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        println!("==> re-running in release mode: cargo run --release -p xtask -- bench webhook");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(&cargo)
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "webhook",
-            ])
-            .args(args)
-            .current_dir(repo_root())
-            .status()
-            .with_context(|| format!("running {cargo}"))?;
-        if !status.success() {
-            bail!("the release-mode bench failed: {status}");
-        }
+    if rerun_in_release("webhook", args)? {
         return Ok(());
     }
     let o = options(args)?;

@@ -119,26 +119,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        println!("==> re-running in release mode: cargo run --release -p xtask -- bench agent");
-        let status = Command::new(cargo())
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "agent",
-            ])
-            .args(args)
-            .current_dir(repo_root())
-            .status()
-            .context("running cargo")?;
-        if !status.success() {
-            bail!("the release-mode bench failed: {status}");
-        }
+    if super::rerun_in_release("agent", args)? {
         return Ok(());
     }
     let o = options(args)?;
@@ -157,13 +138,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     result
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
-
 fn build_agent() -> anyhow::Result<PathBuf> {
     println!("==> cargo build --release -p cairn-agent");
-    let status = Command::new(cargo())
+    let status = Command::new(super::cargo())
         .args(["build", "--quiet", "--release", "-p", "cairn-agent"])
         .current_dir(repo_root())
         .status()
@@ -977,38 +954,6 @@ fn stash(
 // ---------------------------------------------------------------------------------------------
 // The run
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<u64>().ok())
-        })
-        .map_or(0.0, |k| k as f64 / 1024.0 / 1024.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    format!("{cpu}, {cores} cores, {mem:.0} GiB RAM, Linux {kernel}")
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn tool_version(program: &Path, arg: &str) -> String {
     Command::new(program)
         .arg(arg)
@@ -1062,9 +1007,9 @@ impl Row {
 fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     let total_started = Instant::now();
     let multi = elasticdump_bin("multielasticdump")?;
-    let load_before = loadavg();
+    let load_before = super::loadavg();
     println!("cairn-agent benchmark (release build)");
-    println!("machine: {}", machine());
+    println!("machine: {}", super::machine_info());
     println!("load average before: {load_before}");
     std::io::Write::flush(&mut std::io::stdout())?;
 
@@ -1528,7 +1473,7 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     if !o.baselines {
         println!("  (baselines skipped: --no-baselines)");
     }
-    let load_after = loadavg();
+    let load_after = super::loadavg();
     println!("load average before: {load_before}, after: {load_after}");
     println!("took {:.0} s", total_started.elapsed().as_secs_f64());
     kv.push(("all_targets".into(), verdict(all).into()));

@@ -29,32 +29,17 @@ const USAGE: &str = "usage: cargo xtask bench controller [--configs N]";
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
-        println!("==> building cairn-controller and re-running in release mode");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(&cargo)
+        // The bench starts the controller binary: build it in release first.
+        println!("==> cargo build --release -p cairn-controller");
+        let status = Command::new(super::cargo())
             .args(["build", "--release", "-p", "cairn-controller"])
             .current_dir(repo_root())
             .status()?;
         if !status.success() {
             bail!("building cairn-controller failed: {status}");
         }
-        let status = Command::new(&cargo)
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "controller",
-            ])
-            .args(args)
-            .current_dir(repo_root())
-            .status()?;
-        if !status.success() {
-            bail!("the release-mode bench failed: {status}");
-        }
+    }
+    if super::rerun_in_release("controller", args)? {
         return Ok(());
     }
     let mut configs = 1000usize;
