@@ -73,22 +73,8 @@ impl Helm {
             .parent()
             .ok_or_else(|| anyhow!("xtask has no parent directory"))?
             .to_path_buf();
-        let cache = match std::env::var_os("CAIRN_CACHE") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => {
-                let home = std::env::var_os("HOME")
-                    .ok_or_else(|| anyhow!("neither CAIRN_CACHE nor HOME is set"))?;
-                PathBuf::from(home).join(".cache/cairn")
-            }
-        }
-        .join("testbed");
-        let go = match std::env::var_os("CAIRN_GO") {
-            Some(go) if !go.is_empty() => PathBuf::from(go),
-            _ if Path::new("/usr/local/go/bin/go").is_file() => {
-                PathBuf::from("/usr/local/go/bin/go")
-            }
-            _ => PathBuf::from("go"),
-        };
+        let cache = cairn_tests::binaries::testbed_cache()?;
+        let go = crate::testbed::go();
         Ok(Self {
             module: root.join("testbed/helm"),
             cache,

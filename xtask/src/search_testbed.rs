@@ -134,15 +134,7 @@ impl SearchTestbed {
                 .cloned()
                 .ok_or_else(|| anyhow!("{} has no {key}=...", versions_file.display()))
         };
-        let cache = match std::env::var_os("CAIRN_CACHE") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => {
-                let home = std::env::var_os("HOME")
-                    .ok_or_else(|| anyhow!("neither CAIRN_CACHE nor HOME is set"))?;
-                PathBuf::from(home).join(".cache/cairn")
-            }
-        }
-        .join("testbed");
+        let cache = cairn_tests::binaries::testbed_cache()?;
         Ok(Self {
             opensearch: get("OPENSEARCH_VERSION")?,
             elasticsearch: get("ELASTICSEARCH_VERSION")?,

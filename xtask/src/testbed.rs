@@ -85,22 +85,8 @@ impl Testbed {
         };
         let k8s = get("K8S_VERSION")?;
         let etcd = get("ETCD_VERSION")?;
-        let cache = match std::env::var_os("CAIRN_CACHE") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => {
-                let home = std::env::var_os("HOME")
-                    .ok_or_else(|| anyhow!("neither CAIRN_CACHE nor HOME is set"))?;
-                PathBuf::from(home).join(".cache/cairn")
-            }
-        }
-        .join("testbed");
-        let go = match std::env::var_os("CAIRN_GO") {
-            Some(go) if !go.is_empty() => PathBuf::from(go),
-            _ if Path::new("/usr/local/go/bin/go").exists() => {
-                PathBuf::from("/usr/local/go/bin/go")
-            }
-            _ => PathBuf::from("go"),
-        };
+        let cache = cairn_tests::binaries::testbed_cache()?;
+        let go = crate::testbed::go();
         Ok(Self {
             root,
             k8s,
@@ -668,6 +654,15 @@ fn human(d: Duration) -> String {
         format!("{}m{:02}s", secs / 60, secs % 60)
     } else {
         format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// The Go toolchain: `$CAIRN_GO`, else `/usr/local/go/bin/go`, else `go` on the PATH.
+pub fn go() -> PathBuf {
+    match std::env::var_os("CAIRN_GO") {
+        Some(go) if !go.is_empty() => PathBuf::from(go),
+        _ if Path::new("/usr/local/go/bin/go").is_file() => PathBuf::from("/usr/local/go/bin/go"),
+        _ => PathBuf::from("go"),
     }
 }
 
