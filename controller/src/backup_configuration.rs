@@ -25,10 +25,7 @@ use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::metrics::ConfigLabels;
-use crate::scheduling::{decide, to_time};
-
-/// How soon work that gave way to a slot's creations looks again.
-pub const SLOT_WAIT: Duration = Duration::from_millis(500);
+use crate::scheduling::{SLOT_WAIT, decide, to_time};
 
 /// Longest wait between two looks at a configuration (a safety net; watches drive the rest).
 const MAX_WAIT: Duration = Duration::from_secs(300);

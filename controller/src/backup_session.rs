@@ -155,7 +155,7 @@ fn next_retry(session: &BackupSession, ctx: &Context) -> serde_json::Value {
 async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
     if ctx.slot_in_progress(chrono::Utc::now()) {
         // Starting the Job can wait a moment for the sessions of a slot that just came.
-        return Ok(Action::requeue(crate::backup_configuration::SLOT_WAIT));
+        return Ok(Action::requeue(crate::scheduling::SLOT_WAIT));
     }
     let name = session.name_any();
     let Some(config) = invoker(session, ctx) else {

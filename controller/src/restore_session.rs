@@ -115,7 +115,7 @@ async fn finish(
 async fn start(r: &RestoreSession, ctx: &Context) -> Result<Action> {
     if ctx.slot_in_progress(chrono::Utc::now()) {
         // Starting the Job can wait a moment for the sessions of a slot that just came.
-        return Ok(Action::requeue(crate::backup_configuration::SLOT_WAIT));
+        return Ok(Action::requeue(crate::scheduling::SLOT_WAIT));
     }
     let name = r.name_any();
     let namespace = ns(r);

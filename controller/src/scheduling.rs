@@ -84,6 +84,9 @@ pub fn decide(
     Ok(decision)
 }
 
+/// How soon work that gave way to a slot's creations looks again.
+pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How long after a slot its creations take precedence at most: past this, nothing waits for
 /// them any more (a configuration deleted just before its slot cannot hold the rest up).
 const SLOT_PRECEDENCE: Duration = Duration::seconds(10);
