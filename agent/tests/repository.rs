@@ -332,6 +332,12 @@ fn locks_are_restic_locks() -> Result<()> {
     while lock_ids(&repo_dir).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Freeze the agent so the backup cannot finish before restic has looked: the
+    // process stays alive (its lock is not stale) for as long as the test needs.
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &child.id().to_string()])
+        .status()?;
+    ensure!(stopped.success(), "kill -STOP {}", child.id());
     let ids = lock_ids(&repo_dir);
     ensure!(ids.len() == 1, "no lock while backing up: {ids:?}");
     let listed = restic_ok(&repo, &["list", "locks", "--no-lock"], &[])?;
