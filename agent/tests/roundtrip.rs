@@ -449,6 +449,36 @@ fn backup_restore_roundtrip_with_restic_and_failures() -> Result<()> {
     Ok(())
 }
 
+/// Scroll and point-in-time contexts open on the server (0 when it does not answer).
+fn open_search_contexts(url: &str) -> u64 {
+    let Ok(stats) = call(
+        reqwest::Method::GET,
+        &format!("{url}/_nodes/stats/indices/search"),
+        None,
+    ) else {
+        return 0;
+    };
+    let Some(nodes) = stats["nodes"].as_object() else {
+        return 0;
+    };
+    nodes
+        .values()
+        .map(|n| {
+            n["indices"]["search"]["open_contexts"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn signal(child: &std::process::Child, which: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([which, &child.id().to_string()])
+        .status()?;
+    ensure!(status.success(), "kill {which} {}", child.id());
+    Ok(())
+}
+
 #[test]
 fn server_stopped_mid_backup_leaves_no_snapshot() -> Result<()> {
     let os = OpenSearch::start()?;
@@ -486,13 +516,23 @@ fn server_stopped_mid_backup_leaves_no_snapshot() -> Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    // Wait until documents are being read, then take the server away.
+    // Wait until documents are being read (the server holds the agent's search context),
+    // freeze the agent so it cannot finish meanwhile, take the server away, let it go on.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !repo_dir.join("data").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    while open_search_contexts(&url) == 0 {
+        ensure!(
+            child.try_wait()?.is_none(),
+            "the backup ended before it was seen reading"
+        );
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the backup never started reading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    signal(&child, "-STOP")?;
     os.kill();
+    signal(&child, "-CONT")?;
     let status = child.wait()?;
     assert!(!status.success(), "the backup succeeded without its server");
     let result = AgentResult::from_termination_message(&std::fs::read_to_string(&log)?);
