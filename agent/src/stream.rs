@@ -444,19 +444,34 @@ pub struct DocReader {
     finished: bool,
 }
 
+impl DocReader {
+    fn failed(&mut self, reason: String) -> std::io::Error {
+        self.finished = true;
+        self.state.fail(reason.clone());
+        self.state.stream_ended();
+        std::io::Error::other(reason)
+    }
+}
+
 impl Read for DocReader {
+    /// Fills `out` whole unless the stream ends: rustic's chunker shrinks its read buffer to the
+    /// length of any short read and never grows it back, so short reads at page boundaries
+    /// would leave it reading a few bytes per call.
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        loop {
+        let mut filled = 0;
+        while filled < out.len() {
             if !self.buf.is_empty() {
-                let n = out.len().min(self.buf.len());
-                out[..n].copy_from_slice(&self.buf[..n]);
-                self.hasher.update(&out[..n]);
+                let n = (out.len() - filled).min(self.buf.len());
+                let part = &mut out[filled..filled + n];
+                part.copy_from_slice(&self.buf[..n]);
+                self.hasher.update(&*part);
                 self.bytes += n as u64;
                 self.buf.advance(n);
-                return Ok(n);
+                filled += n;
+                continue;
             }
-            if self.finished || out.is_empty() {
-                return Ok(0);
+            if self.finished {
+                break;
             }
             match self.rx.blocking_recv() {
                 Some(Msg::Data(b)) => self.buf = b,
@@ -468,23 +483,15 @@ impl Read for DocReader {
                     }
                     tracing::info!(index = %self.index, docs, bytes = self.bytes, "index dumped");
                     self.state.stream_ended();
-                    return Ok(0);
                 }
-                Some(Msg::Failed(reason)) => {
-                    self.finished = true;
-                    self.state.fail(reason.clone());
-                    self.state.stream_ended();
-                    return Err(std::io::Error::other(reason));
-                }
+                Some(Msg::Failed(reason)) => return Err(self.failed(reason)),
                 None => {
-                    self.finished = true;
                     let reason = format!("the readers of index {} stopped", self.index);
-                    self.state.fail(reason.clone());
-                    self.state.stream_ended();
-                    return Err(std::io::Error::other(reason));
+                    return Err(self.failed(reason));
                 }
             }
         }
+        Ok(filled)
     }
 }
 
