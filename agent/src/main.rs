@@ -10,7 +10,20 @@ use cairn_agent::{files, repo, restore};
 use cairn_api::result::AgentResult;
 use clap::Parser;
 
+/// glibc gives every busy thread its own malloc arena, and each arena keeps the page and chunk
+/// buffers freed in it: two arenas held a backup's peak at 149 MiB instead of 237, at no cost
+/// in CPU (`cargo xtask bench agent`). musl, the image's libc, has no arenas.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called first thing in `main`, before any other thread exists; mallopt only
+    // changes the allocator's parameters.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,rustic_core=warn,rustic_backend=warn,opendal=error",
