@@ -428,13 +428,21 @@ pub fn open(be: Arc<dyn WriteBackend>, opts: &RepoOptions, init: bool) -> Result
             .map_err(|e| AgentError::rustic("open (is RESTIC_PASSWORD right?)", e))
     } else if init {
         tracing::info!("initialising the repository");
-        repo.init(&creds, &KeyOptions::default(), &ConfigOptions::default())
+        repo.init(&creds, &KeyOptions::default(), &new_repository_config())
             .map_err(|e| AgentError::rustic("init", e))
     } else {
         Err(AgentError::Repository(
             "there is no repository at this location".into(),
         ))
     }
+}
+
+/// The settings of a repository the agent creates. A pack is assembled in memory (one filling,
+/// one being written) and rustic grows packs with the square root of the repository's size
+/// unless limited: at its default size, 32 MiB, the agent's memory stays bounded whatever the
+/// repository holds. restic ignores the setting.
+fn new_repository_config() -> ConfigOptions {
+    ConfigOptions::default().set_datapack_size_limit(bytesize::ByteSize::mib(32))
 }
 
 /// Retention: restic's `forget` keep rules.

@@ -248,6 +248,11 @@ fn interim_dir_stages_the_documents_and_is_emptied() -> Result<()> {
     // Same content: the staged snapshot added no new data.
     assert!(b.added_bytes < a.added_bytes / 2, "{a:?} {b:?}");
     restic_ok(&repo, &["check", "--read-data"], &[])?;
+    // Data packs of a repository the agent created do not grow with it (bounded memory).
+    let (_, _, limit) = open_rustic(&tmp.path().join("repo"))?
+        .config()
+        .packsize(rustic_core::repofile::BlobType::Data);
+    assert_eq!(limit, 32 << 20);
 
     // Without the cache, nothing at all is left.
     let mut no_cache = staged_args.clone();
@@ -284,18 +289,25 @@ fn lock_ids(repo_dir: &std::path::Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Writes a lock file as another process would (encrypted with the repository's key).
-fn plant_lock(repo_dir: &std::path::Path, lock: &LockFile) -> Result<String> {
+/// A local repository opened with rustic_core, as another program would.
+fn open_rustic(
+    repo_dir: &std::path::Path,
+) -> Result<rustic_core::Repository<rustic_core::OpenStatus>> {
     use rustic_core::{Credentials, Repository, RepositoryBackends, RepositoryOptions};
     let be = cairn_agent::repo::backend(
         &Location::Local(repo_dir.to_path_buf()),
         &RepoOptions::default(),
     )?;
-    let repo = Repository::new(
+    Ok(Repository::new(
         &RepositoryOptions::default().no_cache(true),
         &RepositoryBackends::new(be, None),
     )?
-    .open(&Credentials::password(common::PASSWORD))?;
+    .open(&Credentials::password(common::PASSWORD))?)
+}
+
+/// Writes a lock file as another process would (encrypted with the repository's key).
+fn plant_lock(repo_dir: &std::path::Path, lock: &LockFile) -> Result<String> {
+    let repo = open_rustic(repo_dir)?;
     let data = Crypto::of(&repo)?.encrypt(&serde_json::to_vec(lock)?)?;
     let id = sha256_hex(&data);
     std::fs::create_dir_all(repo_dir.join("locks"))?;
