@@ -376,10 +376,6 @@ fn restore_index<S: IndexedFull + Sync>(
                 "put back settings",
             )
             .await?;
-        // A commit: the documents no longer depend on the asynchronously synced translog.
-        let _: Value = client
-            .json(Method::POST, &format!("/{enc}/_flush"), None, "flush")
-            .await?;
         let _: Value = client
             .json(Method::POST, &format!("/{enc}/_refresh"), None, "refresh")
             .await?;

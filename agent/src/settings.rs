@@ -49,16 +49,7 @@ pub fn restorable(flat: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-/// Settings replaced during the load, and the value each has then: no refreshes, no replicas,
-/// and the translog synced in the background instead of on every bulk request (the restore
-/// flushes the index once the originals are back, so nothing acknowledged depends on it).
-const LOAD_SETTINGS: &[(&str, &str)] = &[
-    ("index.refresh_interval", "-1"),
-    ("index.number_of_replicas", "0"),
-    ("index.translog.durability", "async"),
-];
-
-/// What an index is created with (fast loading, see [`LOAD_SETTINGS`]), and what is set once
+/// What an index is created with (fast loading: no refresh, no replicas), and what is set once
 /// the documents are in (the original values; `null` resets a setting to the server default).
 pub fn load_and_after(restorable: &Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {
     let mut create = Map::new();
@@ -70,13 +61,14 @@ pub fn load_and_after(restorable: &Map<String, Value>) -> (Map<String, Value>, M
             create.insert(k.clone(), v.clone());
         }
     }
-    for (key, during) in LOAD_SETTINGS {
+    for key in ["index.refresh_interval", "index.number_of_replicas"] {
         after.insert(
             key.to_string(),
-            restorable.get(*key).cloned().unwrap_or(Value::Null),
+            restorable.get(key).cloned().unwrap_or(Value::Null),
         );
-        create.insert(key.to_string(), Value::from(*during));
     }
+    create.insert("index.refresh_interval".into(), Value::from("-1"));
+    create.insert("index.number_of_replicas".into(), Value::from("0"));
     // Auto-expanding replicas would override number_of_replicas during the load.
     if let Some(v) = create.remove("index.auto_expand_replicas") {
         after.insert("index.auto_expand_replicas".into(), v);
@@ -122,14 +114,11 @@ mod tests {
     fn load_settings_then_originals() {
         let flat = json!({
             "index.number_of_shards": "2", "index.number_of_replicas": "2",
-            "index.blocks.write": "true", "index.auto_expand_replicas": "0-1",
-            "index.translog.durability": "request"
+            "index.blocks.write": "true", "index.auto_expand_replicas": "0-1"
         });
         let (create, after) = load_and_after(flat.as_object().unwrap());
         assert_eq!(create["index.refresh_interval"], "-1");
         assert_eq!(create["index.number_of_replicas"], "0");
-        assert_eq!(create["index.translog.durability"], "async");
-        assert_eq!(after["index.translog.durability"], "request");
         assert_eq!(create["index.number_of_shards"], "2");
         assert!(!create.contains_key("index.blocks.write"));
         assert!(!create.contains_key("index.auto_expand_replicas"));

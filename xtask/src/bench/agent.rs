@@ -7,10 +7,9 @@
 //!   (log-like: keywords, numbers, a text message from a fixed vocabulary, so it compresses like
 //!   real text), spread over `--indices` (5) indices `bench-N`, 1 primary, 0 replicas.
 //! - **raw `_bulk`**: loading that data is the raw `_bulk` figure: fresh indices with
-//!   `refresh_interval: -1`, no replicas and an asynchronous translog (as the agent's restore
-//!   creates them), explicit ids, 5,000 documents per request, 4 requests in flight (the
-//!   agent's defaults), then the settings reset, a flush and a refresh. The request bodies are
-//!   generated before the clock starts.
+//!   `refresh_interval: -1` and no replicas (as the agent's restore creates them), explicit ids,
+//!   5,000 documents per request, 4 requests in flight (the agent's defaults), then the refresh
+//!   interval reset and a refresh. The request bodies are generated before the clock starts.
 //!   A subset (`--baseline-docs`, default 100,000) in indices `sub-N` is loaded first, so the
 //!   JVM is warm for the measured load.
 //! - **raw export**: every `bench-*` document read with 10,000-document pages, all indices at
@@ -477,8 +476,7 @@ async fn load_set(http: &Http, prefix: &str, total: u64, o: &Options) -> anyhow:
                 "settings": {
                     "index.number_of_shards": o.shards,
                     "index.number_of_replicas": 0,
-                    "index.refresh_interval": "-1",
-                    "index.translog.durability": "async"},
+                    "index.refresh_interval": "-1"},
                 "mappings": mapping()})),
         )
         .await?;
@@ -490,11 +488,9 @@ async fn load_set(http: &Http, prefix: &str, total: u64, o: &Options) -> anyhow:
     http.call(
         reqwest::Method::PUT,
         &format!("/{pattern}/_settings"),
-        Some(json!({"index.refresh_interval": null, "index.translog.durability": null})),
+        Some(json!({"index.refresh_interval": null})),
     )
     .await?;
-    http.call(reqwest::Method::POST, &format!("/{pattern}/_flush"), None)
-        .await?;
     http.call(reqwest::Method::POST, &format!("/{pattern}/_refresh"), None)
         .await?;
     secs += t.elapsed().as_secs_f64();
