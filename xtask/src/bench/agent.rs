@@ -1426,6 +1426,21 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         ratio >= 0.7,
         &mut kv,
     );
+    if let (Some(agent_cpu), Some(server_cpu)) =
+        (agent_backup.cpu_secs, agent_backup.server_cpu_secs)
+    {
+        // Agent and server share the machine's cores: with both fully busy the backup could not
+        // be faster than this, however the work were overlapped.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let ceiling = agent_backup.docs as f64 * cores / (agent_cpu + server_cpu);
+        println!(
+            "  (info) backup CPU ceiling on {cores} cores: {ceiling:.0} docs/s = {:.2} of the raw \
+             export (agent {agent_cpu:.1} + server {server_cpu:.1} CPU-s); the backup ran at {:.0} % of it",
+            ceiling / raw_best,
+            100.0 * agent_backup.dps() / ceiling
+        );
+        kv.push(("backup_cpu_ceiling_dps".into(), format!("{ceiling:.0}")));
+    }
     let load_default = restore_rows.iter().find(|r| r.key == "stash_default_load");
     let load_fast = restore_rows.iter().find(|r| r.key == "stash_fast_load");
     if let Some(l) = load_default {
