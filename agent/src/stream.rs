@@ -104,6 +104,13 @@ impl DumpState {
         self.changed.notify_all();
     }
 
+    /// Records a document stream's failure and end; the error for the archiver.
+    fn stream_failed(&self, reason: String) -> std::io::Error {
+        self.fail(reason.clone());
+        self.stream_ended();
+        std::io::Error::other(reason)
+    }
+
     fn stream_ended(&self) {
         if let Ok(mut n) = self.finished.lock() {
             *n += 1;
@@ -447,9 +454,7 @@ pub struct DocReader {
 impl DocReader {
     fn failed(&mut self, reason: String) -> std::io::Error {
         self.finished = true;
-        self.state.fail(reason.clone());
-        self.state.stream_ended();
-        std::io::Error::other(reason)
+        self.state.stream_failed(reason)
     }
 }
 
@@ -498,11 +503,10 @@ impl Read for DocReader {
 impl Drop for DocReader {
     fn drop(&mut self) {
         if !self.finished {
-            self.state.fail(format!(
+            let _ = self.state.stream_failed(format!(
                 "the archiver stopped reading index {} before its end",
                 self.index
             ));
-            self.state.stream_ended();
         }
     }
 }
@@ -522,9 +526,7 @@ pub struct StagedReader {
 impl StagedReader {
     fn failed(&mut self, reason: String) -> std::io::Error {
         self.finished = true;
-        self.state.fail(reason.clone());
-        self.state.stream_ended();
-        std::io::Error::other(reason)
+        self.state.stream_failed(reason)
     }
 }
 
@@ -567,11 +569,10 @@ impl Read for StagedReader {
 impl Drop for StagedReader {
     fn drop(&mut self) {
         if !self.finished {
-            self.state.fail(format!(
+            let _ = self.state.stream_failed(format!(
                 "the archiver stopped reading index {} before its end",
                 self.index
             ));
-            self.state.stream_ended();
         }
     }
 }
