@@ -265,10 +265,10 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     body["conditions"] = json!(status.conditions);
 
     clean_history(&config, &ctx).await?;
-    // Written every time, even when unchanged: the write's own watch event brings one more
-    // reconcile, after the lookup caches (separate reflectors) have caught up with the object
-    // that triggered this one. Skipping unchanged writes left configurations NotReady until
-    // the next slot (seen in the tests); fewer writes need a requeue on that race first.
+    // Written every time, even when unchanged: when the lookups were separate reflectors,
+    // skipping unchanged writes left configurations NotReady until the next slot (the write's
+    // own watch event brought the reconcile that saw the caught-up caches). The lookups are
+    // the shared stores now, so skipping may be safe; it is not done until a test shows it.
     let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &namespace);
     api.patch_status(
         &name,
