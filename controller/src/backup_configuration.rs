@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_api::backup_configuration::ConfigurationPhase;
+use cairn_api::backup_configuration::{BackupConfigurationStatus, ConfigurationPhase};
 use cairn_api::backup_session::{BackupSessionSpec, Invoker};
 use cairn_api::defaults::{Direction, default_task_name};
 use cairn_api::naming::{
@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::backup_session::completed_newest_first;
 use crate::conditions::{self, now};
@@ -265,18 +265,32 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     body["conditions"] = json!(status.conditions);
 
     clean_history(&config, &ctx).await?;
-    // Written every time, even when unchanged: when the lookups were separate reflectors,
-    // skipping unchanged writes left configurations NotReady until the next slot (the write's
-    // own watch event brought the reconcile that saw the caught-up caches). The lookups are
-    // the shared stores now, so skipping may be safe; it is not done until a test shows it.
-    let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER),
-        &Patch::Merge(json!({ "status": body })),
-    )
-    .await?;
+    // An unchanged status is not written (the server would make nothing of it either). If
+    // this object is older than our last write, that write's watch event brings another
+    // reconcile, which compares with it.
+    if status_changes(config.status.as_ref(), &body) {
+        let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER),
+            &Patch::Merge(json!({ "status": body })),
+        )
+        .await?;
+    }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether the merge patch `body` would change the status `current`.
+fn status_changes(current: Option<&BackupConfigurationStatus>, body: &Value) -> bool {
+    let current = current
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null);
+    match body.as_object() {
+        Some(fields) => fields
+            .iter()
+            .any(|(k, v)| current.get(k).unwrap_or(&Value::Null) != v),
+        None => true,
+    }
 }
 
 /// Creates the session of `slot`. Its name is the slot's, so a slot already done (by us
@@ -377,4 +391,50 @@ pub fn error_policy(config: Arc<BackupConfiguration>, error: &Error, ctx: Arc<Co
         })
         .inc();
     Action::requeue(ctx.backoff(&crate::context::key(config.as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> BackupConfigurationStatus {
+        serde_json::from_value(json!({
+            "observedGeneration": 2, "phase": "Ready",
+            "nextScheduleTime": "2026-11-25T22:00:00Z",
+            "lastSuccessfulSession": "nightly-1",
+            "conditions": [{"type": "TaskFound", "status": "True", "reason": "Found",
+                "message": "Task t found", "lastTransitionTime": "2026-11-25T21:00:00Z"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_written() {
+        let current = status();
+        let mut body = serde_json::to_value(&current).unwrap();
+        // Fields the patch does not name (written by the sessions) do not count.
+        body.as_object_mut().unwrap().remove("lastSuccessfulSession");
+        assert!(!status_changes(Some(&current), &body));
+        // A null for a field that is not there is no change either.
+        body["lastScheduleTime"] = Value::Null;
+        assert!(!status_changes(Some(&current), &body));
+    }
+
+    #[test]
+    fn any_named_field_that_differs_is_written() {
+        let current = status();
+        let body = serde_json::to_value(&current).unwrap();
+        for (field, value) in [
+            ("phase", json!("NotReady")),
+            ("observedGeneration", json!(3)),
+            ("nextScheduleTime", json!("2026-11-25T22:01:00Z")),
+            ("lastScheduleTime", json!("2026-11-25T21:59:00Z")),
+            ("conditions", json!([])),
+        ] {
+            let mut changed = body.clone();
+            changed[field] = value;
+            assert!(status_changes(Some(&current), &changed), "{field}");
+        }
+        assert!(status_changes(None, &body));
+    }
 }
