@@ -413,7 +413,9 @@ mod tests {
         let current = status();
         let mut body = serde_json::to_value(&current).unwrap();
         // Fields the patch does not name (written by the sessions) do not count.
-        body.as_object_mut().unwrap().remove("lastSuccessfulSession");
+        body.as_object_mut()
+            .unwrap()
+            .remove("lastSuccessfulSession");
         assert!(!status_changes(Some(&current), &body));
         // A null for a field that is not there is no change either.
         body["lastScheduleTime"] = Value::Null;
