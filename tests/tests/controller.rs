@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 
 struct Env {
     cp: &'static ControlPlane,
-    _webhook: Webhook,
+    webhook: Webhook,
     controller: Controller,
 }
 
@@ -69,7 +69,7 @@ async fn env() -> &'static Env {
             .expect("leader");
         Env {
             cp,
-            _webhook: webhook,
+            webhook,
             controller,
         }
     })
@@ -77,16 +77,31 @@ async fn env() -> &'static Env {
 }
 
 fn apply(cp: &ControlPlane, objects: &[Value]) {
+    if let Err(e) = try_apply(cp, objects) {
+        panic!("apply: {e}");
+    }
+}
+
+fn try_apply(cp: &ControlPlane, objects: &[Value]) -> Result<(), String> {
     let yaml: Vec<String> = objects
         .iter()
         .map(|o| serde_yaml::to_string(o).expect("yaml"))
         .collect();
     let out = cp.kubectl_stdin(["apply", "-f", "-"], &yaml.join("---\n"));
-    assert!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Env {
+    /// `kubectl apply` through the webhook; a refusal shows the webhook's log too.
+    fn apply(&self, objects: &[Value]) {
+        if let Err(e) = try_apply(self.cp, objects) {
+            panic!("apply: {e}\nwebhook log:\n{}", self.webhook.log_tail(30));
+        }
+    }
 }
 
 fn secret_and_app(ns: &str) -> Vec<Value> {
@@ -148,14 +163,11 @@ fn condition_reason(s: &BackupSession) -> String {
 async fn configuration_status_follows_what_it_references() {
     let env = env().await;
     let ns = env.cp.new_namespace().await.expect("ns");
-    apply(
-        env.cp,
-        &[configuration(
-            &ns,
-            "nightly",
-            json!({"schedule": "0 3 * * *"}),
-        )],
-    );
+    env.apply(&[configuration(
+        &ns,
+        "nightly",
+        json!({"schedule": "0 3 * * *"}),
+    )]);
     let (_, status) = wait_for(Duration::from_secs(20), "NotReady", || async {
         config_phase(env.cp, &ns, "nightly")
             .await
@@ -181,7 +193,7 @@ async fn configuration_status_follows_what_it_references() {
     // configuration (watch-driven).
     let mut objects = secret_and_app(&ns);
     objects.push(repository(&ns));
-    apply(env.cp, &objects);
+    env.apply(&objects);
     let (_, status) = wait_for(Duration::from_secs(20), "Ready", || async {
         config_phase(env.cp, &ns, "nightly")
             .await
@@ -204,7 +216,7 @@ async fn one_session_per_slot_named_by_the_slot_and_none_when_paused() {
     objects.push(repository(&ns));
     objects.push(configuration(&ns, "every-minute", json!({})));
     objects.push(configuration(&ns, "paused", json!({"paused": true})));
-    apply(env.cp, &objects);
+    env.apply(&objects);
     let session = wait_for(Duration::from_secs(80), "a scheduled session", || async {
         sessions(env.cp, &ns)
             .await
@@ -282,15 +294,14 @@ async fn a_deadline_deletes_the_job_and_a_failure_is_retried_once() {
         json!({"schedule": "0 0 1 1 *", "timeOut": "2s", "backupHistoryLimit": 5,
         "retryConfig": {"maxRetry": 1, "delay": "1s"}}),
     ));
-    apply(env.cp, &objects);
+    env.apply(&objects);
     wait_for(Duration::from_secs(20), "Ready", || async {
         config_phase(env.cp, &ns, "short")
             .await
             .filter(|(p, _)| p == "Ready")
     })
     .await;
-    apply(
-        env.cp,
+    env.apply(
         &[
             json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
         "metadata": {"name": "manual", "namespace": ns},
@@ -362,15 +373,14 @@ async fn a_deleted_job_fails_its_session() {
         "long",
         json!({"schedule": "0 0 1 1 *", "retryConfig": {"maxRetry": 0}}),
     ));
-    apply(env.cp, &objects);
+    env.apply(&objects);
     wait_for(Duration::from_secs(20), "Ready", || async {
         config_phase(env.cp, &ns, "long")
             .await
             .filter(|(p, _)| p == "Ready")
     })
     .await;
-    apply(
-        env.cp,
+    env.apply(
         &[
             json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
         "metadata": {"name": "doomed", "namespace": ns},
@@ -440,7 +450,7 @@ async fn history_keeps_the_newest_completed_sessions() {
         json!({"schedule": "0 0 1 1 *", "timeOut": "1s",
         "backupHistoryLimit": 2, "retryConfig": {"maxRetry": 0}}),
     ));
-    apply(env.cp, &objects);
+    env.apply(&objects);
     wait_for(Duration::from_secs(20), "Ready", || async {
         config_phase(env.cp, &ns, "kept")
             .await
@@ -449,8 +459,7 @@ async fn history_keeps_the_newest_completed_sessions() {
     .await;
     for i in 1..=3 {
         let name = format!("run-{i}");
-        apply(
-            env.cp,
+        env.apply(
             &[
                 json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
             "metadata": {"name": name, "namespace": ns},

@@ -269,6 +269,50 @@ async fn a_backup_session_shows_its_job_on_a_server_dry_run() {
     );
 }
 
+/// A GitOps pipeline applies a whole set at once: each object is reviewed a few milliseconds
+/// after the ones it names were created, before the webhook's watch caches can have them. The
+/// webhook reads such misses through to the API server, so nothing is denied or warned about.
+#[tokio::test]
+async fn objects_applied_together_with_what_they_name_are_admitted_without_warnings() {
+    let env = env().await;
+    for round in 0..3 {
+        let ns = env.cp.new_namespace().await.expect("namespace");
+        let mut docs: Vec<String> = [
+            "secret-s3.yaml",
+            "appbinding.yaml",
+            "repository-s3.yaml",
+            "backupconfiguration.yaml",
+        ]
+        .iter()
+        .map(|f| example_in(&format!("manifests/examples/{f}"), &ns))
+        .collect();
+        docs.push(format!(
+            "apiVersion: cairn.dev/v1alpha1\nkind: BackupSession\nmetadata:\n  name: first\n  namespace: {ns}\nspec:\n  invoker:\n    apiGroup: cairn.dev\n    kind: BackupConfiguration\n    name: es-backup\n"
+        ));
+        let out = env
+            .cp
+            .kubectl_stdin(["apply", "-f", "-"], &docs.join("---\n"));
+        let stderr = text(&out.stderr);
+        assert_ok(&out, &format!("round {round}: apply all at once"));
+        assert!(
+            !stderr.contains("Warning"),
+            "round {round}: warnings: {stderr}\n{}",
+            env.webhook.log_tail(20)
+        );
+        // The session's Job was resolved from the configuration at creation.
+        let out = env.cp.kubectl([
+            "get",
+            "bs",
+            "first",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.jobTemplate.spec.template.spec.containers[0].name}",
+        ]);
+        assert_eq!(assert_ok(&out, "get session"), "elasticsearch-backup");
+    }
+}
+
 #[tokio::test]
 async fn a_finalizer_can_always_be_removed() {
     let env = env().await;

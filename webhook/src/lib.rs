@@ -5,5 +5,6 @@
 pub mod admission;
 pub mod cache;
 pub mod metrics;
+pub mod read_through;
 pub mod server;
 pub mod tls;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use cairn_api::resolve::InstallSettings;
 use cairn_webhook::cache::Caches;
 use cairn_webhook::metrics::Metrics;
+use cairn_webhook::read_through::ApiFetch;
 use cairn_webhook::server::{AppState, admin_router, admission_router, serve_admin, serve_tls};
 use cairn_webhook::tls::{ReloadingCert, server_config};
 use clap::Parser;
@@ -120,10 +121,11 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let client = kube_client(args.kubeconfig.as_deref()).await?;
-    let caches = Caches::start(client);
+    let caches = Caches::start(client.clone());
     let ready_caches = caches.clone();
     let state = Arc::new(AppState {
         lookups: Arc::new(caches),
+        fetch: Some(Arc::new(ApiFetch::new(client))),
         install: InstallSettings {
             agent_image: args.agent_image.clone(),
             image_pull_policy: args.image_pull_policy.clone(),

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the webhook: request counts and latency by kind, operation and verdict.
+//! Prometheus metrics of the webhook: request counts and latency by kind, operation and verdict,
+//! and the cache misses read through to the API server.
 
 use std::time::Duration;
 
@@ -16,10 +17,18 @@ pub struct RequestLabels {
     pub verdict: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadThroughLabels {
+    kind: &'static str,
+    /// "found" (the cache was behind) or "absent" (the object does not exist).
+    result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
+    read_through: Family<ReadThroughLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -40,10 +49,17 @@ impl Default for Metrics {
             "Time to decide an admission request",
             latency.clone(),
         );
+        let read_through = Family::<ReadThroughLabels, Counter>::default();
+        registry.register(
+            "cache_read_through",
+            "Objects admission looked up, did not find in its watch caches and fetched from the API server, by kind and whether they were found",
+            read_through.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            read_through,
         }
     }
 }
@@ -54,6 +70,13 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
+    }
+
+    pub fn read_through(&self, kind: &'static str, found: bool) {
+        let result = if found { "found" } else { "absent" };
+        self.read_through
+            .get_or_create(&ReadThroughLabels { kind, result })
+            .inc();
     }
 
     /// The OpenMetrics text of every metric.

@@ -24,8 +24,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::admission::{Endpoint, Kind, review};
+use crate::admission::{Endpoint, Kind};
 use crate::metrics::{Metrics, RequestLabels};
+use crate::read_through::{Fetch, review_reading_through};
 
 /// Largest AdmissionReview body accepted (the API server's own limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -33,6 +34,9 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// What every request handler shares.
 pub struct AppState {
     pub lookups: Arc<dyn Lookups + Send + Sync>,
+    /// Where objects the caches lack are read from (the API server); `None` answers from the
+    /// caches alone.
+    pub fetch: Option<Arc<dyn Fetch>>,
     pub install: InstallSettings,
     pub metrics: Metrics,
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
@@ -87,11 +91,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    handle(&state, Endpoint::Validate, &body)
+    handle(&state, Endpoint::Validate, &body).await
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    handle(&state, Endpoint::Mutate, &body)
+    handle(&state, Endpoint::Mutate, &body).await
 }
 
 /// Decodes an AdmissionReview v1, reviews it, encodes the answer.
@@ -136,7 +140,7 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
         .map_err(|_| "the AdmissionReview has no request".to_string())
 }
 
-fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
+async fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
     let start = Instant::now();
     let req = match decode(body) {
         Ok(r) => r,
@@ -145,7 +149,22 @@ fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
             return (StatusCode::BAD_REQUEST, reason).into_response();
         }
     };
-    let (resp, outcome) = review(endpoint, &req, state.lookups.as_ref(), &state.install);
+    let (resp, outcome, read_through) = review_reading_through(
+        endpoint,
+        &req,
+        state.lookups.as_ref(),
+        state.fetch.as_deref(),
+        &state.install,
+    )
+    .await;
+    for miss in &read_through.found {
+        // The watch had not delivered it yet; a steady count means a watch that is stuck.
+        tracing::info!(kind = miss.kind(), ?miss, "read through a cache miss");
+        state.metrics.read_through(miss.kind(), true);
+    }
+    for miss in &read_through.absent {
+        state.metrics.read_through(miss.kind(), false);
+    }
     let labels = RequestLabels {
         endpoint: match endpoint {
             Endpoint::Validate => "validate".into(),

@@ -144,6 +144,7 @@ impl Server {
             TlsAcceptor::from(Arc::new(server_config(Arc::clone(&cert)).expect("config")));
         let state = Arc::new(AppState {
             lookups: Arc::new(example_cluster()),
+            fetch: None,
             install: InstallSettings {
                 agent_image: "cairn-agent:test".into(),
                 ..Default::default()

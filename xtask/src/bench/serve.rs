@@ -86,6 +86,7 @@ pub fn webhook(args: &[String]) -> anyhow::Result<()> {
         let acceptor = TlsAcceptor::from(Arc::new(server_config(cert)?));
         let state = Arc::new(AppState {
             lookups: Arc::new(super::example_lookups()?),
+            fetch: None,
             install: InstallSettings::default(),
             metrics: Metrics::default(),
             ready: Box::new(|| true),
