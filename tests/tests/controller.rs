@@ -63,7 +63,7 @@ async fn env() -> &'static Env {
         let webhook = Webhook::start(cp).expect("webhook");
         webhook.register(cp).expect("register");
         let controller =
-            Controller::start(cp, "cairn-system", "test-controller", 6).expect("controller");
+            Controller::start(cp, "cairn-system", "test-controller", 15).expect("controller");
         controller
             .wait_leader(Duration::from_secs(30))
             .expect("leader");
@@ -237,8 +237,9 @@ async fn one_session_per_slot_named_by_the_slot_and_none_when_paused() {
         .expect("created")
         .0
         .as_second();
+    // On time, with room for a loaded machine (the scheduling bench measures the real lag).
     assert!(
-        created - slot < 5,
+        created - slot < 15,
         "session created {}s after its slot",
         created - slot
     );
@@ -411,7 +412,8 @@ async fn a_standby_takes_over_from_a_dead_leader() {
     // Its own control plane: two controllers of their own, fighting over one lease.
     let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
     install(cp).await;
-    let lease = Duration::from_secs(4);
+    // Long enough that a renewal delayed by a loaded machine does not hand the lease over.
+    let lease = Duration::from_secs(8);
     let a = Controller::start(cp, "cairn-system", "a", lease.as_secs()).expect("a");
     a.wait_leader(Duration::from_secs(20)).expect("a leads");
     let b = Controller::start(cp, "cairn-system", "b", lease.as_secs()).expect("b");
@@ -426,15 +428,18 @@ async fn a_standby_takes_over_from_a_dead_leader() {
         killed.elapsed()
     );
 
-    // A graceful stop releases the lease: a new standby takes over without waiting it out.
-    let c = Controller::start(cp, "cairn-system", "c", 30).expect("c");
+    // A graceful stop releases the lease. c tries at once when it starts, then every 20 s (a
+    // third of its 60 s lease): it leads at its first try only if b gave the lease up (b renewed
+    // it less than 8 s before stopping).
     b.terminate(Duration::from_secs(20)).expect("b stops");
-    let stopped = Instant::now();
-    c.wait_leader(Duration::from_secs(20))
+    let started = Instant::now();
+    let c = Controller::start(cp, "cairn-system", "c", 60).expect("c");
+    c.wait_leader(Duration::from_secs(30))
         .expect("c takes over");
     assert!(
-        stopped.elapsed() < Duration::from_secs(15),
-        "the lease was not released"
+        started.elapsed() < Duration::from_secs(15),
+        "c led only after {:?}: the lease was not released",
+        started.elapsed()
     );
 }
 
@@ -491,12 +496,16 @@ async fn history_keeps_the_newest_completed_sessions() {
     );
 }
 
+/// Time since the Unix epoch.
+fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+}
+
 /// Seconds until the next minute starts.
 fn until_next_minute() -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock");
-    Duration::from_secs(60) - Duration::from_nanos((now.as_nanos() % 60_000_000_000) as u64)
+    Duration::from_secs(60) - Duration::from_nanos((unix_now().as_nanos() % 60_000_000_000) as u64)
 }
 
 #[tokio::test]
@@ -530,6 +539,25 @@ async fn slots_missed_during_a_restart_run_once_within_the_deadline_and_are_coun
     if until_next_minute() < Duration::from_secs(8) {
         tokio::time::sleep(until_next_minute() + Duration::from_secs(1)).await;
     }
+    // The first controller has handled every slot so far; otherwise the second would count one
+    // more missed slot than the outage made.
+    let last_slot = unix_now().as_secs() as i64 / 60 * 60;
+    wait_for(Duration::from_secs(20), "the last slot handled", || async {
+        let api: Api<BackupConfiguration> = Api::namespaced(cp.client(), &ns);
+        for name in ["patient", "strict"] {
+            let c = api.get_opt(name).await.ok()??;
+            let seen = c
+                .status
+                .as_ref()
+                .and_then(|s| s.last_schedule_time.as_ref())
+                .or(c.metadata.creation_timestamp.as_ref())?;
+            if seen.0.as_second() < last_slot {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     let before: Vec<String> = sessions(cp, &ns)
         .await
         .iter()
@@ -537,13 +565,7 @@ async fn slots_missed_during_a_restart_run_once_within_the_deadline_and_are_coun
         .collect();
     first.terminate(Duration::from_secs(20)).expect("stops");
     let slot_wait = until_next_minute();
-    let slot = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        / 60
-        + 1)
-        * 60;
+    let slot = (unix_now().as_secs() / 60 + 1) * 60;
     tokio::time::sleep(slot_wait + Duration::from_secs(10)).await;
     let second = Controller::start(cp, "cairn-system", "second", 4).expect("controller");
     second.wait_leader(Duration::from_secs(20)).expect("leads");
@@ -606,17 +628,11 @@ async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() 
     } else {
         tokio::time::sleep(wait + Duration::from_secs(58)).await;
     }
-    let slot = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        / 60
-        + 1)
-        * 60;
+    let slot = (unix_now().as_secs() / 60 + 1) * 60;
     a.kill();
     let name = format!("ha-{slot}");
     let s = wait_for(
-        lease * 3 + Duration::from_secs(5),
+        lease * 3 + Duration::from_secs(20),
         "the new leader's session",
         || async {
             sessions(cp, &ns)
@@ -634,8 +650,9 @@ async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() 
         .expect("created")
         .0
         .as_second();
+    // The lease runs out, b takes it within a third of it, starts its watches and schedules.
     assert!(
-        created - slot as i64 <= (lease.as_secs() * 3) as i64,
+        created - slot as i64 <= (lease.as_secs() * 3 + 10) as i64,
         "created {}s after the slot",
         created - slot as i64
     );
