@@ -454,13 +454,21 @@ fn invalid_values_are_refused() {
 }
 
 fn assert_kubectl_ok(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
+    if let Err(e) = kubectl_ok(what, out) {
+        panic!("{e}");
+    }
+}
+
+fn kubectl_ok(what: &str, out: &Output) -> Result<(), String> {
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
         "{what} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    ))
 }
 
 /// (c) `kubectl apply -k manifests/ --dry-run=server` succeeds, and so does the chart rendered
@@ -527,7 +535,7 @@ async fn delete_leaves_no_cairn_objects() {
     cp.apply_crds(crds_dir()).await.expect("cairn's CRDs");
     let out = cp.kubectl(["apply", "-k", &manifests]);
     assert_kubectl_ok("kubectl apply -k manifests/", &out);
-    let before = cairn_objects(&cp, &kustomized);
+    let before = cairn_objects(&cp, &kustomized).unwrap_or_else(|e| panic!("{e}"));
     for key in kustomized.keys() {
         assert!(
             before.contains(key),
@@ -547,17 +555,7 @@ async fn delete_leaves_no_cairn_objects() {
     assert_kubectl_ok("kubectl delete -k manifests/ --ignore-not-found", &out);
 
     // CRDs go through the API server's own finalizer (removing their objects first): wait for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let left = loop {
-        let left: Vec<Key> = cairn_objects(&cp, &kustomized)
-            .into_iter()
-            .filter(|k| k.0 != "Namespace")
-            .collect();
-        if left.is_empty() || std::time::Instant::now() > deadline {
-            break left;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    };
+    let left = left_after_delete(&cp, &kustomized, |k| k.0 != "Namespace");
     assert!(left.is_empty(), "left after kubectl delete -k: {left:?}");
 
     let out = cp.kubectl(["get", "namespace", "cairn-system", "-o", "json"]);
@@ -595,7 +593,7 @@ async fn helm_install_and_uninstall_leave_no_cairn_objects() {
         "2m",
     ]);
     stdout_of("helm install cairn charts/cairn --namespace default", out);
-    let before = cairn_objects(&cp, &kustomized);
+    let before = cairn_objects(&cp, &kustomized).unwrap_or_else(|e| panic!("{e}"));
     for key in kustomized.keys() {
         assert!(
             before.contains(key),
@@ -612,16 +610,16 @@ async fn helm_install_and_uninstall_leave_no_cairn_objects() {
         &kubeconfig,
     ]);
     stdout_of("helm uninstall cairn", out);
-    let left: Vec<Key> = cairn_objects(&cp, &kustomized)
-        .into_iter()
-        .filter(|k| k.0 != "Namespace" && k.0 != "CustomResourceDefinition")
-        .collect();
+    let left = left_after_delete(&cp, &kustomized, |k| {
+        k.0 != "Namespace" && k.0 != "CustomResourceDefinition"
+    });
     assert!(left.is_empty(), "left after helm uninstall: {left:?}");
     let crds = kustomized
         .keys()
         .filter(|k| k.0 == "CustomResourceDefinition")
         .count();
     let kept = cairn_objects(&cp, &kustomized)
+        .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
         .filter(|k| k.0 == "CustomResourceDefinition")
         .count();
@@ -635,9 +633,9 @@ async fn helm_install_and_uninstall_leave_no_cairn_objects() {
 /// What of cairn is in the cluster: every object labelled `app.kubernetes.io/part-of=cairn`, of
 /// every listable kind, cluster-scoped and in every namespace; and those of `kustomized`'s CRDs
 /// that exist.
-fn cairn_objects(cp: &ControlPlane, kustomized: &BTreeMap<Key, Value>) -> Vec<Key> {
+fn cairn_objects(cp: &ControlPlane, kustomized: &BTreeMap<Key, Value>) -> Result<Vec<Key>, String> {
     let out = cp.kubectl(["api-resources", "--verbs=list", "-o", "name"]);
-    assert_kubectl_ok("kubectl api-resources", &out);
+    kubectl_ok("kubectl api-resources", &out)?;
     let kinds: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
@@ -655,22 +653,47 @@ fn cairn_objects(cp: &ControlPlane, kustomized: &BTreeMap<Key, Value>) -> Vec<Ke
             "-o",
             "json",
         ],
-    );
+    )?;
     found.extend(
-        list_keys(cp, &["get", "customresourcedefinitions", "-o", "json"])
+        list_keys(cp, &["get", "customresourcedefinitions", "-o", "json"])?
             .into_iter()
             .filter(|k| kustomized.contains_key(k)),
     );
-    found
+    Ok(found)
+}
+
+/// Polls [`cairn_objects`] until none that `counts` is left, or 60 s passed; what is left then.
+/// While CRDs are being deleted, discovery and the lists race with them (a kind listed by
+/// `api-resources` can be gone by the `get`): a failed listing is polled again.
+fn left_after_delete(
+    cp: &ControlPlane,
+    kustomized: &BTreeMap<Key, Value>,
+    counts: impl Fn(&Key) -> bool,
+) -> Vec<Key> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let past = std::time::Instant::now() > deadline;
+        match cairn_objects(cp, kustomized) {
+            Ok(found) => {
+                let left: Vec<Key> = found.into_iter().filter(|k| counts(k)).collect();
+                if left.is_empty() || past {
+                    return left;
+                }
+            }
+            Err(e) if past => panic!("{e}"),
+            Err(_) => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 /// The keys of the objects `kubectl ARGS -o json` lists.
-fn list_keys(cp: &ControlPlane, args: &[&str]) -> Vec<Key> {
+fn list_keys(cp: &ControlPlane, args: &[&str]) -> Result<Vec<Key>, String> {
     let out = cp.kubectl(args);
-    assert_kubectl_ok(&format!("kubectl {}", args.join(" ")), &out);
-    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    list["items"]
+    kubectl_ok(&format!("kubectl {}", args.join(" ")), &out)?;
+    let list: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("not JSON: {e}"))?;
+    Ok(list["items"]
         .as_array()
         .map(|items| items.iter().map(key_of).collect())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
