@@ -186,7 +186,30 @@ impl Webhook {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(())
+        self.wait_in_effect(cp, Duration::from_secs(30))
+    }
+
+    /// The API server learns of webhook configurations through its own watch: until then objects
+    /// are admitted untouched. Waits until a server dry run of a broken Task (cairn's CRDs must
+    /// be installed) is denied by our webhook.
+    fn wait_in_effect(&self, cp: &ControlPlane, timeout: Duration) -> Result<()> {
+        let probe = "apiVersion: cairn.dev/v1alpha1\nkind: Task\nmetadata:\n  name: cairn-registration-probe\nspec:\n  steps: []\n";
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = cp.kubectl_stdin(["create", "--dry-run=server", "-f", "-"], probe);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if stderr.contains("admission webhook \"validate.cairn.dev\" denied") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the webhook registration did not take effect within {timeout:?}: a broken Task got {}{stderr}\nwebhook log:\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    self.log_tail(20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
