@@ -36,7 +36,7 @@ async fn env() -> &'static Env {
         let _ = api.create(&PostParams::default(), &ns).await;
         let webhook = Webhook::start(cp).expect("webhook");
         webhook.register(cp).expect("register");
-        let controller = Controller::start(cp, "cairn-system", "sessions", 6).expect("controller");
+        let controller = Controller::start(cp, "cairn-system", "sessions", 15).expect("controller");
         controller
             .wait_leader(Duration::from_secs(30))
             .expect("leader");
@@ -192,12 +192,15 @@ async fn a_backup_session_succeeds_with_the_agents_result() {
     assert_eq!(repo.snapshots_removed_on_last_cleanup, Some(2));
     assert!(repo.last_backup_time.is_some());
 
+    // The configuration's status is the controller's last write for a success.
     let configs: Api<BackupConfiguration> = Api::namespaced(env.cp.client(), &ns);
-    let c = configs.get("cfg").await.expect("cfg");
-    assert_eq!(
-        c.status.and_then(|s| s.last_successful_session).as_deref(),
-        Some("now")
-    );
+    wait_for(Duration::from_secs(10), "lastSuccessfulSession", || async {
+        let c = configs.get_opt("cfg").await.ok()??;
+        c.status
+            .and_then(|s| s.last_successful_session)
+            .filter(|s| s == "now")
+    })
+    .await;
 
     let events = env.cp.kubectl(["get", "events", "-n", &ns, "-o", "json"]);
     let text = String::from_utf8_lossy(&events.stdout);
