@@ -145,10 +145,8 @@ fn unreachable_s3_fails_in_bounded_time() -> Result<()> {
     let os = search()?;
     os.index_with_docs("unreachable-docs", 5)?;
     let tmp = tempfile::tempdir()?;
-    // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    // A port nobody listens on (from the harness, which never hands it to a server it starts).
+    let port = cairn_tests::process::free_port()?;
     let repo = format!("s3:http://127.0.0.1:{port}/bucket/prefix");
     let env = vec![
         ("AWS_ACCESS_KEY_ID", "k".to_string()),

@@ -458,6 +458,12 @@ impl Ctx {
         lock(&self.errors).push(message);
     }
 
+    /// A watch error: the watcher lists and watches again by itself (a busy API server may drop
+    /// a watch or answer 410 Gone), so it is shown but is not one of [`JobRunner::errors`].
+    fn watch_error(&self, message: String) {
+        eprintln!("cairn-tests job runner (retrying): {message}");
+    }
+
     fn take_fault(&self, job: &Job) -> Option<Fault> {
         let mut faults = lock(&self.faults);
         let i = faults.iter().position(|(target, _)| target.matches(job))?;
@@ -550,7 +556,7 @@ async fn watch_jobs(ctx: Arc<Ctx>) {
             }
             Ok(watcher::Event::Delete(job)) => ctx.job_gone(&job),
             Ok(_) => {}
-            Err(e) => ctx.error(format!("watching Jobs: {e}")),
+            Err(e) => ctx.watch_error(format!("watching Jobs: {e}")),
         }
     }
 }
@@ -566,7 +572,7 @@ async fn watch_pods(ctx: Arc<Ctx>) {
             }
             Ok(watcher::Event::Delete(pod)) => ctx.pod_seen(pod, true),
             Ok(_) => {}
-            Err(e) => ctx.error(format!("watching Pods: {e}")),
+            Err(e) => ctx.watch_error(format!("watching Pods: {e}")),
         }
     }
 }

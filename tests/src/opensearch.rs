@@ -154,7 +154,8 @@ impl Default for Options {
         Self {
             distribution: Distribution::OpenSearch,
             heap_mib: 512,
-            start_timeout: Duration::from_secs(180),
+            // Tests start several JVMs at once on two cores.
+            start_timeout: Duration::from_secs(300),
             settings: Vec::new(),
             tls: false,
             basic_auth: None,

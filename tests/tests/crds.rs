@@ -7,6 +7,7 @@
 use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
 use std::path::PathBuf;
 use std::process::Output;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 /// The shared control plane of this test binary, with the CRDs installed (once).
@@ -18,9 +19,26 @@ async fn cluster() -> &'static ControlPlane {
             cp.apply_crds(appbinding_crd_dir())
                 .await
                 .expect("apply manifests/appbinding");
-            cp.apply_crds(crds_dir())
+            let names = cp
+                .apply_crds(crds_dir())
                 .await
-                .expect("apply manifests/crds")
+                .expect("apply manifests/crds");
+            // The API server publishes a CRD's OpenAPI (what `kubectl explain` reads) some time
+            // after the CRD is established.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let out = cp.kubectl(["explain", "backupconfiguration.spec"]);
+                if out.status.success() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "kubectl explain never worked: {}",
+                    text(&out.stderr)
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            names
         })
         .await;
     assert!(!names.is_empty(), "manifests/crds holds no CRD");

@@ -482,7 +482,7 @@ async fn a_client_that_stalls_in_its_headers_is_cut_off_and_blocks_nobody() {
         validate_once(&mut sender, &format!("uid-{i}"))
             .await
             .expect("served while a slow client stalls");
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(t.elapsed() < SLACK, "{:?}", t.elapsed());
     }
 
     let deadline = HEADER_TIMEOUT + SLACK;
