@@ -142,6 +142,10 @@ impl Lookups for Recording<'_> {
 /// Repository, a target and a Task; the Task names Functions): three rounds reach the end.
 const MAX_FETCH_ROUNDS: usize = 3;
 
+/// How long all read-through GETs of one review may take together: the API server gives each
+/// webhook call 5 s (`timeoutSeconds`), and past the budget the answer from the caches is sent.
+const READ_THROUGH_BUDGET: Duration = Duration::from_secs(2);
+
 /// What [`review_reading_through`] did besides answering.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReadThrough {
@@ -164,6 +168,7 @@ pub async fn review_reading_through(
     let mut asked: BTreeSet<Miss> = BTreeSet::new();
     let mut report = ReadThrough::default();
     let mut round = 0;
+    let deadline = tokio::time::Instant::now() + READ_THROUGH_BUDGET;
     loop {
         let lookups = Recording {
             found: &found,
@@ -181,7 +186,10 @@ pub async fn review_reading_through(
             return (resp, outcome, report);
         };
         round += 1;
-        let fetched = fetch.fetch(&new).await;
+        let Ok(fetched) = tokio::time::timeout_at(deadline, fetch.fetch(&new)).await else {
+            tracing::warn!(missed = ?new, "read-through ran out of time; answering from the caches");
+            return (resp, outcome, report);
+        };
         let before = table_size(&found);
         merge(&mut found, fetched);
         for miss in new {
@@ -230,10 +238,6 @@ fn holds(table: &LookupTable, miss: &Miss) -> bool {
         Miss::Namespace(name) => table.namespace_labels(name).is_some(),
     }
 }
-
-/// How long one read-through GET may take: admission has its own deadline (10 s by default in
-/// the API server), and the cached answer is still there when the GET fails.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// [`Fetch`] by GETs on the API server, all misses of a round at once.
 pub struct ApiFetch {
@@ -297,19 +301,17 @@ impl ApiFetch {
             },
             Miss::Namespace(name) => {
                 let api: Api<Namespace> = Api::all(self.client.clone());
-                let meta = tokio::time::timeout(FETCH_TIMEOUT, api.get_metadata_opt(name)).await;
                 let mut table = table;
-                match meta {
-                    Ok(Ok(Some(ns))) => {
+                match api.get_metadata_opt(name).await {
+                    Ok(Some(ns)) => {
                         table
                             .namespaces
                             .insert(name.clone(), ns.metadata.labels.unwrap_or_default());
                     }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => {
+                    Ok(None) => {}
+                    Err(e) => {
                         tracing::warn!(error = %e, namespace = %name, "read-through GET failed")
                     }
-                    Err(_) => tracing::warn!(namespace = %name, "read-through GET timed out"),
                 }
                 table
             }
@@ -323,15 +325,11 @@ where
     K: Resource + DeserializeOwned + Clone + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    match tokio::time::timeout(FETCH_TIMEOUT, api.get_opt(name)).await {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => {
+    match api.get_opt(name).await {
+        Ok(found) => found,
+        Err(e) => {
+            let kind = K::kind(&K::DynamicType::default()).to_string();
             tracing::warn!(error = %e, %kind, %name, "read-through GET failed");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(%kind, %name, "read-through GET timed out");
             None
         }
     }
@@ -470,6 +468,29 @@ mod tests {
         assert_eq!(server.calls.lock().expect("calls").len(), 1);
         assert!(report.found.is_empty());
         assert!(!report.absent.is_empty());
+    }
+
+    /// An API server that never answers.
+    struct Hung;
+
+    impl Fetch for Hung {
+        fn fetch<'a>(&'a self, _: &'a [Miss]) -> BoxFuture<'a, LookupTable> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_api_server_gets_the_caches_answer_within_the_budget() {
+        let cache = LookupTable::default();
+        let req = session_request();
+        let install = InstallSettings::default();
+        let review =
+            review_reading_through(Endpoint::Validate, &req, &cache, Some(&Hung), &install);
+        let (_, outcome, report) = tokio::time::timeout(READ_THROUGH_BUDGET * 5, review)
+            .await
+            .expect("the budget bounds the review");
+        assert_eq!(outcome, Outcome::Denied);
+        assert_eq!(report, ReadThrough::default());
     }
 
     #[tokio::test]
