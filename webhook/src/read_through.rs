@@ -418,54 +418,59 @@ mod tests {
         review.try_into().expect("request")
     }
 
+    impl Server {
+        fn holding(objects: LookupTable) -> Self {
+            Self {
+                objects,
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn calls(&self) -> Vec<Vec<Miss>> {
+            self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        }
+    }
+
+    /// The review of [`session_request`] against `cache`, reading through `fetch`.
+    async fn review_session(
+        cache: &LookupTable,
+        fetch: Option<&dyn Fetch>,
+    ) -> (AdmissionResponse, Outcome, ReadThrough) {
+        let req = session_request();
+        let install = InstallSettings::default();
+        review_reading_through(Endpoint::Validate, &req, cache, fetch, &install).await
+    }
+
     #[tokio::test]
     async fn a_configuration_the_cache_lacks_is_read_through() {
         let cache = LookupTable::default();
-        let server = Server {
-            objects: LookupTable::default().with_backup_configuration(configuration()),
-            calls: Mutex::new(Vec::new()),
-        };
-        let req = session_request();
-        let install = InstallSettings::default();
+        let server =
+            Server::holding(LookupTable::default().with_backup_configuration(configuration()));
 
-        let (_, without, _) =
-            review_reading_through(Endpoint::Validate, &req, &cache, None, &install).await;
+        let (_, without, _) = review_session(&cache, None).await;
         assert_eq!(without, Outcome::Denied, "the cache alone denies");
 
-        let (resp, with, report) =
-            review_reading_through(Endpoint::Validate, &req, &cache, Some(&server), &install).await;
+        let (resp, with, report) = review_session(&cache, Some(&server)).await;
         assert_ne!(with, Outcome::Denied, "{:?}", resp.result);
         assert!(report.found.contains(&Miss::BackupConfiguration {
             namespace: "shop".into(),
             name: "nightly".into()
         }));
-        let calls = server.calls.lock().expect("calls").len();
-        assert!(calls <= MAX_FETCH_ROUNDS, "{calls} rounds");
+        let rounds = server.calls().len();
+        assert!(rounds <= MAX_FETCH_ROUNDS, "{rounds} rounds");
     }
 
     #[tokio::test]
     async fn an_object_absent_everywhere_still_denies_after_one_fetch() {
-        let cache = LookupTable::default();
-        let server = Server {
-            objects: LookupTable::default(),
-            calls: Mutex::new(Vec::new()),
-        };
-        let req = session_request();
-        let (resp, outcome, report) = review_reading_through(
-            Endpoint::Validate,
-            &req,
-            &cache,
-            Some(&server),
-            &InstallSettings::default(),
-        )
-        .await;
+        let server = Server::holding(LookupTable::default());
+        let (resp, outcome, report) = review_session(&LookupTable::default(), Some(&server)).await;
         assert_eq!(outcome, Outcome::Denied);
         assert!(
             resp.result.message.contains("spec.invoker.name"),
             "{}",
             resp.result.message
         );
-        assert_eq!(server.calls.lock().expect("calls").len(), 1);
+        assert_eq!(server.calls().len(), 1);
         assert!(report.found.is_empty());
         assert!(!report.absent.is_empty());
     }
@@ -482,10 +487,7 @@ mod tests {
     #[tokio::test]
     async fn a_hung_api_server_gets_the_caches_answer_within_the_budget() {
         let cache = LookupTable::default();
-        let req = session_request();
-        let install = InstallSettings::default();
-        let review =
-            review_reading_through(Endpoint::Validate, &req, &cache, Some(&Hung), &install);
+        let review = review_session(&cache, Some(&Hung));
         let (_, outcome, report) = tokio::time::timeout(READ_THROUGH_BUDGET * 5, review)
             .await
             .expect("the budget bounds the review");
@@ -498,21 +500,10 @@ mod tests {
         let cache = LookupTable::default()
             .with_backup_configuration(configuration())
             .with_namespace("shop", &[]);
-        let server = Server {
-            objects: LookupTable::default(),
-            calls: Mutex::new(Vec::new()),
-        };
-        let req = session_request();
-        let (_, outcome, _) = review_reading_through(
-            Endpoint::Validate,
-            &req,
-            &cache,
-            Some(&server),
-            &InstallSettings::default(),
-        )
-        .await;
+        let server = Server::holding(LookupTable::default());
+        let (_, outcome, _) = review_session(&cache, Some(&server)).await;
         assert_ne!(outcome, Outcome::Denied);
-        let calls = server.calls.lock().expect("calls").clone();
+        let calls = server.calls();
         assert!(
             calls
                 .iter()
