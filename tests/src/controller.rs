@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::controlplane::ControlPlane;
-use crate::process::{OwnedProcess, free_port};
+use crate::process::{OwnedProcess, free_port, with_fresh_ports};
 use crate::webhook::workspace_binary;
 
 /// A running controller.
@@ -20,6 +20,15 @@ impl Controller {
     /// Starts a controller named `identity` using the Lease `cairn-controller` in `lease_ns`
     /// (which must exist), with a short lease so failover tests run quickly.
     pub fn start(
+        cp: &ControlPlane,
+        lease_ns: &str,
+        identity: &str,
+        lease_seconds: u64,
+    ) -> Result<Self> {
+        with_fresh_ports(|| Self::start_once(cp, lease_ns, identity, lease_seconds))
+    }
+
+    fn start_once(
         cp: &ControlPlane,
         lease_ns: &str,
         identity: &str,

@@ -89,15 +89,7 @@ impl ControlPlane {
     pub fn start_with(options: Options) -> Result<Self> {
         crate::init_crypto();
         let binaries = Binaries::locate()?;
-        let mut attempt = 1;
-        loop {
-            match Self::start_once(&binaries, &options) {
-                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        crate::process::with_fresh_ports(|| Self::start_once(&binaries, &options))
     }
 
     /// The control plane shared by the tests of this test binary: started on first use, stopped

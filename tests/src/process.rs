@@ -156,6 +156,26 @@ pub fn process_group_alive(pgid: u32) -> bool {
     unsafe { libc::killpg(pgid as libc::pid_t, 0) == 0 }
 }
 
+/// Runs `start` (which picks its ports with [`free_port`]) up to three times while it fails
+/// because a port was taken between choosing and binding it (by a client's ephemeral port, or
+/// another process).
+pub fn with_fresh_ports<T>(mut start: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match start() {
+            Err(e)
+                if attempt < 3
+                    && format!("{e:#}")
+                        .to_lowercase()
+                        .contains("address already in use") =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A free loopback port, never the same twice in this process (fewer races between tests that
 /// start components concurrently).
 pub fn free_port() -> Result<u16> {

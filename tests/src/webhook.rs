@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::controlplane::{ControlPlane, repo_root};
 use crate::pki::CertificateAuthority;
-use crate::process::{OwnedProcess, free_port};
+use crate::process::{OwnedProcess, free_port, with_fresh_ports};
 
 /// A running webhook and the files it serves from.
 pub struct Webhook {
@@ -44,6 +44,10 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 impl Webhook {
     /// Starts the webhook against `cp` and waits until its caches have synced (`/readyz`).
     pub fn start(cp: &ControlPlane) -> Result<Self> {
+        with_fresh_ports(|| Self::start_once(cp))
+    }
+
+    fn start_once(cp: &ControlPlane) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-webhook-")
             .tempdir()
