@@ -313,6 +313,77 @@ async fn objects_applied_together_with_what_they_name_are_admitted_without_warni
     }
 }
 
+/// The read-through itself against the real API server: caches that hold nothing (a watch that
+/// fell behind), every object only in the API server. The session's Job is resolved from what
+/// the GETs found, with no warning; the caches alone could not.
+#[tokio::test]
+async fn a_review_reads_what_the_caches_lack_from_the_api_server() {
+    use cairn_api::resolve::InstallSettings;
+    use cairn_api::validation::LookupTable;
+    use cairn_webhook::admission::{Endpoint, Outcome};
+    use cairn_webhook::read_through::{ApiFetch, Miss, review_reading_through};
+    use kube::core::DynamicObject;
+    use kube::core::admission::{AdmissionRequest, AdmissionReview};
+
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("namespace");
+    apply_examples(env.cp, &ns);
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1", "operation": "CREATE", "name": "first", "namespace": ns,
+            "kind": {"group": "cairn.dev", "version": "v1alpha1", "kind": "BackupSession"},
+            "resource": {"group": "cairn.dev", "version": "v1alpha1", "resource": "backupsessions"},
+            "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+                       "metadata": {"name": "first", "namespace": ns},
+                       "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "es-backup"}}}
+        }
+    }))
+    .expect("review");
+    let req: AdmissionRequest<DynamicObject> = review.try_into().expect("request");
+    let install = InstallSettings {
+        agent_image: "cairn-agent:test".into(),
+        ..Default::default()
+    };
+    let empty = LookupTable::default();
+
+    let (alone, _, _) =
+        review_reading_through(Endpoint::Mutate, &req, &empty, None, &install).await;
+    assert!(
+        alone.warnings.as_ref().is_some_and(|w| !w.is_empty()),
+        "the empty caches alone cannot resolve the Job: {:?}",
+        alone.warnings
+    );
+
+    let fetch = ApiFetch::new(env.cp.client());
+    let (resp, outcome, report) =
+        review_reading_through(Endpoint::Mutate, &req, &empty, Some(&fetch), &install).await;
+    assert_eq!(outcome, Outcome::Patched, "{:?}", resp.result);
+    assert!(
+        resp.warnings.as_ref().is_none_or(|w| w.is_empty()),
+        "{:?}",
+        resp.warnings
+    );
+    let patch = String::from_utf8_lossy(resp.patch.as_deref().unwrap_or_default()).into_owned();
+    assert!(patch.contains("jobTemplate"), "{patch}");
+    assert!(patch.contains("elasticsearch-backup"), "{patch}");
+    let kinds: Vec<&str> = report.found.iter().map(Miss::kind).collect();
+    for kind in [
+        "BackupConfiguration",
+        "Repository",
+        "AppBinding",
+        "Task",
+        "Function",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "{kind} not read through: {:?}",
+            report
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_finalizer_can_always_be_removed() {
     let env = env().await;

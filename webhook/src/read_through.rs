@@ -138,9 +138,10 @@ impl Lookups for Recording<'_> {
     }
 }
 
-/// Each round can reveal objects that lead to more lookups (a session's configuration names a
-/// Repository, a target and a Task; the Task names Functions): three rounds reach the end.
-const MAX_FETCH_ROUNDS: usize = 3;
+/// Each round can reveal objects that lead to more lookups, and Job resolution stops at its
+/// first miss: a session's configuration, then its Repository and target, then its Task, then the
+/// Task's Functions. Four rounds reach the end; one more for slack (the budget bounds them all).
+const MAX_FETCH_ROUNDS: usize = 5;
 
 /// How long all read-through GETs of one review may take together: the API server gives each
 /// webhook call 5 s (`timeoutSeconds`), and past the budget the answer from the caches is sent.
