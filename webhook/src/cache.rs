@@ -1,5 +1,6 @@
 //! Watch caches of the objects admission looks up (Repositories, BackupConfigurations, Tasks,
-//! Functions, AppBindings, Namespaces), so admission never waits on the API server.
+//! Functions, AppBindings, Namespaces), so admission answers from memory; only what they miss is
+//! fetched ([`crate::read_through`]).
 //! One bad object cannot stall a cache: each kind is read through `DeserializeGuard`.
 
 use std::collections::BTreeMap;

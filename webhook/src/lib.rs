@@ -1,6 +1,6 @@
 //! cairn-webhook: the admission server. Validation, defaulting and Job resolution are the pure
 //! functions of `cairn-api`; this crate decodes AdmissionReviews, looks objects up in watch
-//! caches, serves TLS with a reloadable certificate, and reports metrics.
+//! caches (reading their misses through to the API server), serves TLS with a reloadable certificate, and reports metrics.
 
 pub mod admission;
 pub mod cache;

@@ -158,7 +158,7 @@ async fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
     )
     .await;
     for miss in &read_through.found {
-        // The watch had not delivered it yet; a steady count means a watch that is stuck.
+        // The watch had not delivered it yet; a count that keeps growing means a watch behind.
         tracing::info!(kind = miss.kind(), ?miss, "read through a cache miss");
         state.metrics.read_through(miss.kind(), true);
     }
