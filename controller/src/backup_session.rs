@@ -152,6 +152,20 @@ fn next_retry(session: &BackupSession, ctx: &Context) -> serde_json::Value {
     json!({ "nextRetry": to_time(Utc::now() + delay) })
 }
 
+/// Whether any of `names`, seen Running in the cache, is still Running. Skipping is final, so a
+/// cache that has not yet seen a session end (our own write of its end, even) decides nothing:
+/// each is read live.
+async fn still_running(ctx: &Context, namespace: &str, names: &[String]) -> Result<bool> {
+    let api: Api<BackupSession> = Api::namespaced(ctx.client.clone(), namespace);
+    for name in names {
+        let live = api.get_opt(name).await?;
+        if live.and_then(|s| s.status?.phase) == Some(SessionPhase::Running) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
     if ctx.slot_in_progress(chrono::Utc::now()) {
         // Starting the Job can wait a moment for the sessions of a slot that just came.
@@ -172,12 +186,20 @@ async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
         .await;
     };
     // Skip: one running session per configuration, and only Ready configurations run.
-    let running = ctx.stores.sessions.state().into_iter().any(|s| {
-        s.name_any() != name
-            && s.namespace() == session.namespace()
-            && s.spec.invoker.name == session.spec.invoker.name
-            && s.status.as_ref().and_then(|st| st.phase) == Some(SessionPhase::Running)
-    });
+    let seen_running: Vec<String> = ctx
+        .stores
+        .sessions
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.name_any() != name
+                && s.namespace() == session.namespace()
+                && s.spec.invoker.name == session.spec.invoker.name
+                && s.status.as_ref().and_then(|st| st.phase) == Some(SessionPhase::Running)
+        })
+        .map(|s| s.name_any())
+        .collect();
+    let running = still_running(ctx, &ns(session), &seen_running).await?;
     let config_phase = config.status.as_ref().and_then(|s| s.phase);
     let skip = if running {
         Some(format!(
