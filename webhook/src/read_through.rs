@@ -59,7 +59,13 @@ struct Recording<'a> {
 }
 
 impl Recording<'_> {
-    fn answer<T>(&self, hit: Option<T>, miss: impl FnOnce() -> Miss) -> Option<T> {
+    /// `lookup` in what was found, then in the caches; a miss is remembered.
+    fn look<T>(
+        &self,
+        lookup: impl Fn(&dyn Lookups) -> Option<T>,
+        miss: impl FnOnce() -> Miss,
+    ) -> Option<T> {
+        let hit = lookup(self.found).or_else(|| lookup(self.cache));
         if hit.is_none()
             && let Ok(mut missed) = self.missed.lock()
         {
@@ -76,62 +82,49 @@ impl Recording<'_> {
     }
 }
 
-fn named(namespace: &str, name: &str) -> (String, String) {
-    (namespace.to_string(), name.to_string())
-}
-
 impl Lookups for Recording<'_> {
     fn repository(&self, namespace: &str, name: &str) -> Option<Arc<Repository>> {
-        let hit = self
-            .found
-            .repository(namespace, name)
-            .or_else(|| self.cache.repository(namespace, name));
-        self.answer(hit, || {
-            let (namespace, name) = named(namespace, name);
-            Miss::Repository { namespace, name }
-        })
+        self.look(
+            |l| l.repository(namespace, name),
+            || Miss::Repository {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+        )
     }
     fn app_binding(&self, namespace: &str, name: &str) -> Option<Arc<AppBinding>> {
-        let hit = self
-            .found
-            .app_binding(namespace, name)
-            .or_else(|| self.cache.app_binding(namespace, name));
-        self.answer(hit, || {
-            let (namespace, name) = named(namespace, name);
-            Miss::AppBinding { namespace, name }
-        })
+        self.look(
+            |l| l.app_binding(namespace, name),
+            || Miss::AppBinding {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+        )
     }
     fn backup_configuration(
         &self,
         namespace: &str,
         name: &str,
     ) -> Option<Arc<BackupConfiguration>> {
-        let hit = self
-            .found
-            .backup_configuration(namespace, name)
-            .or_else(|| self.cache.backup_configuration(namespace, name));
-        self.answer(hit, || {
-            let (namespace, name) = named(namespace, name);
-            Miss::BackupConfiguration { namespace, name }
-        })
+        self.look(
+            |l| l.backup_configuration(namespace, name),
+            || Miss::BackupConfiguration {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+        )
     }
     fn task(&self, name: &str) -> Option<Arc<Task>> {
-        let hit = self.found.task(name).or_else(|| self.cache.task(name));
-        self.answer(hit, || Miss::Task(name.to_string()))
+        self.look(|l| l.task(name), || Miss::Task(name.into()))
     }
     fn function(&self, name: &str) -> Option<Arc<Function>> {
-        let hit = self
-            .found
-            .function(name)
-            .or_else(|| self.cache.function(name));
-        self.answer(hit, || Miss::Function(name.to_string()))
+        self.look(|l| l.function(name), || Miss::Function(name.into()))
     }
     fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        let hit = self
-            .found
-            .namespace_labels(name)
-            .or_else(|| self.cache.namespace_labels(name));
-        self.answer(hit, || Miss::Namespace(name.to_string()))
+        self.look(
+            |l| l.namespace_labels(name),
+            || Miss::Namespace(name.into()),
+        )
     }
     fn secret_exists(&self, namespace: &str, name: &str) -> Option<bool> {
         self.cache.secret_exists(namespace, name)
@@ -191,8 +184,8 @@ pub async fn review_reading_through(
             tracing::warn!(missed = ?new, "read-through ran out of time; answering from the caches");
             return (resp, outcome, report);
         };
-        let before = table_size(&found);
-        merge(&mut found, fetched);
+        let before = found.len();
+        found.extend(fetched);
         for miss in new {
             if holds(&found, &miss) {
                 report.found.push(miss.clone());
@@ -202,29 +195,10 @@ pub async fn review_reading_through(
             asked.insert(miss);
         }
         // Nothing turned up: the answer stands.
-        if table_size(&found) == before {
+        if found.len() == before {
             return (resp, outcome, report);
         }
     }
-}
-
-fn table_size(t: &LookupTable) -> usize {
-    t.repositories.len()
-        + t.app_bindings.len()
-        + t.backup_configurations.len()
-        + t.tasks.len()
-        + t.functions.len()
-        + t.namespaces.len()
-}
-
-fn merge(into: &mut LookupTable, from: LookupTable) {
-    into.repositories.extend(from.repositories);
-    into.app_bindings.extend(from.app_bindings);
-    into.backup_configurations
-        .extend(from.backup_configurations);
-    into.tasks.extend(from.tasks);
-    into.functions.extend(from.functions);
-    into.namespaces.extend(from.namespaces);
 }
 
 fn holds(table: &LookupTable, miss: &Miss) -> bool {
@@ -342,7 +316,7 @@ impl Fetch for ApiFetch {
             let tables = futures::future::join_all(missed.iter().map(|m| self.one(m))).await;
             let mut all = LookupTable::default();
             for t in tables {
-                merge(&mut all, t);
+                all.extend(t);
             }
             all
         })
@@ -385,7 +359,7 @@ mod tests {
                     }
                     _ => LookupTable::default(),
                 };
-                merge(&mut out, one);
+                out.extend(one);
             }
             Box::pin(async move { out })
         }

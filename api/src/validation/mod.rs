@@ -181,6 +181,36 @@ impl LookupTable {
         self.namespaces.insert(name.to_string(), labels);
         self
     }
+    /// Adds every object of `other` (its entries win).
+    pub fn extend(&mut self, other: LookupTable) {
+        self.repositories.extend(other.repositories);
+        self.app_bindings.extend(other.app_bindings);
+        self.backup_configurations
+            .extend(other.backup_configurations);
+        self.tasks.extend(other.tasks);
+        self.functions.extend(other.functions);
+        self.namespaces.extend(other.namespaces);
+        if let Some(secrets) = other.secrets {
+            self.secrets
+                .get_or_insert_with(Default::default)
+                .extend(secrets);
+        }
+    }
+
+    /// How many objects the table holds (Secrets not counted).
+    pub fn len(&self) -> usize {
+        self.repositories.len()
+            + self.app_bindings.len()
+            + self.backup_configurations.len()
+            + self.tasks.len()
+            + self.functions.len()
+            + self.namespaces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn with_secret(mut self, namespace: &str, name: &str) -> Self {
         self.secrets
             .get_or_insert_with(Default::default)
