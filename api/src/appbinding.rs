@@ -126,3 +126,70 @@ pub struct RenameKeyTransform {
     /// The name it is read as.
     pub to: String,
 }
+
+impl AppBinding {
+    /// The URL to reach an AppBinding's application: `clientConfig.url`, else built from
+    /// `clientConfig.service` (scheme, `<name>.<namespace>.svc`, port, path, query).
+    pub fn url(&self) -> String {
+        let cc = &self.spec.client_config;
+        if let Some(url) = cc.url.as_ref().filter(|u| !u.is_empty()) {
+            return url.clone();
+        }
+        let Some(svc) = &cc.service else {
+            return String::new();
+        };
+        let ns = svc
+            .namespace
+            .clone()
+            .or_else(|| self.metadata.namespace.clone())
+            .unwrap_or_default();
+        let scheme = svc.scheme.as_deref().unwrap_or("http");
+        let mut url = format!("{scheme}://{}.{ns}.svc", svc.name);
+        if let Some(port) = svc.port {
+            url.push_str(&format!(":{port}"));
+        }
+        if let Some(path) = svc.path.as_deref().filter(|p| !p.is_empty()) {
+            if !path.starts_with('/') {
+                url.push('/');
+            }
+            url.push_str(path);
+        }
+        if let Some(q) = svc.query.as_deref().filter(|q| !q.is_empty()) {
+            url.push('?');
+            url.push_str(q.trim_start_matches('?'));
+        }
+        url
+    }
+
+    /// [`Self::url`] without any `user:password@` written into it: credentials reach the agent
+    /// only from the AppBinding's Secret, never through a Job's arguments or its preview.
+    pub fn url_without_credentials(&self) -> String {
+        without_userinfo(&self.url())
+    }
+
+    /// Whether `clientConfig.url` carries a `user:password@` part.
+    pub fn url_has_credentials(&self) -> bool {
+        let url = self.url();
+        without_userinfo(&url) != url
+    }
+
+    /// Whether the agent talks plain http to the database (a `service` without a scheme too).
+    pub fn uses_http(&self) -> bool {
+        self.url()
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+    }
+}
+
+/// `url` without the `user:password@` a user may have written into it: credentials reach the
+/// agent only from the AppBinding's Secret, never through the Job's arguments or its preview.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}

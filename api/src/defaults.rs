@@ -52,6 +52,15 @@ pub enum Direction {
     Restore,
 }
 
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backup => "backup",
+            Self::Restore => "restore",
+        }
+    }
+}
+
 /// The Task an AppBinding's `spec.parameters` names for a direction, in Stash's shape
 /// (`stash.addon.backupTask.name` / `stash.addon.restoreTask.name`).
 pub fn app_binding_task(app: &AppBinding, direction: Direction) -> Option<String> {

@@ -2,14 +2,17 @@
 //! the CRD types, validation, defaulting, Task resolution, naming and schedule arithmetic.
 //! The webhook and the controller are thin shells around this crate.
 
+pub mod agent_flags;
 pub mod appbinding;
 pub mod backup_configuration;
 pub mod backup_session;
+pub mod builtins;
 pub mod common;
 pub mod crds;
 pub mod defaults;
 pub mod manifest;
 pub mod naming;
+pub mod pod_security;
 pub mod repository;
 pub mod resolve;
 pub mod restore_session;

@@ -93,15 +93,17 @@ pub fn typed(v: Value) -> Result<Object, ManifestError> {
 }
 
 impl Object {
-    /// The admission verdict of a cairn kind on CREATE; `None` for kinds cairn does not admit.
+    /// The admission verdict of a cairn kind on CREATE under the default install; `None` for
+    /// kinds cairn does not admit.
     pub fn validate_create(&self, lookups: &dyn Lookups) -> Option<Verdict> {
+        let policy = &crate::validation::Policy::default();
         Some(match self {
-            Object::Repository(o) => o.validate(None, lookups),
-            Object::BackupConfiguration(o) => o.validate(None, lookups),
-            Object::BackupSession(o) => o.validate(None, lookups),
-            Object::RestoreSession(o) => o.validate(None, lookups),
-            Object::Task(o) => o.validate(None, lookups),
-            Object::Function(o) => o.validate(None, lookups),
+            Object::Repository(o) => o.validate(None, lookups, policy),
+            Object::BackupConfiguration(o) => o.validate(None, lookups, policy),
+            Object::BackupSession(o) => o.validate(None, lookups, policy),
+            Object::RestoreSession(o) => o.validate(None, lookups, policy),
+            Object::Task(o) => o.validate(None, lookups, policy),
+            Object::Function(o) => o.validate(None, lookups, policy),
             Object::AppBinding(_) | Object::Other(_) => return None,
         })
     }

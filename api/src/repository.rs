@@ -263,6 +263,19 @@ impl LocalSpec {
         }
         out
     }
+
+    /// The pod volume named `name` that mounts this repository in a Job.
+    pub fn volume(&self, name: &str) -> k8s_openapi::api::core::v1::Volume {
+        k8s_openapi::api::core::v1::Volume {
+            name: name.to_string(),
+            host_path: self.host_path.clone(),
+            nfs: self.nfs.clone(),
+            persistent_volume_claim: self.persistent_volume_claim.clone(),
+            csi: self.csi.clone(),
+            empty_dir: self.empty_dir.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Every local volume source, for messages that list what is valid.

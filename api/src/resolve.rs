@@ -7,26 +7,28 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::{JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource,
+    PodSpec, PodTemplateSpec, SecretEnvSource, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::appbinding::AppBinding;
+use crate::builtins::is_built_in_variable;
 use crate::common::{
     BackupTarget, EmptyDirSettings, ObjectReference, PersistentVolumeClaimTemplate, RestoreTarget,
     RetentionPolicy, RuntimeSettings, TargetRef, TaskRef,
 };
-use crate::defaults::{AGENT_UID, CatalogDefaults, DEFAULT_ALIAS, Direction, default_task_name};
+use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction, default_task_name};
 use crate::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY,
     interim_pvc_name, label_value,
 };
+use crate::pod_security;
 use crate::repository::{Backend, Provider};
 use crate::task::{Function, Task};
-use crate::validation::Lookups;
+use crate::validation::job::JobRequest;
+use crate::validation::{Lookups, Policy, Verdict};
 use crate::vars::{VarError, substitute_json};
 use crate::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 
@@ -56,6 +58,8 @@ pub struct InstallSettings {
     pub image_pull_policy: Option<String>,
     /// The Tasks used when neither the object nor its AppBinding names one.
     pub catalog: CatalogDefaults,
+    /// What admission and the resolver allow (the Pod Security Standard of every Job).
+    pub policy: Policy,
 }
 
 impl Default for InstallSettings {
@@ -64,6 +68,7 @@ impl Default for InstallSettings {
             agent_image: "ghcr.io/cairn-dev/cairn:latest".into(),
             image_pull_policy: None,
             catalog: CatalogDefaults::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -93,6 +98,20 @@ pub enum ResolveError {
     Variables(Vec<(String, VarError)>),
     #[error("could not build the Job: {0}")]
     Encoding(String),
+    /// What the object asks of its Job is not allowed (admission would have denied it).
+    #[error("{invoker} asks for a Job cairn does not run: {}", .reasons.join("; "))]
+    Refused {
+        invoker: String,
+        reasons: Vec<String>,
+    },
+}
+
+impl ResolveError {
+    /// Whether the error names an object that may still arrive (a watch cache behind the API
+    /// server, objects applied together): worth another try before the session fails.
+    pub fn may_resolve_later(&self) -> bool {
+        matches!(self, Self::Missing { .. } | Self::MissingFunction { .. })
+    }
 }
 
 fn in_namespace(ns: &Option<String>) -> String {
@@ -187,6 +206,16 @@ impl<'a> JobSource<'a> {
             .filter(|n| !n.is_empty())
             .unwrap_or(self.namespace);
         (ns.to_string(), self.repository.name.clone())
+    }
+
+    /// What the invoker asks of the Job, for the rules of admission.
+    pub fn request(&self) -> JobRequest<'a> {
+        JobRequest {
+            direction: self.direction,
+            task: self.task,
+            target_args: self.target_args,
+            runtime_settings: self.runtime_settings,
+        }
     }
 
     fn alias(&self) -> &str {
@@ -285,11 +314,10 @@ fn resolve_with_lookups(
     resolve_job(source, &resolved, install)
 }
 
-/// The variables of `runtime.md` for a source (Stash's names, plus a few of ours:
-/// `AGENT_IMAGE`, `REPOSITORY_URL`, `REPOSITORY_PATH`, `TARGET_URL`,
-/// `TARGET_INSECURE_SKIP_TLS_VERIFY`, `TARGET_SERVER_NAME`, `TARGET_SECRET_DIR`,
-/// `REPOSITORY_SECRET_DIR`, `TARGET_ARGS`). Every variable is set (empty when it does not
-/// apply), so a Function can reference any of them. Task params override everything.
+/// The built-in variables of a source ([`crate::builtins::BUILT_IN_VARIABLES`]: Stash's names
+/// plus a few of ours) and the source's Task params. Every built-in is set (empty when it does
+/// not apply), so a Function can reference any of them; a param never replaces one (admission
+/// denies such a param and [`resolve_job`] refuses it).
 pub fn variables(
     source: &JobSource<'_>,
     resolved: &Resolved<'_>,
@@ -380,7 +408,7 @@ pub fn variables(
         "TARGET_APP_TYPE",
         app.spec.r#type.clone().unwrap_or_default(),
     );
-    set("TARGET_URL", app_binding_url(app));
+    set("TARGET_URL", app.url_without_credentials());
     set(
         "TARGET_INSECURE_SKIP_TLS_VERIFY",
         bool_str(app.spec.client_config.insecure_skip_tls_verify),
@@ -451,9 +479,8 @@ pub fn variables(
     set("RETENTION_PRUNE", bool_str(r.and_then(|r| r.prune)));
     set("RETENTION_DRY_RUN", bool_str(r.and_then(|r| r.dry_run)));
 
-    // Task params come last and override everything.
     for p in source.task.map(|t| t.params.as_slice()).unwrap_or_default() {
-        v.insert(p.name.clone(), p.value.clone());
+        v.entry(p.name.clone()).or_insert_with(|| p.value.clone());
     }
     v
 }
@@ -533,39 +560,6 @@ fn local_repository_path(backend: &Backend) -> String {
     }
 }
 
-/// The URL to reach an AppBinding's application: `clientConfig.url`, else built from
-/// `clientConfig.service` (scheme, `<name>.<namespace>.svc`, port, path, query).
-pub fn app_binding_url(app: &AppBinding) -> String {
-    let cc = &app.spec.client_config;
-    if let Some(url) = cc.url.as_ref().filter(|u| !u.is_empty()) {
-        return url.clone();
-    }
-    let Some(svc) = &cc.service else {
-        return String::new();
-    };
-    let ns = svc
-        .namespace
-        .clone()
-        .or_else(|| app.meta().namespace.clone())
-        .unwrap_or_default();
-    let scheme = svc.scheme.as_deref().unwrap_or("http");
-    let mut url = format!("{scheme}://{}.{ns}.svc", svc.name);
-    if let Some(port) = svc.port {
-        url.push_str(&format!(":{port}"));
-    }
-    if let Some(path) = svc.path.as_deref().filter(|p| !p.is_empty()) {
-        if !path.starts_with('/') {
-            url.push('/');
-        }
-        url.push_str(path);
-    }
-    if let Some(q) = svc.query.as_deref().filter(|q| !q.is_empty()) {
-        url.push('?');
-        url.push_str(q.trim_start_matches('?'));
-    }
-    url
-}
-
 /// The Job template for a source, from an already looked-up Task, Functions, Repository and
 /// AppBinding. Every malformed or unset variable is reported, with its path in the Function.
 pub fn resolve_job(
@@ -583,6 +577,9 @@ pub fn resolve_job(
             name: resolved.repository.meta().name.clone().unwrap_or_default(),
         });
     }
+    let mut asked = Verdict::default();
+    source.request().check(&mut asked, &install.policy);
+    refuse(source, asked.errors.iter().map(ToString::to_string))?;
     let vars = variables(source, resolved, install);
     let mut var_errors = Vec::new();
 
@@ -606,7 +603,7 @@ pub fn resolve_job(
             .map(|t| t.params.iter().map(|p| p.name.as_str()).collect())
             .unwrap_or_default();
         for p in &step.params {
-            if !overriding.contains(&p.name.as_str()) {
+            if !overriding.contains(&p.name.as_str()) && !is_built_in_variable(&p.name) {
                 step_vars.insert(p.name.clone(), p.value.clone());
             }
         }
@@ -648,6 +645,18 @@ pub fn resolve_job(
     let main = containers.pop();
     let init_containers = (!containers.is_empty()).then_some(containers);
     let pod_spec = build_pod_spec(source, resolved, main, init_containers, task_volumes);
+    let pod_annotations = source
+        .runtime_settings
+        .and_then(|r| r.pod.as_ref())
+        .and_then(|p| p.pod_annotations.clone());
+    // The last gate: the whole pod, with what the Task, its Functions and the Repository add.
+    refuse(
+        source,
+        pod_security::check_pod(pod_annotations.as_ref(), &pod_spec)
+            .into_iter()
+            .filter(|v| v.applies_at(install.policy.job_pod_security))
+            .map(|v| format!("the Job's pod {v}")),
+    )?;
 
     let labels = job_labels(source);
     let mut pod_labels = labels.clone();
@@ -657,7 +666,6 @@ pub fn resolve_job(
             pod_labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    let pod_annotations = pod_settings.and_then(|p| p.pod_annotations.clone());
 
     Ok(JobTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -676,6 +684,24 @@ pub fn resolve_job(
             },
             ..Default::default()
         }),
+    })
+}
+
+/// `Err(Refused)` with `reasons` when there are any.
+fn refuse(
+    source: &JobSource<'_>,
+    reasons: impl Iterator<Item = String>,
+) -> Result<(), ResolveError> {
+    let reasons: Vec<String> = reasons.collect();
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    Err(ResolveError::Refused {
+        invoker: format!(
+            "{} {}/{}",
+            source.invoker_kind, source.namespace, source.invoker_name
+        ),
+        reasons,
     })
 }
 
@@ -709,60 +735,6 @@ fn container_name<'s>(function: &str, i: usize, all: impl Iterator<Item = &'s st
         .replace(['.', '_'], "-")
 }
 
-/// The restricted Pod Security Standard for a container: no privilege escalation, no
-/// capabilities, non-root, read-only root filesystem, RuntimeDefault seccomp.
-fn restricted_container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_string()]),
-            add: None,
-        }),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_string(),
-            localhost_profile: None,
-        }),
-        ..Default::default()
-    }
-}
-
-fn restricted_pod_security() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(AGENT_UID),
-        run_as_group: Some(AGENT_UID),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_string(),
-            localhost_profile: None,
-        }),
-        ..Default::default()
-    }
-}
-
-/// `over` laid on `base`: every field `over` sets wins. Works on the JSON form so new
-/// Kubernetes fields merge without code here.
-fn overlay<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
-    base: &T,
-    over: Option<&T>,
-) -> T {
-    let Some(over) = over else {
-        return base.clone();
-    };
-    let (Ok(mut b), Ok(o)) = (serde_json::to_value(base), serde_json::to_value(over)) else {
-        return base.clone();
-    };
-    if let (Some(bm), Some(om)) = (b.as_object_mut(), o.as_object()) {
-        for (k, v) in om {
-            if !v.is_null() {
-                bm.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    serde_json::from_value(b).unwrap_or_else(|_| base.clone())
-}
-
 fn build_container(
     name: String,
     is_main: bool,
@@ -775,9 +747,10 @@ fn build_container(
     let own = f.runtime_settings.as_ref();
 
     // Security: restricted defaults, then the Function's, then the user's.
-    let mut security = restricted_container_security();
-    security = overlay(&security, own.and_then(|c| c.security_context.as_ref()));
-    security = overlay(&security, user.and_then(|c| c.security_context.as_ref()));
+    let security = pod_security::container_context([
+        own.and_then(|c| c.security_context.as_ref()),
+        user.and_then(|c| c.security_context.as_ref()),
+    ]);
 
     // The agent applies nice/ionice to itself: no wrapper binary needed in the image.
     let mut env: Vec<EnvVar> = Vec::new();
@@ -817,15 +790,17 @@ fn build_container(
 
     // The repository Secret's keys (RESTIC_PASSWORD, AWS_ACCESS_KEY_ID, ...) by reference, so a
     // Function running the standard restic works too. No value is copied into the Job.
-    let mut env_from = vec![EnvFromSource {
+    // The Secret comes last: of keys in several sources the last wins, so neither a Function's
+    // nor a user's ConfigMap or Secret can replace the repository's password or credentials.
+    let mut env_from = own.and_then(|c| c.env_from.clone()).unwrap_or_default();
+    env_from.extend(user.and_then(|c| c.env_from.clone()).unwrap_or_default());
+    env_from.push(EnvFromSource {
         secret_ref: Some(SecretEnvSource {
             name: resolved.repository.spec.backend.storage_secret_name.clone(),
             optional: Some(false),
         }),
         ..Default::default()
-    }];
-    env_from.extend(own.and_then(|c| c.env_from.clone()).unwrap_or_default());
-    env_from.extend(user.and_then(|c| c.env_from.clone()).unwrap_or_default());
+    });
 
     let mut mounts = vec![
         mount(VOL_TMP, TMP_DIR, false),
@@ -925,22 +900,11 @@ fn build_pod_spec(
         });
     }
     if let Some(local) = &backend.local {
-        volumes.push(Volume {
-            name: VOL_REPOSITORY.to_string(),
-            host_path: local.host_path.clone(),
-            nfs: local.nfs.clone(),
-            persistent_volume_claim: local.persistent_volume_claim.clone(),
-            csi: local.csi.clone(),
-            empty_dir: local.empty_dir.clone(),
-            ..Default::default()
-        });
+        volumes.push(local.volume(VOL_REPOSITORY));
     }
     volumes.extend(task_volumes);
 
-    let security = overlay(
-        &restricted_pod_security(),
-        pod.and_then(|p| p.security_context.as_ref()),
-    );
+    let security = pod_security::pod_context(pod.and_then(|p| p.security_context.as_ref()));
 
     PodSpec {
         containers: main.into_iter().collect(),
@@ -948,10 +912,8 @@ fn build_pod_spec(
         volumes: Some(volumes),
         restart_policy: Some("Never".to_string()),
         // The agent needs no Kubernetes API access: its result goes to the termination log.
-        automount_service_account_token: Some(
-            pod.and_then(|p| p.automount_service_account_token)
-                .unwrap_or(false),
-        ),
+        // Whatever the settings say: admission warns that a `true` there is ignored.
+        automount_service_account_token: Some(false),
         service_account_name: pod.and_then(|p| p.service_account_name.clone()),
         security_context: Some(security),
         node_selector: pod.and_then(|p| p.node_selector.clone()),
@@ -989,15 +951,7 @@ pub fn resolve_wipe_job(
     }];
     if let Some(local) = &backend.local {
         mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
-        volumes.push(Volume {
-            name: VOL_REPOSITORY.to_string(),
-            host_path: local.host_path.clone(),
-            nfs: local.nfs.clone(),
-            persistent_volume_claim: local.persistent_volume_claim.clone(),
-            csi: local.csi.clone(),
-            empty_dir: local.empty_dir.clone(),
-            ..Default::default()
-        });
+        volumes.push(local.volume(VOL_REPOSITORY));
     }
     let mut args = vec![
         "wipe".to_string(),
@@ -1038,7 +992,7 @@ pub fn resolve_wipe_job(
             ..Default::default()
         }]),
         volume_mounts: Some(mounts),
-        security_context: Some(restricted_container_security()),
+        security_context: Some(pod_security::container_context([])),
         termination_message_path: Some("/dev/termination-log".to_string()),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
@@ -1065,7 +1019,7 @@ pub fn resolve_wipe_job(
                     restart_policy: Some("Never".to_string()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(restricted_pod_security()),
+                    security_context: Some(pod_security::pod_context(None)),
                     ..Default::default()
                 }),
             },

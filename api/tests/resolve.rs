@@ -83,7 +83,7 @@ fn backup_job_from_the_catalog() {
         arg(c, "--repository"),
         Some("s3:http://minio.storage.svc:9000/cairn-backups/demo/elasticsearch")
     );
-    assert_eq!(arg(c, "--url"), Some("http://es.demo.svc:9200"));
+    assert_eq!(arg(c, "--url"), Some("https://es.demo.svc:9200"));
     assert_eq!(arg(c, "--host"), Some("host-0"));
     assert_eq!(arg(c, "--keep-last"), Some("5"));
     assert_eq!(arg(c, "--prune"), Some("true"));

@@ -3,7 +3,7 @@
 //! object to be admitted cleanly, rejected at one exact path, or admitted with one warning at one
 //! exact path. Messages are checked for the words that say what would be valid.
 
-use cairn_api::validation::{LookupTable, Verdict, validate_backup_configuration};
+use cairn_api::validation::{LookupTable, Policy, Verdict, validate_backup_configuration};
 use cairn_api::{AppBinding, BackupConfiguration, Repository, Task};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -192,7 +192,8 @@ fn run(cases: Vec<Case>) {
     for case in &cases {
         let mut lookups = world();
         (case.world)(&mut lookups);
-        let verdict = validate_backup_configuration(&object(&case.spec), None, &lookups);
+        let verdict =
+            validate_backup_configuration(&object(&case.spec), None, &lookups, &Policy::default());
         check(case, &verdict);
     }
 }
@@ -878,7 +879,7 @@ fn all_errors_come_back_together() {
         "target": {"ref": {"kind": "Deployment"}},
         "interimVolumeTemplate": {"spec": {"volumeMode": "Block"}}
     }));
-    let verdict = validate_backup_configuration(&bc, None, &world());
+    let verdict = validate_backup_configuration(&bc, None, &world(), &Policy::default());
     let paths: Vec<&str> = verdict.errors.iter().map(|e| e.path.as_str()).collect();
     for want in [
         "spec.schedule",
@@ -911,7 +912,10 @@ fn updates() {
     // Spec unchanged (metadata or status edits): admitted without spec rules, even if invalid.
     let mut relabelled = bad.clone();
     relabelled.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
-    assert!(validate_backup_configuration(&relabelled, Some(&bad), &lookups).allowed());
+    assert!(
+        validate_backup_configuration(&relabelled, Some(&bad), &lookups, &Policy::default())
+            .allowed()
+    );
 
     // Being deleted: never blocked.
     let mut deleting = object(&json!({"schedule": "worse"}));
@@ -919,13 +923,18 @@ fn updates() {
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
-    assert!(validate_backup_configuration(&deleting, Some(&bad), &lookups).allowed());
+    assert!(
+        validate_backup_configuration(&deleting, Some(&bad), &lookups, &Policy::default())
+            .allowed()
+    );
 
     // A spec change runs every rule.
-    let v = validate_backup_configuration(&bad, Some(&good), &lookups);
+    let v = validate_backup_configuration(&bad, Some(&good), &lookups, &Policy::default());
     assert_eq!(v.errors.len(), 1);
     assert_eq!(v.errors[0].path, "spec.schedule");
-    assert!(validate_backup_configuration(&good, Some(&bad), &lookups).allowed());
+    assert!(
+        validate_backup_configuration(&good, Some(&bad), &lookups, &Policy::default()).allowed()
+    );
 }
 
 proptest! {
@@ -962,6 +971,6 @@ proptest! {
             "target": {"ref": {"name": name, "namespace": name, "kind": name}},
             "repository": {"name": name, "namespace": name}
         }));
-        let _ = validate_backup_configuration(&bc, None, &world());
+        let _ = validate_backup_configuration(&bc, None, &world(), &Policy::default());
     }
 }

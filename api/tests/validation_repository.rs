@@ -2,7 +2,7 @@
 //! asserting the exact field path and that the message says what would be valid.
 
 use cairn_api::Repository;
-use cairn_api::validation::{LookupTable, Verdict, validate_repository};
+use cairn_api::validation::{LookupTable, Policy, Verdict, validate_repository};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -80,7 +80,7 @@ fn assert_verdict(name: &str, v: &Verdict, expect: &Expect) {
 fn run(cases: &[(&str, Value, Expect)]) {
     let lookups = LookupTable::default();
     for (name, spec, expect) in cases {
-        let v = validate_repository(&repo(spec.clone()), None, &lookups);
+        let v = validate_repository(&repo(spec.clone()), None, &lookups, &Policy::default());
         assert_verdict(name, &v, expect);
     }
 }
@@ -121,7 +121,7 @@ fn full_valid_repositories_have_no_errors_or_warnings() {
     });
     let lookups = LookupTable::default().with_secret("demo", "repo-secret");
     for spec in [s3, local] {
-        let v = validate_repository(&repo(spec.clone()), None, &lookups);
+        let v = validate_repository(&repo(spec.clone()), None, &lookups, &Policy::default());
         assert_eq!(v, Verdict::default(), "{spec}");
     }
 }
@@ -671,7 +671,12 @@ fn usage_policy_selectors() {
 #[test]
 fn selector_warnings() {
     let lookups = LookupTable::default();
-    let empty = validate_repository(&repo(selector(json!({}))), None, &lookups);
+    let empty = validate_repository(
+        &repo(selector(json!({}))),
+        None,
+        &lookups,
+        &Policy::default(),
+    );
     assert!(empty.errors.is_empty(), "{:?}", empty.errors);
     assert_eq!(
         empty.warnings[0].path,
@@ -683,7 +688,7 @@ fn selector_warnings() {
         "backend": {"storageSecretName": "s", "gcs": {"bucket": "b"}},
         "usagePolicy": {"allowedNamespaces": {"from": "All", "selector": {"matchLabels": {"a": "b"}}}},
     }));
-    let v = validate_repository(&ignored, None, &lookups);
+    let v = validate_repository(&ignored, None, &lookups, &Policy::default());
     assert!(v.errors.is_empty(), "{:?}", v.errors);
     assert!(v.warnings[0].message.contains("set from: Selector"));
 }
@@ -715,7 +720,7 @@ fn warnings() {
         ),
     ];
     for (name, spec, expect) in cases {
-        let v = validate_repository(&repo(spec.clone()), None, &lookups);
+        let v = validate_repository(&repo(spec.clone()), None, &lookups, &Policy::default());
         assert!(v.errors.is_empty(), "{name}: {:?}", v.errors);
         match expect {
             None => assert!(v.warnings.is_empty(), "{name}: {:?}", v.warnings),
@@ -729,7 +734,12 @@ fn warnings() {
         }
     }
     // When the caller cannot tell whether Secrets exist, it says nothing about them.
-    let v = validate_repository(&repo(s3_bucket("backups")), None, &LookupTable::default());
+    let v = validate_repository(
+        &repo(s3_bucket("backups")),
+        None,
+        &LookupTable::default(),
+        &Policy::default(),
+    );
     assert!(v.warnings.is_empty(), "{:?}", v.warnings);
 }
 
@@ -743,7 +753,7 @@ fn every_error_comes_back_at_once() {
         },
         "usagePolicy": {"allowedNamespaces": {"from": "Selector"}},
     }));
-    let v = validate_repository(&r, None, &LookupTable::default());
+    let v = validate_repository(&r, None, &LookupTable::default(), &Policy::default());
     let mut paths: Vec<&str> = v.errors.iter().map(|e| e.path.as_str()).collect();
     paths.sort_unstable();
     assert_eq!(
@@ -798,7 +808,12 @@ fn backend_changes_on_update() {
     ];
     for (name, spec, snapshots, expect) in cases {
         let old = with_status(old.clone(), *snapshots);
-        let v = validate_repository(&repo(spec.clone()), Some(&old), &lookups);
+        let v = validate_repository(
+            &repo(spec.clone()),
+            Some(&old),
+            &lookups,
+            &Policy::default(),
+        );
         assert_verdict(name, &v, expect);
     }
 }
@@ -813,13 +828,23 @@ fn updates_that_leave_the_spec_alone_pass() {
         .labels
         .get_or_insert_with(Default::default)
         .insert("a".into(), "b".into());
-    let v = validate_repository(&relabelled, Some(&broken), &LookupTable::default());
+    let v = validate_repository(
+        &relabelled,
+        Some(&broken),
+        &LookupTable::default(),
+        &Policy::default(),
+    );
     assert_eq!(v, Verdict::default());
 
     let mut deleting = repo(json!({"backend": {"storageSecretName": ""}, "wipeOut": true}));
     deleting.metadata.deletion_timestamp =
         Some(serde_json::from_value(json!("2024-01-01T00:00:00Z")).expect("time deserializes"));
-    let v = validate_repository(&deleting, Some(&broken), &LookupTable::default());
+    let v = validate_repository(
+        &deleting,
+        Some(&broken),
+        &LookupTable::default(),
+        &Policy::default(),
+    );
     assert!(v.errors.is_empty(), "{:?}", v.errors);
 
     // A spec change of a live object does go through the rules.
@@ -827,6 +852,7 @@ fn updates_that_leave_the_spec_alone_pass() {
         &repo(s3_bucket("AB")),
         Some(&broken),
         &LookupTable::default(),
+        &Policy::default(),
     );
     assert!(!v.errors.is_empty());
 }
@@ -858,9 +884,9 @@ proptest! {
         let old = with_status(repo(s3_bucket("backups")), n);
         for spec in specs {
             let r = repo(spec);
-            let v = validate_repository(&r, Some(&old), &LookupTable::default());
+            let v = validate_repository(&r, Some(&old), &LookupTable::default(), &Policy::default());
             let _ = v.error_message();
-            let _ = validate_repository(&r, None, &LookupTable::default());
+            let _ = validate_repository(&r, None, &LookupTable::default(), &Policy::default());
         }
     }
 }

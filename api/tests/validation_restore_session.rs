@@ -2,7 +2,7 @@
 //! case merge-patches the `spec` of a valid object, optionally changes what the lookups know,
 //! and expects a clean admit, one error at an exact path, or one warning at an exact path.
 
-use cairn_api::validation::{LookupTable, Verdict, validate_restore_session};
+use cairn_api::validation::{LookupTable, Policy, Verdict, validate_restore_session};
 use cairn_api::{AppBinding, Repository, RestoreSession, Task};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -188,7 +188,8 @@ fn run(cases: Vec<Case>) {
     for case in &cases {
         let mut lookups = world();
         (case.world)(&mut lookups);
-        let verdict = validate_restore_session(&object(&case.spec), None, &lookups);
+        let verdict =
+            validate_restore_session(&object(&case.spec), None, &lookups, &Policy::default());
         check(case, &verdict);
     }
 }
@@ -565,7 +566,7 @@ fn all_errors_come_back_together() {
         "timeOut": "never",
         "tempDir": {"sizeLimit": "-1"}
     }));
-    let verdict = validate_restore_session(&rs, None, &world());
+    let verdict = validate_restore_session(&rs, None, &world(), &Policy::default());
     let paths: Vec<&str> = verdict.errors.iter().map(|e| e.path.as_str()).collect();
     for want in [
         "spec.target.ref.kind",
@@ -585,7 +586,7 @@ fn spec_is_immutable() {
     let old = object(&json!({}));
 
     let changed = object(&json!({"timeOut": "3h"}));
-    let v = validate_restore_session(&changed, Some(&old), &lookups);
+    let v = validate_restore_session(&changed, Some(&old), &lookups, &Policy::default());
     assert_eq!(v.errors.len(), 1, "{v:#?}");
     assert_eq!(v.errors[0].path, "spec");
     assert!(v.errors[0].message.contains("immutable"), "{}", v.errors[0]);
@@ -600,13 +601,21 @@ fn spec_is_immutable() {
     relabelled.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
     relabelled.status = Some(Default::default());
     assert_eq!(
-        validate_restore_session(&relabelled, Some(&old), &lookups),
+        validate_restore_session(&relabelled, Some(&old), &lookups, &Policy::default()),
         Verdict::default()
     );
     let stale = object(&json!({"timeOut": "bad"}));
     let mut stale_relabelled = stale.clone();
     stale_relabelled.metadata.labels = Some(Default::default());
-    assert!(validate_restore_session(&stale_relabelled, Some(&stale), &lookups).allowed());
+    assert!(
+        validate_restore_session(
+            &stale_relabelled,
+            Some(&stale),
+            &lookups,
+            &Policy::default()
+        )
+        .allowed()
+    );
 
     // Deletion is never blocked.
     let mut deleting = changed.clone();
@@ -614,7 +623,9 @@ fn spec_is_immutable() {
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
-    assert!(validate_restore_session(&deleting, Some(&old), &lookups).allowed());
+    assert!(
+        validate_restore_session(&deleting, Some(&old), &lookups, &Policy::default()).allowed()
+    );
 }
 
 proptest! {
@@ -637,6 +648,6 @@ proptest! {
             "task": {"name": text},
             "tempDir": {"sizeLimit": text},
         }));
-        let _ = validate_restore_session(&rs, None, &world());
+        let _ = validate_restore_session(&rs, None, &world(), &Policy::default());
     }
 }

@@ -192,7 +192,7 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     );
 
     // Validate: the same rules as admission, for objects admitted before a rule existed.
-    let verdict = validate_backup_configuration(&config, None, &ctx.stores);
+    let verdict = validate_backup_configuration(&config, None, &ctx.stores, &ctx.install.policy);
     conditions::set(
         conds,
         "ValidationPassed",

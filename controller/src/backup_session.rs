@@ -21,7 +21,10 @@ use std::time::Duration;
 use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
-use crate::job::{delete_job, human_bytes, human_duration, job_outcome, launch, owner_of};
+use crate::job::{
+    RESOLVE_RETRY, delete_job, human_bytes, human_duration, job_outcome, launch, owner_of,
+    wait_for_resolution,
+};
 use crate::metrics::{ConfigLabels, SessionLabels};
 use crate::observe::JobObservation;
 use crate::scheduling::{to_chrono, to_time};
@@ -230,20 +233,23 @@ async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
         .await?;
         return Ok(Action::await_change());
     }
-    let template = match &session.spec.job_template {
-        Some(t) => t.clone(),
-        None => match resolve_backup_job(session, &ctx.stores, &ctx.install) {
-            Ok(t) => t,
-            Err(e) => {
-                return fail(
-                    ctx,
-                    session,
-                    "ResolutionFailed",
-                    format!("cannot resolve the Job: {e}"),
-                )
-                .await;
-            }
-        },
+    // The Job is resolved now from the current objects, never taken from the session: a stored
+    // `spec.jobTemplate` is the webhook's preview, and a session admitted without the webhook
+    // may carry anything there.
+    let template = match resolve_backup_job(session, &ctx.stores, &ctx.install) {
+        Ok(t) => t,
+        Err(e) if wait_for_resolution(&e, session.metadata.creation_timestamp.as_ref()) => {
+            return Ok(Action::requeue(RESOLVE_RETRY));
+        }
+        Err(e) => {
+            return fail(
+                ctx,
+                session,
+                "ResolutionFailed",
+                format!("cannot resolve the Job: {e}"),
+            )
+            .await;
+        }
     };
     let (body, timeout) = launch(
         &ctx.client,

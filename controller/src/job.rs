@@ -18,6 +18,23 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::observe::{JobObservation, observe};
 
+/// How long after its creation a session waits for a referenced object its Job needs (a watch
+/// cache behind the API server, or objects applied together) before it fails.
+pub const RESOLVE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// How often a session waiting for such an object looks again.
+pub const RESOLVE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a session created at `created` should wait for `error` to go away.
+pub fn wait_for_resolution(
+    error: &cairn_api::resolve::ResolveError,
+    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> bool {
+    let young = created
+        .and_then(|c| crate::scheduling::to_chrono(&c.0))
+        .is_none_or(|c| chrono::Utc::now() - c < RESOLVE_GRACE);
+    error.may_resolve_later() && young
+}
+
 /// The owner reference that ties a Job or PVC to its session (deleted with it).
 pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Option<OwnerReference> {
     obj.controller_owner_ref(&())

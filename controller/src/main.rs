@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use cairn_api::naming::{LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY};
+use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
+use cairn_api::validation::Policy;
 use cairn_api::{
     AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
 };
@@ -54,6 +56,10 @@ struct Args {
         default_value = "ghcr.io/cairn-dev/cairn:latest"
     )]
     agent_image: String,
+    /// The Pod Security Standard every Job must meet: restricted (the default), baseline or
+    /// privileged. Webhook and controller must agree (the install sets both).
+    #[arg(long, env = "CAIRN_JOB_POD_SECURITY", default_value = "restricted")]
+    job_pod_security: PodSecurityLevel,
     /// Kubeconfig to use instead of the in-cluster configuration or $KUBECONFIG.
     #[arg(long, env = "CAIRN_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -192,6 +198,9 @@ async fn main() -> anyhow::Result<()> {
 
     let install = InstallSettings {
         agent_image: args.agent_image.clone(),
+        policy: Policy {
+            job_pod_security: args.job_pod_security,
+        },
         ..Default::default()
     };
 

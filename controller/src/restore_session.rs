@@ -19,7 +19,9 @@ use serde_json::json;
 use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
-use crate::job::{delete_job, human_duration, job_outcome, launch, owner_of};
+use crate::job::{
+    RESOLVE_RETRY, delete_job, human_duration, job_outcome, launch, owner_of, wait_for_resolution,
+};
 use crate::metrics::SessionLabels;
 use crate::observe::JobObservation;
 use crate::scheduling::to_chrono;
@@ -119,22 +121,23 @@ async fn start(r: &RestoreSession, ctx: &Context) -> Result<Action> {
     }
     let name = r.name_any();
     let namespace = ns(r);
-    let template = match &r.spec.job_template {
-        Some(t) => t.clone(),
-        None => match resolve_restore_job(r, &ctx.stores, &ctx.install) {
-            Ok(t) => t,
-            Err(e) => {
-                return finish(
-                    ctx,
-                    r,
-                    SessionPhase::Failed,
-                    "ResolutionFailed",
-                    format!("cannot resolve the Job: {e}"),
-                    json!({}),
-                )
-                .await;
-            }
-        },
+    // Resolved now, never taken from the stored preview (see backup_session::start).
+    let template = match resolve_restore_job(r, &ctx.stores, &ctx.install) {
+        Ok(t) => t,
+        Err(e) if wait_for_resolution(&e, r.metadata.creation_timestamp.as_ref()) => {
+            return Ok(Action::requeue(RESOLVE_RETRY));
+        }
+        Err(e) => {
+            return finish(
+                ctx,
+                r,
+                SessionPhase::Failed,
+                "ResolutionFailed",
+                format!("cannot resolve the Job: {e}"),
+                json!({}),
+            )
+            .await;
+        }
     };
     let (mut body, _) = launch(
         &ctx.client,

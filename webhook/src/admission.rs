@@ -7,7 +7,9 @@ use cairn_api::defaults::{
     default_restore_session, patch,
 };
 use cairn_api::resolve::{InstallSettings, resolve_backup_job, resolve_restore_job};
-use cairn_api::validation::{Lookups, Validate, Verdict, needs_spec_rules};
+use cairn_api::validation::{
+    Lookups, Policy, Validate, Verdict, check_user_written_session, needs_spec_rules,
+};
 use cairn_api::{BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
@@ -124,8 +126,23 @@ pub fn review(
     if req.operation == Operation::Update && !needs_spec_rules(old.as_ref(), &new) {
         return (resp, Outcome::Allowed);
     }
+    // Only the mutating webhook sees what the user wrote: by the time the validating one runs,
+    // our own preview is in the object.
+    if endpoint == Endpoint::Mutate
+        && req.operation == Operation::Create
+        && matches!(kind, Kind::BackupSession | Kind::RestoreSession)
+    {
+        let written = new
+            .pointer("/spec/jobTemplate")
+            .is_some_and(|t| !t.is_null());
+        let verdict = check_user_written_session(written);
+        if !verdict.allowed() {
+            let reason = format!("{} rejected: {}", kind.as_str(), verdict.error_message());
+            return (resp.deny(reason), Outcome::Denied);
+        }
+    }
     match endpoint {
-        Endpoint::Validate => validate(kind, resp, &new, old.as_ref(), lookups),
+        Endpoint::Validate => validate(kind, resp, &new, old.as_ref(), lookups, &install.policy),
         Endpoint::Mutate => mutate(kind, resp, req.operation.clone(), new, lookups, install),
     }
 }
@@ -141,26 +158,28 @@ fn validate(
     new: &Value,
     old: Option<&Value>,
     lookups: &dyn Lookups,
+    policy: &Policy,
 ) -> (AdmissionResponse, Outcome) {
     fn run<K: Validate + DeserializeOwned>(
         kind: Kind,
         new: &Value,
         old: Option<&Value>,
         lookups: &dyn Lookups,
+        policy: &Policy,
     ) -> Result<Verdict, String> {
         let new: K = typed(kind, new)?;
         // An old object that no longer parses (written by an older version) must not block
         // the update: judge the new one alone.
         let old: Option<K> = old.and_then(|o| K::deserialize(o).ok());
-        Ok(new.validate(old.as_ref(), lookups))
+        Ok(new.validate(old.as_ref(), lookups, policy))
     }
     let verdict = match kind {
-        Kind::Repository => run::<Repository>(kind, new, old, lookups),
-        Kind::BackupConfiguration => run::<BackupConfiguration>(kind, new, old, lookups),
-        Kind::BackupSession => run::<BackupSession>(kind, new, old, lookups),
-        Kind::RestoreSession => run::<RestoreSession>(kind, new, old, lookups),
-        Kind::Task => run::<Task>(kind, new, old, lookups),
-        Kind::Function => run::<Function>(kind, new, old, lookups),
+        Kind::Repository => run::<Repository>(kind, new, old, lookups, policy),
+        Kind::BackupConfiguration => run::<BackupConfiguration>(kind, new, old, lookups, policy),
+        Kind::BackupSession => run::<BackupSession>(kind, new, old, lookups, policy),
+        Kind::RestoreSession => run::<RestoreSession>(kind, new, old, lookups, policy),
+        Kind::Task => run::<Task>(kind, new, old, lookups, policy),
+        Kind::Function => run::<Function>(kind, new, old, lookups, policy),
     };
     let verdict = match verdict {
         Ok(v) => v,

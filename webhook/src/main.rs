@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
+use cairn_api::validation::Policy;
 use cairn_webhook::cache::Caches;
 use cairn_webhook::metrics::Metrics;
 use cairn_webhook::read_through::ApiFetch;
@@ -46,6 +48,10 @@ struct Args {
         default_value = "ghcr.io/cairn-dev/cairn:latest"
     )]
     agent_image: String,
+    /// The Pod Security Standard every Job must meet: restricted (the default), baseline or
+    /// privileged. Webhook and controller must agree (the install sets both).
+    #[arg(long, env = "CAIRN_JOB_POD_SECURITY", default_value = "restricted")]
+    job_pod_security: PodSecurityLevel,
     /// Pull policy of the Jobs' containers (default: the cluster's).
     #[arg(long, env = "CAIRN_IMAGE_PULL_POLICY")]
     image_pull_policy: Option<String>,
@@ -128,6 +134,9 @@ async fn main() -> anyhow::Result<()> {
         fetch: Some(Arc::new(ApiFetch::new(client))),
         install: InstallSettings {
             agent_image: args.agent_image.clone(),
+            policy: Policy {
+                job_pod_security: args.job_pod_security,
+            },
             image_pull_policy: args.image_pull_policy.clone(),
             ..Default::default()
         },

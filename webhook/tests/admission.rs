@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use cairn_api::manifest::{Object, parse_documents, typed};
+use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::LookupTable;
 use cairn_webhook::admission::{Endpoint, Outcome, review};
@@ -359,5 +360,149 @@ proptest! {
         if let Ok(req) = decode(&body) {
             let _ = review(endpoint, &req, &example_cluster(), &InstallSettings::default());
         }
+    }
+}
+
+fn denial(resp: &Value) -> String {
+    resp["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_session_carrying_its_own_job_is_denied() {
+    let hostile_job = json!({"spec": {"template": {"spec": {
+        "containers": [{"name": "x", "image": "busybox", "securityContext": {"privileged": true}}],
+        "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}}});
+    let backup = json!({
+        "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": "mine", "namespace": "demo"},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "es-backup"},
+                 "jobTemplate": hostile_job}
+    });
+    let (resp, outcome) = run(
+        Endpoint::Mutate,
+        &review_json("CREATE", "BackupSession", backup, None),
+    );
+    assert_eq!(outcome, Outcome::Denied);
+    assert!(
+        denial(&resp).contains("spec.jobTemplate: only cairn writes it"),
+        "{resp}"
+    );
+
+    let mut restore = json!({
+        "apiVersion": "cairn.dev/v1alpha1", "kind": "RestoreSession",
+        "metadata": {"name": "mine", "namespace": "demo"},
+        "spec": {"repository": {"name": "s3-repo"},
+                 "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"},
+                            "rules": [{"snapshots": ["latest"]}]}}
+    });
+    restore["spec"]["jobTemplate"] = hostile_job;
+    let (resp, outcome) = run(
+        Endpoint::Mutate,
+        &review_json("CREATE", "RestoreSession", restore, None),
+    );
+    assert_eq!(outcome, Outcome::Denied);
+    assert!(denial(&resp).contains("spec.jobTemplate"), "{resp}");
+}
+
+#[test]
+fn a_session_label_naming_another_configuration_is_denied() {
+    let session = json!({
+        "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": "mine", "namespace": "demo",
+                     "labels": {"cairn.dev/invoker-name": "someone-else"}},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "es-backup"}}
+    });
+    let (resp, outcome) = run(
+        Endpoint::Validate,
+        &review_json("CREATE", "BackupSession", session.clone(), None),
+    );
+    assert_eq!(outcome, Outcome::Denied);
+    assert!(
+        denial(&resp).contains("metadata.labels[cairn.dev/invoker-name]"),
+        "{resp}"
+    );
+    let mut right = session;
+    right["metadata"]["labels"] = json!({"cairn.dev/invoker-name": "es-backup"});
+    let (_, outcome) = run(
+        Endpoint::Validate,
+        &review_json("CREATE", "BackupSession", right, None),
+    );
+    assert_eq!(outcome, Outcome::Allowed);
+}
+
+#[test]
+fn what_a_configuration_asks_of_its_job_is_bounded() {
+    let cases = [
+        (
+            json!({"task": {"params": [{"name": "TARGET_URL", "value": "http://attacker.invalid:9200"}]}}),
+            "spec.task.params[0].name",
+        ),
+        (
+            json!({"target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"},
+                              "args": ["--url=http://attacker.invalid:9200"]}}),
+            "spec.target.args[0]",
+        ),
+        (
+            json!({"runtimeSettings": {"pod": {"securityContext": {"runAsUser": 0}}}}),
+            "spec.runtimeSettings.pod.securityContext.runAsUser",
+        ),
+        (
+            json!({"runtimeSettings": {"container": {"securityContext": {"privileged": true}}}}),
+            "spec.runtimeSettings.container.securityContext.privileged",
+        ),
+        (
+            json!({"runtimeSettings": {"container": {"env": [{"name": "CAIRN_TARGET_CA_CERT", "value": "x"}]}}}),
+            "spec.runtimeSettings.container.env[0].name",
+        ),
+        (
+            json!({"runtimeSettings": {"pod": {"podLabels": {"cairn.dev/session": "other"}}}}),
+            "spec.runtimeSettings.pod.podLabels[cairn.dev/session]",
+        ),
+    ];
+    for (extra, path) in cases {
+        let mut config = bc();
+        config["spec"]
+            .as_object_mut()
+            .expect("spec")
+            .extend(extra.as_object().expect("object").clone());
+        let (resp, outcome) = run(
+            Endpoint::Validate,
+            &review_json("CREATE", "BackupConfiguration", config, None),
+        );
+        let message = denial(&resp);
+        assert_eq!(outcome, Outcome::Denied, "{path}: {resp}");
+        assert!(message.contains(path), "{path}: {message}");
+        assert!(!message.contains("attacker"), "{message}");
+    }
+    // Stash's documentation shows runAsUser: 0; the reason names the install value.
+    let mut root = bc();
+    root["spec"]["runtimeSettings"] = json!({"pod": {"securityContext": {"runAsUser": 0}}});
+    let (resp, _) = run(
+        Endpoint::Validate,
+        &review_json("CREATE", "BackupConfiguration", root, None),
+    );
+    assert!(denial(&resp).contains("jobPodSecurity: baseline"), "{resp}");
+}
+
+#[test]
+fn an_install_that_opted_in_admits_more() {
+    let mut config = bc();
+    config["spec"]["runtimeSettings"] =
+        json!({"container": {"securityContext": {"privileged": true}}});
+    let body = serde_json::to_vec(&review_json("CREATE", "BackupConfiguration", config, None))
+        .expect("json");
+    let req = decode(&body).expect("decodes");
+    let mut install = InstallSettings::default();
+    for (level, allowed) in [
+        (PodSecurityLevel::Restricted, false),
+        (PodSecurityLevel::Baseline, false),
+        (PodSecurityLevel::Privileged, true),
+    ] {
+        install.policy.job_pod_security = level;
+        let (_, outcome) = review(Endpoint::Validate, &req, &example_cluster(), &install);
+        assert_eq!(outcome == Outcome::Allowed, allowed, "{level}");
     }
 }

@@ -9,11 +9,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::job::JobRequest;
 use super::shared::{
     check_interim_volume_template, check_positive_duration, check_repository,
     check_runtime_settings, check_target, check_task, check_temp_dir, skip_spec_rules,
 };
-use super::{Lookups, Verdict};
+use super::{Lookups, Policy, Verdict};
 use crate::BackupConfiguration;
 use crate::common::RetentionPolicy;
 use crate::schedule::{Schedule, parse_time_zone};
@@ -28,6 +29,7 @@ pub fn validate_backup_configuration(
     new: &BackupConfiguration,
     old: Option<&BackupConfiguration>,
     lookups: &dyn Lookups,
+    policy: &Policy,
 ) -> Verdict {
     let mut v = Verdict::default();
     if skip_spec_rules(&new.metadata, &new.spec, old.map(|o| &o.spec)) {
@@ -78,6 +80,7 @@ pub fn validate_backup_configuration(
         spec.runtime_settings.as_ref(),
     );
     check_temp_dir(&mut v, "spec.tempDir", spec.temp_dir.as_ref());
+    JobRequest::from(new).check(&mut v, policy);
     check_interim_volume_template(
         &mut v,
         "spec.interimVolumeTemplate",

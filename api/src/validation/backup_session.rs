@@ -10,6 +10,7 @@ use super::{Lookups, Verdict};
 use crate::BackupSession;
 use crate::backup_session::BackupSessionSpec;
 use crate::common::GROUP;
+use crate::naming::{LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, label_value};
 
 /// The one supported invoker kind.
 const INVOKER_KIND: &str = "BackupConfiguration";
@@ -75,7 +76,43 @@ pub fn validate_backup_session(
             ),
         );
     }
+    check_invoker_labels(new, &mut v);
+    v
+}
 
+/// The invoker labels, written by cairn at CREATE, must say what the spec says: a label naming
+/// another configuration would mislead every `kubectl get -l` and dashboard.
+fn check_invoker_labels(new: &BackupSession, v: &mut Verdict) {
+    let labels = new.metadata.labels.clone().unwrap_or_default();
+    let invoker = &new.spec.invoker;
+    for (key, want) in [
+        (LABEL_INVOKER_KIND, invoker.kind.clone()),
+        (LABEL_INVOKER_NAME, label_value(&invoker.name)),
+    ] {
+        if let Some(got) = labels.get(key).filter(|got| **got != want) {
+            v.error(
+                format!("metadata.labels[{key}]"),
+                format!(
+                    "{got:?} does not match spec.invoker ({want:?}): cairn writes this label; \
+                     leave it out"
+                ),
+            );
+        }
+    }
+}
+
+/// A session written by a user may not carry its Job: cairn resolves it (the stored
+/// `spec.jobTemplate` is only a preview, written by the webhook at CREATE).
+pub fn check_user_written_session(job_template_set: bool) -> Verdict {
+    let mut v = Verdict::default();
+    if job_template_set {
+        v.error(
+            "spec.jobTemplate",
+            "only cairn writes it (the webhook shows there the Job it will run, resolved from \
+             the configuration, its Task and Functions, the Repository and the AppBinding; the \
+             controller builds that Job again when the session starts): leave it out",
+        );
+    }
     v
 }
 

@@ -10,17 +10,25 @@ use crate::{AppBinding, BackupConfiguration, Function, Repository, Task};
 
 mod backup_configuration;
 mod backup_session;
+pub mod job;
 mod repository;
 mod restore_session;
 mod shared;
 mod task;
 
 pub use backup_configuration::validate_backup_configuration;
-pub use backup_session::validate_backup_session;
+pub use backup_session::{check_user_written_session, validate_backup_session};
 pub use repository::validate_repository;
 pub use restore_session::validate_restore_session;
 pub use shared::{parse_go_duration, parse_quantity, usage_policy_admits};
 pub use task::{validate_function, validate_task};
+
+/// What the install decides for admission (flags of the webhook and the controller).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The Pod Security Standard every Job must meet (`jobPodSecurity`; restricted by default).
+    pub job_pod_security: crate::pod_security::PodSecurityLevel,
+}
 
 /// One reason an object is rejected: the field path and what is wrong and what would be valid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,23 +275,39 @@ pub fn needs_spec_rules(old: Option<&serde_json::Value>, new: &serde_json::Value
 
 /// The admission rules of one kind, so the webhook can treat every kind alike.
 pub trait Validate: Sized {
-    /// Every error and warning of `self` (`old` is set on UPDATE).
-    fn validate(&self, old: Option<&Self>, lookups: &dyn Lookups) -> Verdict;
+    /// Every error and warning of `self` (`old` is set on UPDATE) under the install's `policy`.
+    fn validate(&self, old: Option<&Self>, lookups: &dyn Lookups, policy: &Policy) -> Verdict;
 }
 
 macro_rules! impl_validate {
+    ($kind:ty, $f:path, with_policy) => {
+        impl Validate for $kind {
+            fn validate(
+                &self,
+                old: Option<&Self>,
+                lookups: &dyn Lookups,
+                policy: &Policy,
+            ) -> Verdict {
+                $f(self, old, lookups, policy)
+            }
+        }
+    };
     ($kind:ty, $f:path) => {
         impl Validate for $kind {
-            fn validate(&self, old: Option<&Self>, lookups: &dyn Lookups) -> Verdict {
+            fn validate(&self, old: Option<&Self>, lookups: &dyn Lookups, _: &Policy) -> Verdict {
                 $f(self, old, lookups)
             }
         }
     };
 }
 
-impl_validate!(Repository, validate_repository);
-impl_validate!(BackupConfiguration, validate_backup_configuration);
+impl_validate!(Repository, validate_repository, with_policy);
+impl_validate!(
+    BackupConfiguration,
+    validate_backup_configuration,
+    with_policy
+);
 impl_validate!(crate::BackupSession, validate_backup_session);
-impl_validate!(crate::RestoreSession, validate_restore_session);
+impl_validate!(crate::RestoreSession, validate_restore_session, with_policy);
 impl_validate!(Task, validate_task);
 impl_validate!(Function, validate_function);

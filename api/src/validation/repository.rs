@@ -8,7 +8,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::{Lookups, Verdict};
+use super::{Lookups, Policy, Verdict};
 use crate::Repository;
 use crate::naming;
 use crate::repository::{
@@ -22,6 +22,7 @@ pub fn validate_repository(
     new: &Repository,
     old: Option<&Repository>,
     lookups: &dyn Lookups,
+    policy: &Policy,
 ) -> Verdict {
     let mut v = Verdict::default();
     if let Some(old) = old {
@@ -122,6 +123,16 @@ pub fn validate_repository(
     }
     if let Some(local) = &backend.local {
         check_local(local, &mut v);
+        // The volume goes into every Job using the Repository: the install's Pod Security
+        // Standard holds for it too.
+        let volume = local.volume("repository");
+        for violation in
+            crate::pod_security::check_volume_source(&format!("{BACKEND}.local"), &volume)
+        {
+            if violation.applies_at(policy.job_pod_security) {
+                v.error(violation.path.clone(), violation.message());
+            }
+        }
     }
 
     if let Some(policy) = &new.spec.usage_policy {

@@ -5,11 +5,12 @@
 //! at most one catch-all rule, no host in two rules, whole snapshots or paths but not both, and
 //! snapshot ids that restic can find. Its spec is immutable once created.
 
+use super::job::JobRequest;
 use super::shared::{
     check_interim_volume_template, check_positive_duration, check_repository,
     check_runtime_settings, check_target, check_task, check_temp_dir,
 };
-use super::{Lookups, Verdict};
+use super::{Lookups, Policy, Verdict};
 use crate::RestoreSession;
 use crate::common::Rule;
 
@@ -18,6 +19,7 @@ pub fn validate_restore_session(
     new: &RestoreSession,
     old: Option<&RestoreSession>,
     lookups: &dyn Lookups,
+    policy: &Policy,
 ) -> Verdict {
     let mut v = Verdict::default();
     if let Some(old) = old {
@@ -56,6 +58,7 @@ pub fn validate_restore_session(
         spec.runtime_settings.as_ref(),
     );
     check_temp_dir(&mut v, "spec.tempDir", spec.temp_dir.as_ref());
+    JobRequest::from(new).check(&mut v, policy);
     check_interim_volume_template(
         &mut v,
         "spec.interimVolumeTemplate",

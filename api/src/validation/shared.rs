@@ -13,13 +13,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::{Lookups, Verdict};
-use crate::Repository;
 use crate::common::{
     EmptyDirSettings, ObjectReference, PersistentVolumeClaimTemplate, RuntimeSettings, TargetRef,
     TaskRef,
 };
 use crate::naming::{MAX_LABEL_LEN, MAX_TEMPLATE_NAME_LEN, is_dns_label, is_dns_subdomain};
 use crate::repository::FromNamespaces;
+use crate::{AppBinding, Repository};
 
 /// The one supported target: KubeDB's (or a hand-written) AppBinding.
 pub(crate) const TARGET_API_VERSION: &str = "appcatalog.appscode.com/v1alpha1";
@@ -143,6 +143,7 @@ pub(crate) fn check_target(
             ),
         ),
         Some(binding) => {
+            warn_about_transport(v, &ref_path, own_namespace, &binding);
             if binding.spec.client_config.insecure_skip_tls_verify == Some(true) {
                 v.warn(
                     ref_path,
@@ -155,6 +156,45 @@ pub(crate) fn check_target(
                 );
             }
         }
+    }
+}
+
+/// Warnings about how the agent will reach the database: credentials written into the URL (left
+/// out of the Job), credentials over plain http, a `service` without a scheme. No message
+/// quotes the URL: it may hold a password.
+fn warn_about_transport(v: &mut Verdict, path: &str, namespace: &str, binding: &AppBinding) {
+    let name = binding.metadata.name.as_deref().unwrap_or_default();
+    let cc = &binding.spec.client_config;
+    if binding.url_has_credentials() {
+        v.warn(
+            path,
+            format!(
+                "AppBinding {namespace}/{name}: clientConfig.url holds a user name or password; \
+                 cairn leaves them out of the Job and reads credentials only from spec.secret: \
+                 remove them from the URL"
+            ),
+        );
+    }
+    let url_set = cc.url.as_deref().is_some_and(|u| !u.is_empty());
+    if let Some(svc) = cc.service.as_ref().filter(|_| !url_set)
+        && svc.scheme.as_deref().is_none_or(str::is_empty)
+    {
+        v.warn(
+            path,
+            format!(
+                "AppBinding {namespace}/{name}: clientConfig.service has no scheme, so the agent \
+                 connects with http; set scheme: https (and clientConfig.caBundle)"
+            ),
+        );
+    }
+    if binding.uses_http() && (binding.spec.secret.is_some() || binding.url_has_credentials()) {
+        v.warn(
+            path,
+            format!(
+                "AppBinding {namespace}/{name} uses http: the database's credentials cross the \
+                 network unencrypted; use https with clientConfig.caBundle"
+            ),
+        );
     }
 }
 

@@ -45,6 +45,7 @@ pub fn validate_task(new: &Task, old: Option<&Task>, lookups: &dyn Lookups) -> V
             );
         }
 
+        super::job::check_params(&mut v, &format!("{path}.params"), &step.params);
         // First index of each name, to point duplicates at the earlier param.
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (j, param) in step.params.iter().enumerate() {

@@ -1,0 +1,178 @@
+//! What a user may ask of the Job cairn runs for them: Task params that do not name a built-in
+//! variable, `target.args` from the agent's flag table, runtime settings within the install's
+//! Pod Security Standard, environment variables and pod labels that do not shadow cairn's.
+//!
+//! Admission reports these at the user's field paths; the resolver refuses the same findings
+//! before it builds a Job, so an object admitted while the webhook was away runs nothing more.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+use super::{Policy, Verdict};
+use crate::builtins::{is_built_in_variable, is_reserved_label, reserved_env};
+use crate::common::{Param, RuntimeSettings, TaskRef};
+use crate::defaults::Direction;
+use crate::pod_security::{self, PodSecurityLevel};
+
+/// The parts of a BackupConfiguration or RestoreSession that shape its Job, at their paths
+/// (`spec.task`, `spec.target.args`, `spec.runtimeSettings`).
+#[derive(Clone, Copy, Debug)]
+pub struct JobRequest<'a> {
+    pub direction: Direction,
+    pub task: Option<&'a TaskRef>,
+    pub target_args: &'a [String],
+    pub runtime_settings: Option<&'a RuntimeSettings>,
+}
+
+impl<'a> From<&'a crate::BackupConfiguration> for JobRequest<'a> {
+    fn from(c: &'a crate::BackupConfiguration) -> Self {
+        Self {
+            direction: Direction::Backup,
+            task: c.spec.task.as_ref(),
+            target_args: &c.spec.target.args,
+            runtime_settings: c.spec.runtime_settings.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a crate::RestoreSession> for JobRequest<'a> {
+    fn from(r: &'a crate::RestoreSession) -> Self {
+        Self {
+            direction: Direction::Restore,
+            task: r.spec.task.as_ref(),
+            target_args: &r.spec.target.args,
+            runtime_settings: r.spec.runtime_settings.as_ref(),
+        }
+    }
+}
+
+impl JobRequest<'_> {
+    /// Every rule of this module, at the paths of the object's spec.
+    pub fn check(&self, v: &mut Verdict, policy: &Policy) {
+        check_task_params(v, "spec.task", self.task);
+        check_target_args(v, "spec.target.args", self.target_args, self.direction);
+        check_job_settings(
+            v,
+            "spec.runtimeSettings",
+            self.runtime_settings,
+            policy.job_pod_security,
+        );
+    }
+}
+
+/// A Task param may not name a built-in variable: cairn's values are never shadowed.
+pub fn check_task_params(v: &mut Verdict, path: &str, task: Option<&TaskRef>) {
+    if let Some(task) = task {
+        check_params(v, &format!("{path}.params"), &task.params);
+    }
+}
+
+/// Params (of a Task reference or a Task's step, at `path`) may not name a built-in variable.
+pub fn check_params(v: &mut Verdict, path: &str, params: &[Param]) {
+    for (i, p) in params.iter().enumerate() {
+        if is_built_in_variable(&p.name) {
+            v.error(
+                format!("{path}[{i}].name"),
+                format!(
+                    "{:?} is a built-in variable that cairn sets for every Job; a param may not \
+                     replace it: choose another name (Task params are the Task's own, \
+                     lower-case variables such as include, exclude, waitTimeout)",
+                    p.name
+                ),
+            );
+        }
+    }
+}
+
+/// Every item of `target.args` must be a tuning flag of the agent for this direction.
+pub fn check_target_args(v: &mut Verdict, path: &str, args: &[String], direction: Direction) {
+    for (i, arg) in args.iter().enumerate() {
+        if let Some(why) = crate::agent_flags::check_arg(arg, direction) {
+            v.error(format!("{path}[{i}]"), why);
+        }
+    }
+}
+
+/// Runtime settings may not take the Job past the install's Pod Security Standard, set an
+/// environment variable cairn sets or that carries the repository's credentials, or a pod label
+/// that routes the pod to a session. A token mount is ignored, with a warning.
+pub fn check_job_settings(
+    v: &mut Verdict,
+    path: &str,
+    settings: Option<&RuntimeSettings>,
+    level: PodSecurityLevel,
+) {
+    let Some(settings) = settings else { return };
+    let pod = settings.pod.as_ref();
+    let container = settings.container.as_ref();
+    // The pod these settings make, built as the resolver builds it: every finding is one of
+    // the user's fields, since cairn's own defaults meet `restricted`.
+    let preview = PodSpec {
+        security_context: Some(pod_security::pod_context(
+            pod.and_then(|p| p.security_context.as_ref()),
+        )),
+        containers: vec![Container {
+            name: "agent".into(),
+            security_context: Some(pod_security::container_context([
+                container.and_then(|c| c.security_context.as_ref())
+            ])),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let annotations = pod.and_then(|p| p.pod_annotations.as_ref());
+    for violation in pod_security::check_pod(annotations, &preview) {
+        if violation.applies_at(level) {
+            v.error(user_path(path, &violation.path), violation.message());
+        }
+    }
+    for (i, env) in container
+        .and_then(|c| c.env.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(why) = reserved_env(&env.name) {
+            v.error(
+                format!("{path}.container.env[{i}].name"),
+                format!("{:?} may not be set here: {why}", env.name),
+            );
+        }
+    }
+    let labels: Option<&BTreeMap<String, String>> = pod.and_then(|p| p.pod_labels.as_ref());
+    for key in labels.into_iter().flat_map(|l| l.keys()) {
+        if is_reserved_label(key) {
+            v.error(
+                format!("{path}.pod.podLabels[{key}]"),
+                "cairn and the Job controller write this label (it ties the pod to its session \
+                 and Job): choose a key outside cairn.dev/, batch.kubernetes.io/, job-name, \
+                 controller-uid and app.kubernetes.io/managed-by",
+            );
+        }
+    }
+    if pod.and_then(|p| p.automount_service_account_token) == Some(true) {
+        v.warn(
+            format!("{path}.pod.automountServiceAccountToken"),
+            "ignored: cairn's Jobs never mount a ServiceAccount token (the agent needs no \
+             Kubernetes API access; its result travels in the termination message)",
+        );
+    }
+}
+
+/// A path in the preview pod as the path of the user's field it came from.
+fn user_path(base: &str, pod_path: &str) -> String {
+    for (pod_prefix, user_prefix) in [
+        ("spec.securityContext", "pod.securityContext"),
+        (
+            "spec.containers[0].securityContext",
+            "container.securityContext",
+        ),
+        ("metadata.annotations", "pod.podAnnotations"),
+    ] {
+        if let Some(rest) = pod_path.strip_prefix(pod_prefix) {
+            return format!("{base}.{user_prefix}{rest}");
+        }
+    }
+    format!("{base} ({pod_path})")
+}
