@@ -424,6 +424,46 @@ mod tests {
         Cli::try_parse_from(std::iter::once("cairn-agent").chain(args.iter().copied()))
     }
 
+    /// The table `target.args` is judged by (in `cairn-api`) gives every flag of `backup` and
+    /// `restore` a verdict, and names no flag the agent does not have.
+    #[test]
+    fn the_flag_table_covers_every_flag() {
+        use cairn_api::agent_flags::{AGENT_FLAGS, FlagVerdict, agent_flag};
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut ours = std::collections::BTreeSet::new();
+        for sub in ["backup", "restore"] {
+            let cmd = cli.find_subcommand(sub).expect("subcommand");
+            for arg in cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long == "help" || long == "version" {
+                    continue;
+                }
+                assert!(agent_flag(long).is_some(), "--{long} of {sub} has no verdict");
+                ours.insert(long.to_string());
+            }
+        }
+        let has = |sub: &str, flag: &str| {
+            cli.find_subcommand(sub)
+                .is_some_and(|c| c.get_arguments().any(|a| a.get_long() == Some(flag)))
+        };
+        for flag in AGENT_FLAGS {
+            assert!(ours.contains(flag.name), "--{} is not a flag of the agent", flag.name);
+            if let FlagVerdict::Tuning { backup, restore, .. } = flag.verdict {
+                assert!(!backup || has("backup", flag.name), "--{}", flag.name);
+                assert!(!restore || has("restore", flag.name), "--{}", flag.name);
+            }
+        }
+        // The tuning flags are not set by the catalog's Functions: a second one would be an
+        // error ("cannot be used multiple times").
+        let catalog = include_str!("../../manifests/catalog/functions.yaml");
+        for flag in AGENT_FLAGS {
+            if matches!(flag.verdict, FlagVerdict::Tuning { .. }) {
+                assert!(!catalog.contains(&format!("--{}=", flag.name)), "--{}", flag.name);
+            }
+        }
+    }
+
     #[test]
     fn catalog_backup_line_with_empty_values() {
         let cli = parse(&[

@@ -351,3 +351,142 @@ spec:
         "{err}"
     );
 }
+
+/// `es-backup` of the examples with `edit` applied to its spec.
+fn cluster_with(edit: impl FnOnce(&mut cairn_api::BackupConfiguration)) -> cairn_api::validation::LookupTable {
+    let mut cluster = example_cluster();
+    let key = ("demo".to_string(), "es-backup".to_string());
+    let mut config = (*cluster.backup_configurations[&key]).clone();
+    edit(&mut config);
+    cluster
+        .backup_configurations
+        .insert(key, std::sync::Arc::new(config));
+    cluster
+}
+
+fn refusal(cluster: &cairn_api::validation::LookupTable, install: &InstallSettings) -> String {
+    match resolve_backup_job(&session("es-backup"), cluster, install) {
+        Err(e @ ResolveError::Refused { .. }) => e.to_string(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_built_in_variable_is_set_and_nothing_else() {
+    let cluster = example_cluster();
+    let config = cluster.backup_configurations[&("demo".into(), "es-backup".into())].clone();
+    let session = session("es-backup");
+    let source = cairn_api::resolve::JobSource::backup(&session, &config);
+    let task = cluster.tasks["elasticsearch-backup"].clone();
+    let resolved = cairn_api::resolve::Resolved {
+        task: &task,
+        functions: cluster.functions.clone(),
+        repository: &cluster.repositories[&("demo".into(), "s3-repo".into())],
+        app_binding: &cluster.app_bindings[&("demo".into(), "es".into())],
+    };
+    let vars = cairn_api::resolve::variables(&source, &resolved, &install());
+    let params: Vec<&str> = config
+        .spec
+        .task
+        .iter()
+        .flat_map(|t| t.params.iter().map(|p| p.name.as_str()))
+        .collect();
+    let set: std::collections::BTreeSet<&str> = vars
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !params.contains(k))
+        .collect();
+    let table: std::collections::BTreeSet<&str> = cairn_api::builtins::BUILT_IN_VARIABLES
+        .iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(set, table);
+}
+
+#[test]
+fn a_param_never_replaces_a_built_in_variable() {
+    let cluster = cluster_with(|c| {
+        c.spec.task.get_or_insert_with(Default::default).params.push(
+            cairn_api::common::Param {
+                name: "TARGET_URL".into(),
+                value: "http://attacker.invalid:9200".into(),
+            },
+        )
+    });
+    let message = refusal(&cluster, &install());
+    assert!(message.contains("spec.task.params[1].name"), "{message}");
+    assert!(message.contains("\"TARGET_URL\" is a built-in variable"), "{message}");
+}
+
+#[test]
+fn target_args_outside_the_flag_table_are_refused() {
+    let cluster = cluster_with(|c| c.spec.target.args = vec!["--url=http://attacker.invalid".into()]);
+    let message = refusal(&cluster, &install());
+    assert!(message.contains("spec.target.args[0]: --url may not be set"), "{message}");
+    let tuned = cluster_with(|c| c.spec.target.args = vec!["--page-size=2000".into()]);
+    let job = resolve_backup_job(&session("es-backup"), &tuned, &install()).expect("resolves");
+    let c = &pod(&job).containers[0];
+    assert_eq!(arg(c, "--page-size"), Some("2000"));
+}
+
+#[test]
+fn runtime_settings_beyond_the_install_level_are_refused_and_allowed_when_opted_in() {
+    let cluster = cluster_with(|c| {
+        c.spec.runtime_settings = Some(
+            serde_json::from_value(json!({"container": {"securityContext": {
+                "privileged": true, "allowPrivilegeEscalation": true}}}))
+            .expect("settings"),
+        )
+    });
+    let message = refusal(&cluster, &install());
+    assert!(
+        message.contains("spec.runtimeSettings.container.securityContext.privileged"),
+        "{message}"
+    );
+    assert!(message.contains("jobPodSecurity: privileged"), "{message}");
+    let mut opted_in = install();
+    opted_in.policy.job_pod_security = cairn_api::pod_security::PodSecurityLevel::Privileged;
+    let job = resolve_backup_job(&session("es-backup"), &cluster, &opted_in).expect("resolves");
+    let sc = pod(&job).containers[0].security_context.clone().expect("sc");
+    assert_eq!(sc.privileged, Some(true));
+    // The token stays unmounted whatever is asked.
+    let token = cluster_with(|c| {
+        c.spec.runtime_settings = Some(
+            serde_json::from_value(json!({"pod": {"automountServiceAccountToken": true}}))
+                .expect("settings"),
+        )
+    });
+    let job = resolve_backup_job(&session("es-backup"), &token, &install()).expect("resolves");
+    assert_eq!(pod(&job).automount_service_account_token, Some(false));
+}
+
+#[test]
+fn what_a_task_adds_is_checked_too() {
+    let mut cluster = example_cluster();
+    let mut task = (*cluster.tasks["elasticsearch-backup"]).clone();
+    task.spec.volumes = vec![
+        serde_json::from_value(json!({"name": "node", "hostPath": {"path": "/"}})).expect("volume"),
+    ];
+    cluster
+        .tasks
+        .insert("elasticsearch-backup".into(), std::sync::Arc::new(task));
+    let message = refusal(&cluster, &install());
+    assert!(message.contains("the Job's pod spec.volumes["), "{message}");
+    assert!(message.contains("hostPath"), "{message}");
+}
+
+#[test]
+fn credentials_in_the_appbinding_url_never_reach_the_job() {
+    let mut cluster = example_cluster();
+    let key = ("demo".to_string(), "es".to_string());
+    let mut app = (*cluster.app_bindings[&key]).clone();
+    app.spec.client_config.url = Some("https://admin:s3cr3t-in-url@es.demo.svc:9200/".into());
+    cluster.app_bindings.insert(key, std::sync::Arc::new(app));
+    let job = resolve_backup_job(&session("es-backup"), &cluster, &install()).expect("resolves");
+    let text = serde_json::to_string(&job).expect("json");
+    assert!(!text.contains("s3cr3t-in-url"), "{text}");
+    assert_eq!(
+        arg(&pod(&job).containers[0], "--url"),
+        Some("https://es.demo.svc:9200/")
+    );
+}

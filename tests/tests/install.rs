@@ -235,6 +235,40 @@ fn default_values_render_the_kustomize_tree() {
     stdout_of("helm lint --strict charts/cairn", lint);
 }
 
+/// The kustomize components that opt Jobs in to more than `restricted` set the level on both the
+/// webhook and the controller, and change nothing else.
+#[test]
+fn job_pod_security_components_set_both_deployments() {
+    let plain = kustomize("manifests");
+    for level in ["baseline", "privileged"] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = repo_root();
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
+                root.join("manifests").display(),
+                root.join(format!("manifests/components/job-pod-security-{level}")).display()
+            ),
+        )
+        .expect("kustomization");
+        let got = kustomize(&dir.path().display().to_string());
+        for name in ["cairn-webhook", "cairn-controller"] {
+            let k = key("Deployment", "cairn-system", name);
+            assert_eq!(
+                env_value(containers(&got[&k])[0], "CAIRN_JOB_POD_SECURITY"),
+                Some(level),
+                "{name}"
+            );
+            assert_eq!(
+                env_value(containers(&plain[&k])[0], "CAIRN_JOB_POD_SECURITY"),
+                Some("restricted")
+            );
+        }
+        assert_eq!(got.len(), plain.len(), "{level}");
+    }
+}
+
 /// (b) certMode=certManager: manifests/certs' objects instead of the bootstrap Job and its RBAC,
 /// and cert-manager's CA injection on both webhook configurations.
 #[test]
@@ -294,6 +328,8 @@ fn non_default_values() -> Vec<&'static str> {
         "--set",
         "agent.image=registry.example/agent:v1",
         "--set",
+        "jobPodSecurity=baseline",
+        "--set",
         "imagePullSecrets[0]=regcred",
         "--set",
         "webhook.replicas=3,controller.replicas=1",
@@ -336,6 +372,10 @@ fn values_reach_the_objects() {
         assert_eq!(
             env_value(containers(workload)[0], "CAIRN_AGENT_IMAGE"),
             Some("registry.example/agent:v1")
+        );
+        assert_eq!(
+            env_value(containers(workload)[0], "CAIRN_JOB_POD_SECURITY"),
+            Some("baseline")
         );
     }
     assert_eq!(
