@@ -439,7 +439,10 @@ mod tests {
                 if long == "help" || long == "version" {
                     continue;
                 }
-                assert!(agent_flag(long).is_some(), "--{long} of {sub} has no verdict");
+                assert!(
+                    agent_flag(long).is_some(),
+                    "--{long} of {sub} has no verdict"
+                );
                 ours.insert(long.to_string());
             }
         }
@@ -448,8 +451,15 @@ mod tests {
                 .is_some_and(|c| c.get_arguments().any(|a| a.get_long() == Some(flag)))
         };
         for flag in AGENT_FLAGS {
-            assert!(ours.contains(flag.name), "--{} is not a flag of the agent", flag.name);
-            if let FlagVerdict::Tuning { backup, restore, .. } = flag.verdict {
+            assert!(
+                ours.contains(flag.name),
+                "--{} is not a flag of the agent",
+                flag.name
+            );
+            if let FlagVerdict::Tuning {
+                backup, restore, ..
+            } = flag.verdict
+            {
                 assert!(!backup || has("backup", flag.name), "--{}", flag.name);
                 assert!(!restore || has("restore", flag.name), "--{}", flag.name);
             }
@@ -459,7 +469,11 @@ mod tests {
         let catalog = include_str!("../../manifests/catalog/functions.yaml");
         for flag in AGENT_FLAGS {
             if matches!(flag.verdict, FlagVerdict::Tuning { .. }) {
-                assert!(!catalog.contains(&format!("--{}=", flag.name)), "--{}", flag.name);
+                assert!(
+                    !catalog.contains(&format!("--{}=", flag.name)),
+                    "--{}",
+                    flag.name
+                );
             }
         }
     }

@@ -80,3 +80,22 @@ fn annotation(obj: &Object) -> Option<String> {
         .get("cairn.dev/expect-errors")
         .cloned()
 }
+
+/// The README's table of built-in variables is `cairn_api::builtins::BUILT_IN_VARIABLES`, row for
+/// row (the table is the one place they are written; this keeps the README in step).
+#[test]
+fn readme_lists_the_built_in_variables() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .expect("README.md");
+    let rows: Vec<String> = cairn_api::builtins::BUILT_IN_VARIABLES
+        .iter()
+        .map(|b| format!("| `{}` | {} |", b.name, b.meaning))
+        .collect();
+    let block = rows.join("\n");
+    assert!(
+        readme.contains(&block),
+        "README.md's table of built-in variables is stale; it must read:\n{block}"
+    );
+}

@@ -353,7 +353,9 @@ spec:
 }
 
 /// `es-backup` of the examples with `edit` applied to its spec.
-fn cluster_with(edit: impl FnOnce(&mut cairn_api::BackupConfiguration)) -> cairn_api::validation::LookupTable {
+fn cluster_with(
+    edit: impl FnOnce(&mut cairn_api::BackupConfiguration),
+) -> cairn_api::validation::LookupTable {
     let mut cluster = example_cluster();
     let key = ("demo".to_string(), "es-backup".to_string());
     let mut config = (*cluster.backup_configurations[&key]).clone();
@@ -406,23 +408,32 @@ fn every_built_in_variable_is_set_and_nothing_else() {
 #[test]
 fn a_param_never_replaces_a_built_in_variable() {
     let cluster = cluster_with(|c| {
-        c.spec.task.get_or_insert_with(Default::default).params.push(
-            cairn_api::common::Param {
+        c.spec
+            .task
+            .get_or_insert_with(Default::default)
+            .params
+            .push(cairn_api::common::Param {
                 name: "TARGET_URL".into(),
                 value: "http://attacker.invalid:9200".into(),
-            },
-        )
+            })
     });
     let message = refusal(&cluster, &install());
     assert!(message.contains("spec.task.params[1].name"), "{message}");
-    assert!(message.contains("\"TARGET_URL\" is a built-in variable"), "{message}");
+    assert!(
+        message.contains("\"TARGET_URL\" is a built-in variable"),
+        "{message}"
+    );
 }
 
 #[test]
 fn target_args_outside_the_flag_table_are_refused() {
-    let cluster = cluster_with(|c| c.spec.target.args = vec!["--url=http://attacker.invalid".into()]);
+    let cluster =
+        cluster_with(|c| c.spec.target.args = vec!["--url=http://attacker.invalid".into()]);
     let message = refusal(&cluster, &install());
-    assert!(message.contains("spec.target.args[0]: --url may not be set"), "{message}");
+    assert!(
+        message.contains("spec.target.args[0]: --url may not be set"),
+        "{message}"
+    );
     let tuned = cluster_with(|c| c.spec.target.args = vec!["--page-size=2000".into()]);
     let job = resolve_backup_job(&session("es-backup"), &tuned, &install()).expect("resolves");
     let c = &pod(&job).containers[0];
@@ -447,7 +458,10 @@ fn runtime_settings_beyond_the_install_level_are_refused_and_allowed_when_opted_
     let mut opted_in = install();
     opted_in.policy.job_pod_security = cairn_api::pod_security::PodSecurityLevel::Privileged;
     let job = resolve_backup_job(&session("es-backup"), &cluster, &opted_in).expect("resolves");
-    let sc = pod(&job).containers[0].security_context.clone().expect("sc");
+    let sc = pod(&job).containers[0]
+        .security_context
+        .clone()
+        .expect("sc");
     assert_eq!(sc.privileged, Some(true));
     // The token stays unmounted whatever is asked.
     let token = cluster_with(|c| {

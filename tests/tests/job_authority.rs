@@ -50,9 +50,14 @@ async fn env() -> &'static Env {
         for file in ["functions.yaml", "tasks.yaml"] {
             let path = repo_root().join("manifests/catalog").join(file);
             let out = cp.kubectl(["apply", "-f", &path.display().to_string()]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let controller = Controller::start(cp, "cairn-system", "authority", 15).expect("controller");
+        let controller =
+            Controller::start(cp, "cairn-system", "authority", 15).expect("controller");
         controller
             .wait_leader(Duration::from_secs(30))
             .expect("leader");
@@ -123,22 +128,30 @@ fn hostile_session(ns: &str, name: &str, config: &str) -> Value {
 /// The phase a session ended in, and its conditions as text.
 async fn ended(cp: &ControlPlane, ns: &str, name: &str) -> (String, String) {
     let sessions: Api<BackupSession> = Api::namespaced(cp.client(), ns);
-    wait_for(Duration::from_secs(60), &format!("session {name} to end"), || async {
-        let status = sessions.get_opt(name).await.ok()??.status?;
-        let phase = status.phase?;
-        phase
-            .is_final()
-            .then(|| (phase.to_string(), format!("{:?}", status.conditions)))
-    })
+    wait_for(
+        Duration::from_secs(60),
+        &format!("session {name} to end"),
+        || async {
+            let status = sessions.get_opt(name).await.ok()??.status?;
+            let phase = status.phase?;
+            phase
+                .is_final()
+                .then(|| (phase.to_string(), format!("{:?}", status.conditions)))
+        },
+    )
     .await
 }
 
 async fn ready(cp: &ControlPlane, ns: &str, name: &str) {
     let api: Api<BackupConfiguration> = Api::namespaced(cp.client(), ns);
-    wait_for(Duration::from_secs(30), "the configuration to be Ready", || async {
-        let c = api.get_opt(name).await.ok()??;
-        (format!("{:?}", c.status?.phase?) == "Ready").then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the configuration to be Ready",
+        || async {
+            let c = api.get_opt(name).await.ok()??;
+            (format!("{:?}", c.status?.phase?) == "Ready").then_some(())
+        },
+    )
     .await;
 }
 
@@ -152,10 +165,14 @@ async fn unregister_webhook(cp: &ControlPlane) {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let probe = "apiVersion: cairn.dev/v1alpha1\nkind: Task\nmetadata:\n  name: unregistration-probe\nspec:\n  steps: []\n";
-    wait_for(Duration::from_secs(30), "the webhook to be out of the path", || async {
-        let out = cp.kubectl_stdin(["create", "--dry-run=server", "-f", "-"], probe);
-        out.status.success().then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the webhook to be out of the path",
+        || async {
+            let out = cp.kubectl_stdin(["create", "--dry-run=server", "-f", "-"], probe);
+            out.status.success().then_some(())
+        },
+    )
     .await;
 }
 
@@ -218,9 +235,11 @@ async fn only_cairn_decides_what_a_job_runs() {
     let out = apply(cp, &[hostile_session(&ns, "mine", "cfg")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let jobs: Api<Job> = Api::namespaced(cp.client(), &ns);
-    let job = wait_for(Duration::from_secs(60), "cairn's Job for the session", || async {
-        jobs.get_opt("cairn-backup-mine").await.ok()?
-    })
+    let job = wait_for(
+        Duration::from_secs(60),
+        "cairn's Job for the session",
+        || async { jobs.get_opt("cairn-backup-mine").await.ok()? },
+    )
     .await;
     let pod = job
         .spec
@@ -231,7 +250,10 @@ async fn only_cairn_decides_what_a_job_runs() {
     let c = &pod.containers[0];
     assert_eq!(c.image.as_deref(), Some(AGENT_IMAGE), "cairn's image");
     assert_eq!(c.command.as_deref(), Some(&["cairn-agent".to_string()][..]));
-    let sc = c.security_context.clone().expect("container securityContext");
+    let sc = c
+        .security_context
+        .clone()
+        .expect("container securityContext");
     assert_eq!(sc.privileged, None);
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.run_as_non_root, Some(true));
@@ -247,11 +269,19 @@ async fn only_cairn_decides_what_a_job_runs() {
         .collect();
     assert_eq!(
         volumes,
-        ["cairn-tmp", "cairn-repository-secret", "cairn-target-secret", "cairn-repository"]
+        [
+            "cairn-tmp",
+            "cairn-repository-secret",
+            "cairn-target-secret",
+            "cairn-repository"
+        ]
     );
     assert_eq!(pod.automount_service_account_token, Some(false));
     let text = serde_json::to_string(&job).expect("json");
-    assert!(!text.contains("busybox") && !text.contains("never-in-a-job"), "{text}");
+    assert!(
+        !text.contains("busybox") && !text.contains("never-in-a-job"),
+        "{text}"
+    );
 
     // A configuration admitted without the webhook that names a built-in variable is Invalid
     // in its status (the controller runs admission's rules too), and its session runs nothing.
@@ -270,13 +300,17 @@ async fn only_cairn_decides_what_a_job_runs() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let configs: Api<BackupConfiguration> = Api::namespaced(cp.client(), &ns);
-    wait_for(Duration::from_secs(30), "the configuration to be Invalid", || async {
-        let c = configs.get_opt("asks").await.ok()??;
-        let status = c.status?;
-        (format!("{:?}", status.phase?) == "Invalid"
-            && format!("{:?}", status.conditions).contains("TARGET_URL"))
-        .then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the configuration to be Invalid",
+        || async {
+            let c = configs.get_opt("asks").await.ok()??;
+            let status = c.status?;
+            (format!("{:?}", status.phase?) == "Invalid"
+                && format!("{:?}", status.conditions).contains("TARGET_URL"))
+            .then_some(())
+        },
+    )
     .await;
     let out = apply(cp, &[session_of("asks-now", "asks")]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -300,7 +334,10 @@ async fn only_cairn_decides_what_a_job_runs() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (phase, said) = ended(cp, &ns, "on-node-now").await;
     assert_eq!(phase, "Failed", "{said}");
-    assert!(said.contains("ResolutionFailed") && said.contains("hostPath"), "{said}");
+    assert!(
+        said.contains("ResolutionFailed") && said.contains("hostPath"),
+        "{said}"
+    );
     for job in ["cairn-backup-asks-now", "cairn-backup-on-node-now"] {
         assert!(
             jobs.get_opt(job).await.expect("get").is_none(),
@@ -351,7 +388,12 @@ fn cairn_denies(ns: &str, settings: &Value) -> Vec<String> {
 
 /// The pod cairn builds for `settings` when nothing stops it (an install opted in to
 /// `privileged`), dry-run created in a namespace enforcing `restricted`: the API server's answer.
-async fn server_admits(cp: &ControlPlane, ns: &str, settings: &Value, n: usize) -> Result<(), String> {
+async fn server_admits(
+    cp: &ControlPlane,
+    ns: &str,
+    settings: &Value,
+    n: usize,
+) -> Result<(), String> {
     let (table, _) = world(ns, settings);
     let session: BackupSession = serde_json::from_value(json!({
         "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
@@ -467,9 +509,16 @@ fn settings() -> impl Strategy<Value = Value> {
             json!([{"name": "net.ipv4.tcp_syncookies", "value": "1"}]),
             json!([{"name": "kernel.msgmax", "value": "65536"}]),
         ]),
-        maybe(vec![json!({"type": "container_t"}), json!({"type": "spc_t"}), json!({"user": "system_u"})]),
+        maybe(vec![
+            json!({"type": "container_t"}),
+            json!({"type": "spc_t"}),
+            json!({"user": "system_u"}),
+        ]),
         maybe(vec![json!(2000)]),
-        maybe(vec![json!({"type": "RuntimeDefault"}), json!({"type": "Unconfined"})]),
+        maybe(vec![
+            json!({"type": "RuntimeDefault"}),
+            json!({"type": "Unconfined"}),
+        ]),
     );
     let container = (
         maybe(vec![json!(true), json!(false)]),
@@ -483,7 +532,10 @@ fn settings() -> impl Strategy<Value = Value> {
         maybe(vec![json!(0), json!(2000)]),
         maybe(vec![json!(true), json!(false)]),
         maybe(vec![json!(false)]),
-        maybe(vec![json!({"type": "RuntimeDefault"}), json!({"type": "Unconfined"})]),
+        maybe(vec![
+            json!({"type": "RuntimeDefault"}),
+            json!({"type": "Unconfined"}),
+        ]),
     );
     let annotation = maybe(vec![json!("runtime/default"), json!("unconfined")]);
     (pod, container, annotation).prop_map(|(p, c, a)| {
