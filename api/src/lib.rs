@@ -2,6 +2,8 @@
 //! the CRD types, validation, defaulting, Task resolution, naming and schedule arithmetic.
 //! The webhook and the controller are thin shells around this crate.
 
+#![forbid(unsafe_code)]
+
 pub mod agent_flags;
 pub mod appbinding;
 pub mod backup_configuration;

@@ -46,11 +46,6 @@ const HASH_LEN: usize = 5;
 const BACKUP_JOB_PREFIX: &str = "cairn-backup-";
 const RESTORE_JOB_PREFIX: &str = "cairn-restore-";
 
-/// See [`MAX_TEMPLATE_NAME_LEN`].
-pub fn max_template_name_len() -> usize {
-    MAX_TEMPLATE_NAME_LEN
-}
-
 /// The scheduled BackupSession of `config` for the slot at `slot_unix_seconds`:
 /// `<config>-<slot>`, or `<config prefix>-<hash>-<slot>` when that would not be a DNS label of
 /// at most 63 characters (too long, or dots in the configuration name). Always ends in

@@ -13,6 +13,8 @@
 //! The binary `cairn-certs` wraps them: `bootstrap` for the install Job, `generate` for local runs.
 //! The cert-manager alternative lives in `manifests/certs/`.
 
+#![forbid(unsafe_code)]
+
 pub mod cluster;
 pub mod files;
 pub mod pki;

@@ -7,6 +7,8 @@
 //!
 //! Plain std argument parsing: two subcommands do not warrant a parser dependency.
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

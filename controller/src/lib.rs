@@ -2,6 +2,8 @@
 //! agent's result from the Pod, and writes status, events and metrics. Pure decisions live in
 //! [`scheduling`] and [`observe`]; the reconcilers are the I/O shell around them.
 
+#![forbid(unsafe_code)]
+
 pub mod backup_configuration;
 pub mod backup_session;
 pub mod conditions;

@@ -1,6 +1,8 @@
 //! `cairn-controller`: waits for the leader lease, then runs the BackupConfiguration,
 //! BackupSession and RestoreSession controllers until SIGTERM or the lease is lost.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

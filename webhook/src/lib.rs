@@ -2,6 +2,8 @@
 //! functions of `cairn-api`; this crate decodes AdmissionReviews, looks objects up in watch
 //! caches (reading their misses through to the API server), serves TLS with a reloadable certificate, and reports metrics.
 
+#![forbid(unsafe_code)]
+
 pub mod admission;
 pub mod cache;
 pub mod metrics;

@@ -1,6 +1,8 @@
 //! `cairn-webhook`: starts the watch caches, the HTTPS admission server and the admin server,
 //! and shuts down gracefully on SIGTERM.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -95,15 +95,6 @@ impl Verdict {
         self.warnings.extend(other.warnings);
     }
 
-    /// `Ok(warnings)` when admitted, else `Err(errors)`.
-    pub fn into_result(self) -> Result<Vec<FieldWarning>, Vec<FieldError>> {
-        if self.errors.is_empty() {
-            Ok(self.warnings)
-        } else {
-            Err(self.errors)
-        }
-    }
-
     /// All errors as one message, one per line, as the webhook returns it.
     pub fn error_message(&self) -> String {
         self.errors
