@@ -32,6 +32,9 @@ pub struct BackupPlan {
     pub repo: RepoOptions,
     pub host: String,
     pub tags: Vec<String>,
+    /// The namespace and configuration the snapshot belongs to (its tags), and the only
+    /// snapshots its retention touches. Without one, retention is skipped.
+    pub identity: Option<crate::identity::Identity>,
     pub retention: Retention,
     pub selector: Selector,
     pub wait_timeout: Duration,
@@ -295,6 +298,25 @@ async fn stage_all(
     Ok(out)
 }
 
+/// The plan's retention over its own snapshots; none without an identity, since a snapshot
+/// without one may be anyone's.
+fn retention(
+    repository: &repo::OpenRepo,
+    plan: &BackupPlan,
+    lock: &crate::lock::RepoLock,
+) -> crate::error::Result<repo::RetentionOutcome> {
+    let Some(identity) = plan.identity.clone() else {
+        if plan.retention.is_set() {
+            tracing::warn!(
+                "retention skipped: no --namespace and --configuration name the snapshots it may touch"
+            );
+        }
+        return Ok(repo::RetentionOutcome::default());
+    };
+    let scope = crate::identity::RetentionScope::Own(identity);
+    repo::apply_retention(repository, &plan.host, &scope, &plan.retention, Some(lock))
+}
+
 /// Runs a backup.
 pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let started = Instant::now();
@@ -432,9 +454,10 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     };
     let source = DumpSource::new(&state, entries);
     let mut sopts = SnapshotOptions::default().host(plan.host.clone());
-    for t in &plan.tags {
+    let identity_tags = plan.identity.iter().flat_map(|i| i.tags());
+    for t in plan.tags.iter().cloned().chain(identity_tags) {
         sopts = sopts
-            .add_tags(t)
+            .add_tags(&t)
             .map_err(|e| AgentError::rustic("tag", e))
             .phase("upload")?;
     }
@@ -465,8 +488,7 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let documents = state.docs.load(Ordering::Relaxed);
     tracing::info!(snapshot = %snap.id, documents, "snapshot saved");
 
-    let outcome = repo::apply_retention(&repository, &plan.host, &plan.retention, Some(&lock))
-        .phase("retention")?;
+    let outcome = retention(&repository, plan, &lock).phase("retention")?;
     let (snapshot_count, size_bytes) = repo::totals(&repository).phase("retention")?;
     lock.release().phase("retention")?;
     Ok(BackupResult {

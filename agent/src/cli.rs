@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::error::{AgentError, Result};
+use crate::identity::{Identity, RestoreScope, RetentionScope};
 use crate::repo::{Location, RepoOptions, Retention};
 use crate::restore::Existing;
 use crate::search::{Auth, ClientOptions};
@@ -267,6 +268,13 @@ pub struct BackupArgs {
     /// `key=value` tags of the snapshot; repeatable.
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+    /// The session's namespace: with --configuration, the snapshot's identity (restic tags
+    /// `cairn.dev/namespace=`, `cairn.dev/configuration=`) and the scope of its retention.
+    #[arg(long, default_value = "")]
+    pub namespace: String,
+    /// The BackupConfiguration that makes the snapshot.
+    #[arg(long, default_value = "")]
+    pub configuration: String,
     #[command(flatten)]
     pub retention: RetentionArgs,
     #[arg(long, default_value = "auto", value_parser = parse_slices)]
@@ -291,6 +299,7 @@ impl BackupArgs {
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty() && !t.ends_with('='))
                 .collect(),
+            identity: Identity::new(&self.namespace, &self.configuration),
             retention: self.retention.retention(),
             selector: self.target.selector(),
             wait_timeout: self.target.wait_timeout,
@@ -315,6 +324,16 @@ pub struct RestoreArgs {
     /// A snapshot id (or its prefix), or `latest`.
     #[arg(long, default_value = "latest")]
     pub snapshot: String,
+    /// The RestoreSession's namespace: `latest` is the newest of its own snapshots, and a
+    /// snapshot id of another namespace is refused (unless it is the Repository's namespace).
+    #[arg(long, default_value = "")]
+    pub namespace: String,
+    /// The Repository's namespace (defaults to --namespace).
+    #[arg(long, default_value = "")]
+    pub repository_namespace: String,
+    /// `latest` among this configuration's snapshots only.
+    #[arg(long, default_value = "")]
+    pub source_configuration: String,
     #[command(flatten)]
     pub target: TargetArgs,
     #[arg(long, default_value = "")]
@@ -357,6 +376,11 @@ impl RestoreArgs {
                 .next()
                 .unwrap_or_else(|| "latest".into()),
             source_host: Some(source_host),
+            scope: RestoreScope::new(
+                &self.namespace,
+                &self.repository_namespace,
+                &self.source_configuration,
+            ),
             selector: self.target.selector(),
             rename: Rename::new(
                 &self.rename_prefix,
@@ -388,6 +412,16 @@ pub struct ForgetArgs {
     pub repo: RepoArgs,
     #[arg(long, default_value = "")]
     pub host: String,
+    /// With --configuration: forget among this configuration's snapshots only.
+    #[arg(long, default_value = "")]
+    pub namespace: String,
+    #[arg(long, default_value = "")]
+    pub configuration: String,
+    /// Forget among the snapshots without cairn's identity instead (made before cairn tagged
+    /// snapshots, or by Stash or restic): no configuration's retention ever touches them.
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub without_identity: bool,
     #[command(flatten)]
     pub retention: RetentionArgs,
 }
@@ -395,6 +429,23 @@ pub struct ForgetArgs {
 impl ForgetArgs {
     pub fn host(&self) -> String {
         host_or_default(&self.host)
+    }
+
+    /// Whose snapshots to forget: one identity, or (asked for by name) those without one.
+    pub fn scope(&self) -> Result<RetentionScope> {
+        match (
+            Identity::new(&self.namespace, &self.configuration),
+            self.without_identity,
+        ) {
+            (Some(identity), false) => Ok(RetentionScope::Own(identity)),
+            (None, true) => Ok(RetentionScope::WithoutIdentity),
+            _ => Err(AgentError::Usage(
+                "name whose snapshots to forget: --namespace and --configuration, or \
+                 --without-identity for the snapshots cairn did not tag (no configuration's \
+                 retention forgets those)"
+                    .into(),
+            )),
+        }
     }
 }
 

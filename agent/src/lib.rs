@@ -9,6 +9,7 @@ pub mod backup;
 pub mod cli;
 pub mod error;
 pub mod files;
+pub mod identity;
 pub mod layout;
 pub mod lock;
 pub mod output;

@@ -133,14 +133,15 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
                 repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
             let r = repo::open(be, &opts, false).phase("repository")?;
             let retention = args.retention.retention();
-            // restic's forget and prune lock exclusively; so do we, when something is pruned.
+            let scope = args.scope().phase("config")?;
+            // restic's forget and prune lock exclusively; so do we.
             let lock = cairn_agent::lock::RepoLock::acquire(
                 files::Store::new(&args.repo.location().phase("config")?, &opts).phase("config")?,
                 &r,
-                retention.prune && !retention.dry_run,
+                !retention.dry_run,
             )
             .phase("repository")?;
-            let out = repo::apply_retention(&r, &args.host(), &retention, Some(&lock))
+            let out = repo::apply_retention(&r, &args.host(), &scope, &retention, Some(&lock))
                 .phase("retention")?;
             lock.release().phase("retention")?;
             println!(

@@ -499,17 +499,20 @@ pub struct RetentionOutcome {
     pub removed: u64,
 }
 
-/// Applies retention to the snapshots of `host`, then prunes when asked. Pruning needs the
-/// exclusive lock: when `lock` cannot be made exclusive (another process works on the
-/// repository) the prune is left for a later run, with a warning.
+/// Applies retention to the snapshots of `host` that `scope` admits (one configuration's own:
+/// never another tenant's, never one without cairn's identity), then prunes when asked.
+/// Forgetting and pruning need the exclusive lock, as in restic: when `lock` cannot be made
+/// exclusive (another process works on the repository) both wait for a later run, with a
+/// warning.
 pub fn apply_retention(
     repo: &OpenRepo,
     host: &str,
+    scope: &crate::identity::RetentionScope,
     r: &Retention,
     lock: Option<&crate::lock::RepoLock>,
 ) -> Result<RetentionOutcome> {
     let snaps = repo
-        .get_matching_snapshots(|s| s.hostname == host)
+        .get_matching_snapshots(|s| s.hostname == host && scope.admits(s))
         .map_err(|e| AgentError::rustic("list snapshots", e))?;
     if !r.is_set() {
         return Ok(RetentionOutcome {
@@ -535,22 +538,18 @@ pub fn apply_retention(
         );
         return Ok(outcome);
     }
+    // Nothing to do, or not now: everything is kept.
+    if (forget.is_empty() && !r.prune) || !exclusive(lock) {
+        return Ok(RetentionOutcome {
+            kept: total,
+            removed: 0,
+        });
+    }
     if !forget.is_empty() {
         repo.delete_snapshots(&forget)
             .map_err(|e| AgentError::rustic("forget", e))?;
     }
-    let prune = match (r.prune, lock) {
-        (false, _) => false,
-        (true, None) => true,
-        (true, Some(l)) => match l.upgrade() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "prune postponed to a later run");
-                false
-            }
-        },
-    };
-    if prune {
+    if r.prune {
         // restic's behaviour: delete unused packs now, not after rustic's grace period.
         let popts = PruneOptions::default().instant_delete(true);
         let plan = repo
@@ -560,6 +559,17 @@ pub fn apply_retention(
             .map_err(|e| AgentError::rustic("prune", e))?;
     }
     Ok(outcome)
+}
+
+/// Makes `lock` exclusive; `false` (with a warning) when another process holds the repository.
+fn exclusive(lock: Option<&crate::lock::RepoLock>) -> bool {
+    match lock.map(crate::lock::RepoLock::upgrade) {
+        None | Some(Ok(())) => true,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "retention postponed to a later run");
+            false
+        }
+    }
 }
 
 /// Snapshot count and stored bytes.
@@ -587,22 +597,43 @@ pub fn check(repo: &OpenRepo, read_data: bool) -> Result<bool> {
     Ok(results.is_ok().is_ok())
 }
 
-/// Finds the snapshot to restore: an id (prefix) or `latest`, among those of `host` when given.
-pub fn find_snapshot(repo: &OpenRepo, spec: &str, host: Option<&str>) -> Result<SnapshotFile> {
+/// Finds the snapshot to restore: an id (prefix) or `latest`, among those of `host` when given,
+/// within what `scope` lets this restore read.
+pub fn find_snapshot(
+    repo: &OpenRepo,
+    spec: &str,
+    host: Option<&str>,
+    scope: Option<&crate::identity::RestoreScope>,
+) -> Result<SnapshotFile> {
     let host = host.filter(|h| !h.is_empty()).map(String::from);
-    let matches = move |s: &SnapshotFile| host.as_ref().is_none_or(|h| &s.hostname == h);
+    let of_host = move |s: &SnapshotFile| host.as_ref().is_none_or(|h| &s.hostname == h);
     let spec = spec.trim();
     if spec.is_empty() || spec == "latest" {
         let mut snaps = repo
-            .get_matching_snapshots(matches)
+            .get_matching_snapshots(|s| of_host(s) && scope.is_none_or(|sc| sc.latest_candidate(s)))
             .map_err(|e| AgentError::rustic("list snapshots", e))?;
         snaps.sort_by(|a, b| a.time.cmp(&b.time));
         snaps.pop().ok_or_else(|| {
-            AgentError::Snapshot("no snapshot of this host in the repository".into())
+            AgentError::Snapshot(match scope {
+                Some(sc) => format!(
+                    "no snapshot of this host made in namespace {:?}{} in the repository",
+                    sc.namespace,
+                    sc.configuration
+                        .as_deref()
+                        .map(|c| format!(" by configuration {c:?}"))
+                        .unwrap_or_default()
+                ),
+                None => "no snapshot of this host in the repository".into(),
+            })
         })
     } else {
-        repo.get_snapshot_from_str(spec, matches)
-            .map_err(|e| AgentError::rustic(&format!("snapshot {spec}"), e))
+        let snap = repo
+            .get_snapshot_from_str(spec, of_host)
+            .map_err(|e| AgentError::rustic(&format!("snapshot {spec}"), e))?;
+        if let Some(sc) = scope {
+            sc.may_restore(&snap).map_err(AgentError::Snapshot)?;
+        }
+        Ok(snap)
     }
 }
 

@@ -58,6 +58,9 @@ pub struct RestorePlan {
     pub repo: RepoOptions,
     pub snapshot: String,
     pub source_host: Option<String>,
+    /// What this restore may read: its namespace's snapshots (any, for the Repository's own
+    /// namespace). `None` from the CLI used by hand.
+    pub scope: Option<crate::identity::RestoreScope>,
     pub selector: Selector,
     pub rename: Rename,
     pub existing: Existing,
@@ -96,8 +99,13 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
     let rt = crate::output::runtime().phase("connect")?;
     let be = repo::backend(&plan.location, &plan.repo).phase("repository")?;
     let repository = repo::open(be, &plan.repo, false).phase("repository")?;
-    let snap = repo::find_snapshot(&repository, &plan.snapshot, plan.source_host.as_deref())
-        .phase("repository")?;
+    let snap = repo::find_snapshot(
+        &repository,
+        &plan.snapshot,
+        plan.source_host.as_deref(),
+        plan.scope.as_ref(),
+    )
+    .phase("repository")?;
     tracing::info!(snapshot = %snap.id, host = %snap.hostname, "restoring");
     let repository = repository
         .to_indexed()

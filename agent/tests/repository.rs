@@ -388,7 +388,7 @@ fn locks_are_restic_locks() -> Result<()> {
         next.stderr()
     );
     assert!(
-        !next.stderr().contains("prune postponed"),
+        !next.stderr().contains("postponed to a later run"),
         "{}",
         next.stderr()
     );
@@ -419,7 +419,7 @@ fn locks_are_restic_locks() -> Result<()> {
         postponed.stderr()
     );
     assert!(
-        postponed.stderr().contains("prune postponed"),
+        postponed.stderr().contains("postponed to a later run"),
         "{}",
         postponed.stderr()
     );
@@ -433,6 +433,8 @@ fn locks_are_restic_locks() -> Result<()> {
             "forget".into(),
             format!("--repository={repo}"),
             "--host=host-0".into(),
+            "--namespace=tests".into(),
+            "--configuration=agent".into(),
             "--keep-last=1".into(),
             "--prune=true".into(),
         ],

@@ -240,6 +240,8 @@ fn backup_restore_roundtrip_with_restic_and_failures() -> Result<()> {
         [
             "--tag=session=s1",
             "--tag=BackupConfiguration=cfg",
+            "--namespace=demo",
+            "--configuration=cfg",
             "--keep-last=2",
             "--keep-hourly=",
             "--keep-daily=",

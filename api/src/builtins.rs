@@ -75,6 +75,10 @@ pub const BUILT_IN_VARIABLES: &[BuiltIn] = &[
     var("TARGET_ARGS", "target.args joined with spaces"),
     var("HOSTNAME", "the target alias: the snapshots' host"),
     var("SOURCE_HOSTNAME", "whose snapshots a restore reads"),
+    var(
+        "SOURCE_CONFIGURATION",
+        "the configuration whose snapshots a restore reads (empty: any of the namespace's)",
+    ),
     var("RESTORE_SNAPSHOTS", "the snapshots a restore rule names"),
     var("INTERIM_DATA_DIR", "the interim volume's data directory"),
     var("ENABLE_CACHE", "false when tempDir.disableCaching"),

@@ -88,6 +88,11 @@ pub struct Rule {
     /// Host whose snapshots are restored. Defaults to the target host itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_host: Option<String>,
+    /// The BackupConfiguration (of this namespace) whose snapshots are restored: `latest` is its
+    /// newest snapshot. Needed after a disaster, when the configuration may be gone and several
+    /// configurations of the namespace write the same host. Empty: any of this namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_configuration: Option<String>,
     /// Snapshot ids (8 to 64 hex characters) or `latest`. Excludes `include`/`exclude`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<String>,

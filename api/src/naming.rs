@@ -26,6 +26,11 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`LABEL_MANAGED_BY`].
 pub const MANAGED_BY: &str = "cairn";
 
+/// restic tag on every snapshot cairn writes: `cairn.dev/namespace=<namespace>` of the session.
+pub const TAG_NAMESPACE: &str = "cairn.dev/namespace";
+/// restic tag on every snapshot cairn writes: `cairn.dev/configuration=<name>` that made it.
+pub const TAG_CONFIGURATION: &str = "cairn.dev/configuration";
+
 /// Longest DNS-1123 label, and longest label value.
 pub const MAX_LABEL_LEN: usize = 63;
 /// Longest DNS-1123 subdomain.

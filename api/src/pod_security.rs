@@ -96,9 +96,9 @@ impl Violation {
             _ => PodSecurityLevel::Privileged,
         };
         format!(
-            "{}, which the {} Pod Security Standard forbids; {}",
-            self.problem,
+            "the {} Pod Security Standard forbids this: {}; {}",
             self.forbidden_by,
+            self.problem,
             allowed_at.how_to_allow()
         )
     }

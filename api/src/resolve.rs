@@ -442,6 +442,11 @@ pub fn variables(
             .unwrap_or_else(|| alias.clone()),
     );
     set(
+        "SOURCE_CONFIGURATION",
+        rule.and_then(|r| r.source_configuration.clone())
+            .unwrap_or_default(),
+    );
+    set(
         "RESTORE_SNAPSHOTS",
         rule.map(|r| r.snapshots.join(",")).unwrap_or_default(),
     );

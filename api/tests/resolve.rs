@@ -89,6 +89,9 @@ fn backup_job_from_the_catalog() {
     assert_eq!(arg(c, "--prune"), Some("true"));
     assert_eq!(arg(c, "--interim-data-dir"), Some(""));
     assert_eq!(arg(c, "--tag"), Some("session=es-backup-1764000000"));
+    // The snapshot's identity, which scopes retention to this configuration's own snapshots.
+    assert_eq!(arg(c, "--namespace"), Some("demo"));
+    assert_eq!(arg(c, "--configuration"), Some("es-backup"));
     // The configuration's Task param overrides the Function's default.
     assert_eq!(arg(c, "--exclude"), Some(".security*"));
     assert_eq!(arg(c, "--include"), Some("*"));
@@ -215,6 +218,10 @@ fn restore_job_from_the_catalog() {
     assert_eq!(arg(c, "--snapshot"), Some("latest"));
     assert_eq!(arg(c, "--source-host"), Some("host-0"));
     assert_eq!(arg(c, "--existing"), Some("fail"));
+    // What the restore may read: its namespace's snapshots, any for the Repository's namespace.
+    assert_eq!(arg(c, "--namespace"), Some("demo"));
+    assert_eq!(arg(c, "--repository-namespace"), Some("demo"));
+    assert_eq!(arg(c, "--source-configuration"), Some(""));
     let labels = job
         .metadata
         .as_ref()

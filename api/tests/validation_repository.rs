@@ -120,8 +120,12 @@ fn full_valid_repositories_have_no_errors_or_warnings() {
         },
     });
     let lookups = LookupTable::default().with_secret("demo", "repo-secret");
+    // An nfs volume needs an install that allows the baseline Pod Security Standard.
+    let baseline = Policy {
+        job_pod_security: cairn_api::pod_security::PodSecurityLevel::Baseline,
+    };
     for spec in [s3, local] {
-        let v = validate_repository(&repo(spec.clone()), None, &lookups, &Policy::default());
+        let v = validate_repository(&repo(spec.clone()), None, &lookups, &baseline);
         assert_eq!(v, Verdict::default(), "{spec}");
     }
 }
@@ -481,7 +485,24 @@ fn local_volume_sources() {
         (
             "hostPath",
             local_block(json!({"mountPath": "/r", "hostPath": {"path": "/data"}})),
-            Expect::Ok,
+            Expect::Err(
+                "spec.backend.local.hostPath",
+                &[
+                    "baseline Pod Security Standard forbids",
+                    "jobPodSecurity: privileged",
+                ],
+            ),
+        ),
+        (
+            "nfs",
+            local_block(json!({"mountPath": "/r", "nfs": {"server": "s", "path": "/e"}})),
+            Expect::Err(
+                "spec.backend.local.nfs",
+                &[
+                    "restricted Pod Security Standard forbids",
+                    "jobPodSecurity: baseline",
+                ],
+            ),
         ),
         (
             "none",

@@ -202,6 +202,9 @@ pub fn backup_args(repository: &str, url: &str, include: &str) -> Vec<String> {
         format!("--include={include}"),
         "--exclude=".into(),
         "--tag=session=t".into(),
+        // As the catalog passes them: the snapshot's identity and its retention's scope.
+        "--namespace=tests".into(),
+        "--configuration=agent".into(),
     ]
 }
 

@@ -126,10 +126,11 @@ pub fn validate_repository(
         // The volume goes into every Job using the Repository: the install's Pod Security
         // Standard holds for it too.
         let volume = local.volume("repository");
+        let one_source = local.volume_sources().len() == 1;
         for violation in
             crate::pod_security::check_volume_source(&format!("{BACKEND}.local"), &volume)
         {
-            if violation.applies_at(policy.job_pod_security) {
+            if one_source && violation.applies_at(policy.job_pod_security) {
                 v.error(violation.path.clone(), violation.message());
             }
         }

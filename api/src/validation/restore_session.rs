@@ -140,6 +140,19 @@ fn check_rules(v: &mut Verdict, rules: &[(String, &Rule)]) {
                 );
             }
         }
+        if let Some(config) = rule.source_configuration.as_deref()
+            && !config.is_empty()
+            && !crate::naming::is_dns_subdomain(config)
+        {
+            v.error(
+                format!("{rpath}.sourceConfiguration"),
+                format!(
+                    "{config:?} is not a BackupConfiguration name: expected a DNS subdomain \
+                     (lowercase letters, digits, '-' and '.'); name the configuration of this \
+                     namespace whose snapshots to restore, or leave it out"
+                ),
+            );
+        }
     }
 }
 
