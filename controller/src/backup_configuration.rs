@@ -381,18 +381,6 @@ async fn clean_history(config: &BackupConfiguration, ctx: &Context) -> Result<()
     Ok(())
 }
 
-pub fn error_policy(config: Arc<BackupConfiguration>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(configuration = %config.name_any(), %error, "reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: "backupconfiguration".into(),
-            error: error.metric_label().into(),
-        })
-        .inc();
-    Action::requeue(ctx.backoff(&crate::context::key(config.as_ref())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

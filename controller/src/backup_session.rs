@@ -22,7 +22,7 @@ use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::job::{
-    RESOLVE_RETRY, delete_job, human_bytes, human_duration, job_outcome, launch, owner_of,
+    Launch, RESOLVE_RETRY, delete_job, human_bytes, human_duration, job_outcome, launch, owner_of,
     wait_for_resolution,
 };
 use crate::metrics::{ConfigLabels, SessionLabels};
@@ -253,15 +253,17 @@ async fn start(session: &BackupSession, ctx: &Context) -> Result<Action> {
     };
     let (body, timeout) = launch(
         &ctx.client,
-        &ns(session),
-        &name,
-        owner_of(session),
-        config.spec.interim_volume_template.as_ref(),
-        &backup_job_name(&name),
-        &template,
-        config.spec.time_out.as_deref(),
-        session.status.clone().unwrap_or_default().conditions,
-        session.metadata.generation,
+        Launch {
+            namespace: &ns(session),
+            session: &name,
+            owner: owner_of(session),
+            interim: config.spec.interim_volume_template.as_ref(),
+            job_name: &backup_job_name(&name),
+            template: &template,
+            time_out: config.spec.time_out.as_deref(),
+            conditions: session.status.clone().unwrap_or_default().conditions,
+            generation: session.metadata.generation,
+        },
     )
     .await?;
     patch_status(ctx, session, body).await?;
@@ -523,17 +525,4 @@ pub fn completed_newest_first(sessions: &[Arc<BackupSession>]) -> Vec<Arc<Backup
             .then_with(|| b.name_any().cmp(&a.name_any()))
     });
     done
-}
-
-/// Reports a reconcile error and retries with backoff.
-pub fn error_policy(session: Arc<BackupSession>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(session = %session.name_any(), %error, "reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: "backupsession".into(),
-            error: error.metric_label().into(),
-        })
-        .inc();
-    Action::requeue(ctx.backoff(&crate::context::key(session.as_ref())))
 }

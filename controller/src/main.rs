@@ -19,6 +19,7 @@ use cairn_api::{
     AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
 };
 use cairn_controller::context::Context;
+use cairn_controller::error::error_policy;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
 use cairn_controller::stores::{SharedWatch, Stores, keep_all, pod_status_only};
@@ -256,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
             .graceful_shutdown_on(stopped())
             .run(
                 timed!("backupsession", backup_session::reconcile),
-                backup_session::error_policy,
+                error_policy,
                 ctx.clone(),
             )
             .for_each(log_result);
@@ -269,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
         .graceful_shutdown_on(stopped())
         .run(
             timed!("restoresession", restore_session::reconcile),
-            restore_session::error_policy,
+            error_policy,
             ctx.clone(),
         )
         .for_each(log_result);
@@ -318,7 +319,7 @@ async fn main() -> anyhow::Result<()> {
         .graceful_shutdown_on(stopped())
         .run(
             timed!("backupconfiguration", backup_configuration::reconcile),
-            backup_configuration::error_policy,
+            error_policy,
             ctx.clone(),
         )
         .for_each(log_result);
@@ -332,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
             .graceful_shutdown_on(stopped())
             .run(
                 timed!("repository", repository::reconcile),
-                repository::error_policy,
+                error_policy,
                 ctx.clone(),
             )
             .for_each(log_result);

@@ -18,9 +18,10 @@ use serde_json::json;
 
 use crate::conditions::{self, now};
 use crate::context::{Context, MANAGER};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::{
-    RESOLVE_RETRY, delete_job, human_duration, job_outcome, launch, owner_of, wait_for_resolution,
+    Launch, RESOLVE_RETRY, delete_job, human_duration, job_outcome, launch, owner_of,
+    wait_for_resolution,
 };
 use crate::metrics::SessionLabels;
 use crate::observe::JobObservation;
@@ -141,15 +142,17 @@ async fn start(r: &RestoreSession, ctx: &Context) -> Result<Action> {
     };
     let (mut body, _) = launch(
         &ctx.client,
-        &namespace,
-        &name,
-        owner_of(r),
-        r.spec.interim_volume_template.as_ref(),
-        &restore_job_name(&name),
-        &template,
-        r.spec.time_out.as_deref(),
-        r.status.clone().unwrap_or_default().conditions,
-        r.metadata.generation,
+        Launch {
+            namespace: &namespace,
+            session: &name,
+            owner: owner_of(r),
+            interim: r.spec.interim_volume_template.as_ref(),
+            job_name: &restore_job_name(&name),
+            template: &template,
+            time_out: r.spec.time_out.as_deref(),
+            conditions: r.status.clone().unwrap_or_default().conditions,
+            generation: r.metadata.generation,
+        },
     )
     .await?;
     body["totalHosts"] = json!(1);
@@ -237,16 +240,4 @@ async fn follow(r: &RestoreSession, ctx: &Context) -> Result<Action> {
             .await
         }
     }
-}
-
-pub fn error_policy(r: Arc<RestoreSession>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(restore = %r.name_any(), %error, "reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: "restoresession".into(),
-            error: error.metric_label().into(),
-        })
-        .inc();
-    Action::requeue(ctx.backoff(&crate::context::key(r.as_ref())))
 }
