@@ -23,7 +23,7 @@ use cairn_controller::error::error_policy;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
 use cairn_controller::stores::{SharedWatch, Stores, keep_all, pod_status_only};
-use cairn_controller::{backup_configuration, backup_session, repository, restore_session};
+use cairn_controller::{backup_configuration, repository, session};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -256,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
             .reconcile_on(pod_watch.route(session_of_pod::<BackupSession>))
             .graceful_shutdown_on(stopped())
             .run(
-                timed!("backupsession", backup_session::reconcile),
+                timed!("backupsession", session::reconcile::<BackupSession>),
                 error_policy,
                 ctx.clone(),
             )
@@ -269,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
         .reconcile_on(pod_watch.route(session_of_pod::<RestoreSession>))
         .graceful_shutdown_on(stopped())
         .run(
-            timed!("restoresession", restore_session::reconcile),
+            timed!("restoresession", session::reconcile::<RestoreSession>),
             error_policy,
             ctx.clone(),
         )
