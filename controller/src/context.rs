@@ -178,7 +178,8 @@ pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-/// The name of the controller of kind `K` in metrics: the kind in lower case (`backupsession`).
-pub fn controller_name<K: Resource<DynamicType = ()>>() -> String {
+/// The name of the controller of `obj`'s kind in metrics: the kind in lower case
+/// (`backupsession`).
+pub fn controller_name<K: Resource<DynamicType = ()>>(_obj: &K) -> String {
     K::kind(&()).to_lowercase()
 }

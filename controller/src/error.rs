@@ -48,7 +48,7 @@ where
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {
-            controller: controller_name::<K>(),
+            controller: controller_name(obj.as_ref()),
             error: error.metric_label().into(),
         })
         .inc();

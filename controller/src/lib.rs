@@ -14,6 +14,7 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod process;
 pub mod repository;
 pub mod restore_session;
 pub mod scheduling;
