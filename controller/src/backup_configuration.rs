@@ -1,5 +1,6 @@
 //! Reconciling a BackupConfiguration: create the session of a due slot → dereference what it
-//! names → validate → status conditions and phase → clean history → requeue at the next slot.
+//! names → validate → decide the phase → the schedule's status → clean history → write the
+//! status (when it changed) → requeue at the next slot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use cairn_api::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, label_value, session_name_for_slot,
 };
 use cairn_api::validation::{Lookups, validate_backup_configuration};
-use cairn_api::{BackupConfiguration, BackupSession};
+use cairn_api::{BackupConfiguration, BackupSession, Repository};
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -19,151 +20,107 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
+use tracing::instrument;
 
 use crate::backup_session::completed_newest_first;
-use crate::conditions::{self, now};
+use crate::conditions::Writer;
 use crate::context::{Context, MANAGER};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::ConfigLabels;
-use crate::scheduling::{SLOT_WAIT, decide, to_time};
+use crate::scheduling::{Decision, SLOT_WAIT, decide, to_time};
 
 /// Longest wait between two looks at a configuration (a safety net; watches drive the rest).
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
+/// Schedule → dereference → validate → decide the phase → the schedule's status → history →
+/// write the status.
+#[instrument(skip_all, fields(
+    namespace = %config.namespace().unwrap_or_default(),
+    name = %config.name_any(),
+))]
 pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> Result<Action> {
-    let namespace = config.namespace().unwrap_or_default();
-    let name = config.name_any();
-    let generation = config.metadata.generation;
-    let t = now();
-    let mut status = config.status.clone().unwrap_or_default();
-    let conds = &mut status.conditions;
-
-    // Schedule first: at a slot every due configuration reconciles at once, and the session's
-    // creation is what is measured late when it waits behind the lookups below. (A session of
-    // a configuration that is not Ready is created too, and skipped with the reason.)
-    let uid = config.uid().unwrap_or_default();
-    let decision = decide(&config, ctx.slot_dealt_with(&uid), Utc::now()).map_err(Error::Invalid);
-    if let Ok(d) = &decision {
-        if let Some(slot) = d.create {
-            create_session(&config, &ctx, slot).await?;
-        }
-        if d.skipped > 0 {
-            let labels = ConfigLabels {
-                namespace: namespace.clone(),
-                configuration: name.clone(),
-            };
-            ctx.metrics
-                .missed_slots
-                .get_or_create(&labels)
-                .inc_by(d.skipped);
-            ctx.event(config.as_ref(), true, "SlotsMissed", format!(
-                "{} schedule slot(s) were missed by more than startingDeadlineSeconds and skipped", d.skipped
-            )).await;
-        }
-        if let Some(last) = d.last_schedule {
-            ctx.remember_slot(&uid, last);
-        }
-        let paused = config.spec.paused.unwrap_or(false);
-        ctx.expect_slot(&uid, d.next.filter(|_| !paused));
-        if d.create.is_some() {
-            // The new session's watch event brings the rest (status, history) moments later;
-            // returning now lets the other configurations due at this slot go first.
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
+    let decision = schedule(&config, &ctx).await?;
+    if decision.as_ref().is_ok_and(|d| d.create.is_some()) {
+        // The new session's watch event brings the rest (status, history) moments later;
+        // returning now lets the other configurations due at this slot go first.
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     if ctx.slot_in_progress(Utc::now()) {
         return Ok(Action::requeue(SLOT_WAIT));
     }
+    let current = config.status.clone().unwrap_or_default().conditions;
+    let mut conds = Writer::new(current, config.metadata.generation);
+    let found = dereference(&config, &ctx, &mut conds).await?;
+    let valid = validate(&config, &ctx, &mut conds);
+    let phase = decide_phase(valid, found);
+    let mut body = json!({"observedGeneration": config.metadata.generation, "phase": phase});
+    let requeue = schedule_status(&config, &ctx, &decision, &mut conds, &mut body);
+    body["conditions"] = json!(conds.into_conditions());
+    clean_history(&config, &ctx).await?;
+    write_status(&config, &ctx, &body).await?;
+    Ok(Action::requeue(requeue))
+}
 
-    // Dereference.
-    let repo_ns = config
-        .spec
-        .repository
+/// Schedule first: at a slot every due configuration reconciles at once, and the session's
+/// creation is what is measured late when it waits behind the lookups below. (A session of
+/// a configuration that is not Ready is created too, and skipped with the reason.)
+async fn schedule(config: &BackupConfiguration, ctx: &Context) -> Result<Result<Decision, String>> {
+    let uid = config.uid().unwrap_or_default();
+    let decision = decide(config, ctx.slot_dealt_with(&uid), Utc::now());
+    let Ok(d) = &decision else {
+        return Ok(decision);
+    };
+    if let Some(slot) = d.create {
+        create_session(config, ctx, slot).await?;
+    }
+    if d.skipped > 0 {
+        count_missed(config, ctx, d.skipped).await;
+    }
+    if let Some(last) = d.last_schedule {
+        ctx.remember_slot(&uid, last);
+    }
+    let paused = config.spec.paused.unwrap_or(false);
+    ctx.expect_slot(&uid, d.next.filter(|_| !paused));
+    Ok(decision)
+}
+
+/// Slots missed beyond `startingDeadlineSeconds`: a metric and an event.
+async fn count_missed(config: &BackupConfiguration, ctx: &Context, skipped: u64) {
+    let labels = ConfigLabels {
+        namespace: config.namespace().unwrap_or_default(),
+        configuration: config.name_any(),
+    };
+    ctx.metrics
+        .missed_slots
+        .get_or_create(&labels)
+        .inc_by(skipped);
+    let message = format!(
+        "{skipped} schedule slot(s) were missed by more than startingDeadlineSeconds and skipped"
+    );
+    ctx.event(config, true, "SlotsMissed", message).await;
+}
+
+/// Looks up what the configuration names, each with its `*Found` condition: whether all of it
+/// was found.
+async fn dereference(
+    config: &BackupConfiguration,
+    ctx: &Context,
+    conds: &mut Writer,
+) -> Result<bool> {
+    let namespace = config.namespace().unwrap_or_default();
+    let repo_ref = &config.spec.repository;
+    let repo_ns = repo_ref
         .namespace
         .clone()
         .unwrap_or_else(|| namespace.clone());
-    let repo = ctx
-        .stores
-        .repository(&repo_ns, &config.spec.repository.name);
-    conditions::set(
-        conds,
-        "RepositoryFound",
-        repo.is_some(),
-        if repo.is_some() { "Found" } else { "NotFound" },
-        format!("Repository {}/{}", repo_ns, config.spec.repository.name)
-            + if repo.is_some() {
-                " found"
-            } else {
-                " not found"
-            },
-        generation,
-        &t,
-    );
-    let secret_found = match &repo {
-        Some(r) => {
-            let secret = &r.spec.backend.storage_secret_name;
-            let found = match ctx.secret_known(&repo_ns, secret) {
-                Some(found) => found,
-                None => {
-                    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &repo_ns);
-                    let found = secrets.get_metadata_opt(secret).await?.is_some();
-                    // Only a found Secret is remembered: a missing one is looked for again
-                    // at once, so a Secret applied a moment later makes the configuration Ready.
-                    if found {
-                        ctx.remember_secret(&repo_ns, secret, found);
-                    }
-                    found
-                }
-            };
-            conditions::set(
-                conds,
-                "BackendSecretFound",
-                found,
-                if found { "Found" } else { "NotFound" },
-                format!(
-                    "storage Secret {repo_ns}/{secret}{}",
-                    if found { " found" } else { " not found" }
-                ),
-                generation,
-                &t,
-            );
-            found
-        }
-        None => {
-            conditions::set(
-                conds,
-                "BackendSecretFound",
-                false,
-                "RepositoryNotFound",
-                "the Repository is missing",
-                generation,
-                &t,
-            );
-            false
-        }
-    };
-    let app = ctx
-        .stores
-        .app_binding(&namespace, &config.spec.target.r#ref.name);
-    conditions::set(
-        conds,
-        "TargetFound",
-        app.is_some(),
-        if app.is_some() { "Found" } else { "NotFound" },
-        format!(
-            "{} {}/{}{}",
-            config.spec.target.r#ref.kind,
-            namespace,
-            config.spec.target.r#ref.name,
-            if app.is_some() {
-                " found"
-            } else {
-                " not found"
-            }
-        ),
-        generation,
-        &t,
-    );
+    let repo = ctx.stores.repository(&repo_ns, &repo_ref.name);
+    let what = format!("Repository {repo_ns}/{}", repo_ref.name);
+    conds.found("RepositoryFound", repo.is_some(), what);
+    let secret = backend_secret(repo.as_deref(), &repo_ns, ctx, conds).await?;
+    let target = &config.spec.target.r#ref;
+    let app = ctx.stores.app_binding(&namespace, &target.name);
+    let what = format!("{} {namespace}/{}", target.kind, target.name);
+    conds.found("TargetFound", app.is_some(), what);
     let task_name = config
         .spec
         .task
@@ -174,110 +131,123 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
             default_task_name(app.as_deref(), Direction::Backup, &ctx.install.catalog)
         });
     let task = ctx.stores.task(&task_name);
-    conditions::set(
-        conds,
-        "TaskFound",
-        task.is_some(),
-        if task.is_some() { "Found" } else { "NotFound" },
-        format!(
-            "Task {task_name}{}",
-            if task.is_some() {
-                " found"
-            } else {
-                " not found"
-            }
-        ),
-        generation,
-        &t,
-    );
+    conds.found("TaskFound", task.is_some(), format!("Task {task_name}"));
+    Ok(repo.is_some() && secret && app.is_some() && task.is_some())
+}
 
-    // Validate: the same rules as admission, for objects admitted before a rule existed.
-    let verdict = validate_backup_configuration(&config, None, &ctx.stores, &ctx.install.policy);
-    conditions::set(
-        conds,
-        "ValidationPassed",
-        verdict.allowed(),
-        if verdict.allowed() {
-            "Valid"
-        } else {
-            "Invalid"
-        },
-        if verdict.allowed() {
-            "the configuration passed validation".to_string()
-        } else {
-            verdict.error_message()
-        },
-        generation,
-        &t,
-    );
-
-    let phase = if !verdict.allowed() {
-        ConfigurationPhase::Invalid
-    } else if repo.is_some() && secret_found && app.is_some() && task.is_some() {
-        ConfigurationPhase::Ready
-    } else {
-        ConfigurationPhase::NotReady
+/// Whether the Repository's storage Secret exists, with the `BackendSecretFound` condition.
+async fn backend_secret(
+    repo: Option<&Repository>,
+    repo_ns: &str,
+    ctx: &Context,
+    conds: &mut Writer,
+) -> Result<bool> {
+    let Some(repo) = repo else {
+        let message = "the Repository is missing";
+        conds.set("BackendSecretFound", false, "RepositoryNotFound", message);
+        return Ok(false);
     };
+    let secret = &repo.spec.backend.storage_secret_name;
+    let found = secret_exists(ctx, repo_ns, secret).await?;
+    let what = format!("storage Secret {repo_ns}/{secret}");
+    conds.found("BackendSecretFound", found, what);
+    Ok(found)
+}
 
-    let mut body = json!({"observedGeneration": generation, "phase": phase});
-    let mut requeue = MAX_WAIT;
-    match &decision {
-        Ok(d) => {
-            // Every slot dealt with, by this reconcile or an earlier one whose status write
-            // this object may not show yet.
-            if let Some(last) = ctx.slot_dealt_with(&uid) {
-                body["lastScheduleTime"] = json!(to_time(last));
-            }
-            body["nextScheduleTime"] = json!(d.next.and_then(to_time));
-            let paused = config.spec.paused.unwrap_or(false);
-            conditions::set(
-                conds,
-                "Scheduled",
-                !paused,
-                if paused { "Paused" } else { "Scheduled" },
-                match (paused, d.next) {
-                    (true, _) => "paused: no new sessions".to_string(),
-                    (false, Some(n)) => format!("next session at {}", n.to_rfc3339()),
-                    (false, None) => "the schedule has no further slot".to_string(),
-                },
-                generation,
-                &t,
-            );
-            if let Some(next) = d.next {
-                requeue = (next - Utc::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-                    .min(MAX_WAIT);
-            }
-        }
+/// Whether a Secret exists: remembered for a while, or looked up (its metadata only).
+async fn secret_exists(ctx: &Context, namespace: &str, name: &str) -> Result<bool> {
+    if let Some(found) = ctx.secret_known(namespace, name) {
+        return Ok(found);
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = secrets.get_metadata_opt(name).await?.is_some();
+    // Only a found Secret is remembered: a missing one is looked for again at once, so a
+    // Secret applied a moment later makes the configuration Ready.
+    if found {
+        ctx.remember_secret(namespace, name, found);
+    }
+    Ok(found)
+}
+
+/// The same rules as admission, for objects admitted before a rule existed: whether they
+/// pass, with the `ValidationPassed` condition.
+fn validate(config: &BackupConfiguration, ctx: &Context, conds: &mut Writer) -> bool {
+    let verdict = validate_backup_configuration(config, None, &ctx.stores, &ctx.install.policy);
+    if verdict.allowed() {
+        let message = "the configuration passed validation";
+        conds.set("ValidationPassed", true, "Valid", message);
+    } else {
+        conds.set(
+            "ValidationPassed",
+            false,
+            "Invalid",
+            verdict.error_message(),
+        );
+    }
+    verdict.allowed()
+}
+
+fn decide_phase(valid: bool, found: bool) -> ConfigurationPhase {
+    match (valid, found) {
+        (false, _) => ConfigurationPhase::Invalid,
+        (true, true) => ConfigurationPhase::Ready,
+        (true, false) => ConfigurationPhase::NotReady,
+    }
+}
+
+/// The schedule's status fields and `Scheduled` condition; returns when to look again.
+fn schedule_status(
+    config: &BackupConfiguration,
+    ctx: &Context,
+    decision: &Result<Decision, String>,
+    conds: &mut Writer,
+    body: &mut Value,
+) -> Duration {
+    let d = match decision {
+        Ok(d) => d,
         Err(e) => {
-            conditions::set(
-                conds,
-                "Scheduled",
-                false,
-                "InvalidSchedule",
-                e.to_string(),
-                generation,
-                &t,
-            );
+            conds.set("Scheduled", false, "InvalidSchedule", e.as_str());
+            return MAX_WAIT;
         }
+    };
+    // Every slot dealt with, by this reconcile or an earlier one whose status write this
+    // object may not show yet.
+    if let Some(last) = ctx.slot_dealt_with(&config.uid().unwrap_or_default()) {
+        body["lastScheduleTime"] = json!(to_time(last));
     }
-    body["conditions"] = json!(status.conditions);
+    body["nextScheduleTime"] = json!(d.next.and_then(to_time));
+    let paused = config.spec.paused.unwrap_or(false);
+    let message = match (paused, d.next) {
+        (true, _) => "paused: no new sessions".to_string(),
+        (false, Some(n)) => format!("next session at {}", n.to_rfc3339()),
+        (false, None) => "the schedule has no further slot".to_string(),
+    };
+    let reason = if paused { "Paused" } else { "Scheduled" };
+    conds.set("Scheduled", !paused, reason, message);
+    d.next.map_or(MAX_WAIT, |next| {
+        (next - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_WAIT)
+    })
+}
 
-    clean_history(&config, &ctx).await?;
-    // An unchanged status is not written (the server would make nothing of it either). If
-    // this object is older than our last write, that write's watch event brings another
-    // reconcile, which compares with it.
-    if status_changes(config.status.as_ref(), &body) {
-        let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER),
-            &Patch::Merge(json!({ "status": body })),
-        )
-        .await?;
+/// Writes the status fields in `body`. An unchanged status is not written (the server would
+/// make nothing of it either). If this object is older than our last write, that write's watch
+/// event brings another reconcile, which compares with it.
+async fn write_status(config: &BackupConfiguration, ctx: &Context, body: &Value) -> Result<()> {
+    if !status_changes(config.status.as_ref(), body) {
+        return Ok(());
     }
-    Ok(Action::requeue(requeue))
+    let api: Api<BackupConfiguration> =
+        Api::namespaced(ctx.client.clone(), &config.namespace().unwrap_or_default());
+    api.patch_status(
+        &config.name_any(),
+        &PatchParams::apply(MANAGER),
+        &Patch::Merge(json!({ "status": body })),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Whether the merge patch `body` would change the status `current`.
@@ -379,18 +349,6 @@ async fn clean_history(config: &BackupConfiguration, ctx: &Context) -> Result<()
         }
     }
     Ok(())
-}
-
-pub fn error_policy(config: Arc<BackupConfiguration>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(configuration = %config.name_any(), %error, "reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: "backupconfiguration".into(),
-            error: error.metric_label().into(),
-        })
-        .inc();
-    Action::requeue(ctx.backoff(&crate::context::key(config.as_ref())))
 }
 
 #[cfg(test)]

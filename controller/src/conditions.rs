@@ -40,6 +40,53 @@ pub fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
+/// The conditions of one status write: set at one moment, for one generation.
+pub struct Writer {
+    conditions: Vec<Condition>,
+    generation: Option<i64>,
+    now: Time,
+}
+
+impl Writer {
+    /// Starts from the object's current `conditions`.
+    pub fn new(conditions: Vec<Condition>, generation: Option<i64>) -> Self {
+        Self {
+            conditions,
+            generation,
+            now: now(),
+        }
+    }
+
+    /// Sets condition `type_` (see [`set`]).
+    pub fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        let generation = self.generation;
+        set(
+            &mut self.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            generation,
+            &self.now,
+        );
+    }
+
+    /// Sets condition `type_` to whether `what` was found: `Found`, "<what> found", or
+    /// `NotFound`, "<what> not found".
+    pub fn found(&mut self, type_: &str, found: bool, what: impl std::fmt::Display) {
+        let (reason, said) = if found {
+            ("Found", "found")
+        } else {
+            ("NotFound", "not found")
+        };
+        self.set(type_, found, reason, format!("{what} {said}"));
+    }
+
+    pub fn into_conditions(self) -> Vec<Condition> {
+        self.conditions
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +103,25 @@ mod tests {
         set(&mut c, "Ready", false, "Missing", "gone", Some(2), &t2);
         assert_eq!(c[0].last_transition_time, t2);
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_writer_says_what_was_found() {
+        let mut w = Writer::new(Vec::new(), Some(3));
+        w.found("TaskFound", true, "Task t");
+        w.found(
+            "TargetFound",
+            false,
+            format!("AppBinding {}/{}", "ns", "es"),
+        );
+        let c = w.into_conditions();
+        assert_eq!(
+            (c[0].status.as_str(), c[0].reason.as_str()),
+            ("True", "Found")
+        );
+        assert_eq!(c[0].message, "Task t found");
+        assert_eq!(c[1].reason, "NotFound");
+        assert_eq!(c[1].message, "AppBinding ns/es not found");
+        assert_eq!(c[1].observed_generation, Some(3));
     }
 }

@@ -177,3 +177,9 @@ pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
         obj.meta().name.as_deref().unwrap_or_default()
     )
 }
+
+/// The name of the controller of `obj`'s kind in metrics: the kind in lower case
+/// (`backupsession`).
+pub fn controller_name<K: Resource<DynamicType = ()>>(_obj: &K) -> String {
+    K::kind(&()).to_lowercase()
+}

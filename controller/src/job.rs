@@ -9,7 +9,7 @@ use cairn_api::naming::{
 };
 use k8s_openapi::api::batch::v1::{Job, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -123,42 +123,47 @@ pub async fn ensure_job(
     }
 }
 
+/// What a session's work is started from (see [`launch`]).
+pub struct Launch<'a> {
+    pub namespace: &'a str,
+    /// The session's name: its Job and interim PVC are labelled with it.
+    pub session: &'a str,
+    /// The session, as the owner of its Job and PVC.
+    pub owner: Option<OwnerReference>,
+    /// The interim PVC to create first, when templated.
+    pub interim: Option<&'a PersistentVolumeClaimTemplate>,
+    pub job_name: &'a str,
+    pub template: &'a JobTemplateSpec,
+    /// The session's `timeOut` (a Go duration), which sets its deadline.
+    pub time_out: Option<&'a str>,
+    /// The session's conditions and generation, which `JobCreated` joins.
+    pub conditions: Vec<Condition>,
+    pub generation: Option<i64>,
+}
+
 /// Starts a session's work, the same for backups and restores: its interim PVC (when templated)
 /// and its Job, both owned by the session. Returns the status fields of a Running session
 /// (phase, the `JobCreated` condition, the deadline from `timeOut`) and the timeout.
-#[allow(clippy::too_many_arguments)]
 pub async fn launch(
     client: &Client,
-    namespace: &str,
-    session: &str,
-    owner: Option<OwnerReference>,
-    interim: Option<&PersistentVolumeClaimTemplate>,
-    job_name: &str,
-    template: &JobTemplateSpec,
-    time_out: Option<&str>,
-    mut conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-    generation: Option<i64>,
+    l: Launch<'_>,
 ) -> Result<(serde_json::Value, Option<chrono::Duration>)> {
-    if let Some(tpl) = interim {
-        ensure_interim_pvc(client, namespace, session, owner.clone(), tpl).await?;
+    if let Some(tpl) = l.interim {
+        ensure_interim_pvc(client, l.namespace, l.session, l.owner.clone(), tpl).await?;
     }
-    ensure_job(
-        client,
-        namespace,
-        job_name,
-        session_labels(session),
-        owner,
-        template,
-    )
-    .await?;
-    let timeout = time_out.and_then(|t| cairn_api::validation::parse_go_duration(t).ok());
+    let labels = session_labels(l.session);
+    ensure_job(client, l.namespace, l.job_name, labels, l.owner, l.template).await?;
+    let timeout = l
+        .time_out
+        .and_then(|t| cairn_api::validation::parse_go_duration(t).ok());
+    let mut conditions = l.conditions;
     crate::conditions::set(
         &mut conditions,
         "JobCreated",
         true,
         "JobCreated",
-        format!("Job {job_name} created"),
-        generation,
+        format!("Job {} created", l.job_name),
+        l.generation,
         &crate::conditions::now(),
     );
     let mut body = serde_json::json!({

@@ -1,6 +1,7 @@
 //! cairn-controller: schedules BackupSessions in-process, runs each session as a Job, reads the
 //! agent's result from the Pod, and writes status, events and metrics. Pure decisions live in
-//! [`scheduling`] and [`observe`]; the reconcilers are the I/O shell around them.
+//! [`scheduling`] and [`observe`]; the reconcilers are the I/O shell around them. Both kinds of
+//! session live one life, [`session`]; each kind adds only what is its own.
 
 #![forbid(unsafe_code)]
 
@@ -13,7 +14,9 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod process;
 pub mod repository;
 pub mod restore_session;
 pub mod scheduling;
+pub mod session;
 pub mod stores;

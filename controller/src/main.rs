@@ -1,44 +1,40 @@
 //! `cairn-controller`: waits for the leader lease, then runs the BackupConfiguration,
-//! BackupSession and RestoreSession controllers until SIGTERM or the lease is lost.
+//! BackupSession, RestoreSession and Repository controllers until SIGTERM or the lease is lost.
 
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
 use cairn_api::naming::{LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY};
-use cairn_api::pod_security::PodSecurityLevel;
-use cairn_api::resolve::InstallSettings;
-use cairn_api::validation::Policy;
 use cairn_api::{
     AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
 };
-use cairn_controller::context::Context;
+use cairn_controller::context::{Context, controller_name, key};
+use cairn_controller::error::error_policy;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
+use cairn_controller::process::{self, InstallFlags, ProcessFlags, shutdown_signal};
+use cairn_controller::session::{self, SessionKind};
 use cairn_controller::stores::{SharedWatch, Stores, keep_all, pod_status_only};
-use cairn_controller::{backup_configuration, backup_session, repository, restore_session};
+use cairn_controller::{backup_configuration, repository};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
 #[command(name = "cairn-controller", about = "cairn's controller", version)]
 struct Args {
-    /// Address of the plain-HTTP admin server (/livez, /readyz, /metrics).
-    #[arg(long, env = "CAIRN_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
-    admin_listen: SocketAddr,
+    #[command(flatten)]
+    process: ProcessFlags,
     /// Namespace of the leader Lease.
     #[arg(long, env = "CAIRN_LEASE_NAMESPACE", default_value = "cairn-system")]
     lease_namespace: String,
@@ -51,119 +47,38 @@ struct Args {
     /// Lease duration in seconds: a standby takes over within it when the leader dies.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
-    /// Image offered to Functions as ${AGENT_IMAGE}.
-    #[arg(
-        long,
-        env = "CAIRN_AGENT_IMAGE",
-        default_value = "ghcr.io/cairn-dev/cairn:latest"
-    )]
-    agent_image: String,
-    /// The Pod Security Standard every Job must meet: restricted (the default), baseline or
-    /// privileged. Webhook and controller must agree (the install sets both).
-    #[arg(long, env = "CAIRN_JOB_POD_SECURITY", default_value = "restricted")]
-    job_pod_security: PodSecurityLevel,
-    /// Kubeconfig to use instead of the in-cluster configuration or $KUBECONFIG.
-    #[arg(long, env = "CAIRN_KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Log format: text or json.
-    #[arg(long, env = "CAIRN_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    #[command(flatten)]
+    install: InstallFlags,
 }
 
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding the Kubernetes API configuration")?,
-    };
-    Client::try_from(config).context("connecting to the Kubernetes API")
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-}
-
-/// Reconciles in flight per controller.
-const RECONCILES_IN_FLIGHT: u16 = 32;
-
-/// Wraps a reconcile with the reconcile metrics.
+/// Wraps a reconcile with the reconcile metrics, and forgets its backoff when it succeeds.
 macro_rules! timed {
-    ($name:literal, $f:path) => {
+    ($f:expr) => {
         |obj, ctx: Arc<Context>| async move {
             let start = Instant::now();
-            let metrics = ctx.metrics.clone();
-            let key = cairn_controller::context::key(obj.as_ref());
+            let key = key(obj.as_ref());
+            let name = controller_name(obj.as_ref());
             let result = $f(obj, ctx.clone()).await;
             if result.is_ok() {
                 ctx.succeeded(&key);
             }
-            metrics.reconciled($name, start.elapsed());
+            ctx.metrics.reconciled(&name, start.elapsed());
             result
         }
     };
 }
 
+/// Reconciles in flight per controller.
+const RECONCILES_IN_FLIGHT: u16 = 32;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_format == "json" {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    process::init(&args.process.log_format)?;
+    let client = process::kube_client(args.process.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
-
     let (leading_tx, leading_rx) = watch::channel(false);
-    let admin = {
-        let metrics = metrics.clone();
-        let leading = leading_rx.clone();
-        Router::new()
-            .route("/livez", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" }))
-            .route(
-                "/metrics",
-                get(move || {
-                    let m = metrics.clone();
-                    async move { m.encode() }
-                }),
-            )
-            .route(
-                "/leader",
-                get(move || {
-                    let l = *leading.borrow();
-                    async move { if l { "leader" } else { "standby" } }
-                }),
-            )
-    };
-    let listener = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", args.admin_listen))?;
-    tokio::spawn(async move { axum::serve(listener, admin).await });
+    process::serve_admin(args.process.admin_listen, metrics.clone(), leading_rx).await?;
 
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -181,8 +96,19 @@ async fn main() -> anyhow::Result<()> {
         () = shutdown_signal() => return Ok(()),
     }
     let _ = leading_tx.send(true);
-    let mut lost = elector.clone().keep();
+    let stop = stop_on_signal_or_lost_lease(elector.clone());
 
+    let watches = Watches::new(&client);
+    let stores = watches.stores();
+    let ctx = Context::new(client, stores, args.install.settings(), metrics, identity);
+    run_controllers(watches, Arc::new(ctx), stop).await;
+    elector.release().await;
+    Ok(())
+}
+
+/// Keeps the lease, and tells the controllers to stop on SIGTERM or when the lease is lost.
+fn stop_on_signal_or_lost_lease(elector: Arc<LeaderElector>) -> watch::Receiver<bool> {
+    let mut lost = elector.keep();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         tokio::select! {
@@ -191,94 +117,141 @@ async fn main() -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
+    stop_rx
+}
+
+/// Resolves when `stop` says so.
+fn stopped(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = stop.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// One watch per kind, shared by the controllers that need it.
+struct Watches {
+    sessions: SharedWatch<BackupSession>,
+    restores: SharedWatch<RestoreSession>,
+    configurations: SharedWatch<BackupConfiguration>,
+    repositories: SharedWatch<Repository>,
+    apps: SharedWatch<AppBinding>,
+    tasks: SharedWatch<Task>,
+    functions: SharedWatch<Function>,
+    namespaces: SharedWatch<Namespace>,
+    /// cairn's Jobs and their Pods only.
+    jobs: SharedWatch<Job>,
+    pods: SharedWatch<Pod>,
+}
+
+impl Watches {
+    fn new(client: &Client) -> Self {
+        let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+        let all = watcher::Config::default;
+        Self {
+            sessions: SharedWatch::new(client, all()),
+            restores: SharedWatch::new(client, all()),
+            configurations: SharedWatch::new(client, all()),
+            repositories: SharedWatch::new(client, all()),
+            apps: SharedWatch::new(client, all()),
+            tasks: SharedWatch::new(client, all()),
+            functions: SharedWatch::new(client, all()),
+            namespaces: SharedWatch::new(client, all()),
+            jobs: SharedWatch::new(client, all().labels(&managed)),
+            pods: SharedWatch::new(client, all().labels(&managed)),
         }
-    };
+    }
 
-    let install = InstallSettings {
-        agent_image: args.agent_image.clone(),
-        policy: Policy {
-            job_pod_security: args.job_pod_security,
-        },
-        ..Default::default()
-    };
-
-    // One watch per kind, shared by the controllers that need it.
-    let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-    let all = watcher::Config::default;
-    let mut session_watch = SharedWatch::<BackupSession>::new(&client, all());
-    let mut restore_watch = SharedWatch::<RestoreSession>::new(&client, all());
-    let mut config_watch = SharedWatch::<BackupConfiguration>::new(&client, all());
-    let mut repository_watch = SharedWatch::<Repository>::new(&client, all());
-    let mut app_watch = SharedWatch::<AppBinding>::new(&client, all());
-    let mut task_watch = SharedWatch::<Task>::new(&client, all());
-    let function_watch = SharedWatch::<Function>::new(&client, all());
-    let namespace_watch = SharedWatch::<Namespace>::new(&client, all());
-    let mut job_watch = SharedWatch::<Job>::new(&client, all().labels(&managed));
-    let mut pod_watch = SharedWatch::<Pod>::new(&client, all().labels(&managed));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
+    fn stores(&self) -> Stores {
         Stores {
-            sessions: session_watch.store.clone(),
-            configurations: config_watch.store.clone(),
-            repositories: repository_watch.store.clone(),
-            app_bindings: app_watch.store.clone(),
-            tasks: task_watch.store.clone(),
-            functions: function_watch.store.clone(),
-            namespaces: namespace_watch.store.clone(),
-            jobs: job_watch.store.clone(),
-            pods: pod_watch.store.clone(),
-        },
-        install,
-        metrics.clone(),
-        identity,
-    ));
-    // At a slot every due configuration reconciles at once: a bounded number in flight keeps
-    // the client on a few reused connections instead of one TLS handshake per reconcile.
-    let limits = || controller::Config::default().concurrency(RECONCILES_IN_FLIGHT);
-    fn session_of_pod<K: kube::Resource<DynamicType = ()>>(pod: &Pod) -> Option<ObjectRef<K>> {
+            sessions: self.sessions.store.clone(),
+            configurations: self.configurations.store.clone(),
+            repositories: self.repositories.store.clone(),
+            app_bindings: self.apps.store.clone(),
+            tasks: self.tasks.store.clone(),
+            functions: self.functions.store.clone(),
+            namespaces: self.namespaces.store.clone(),
+            jobs: self.jobs.store.clone(),
+            pods: self.pods.store.clone(),
+        }
+    }
+
+    /// Starts every watch; each route must be in place by then.
+    fn run(self) {
+        tokio::spawn(self.sessions.run(keep_all));
+        tokio::spawn(self.restores.run(keep_all));
+        tokio::spawn(self.configurations.run(keep_all));
+        tokio::spawn(self.repositories.run(keep_all));
+        tokio::spawn(self.apps.run(keep_all));
+        tokio::spawn(self.tasks.run(keep_all));
+        tokio::spawn(self.functions.run(keep_all));
+        tokio::spawn(self.namespaces.run(keep_all));
+        tokio::spawn(self.jobs.run(keep_all));
+        tokio::spawn(self.pods.run(pod_status_only));
+    }
+}
+
+/// Runs the four controllers until `stop`.
+async fn run_controllers(mut w: Watches, ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+    let backups = sessions(&mut w.sessions, &mut w.jobs, &mut w.pods, &ctx, &stop);
+    let restores = sessions(&mut w.restores, &mut w.jobs, &mut w.pods, &ctx, &stop);
+    let configurations = configurations(&mut w, &ctx, &stop);
+    // Repositories: the wipe-out finalizer and its cleanup Job (a deleted Job wakes it too).
+    let repositories = controller(w.repositories.store.clone(), &stop)
+        .reconcile_on(w.repositories.route_self())
+        .reconcile_on(w.jobs.route_owner())
+        .run(timed!(repository::reconcile), error_policy, ctx)
+        .for_each(log_result);
+    w.run();
+    tracing::info!("cairn-controller running");
+    futures::join!(backups, restores, configurations, repositories);
+}
+
+/// A controller of `K` over its store, stopping gracefully on `stop`. At a slot every due
+/// configuration reconciles at once: a bounded number in flight keeps the client on a few
+/// reused connections instead of one TLS handshake per reconcile.
+fn controller<K>(store: Store<K>, stop: &watch::Receiver<bool>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    Controller::for_stream(futures::stream::pending(), store)
+        .with_config(controller::Config::default().concurrency(RECONCILES_IN_FLIGHT))
+        .graceful_shutdown_on(stopped(stop))
+}
+
+/// Sessions of kind `K`: they own their Jobs, and hear about their Pods through the session
+/// label.
+fn sessions<K: SessionKind>(
+    watch: &mut SharedWatch<K>,
+    jobs: &mut SharedWatch<Job>,
+    pods: &mut SharedWatch<Pod>,
+    ctx: &Arc<Context>,
+    stop: &watch::Receiver<bool>,
+) -> impl Future<Output = ()> + use<K> {
+    fn session_of_pod<K: Resource<DynamicType = ()>>(pod: &Pod) -> Option<ObjectRef<K>> {
         let ns = pod.namespace().unwrap_or_default();
         pod.labels()
             .get(LABEL_SESSION)
             .map(|s| ObjectRef::new(s).within(&ns))
     }
+    controller(watch.store.clone(), stop)
+        .reconcile_on(watch.route_self())
+        .reconcile_on(jobs.route_owner())
+        .reconcile_on(pods.route(session_of_pod::<K>))
+        .run(timed!(session::reconcile::<K>), error_policy, ctx.clone())
+        .for_each(log_result)
+}
 
-    // BackupSessions: own Jobs, and hear about their Pods through the session label.
-    let backup_sessions =
-        Controller::for_stream(futures::stream::pending(), session_watch.store.clone())
-            .with_config(limits())
-            .reconcile_on(session_watch.route_self())
-            .reconcile_on(job_watch.route_owner())
-            .reconcile_on(pod_watch.route(session_of_pod::<BackupSession>))
-            .graceful_shutdown_on(stopped())
-            .run(
-                timed!("backupsession", backup_session::reconcile),
-                backup_session::error_policy,
-                ctx.clone(),
-            )
-            .for_each(log_result);
-
-    let restores = Controller::for_stream(futures::stream::pending(), restore_watch.store.clone())
-        .with_config(limits())
-        .reconcile_on(restore_watch.route_self())
-        .reconcile_on(job_watch.route_owner())
-        .reconcile_on(pod_watch.route(session_of_pod::<RestoreSession>))
-        .graceful_shutdown_on(stopped())
-        .run(
-            timed!("restoresession", restore_session::reconcile),
-            restore_session::error_policy,
-            ctx.clone(),
-        )
-        .for_each(log_result);
-
-    // BackupConfigurations: re-evaluated when what they reference appears or changes, and when
-    // one of their sessions changes (skip rules, history).
-    let configs = config_watch.store.clone();
-    let referring = |configs: kube::runtime::reflector::Store<BackupConfiguration>,
-                     pick: fn(&BackupConfiguration, &str, &str) -> bool| {
+/// BackupConfigurations: re-evaluated when what they reference appears or changes, and when
+/// one of their sessions changes (skip rules, history).
+fn configurations(
+    w: &mut Watches,
+    ctx: &Arc<Context>,
+    stop: &watch::Receiver<bool>,
+) -> impl Future<Output = ()> + use<> {
+    let configs = w.configurations.store.clone();
+    let referring = |pick: fn(&BackupConfiguration, &str, &str) -> bool| {
+        let configs = configs.clone();
         move |ns: Option<String>, name: String| {
             configs
                 .state()
@@ -288,71 +261,34 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
         }
     };
-    let by_repo = referring(configs.clone(), |c, ns, name| {
-        c.spec.repository.name == name
-            && c.spec
-                .repository
-                .namespace
-                .as_deref()
-                .or(c.namespace().as_deref())
-                == Some(ns)
+    let by_repo = referring(|c, ns, name| {
+        let repo = &c.spec.repository;
+        repo.name == name && repo.namespace.as_deref().or(c.namespace().as_deref()) == Some(ns)
     });
-    let by_app = referring(configs.clone(), |c, ns, name| {
+    let by_app = referring(|c, ns, name| {
         c.spec.target.r#ref.name == name && c.namespace().as_deref() == Some(ns)
     });
-    let by_task = referring(configs.clone(), |c, _, name| {
-        c.spec.task.as_ref().and_then(|t| t.name.as_deref()) == Some(name)
-    });
-    let configurations = Controller::for_stream(futures::stream::pending(), configs)
-        .with_config(limits())
-        .reconcile_on(config_watch.route_self())
+    let by_task =
+        referring(|c, _, name| c.spec.task.as_ref().and_then(|t| t.name.as_deref()) == Some(name));
+    let of_session = |s: &BackupSession| {
+        let ns = s.namespace().unwrap_or_default();
+        Some(ObjectRef::<BackupConfiguration>::new(&s.spec.invoker.name).within(&ns))
+    };
+    controller(configs.clone(), stop)
+        .reconcile_on(w.configurations.route_self())
         .reconcile_on(
-            repository_watch.route(move |r: &Repository| by_repo(r.namespace(), r.name_any())),
+            w.repositories
+                .route(move |r| by_repo(r.namespace(), r.name_any())),
         )
-        .reconcile_on(app_watch.route(move |a: &AppBinding| by_app(a.namespace(), a.name_any())))
-        .reconcile_on(task_watch.route(move |t: &Task| by_task(None, t.name_any())))
-        .reconcile_on(session_watch.route(|s: &BackupSession| {
-            let ns = s.namespace().unwrap_or_default();
-            Some(ObjectRef::<BackupConfiguration>::new(&s.spec.invoker.name).within(&ns))
-        }))
-        .graceful_shutdown_on(stopped())
+        .reconcile_on(w.apps.route(move |a| by_app(a.namespace(), a.name_any())))
+        .reconcile_on(w.tasks.route(move |t| by_task(None, t.name_any())))
+        .reconcile_on(w.sessions.route(of_session))
         .run(
-            timed!("backupconfiguration", backup_configuration::reconcile),
-            backup_configuration::error_policy,
+            timed!(backup_configuration::reconcile),
+            error_policy,
             ctx.clone(),
         )
-        .for_each(log_result);
-
-    // Repositories: the wipe-out finalizer and its cleanup Job (a deleted Job wakes it too).
-    let repositories =
-        Controller::for_stream(futures::stream::pending(), repository_watch.store.clone())
-            .with_config(limits())
-            .reconcile_on(repository_watch.route_self())
-            .reconcile_on(job_watch.route_owner())
-            .graceful_shutdown_on(stopped())
-            .run(
-                timed!("repository", repository::reconcile),
-                repository::error_policy,
-                ctx.clone(),
-            )
-            .for_each(log_result);
-
-    // Every route in place: start the watches.
-    tokio::spawn(session_watch.run(keep_all));
-    tokio::spawn(restore_watch.run(keep_all));
-    tokio::spawn(config_watch.run(keep_all));
-    tokio::spawn(repository_watch.run(keep_all));
-    tokio::spawn(app_watch.run(keep_all));
-    tokio::spawn(task_watch.run(keep_all));
-    tokio::spawn(function_watch.run(keep_all));
-    tokio::spawn(namespace_watch.run(keep_all));
-    tokio::spawn(job_watch.run(keep_all));
-    tokio::spawn(pod_watch.run(pod_status_only));
-
-    tracing::info!("cairn-controller running");
-    futures::join!(backup_sessions, restores, configurations, repositories);
-    elector.release().await;
-    Ok(())
+        .for_each(log_result)
 }
 
 async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(r: Result<T, E>) {

@@ -12,6 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use tracing::instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -41,6 +42,10 @@ async fn set_finalizers(ctx: &Context, repo: &Repository, finalizers: Vec<String
     Ok(())
 }
 
+#[instrument(skip_all, fields(
+    namespace = %repo.namespace().unwrap_or_default(),
+    name = %repo.name_any(),
+))]
 pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action> {
     let wipe = repo.spec.wipe_out == Some(true);
     let finalizers = repo.finalizers().to_vec();
@@ -106,16 +111,4 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
             Ok(Action::await_change())
         }
     }
-}
-
-pub fn error_policy(repo: Arc<Repository>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(repository = %repo.name_any(), %error, "reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: "repository".into(),
-            error: error.metric_label().into(),
-        })
-        .inc();
-    Action::requeue(ctx.backoff(&crate::context::key(repo.as_ref())))
 }

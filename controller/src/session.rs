@@ -1,0 +1,433 @@
+//! A session's life, one for every kind of session (`runtime.md`, "A session's life"):
+//! start (prepare, resolve and launch the Job) → follow (deadline, the Job's outcome) → finish
+//! (status, condition, event, metrics). What BackupSession and RestoreSession differ in is
+//! their [`SessionKind`].
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_api::backup_session::BackupSessionStatus;
+use cairn_api::common::{PersistentVolumeClaimTemplate, SessionPhase};
+use cairn_api::resolve::ResolveError;
+use cairn_api::restore_session::RestoreSessionStatus;
+use cairn_api::result::AgentResult;
+use chrono::{DateTime, Utc};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::batch::v1::JobTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::instrument;
+
+use crate::conditions::{self, now};
+use crate::context::{Context, MANAGER};
+use crate::error::Result;
+use crate::job::{
+    Launch, RESOLVE_RETRY, delete_job, human_duration, job_outcome, launch, owner_of,
+    wait_for_resolution,
+};
+use crate::metrics::SessionLabels;
+use crate::observe::JobObservation;
+use crate::scheduling::{SLOT_WAIT, to_chrono};
+
+/// How often a Running session is looked at when no watch event arrives.
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// What a session's Job is made with besides its resolved template.
+#[derive(Default)]
+pub struct JobInputs {
+    pub interim: Option<PersistentVolumeClaimTemplate>,
+    /// A Go duration that sets the session's deadline.
+    pub time_out: Option<String>,
+}
+
+/// What a Pending session comes to before its Job is resolved.
+pub enum Prepared {
+    /// Its Job is made with these.
+    Run(Box<JobInputs>),
+    /// It ends Skipped, for this reason.
+    Skip(String),
+    /// It ends Failed with this reason and message.
+    Fail(&'static str, String),
+}
+
+/// What a kind of session has of its own; the life of [`reconcile`] is the same for all.
+pub trait SessionKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// `Backup` or `Restore`: the prefix of the session's outcome conditions and events
+    /// (`BackupSucceeded`, `RestoreFailed`), and, in lower case, what its agent reports.
+    const WORK: &'static str;
+    /// Whether a failed session is looked at again at once (for [`SessionKind::retry`]).
+    const RETRIES: bool = false;
+    /// The agent's result of a successful Job.
+    type Outcome: Send;
+    /// The kind's status, with what every session's status has (see [`SessionStatus`]).
+    type Status: SessionStatus;
+
+    fn status(&self) -> Option<&Self::Status>;
+    fn job_name(&self) -> String;
+    /// The `invoker` label of the session metrics.
+    fn invoker_name(&self) -> String;
+    /// The Job's template, resolved now from the current objects.
+    fn resolve(&self, ctx: &Context) -> Result<JobTemplateSpec, ResolveError>;
+    /// Looks up what the Job is made with (the invoker), and whether the session runs at all.
+    fn prepare(&self, ctx: &Context) -> impl Future<Output = Result<Prepared>> + Send;
+    /// The message of a session that ran past its deadline.
+    fn deadline_message(&self, ctx: &Context) -> String;
+    /// The agent's result, if it is of this kind.
+    fn outcome(result: AgentResult) -> Option<Self::Outcome>;
+    /// The message and status fields of a session that succeeded with `outcome`.
+    fn succeeded_status(outcome: &Self::Outcome) -> (String, Value);
+
+    /// What else a successful session updates.
+    fn after_success(
+        &self,
+        _ctx: &Context,
+        _outcome: Self::Outcome,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+    /// Status fields of a session whose Job was just created, besides the common ones.
+    fn running_status(&self) -> Value {
+        json!({})
+    }
+    /// Status fields of a session that ended in `phase`, besides the common ones.
+    fn finished_status(&self, _phase: SessionPhase, _duration: &str, _message: &str) -> Value {
+        json!({})
+    }
+    /// Status fields of a session that failed, besides the common ones.
+    fn failed_status(&self, _ctx: &Context) -> Value {
+        json!({})
+    }
+    /// What becomes of a Failed session.
+    fn retry(&self, _ctx: &Context) -> impl Future<Output = Result<Action>> + Send {
+        async { Ok(Action::await_change()) }
+    }
+
+    fn phase(&self) -> Option<SessionPhase> {
+        self.status()?.phase()
+    }
+    fn conditions(&self) -> Vec<Condition> {
+        self.status()
+            .map(|s| s.conditions().to_vec())
+            .unwrap_or_default()
+    }
+    /// `status.sessionDeadline`.
+    fn deadline(&self) -> Option<DateTime<Utc>> {
+        to_chrono(&self.status()?.deadline()?.0)
+    }
+}
+
+/// What every kind of session's status has, and its life reads.
+pub trait SessionStatus {
+    fn phase(&self) -> Option<SessionPhase>;
+    fn conditions(&self) -> &[Condition];
+    fn deadline(&self) -> Option<&Time>;
+}
+
+/// The statuses of the session kinds name these fields alike.
+macro_rules! session_status {
+    ($($status:ty),*) => {$(
+        impl SessionStatus for $status {
+            fn phase(&self) -> Option<SessionPhase> {
+                self.phase
+            }
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn deadline(&self) -> Option<&Time> {
+                self.session_deadline.as_ref()
+            }
+        }
+    )*};
+}
+session_status!(BackupSessionStatus, RestoreSessionStatus);
+
+/// Reconciles a session of any kind through its life.
+#[instrument(skip_all, fields(
+    kind = %K::kind(&()),
+    namespace = %session.namespace().unwrap_or_default(),
+    name = %session.name_any(),
+))]
+pub async fn reconcile<K: SessionKind>(session: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    match session.phase() {
+        None | Some(SessionPhase::Pending) => start(session.as_ref(), &ctx).await,
+        Some(SessionPhase::Running) => follow(session.as_ref(), &ctx).await,
+        Some(SessionPhase::Failed) => session.retry(&ctx).await,
+        Some(_) => Ok(Action::await_change()),
+    }
+}
+
+/// The session's namespace.
+pub fn ns(session: &impl Resource) -> String {
+    session.meta().namespace.clone().unwrap_or_default()
+}
+
+/// Merges `fields` into the status of `session`.
+pub async fn patch_status<K: SessionKind>(ctx: &Context, session: &K, fields: Value) -> Result<()> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns(session));
+    api.patch_status(
+        &session.name_any(),
+        &PatchParams::apply(MANAGER),
+        &Patch::Merge(json!({ "status": fields })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `<Work><Phase>`: the condition type and event reason of a session that ended in `phase`.
+fn outcome_name<K: SessionKind>(phase: SessionPhase) -> String {
+    let ended = match phase {
+        SessionPhase::Succeeded => "Succeeded",
+        SessionPhase::Skipped => "Skipped",
+        _ => "Failed",
+    };
+    format!("{}{ended}", K::WORK)
+}
+
+fn merge(body: &mut Value, fields: Value) {
+    if let (Some(b), Value::Object(f)) = (body.as_object_mut(), fields) {
+        b.extend(f);
+    }
+}
+
+/// Ends the session in `phase`: its status (with `fields`), the outcome condition and event,
+/// and the session metrics.
+pub async fn finish<K: SessionKind>(
+    ctx: &Context,
+    session: &K,
+    phase: SessionPhase,
+    reason: &str,
+    message: String,
+    fields: Value,
+) -> Result<()> {
+    let ok = phase == SessionPhase::Succeeded;
+    let outcome = outcome_name::<K>(phase);
+    let mut conditions = session.conditions();
+    let generation = session.meta().generation;
+    conditions::set(
+        &mut conditions,
+        &outcome,
+        ok,
+        reason,
+        message.clone(),
+        generation,
+        &now(),
+    );
+    let started = session.meta().creation_timestamp.as_ref();
+    let seconds = started
+        .and_then(|c| to_chrono(&c.0))
+        .map(|s| (Utc::now() - s).num_seconds())
+        .unwrap_or(0);
+    let duration = human_duration(seconds);
+    let mut body = json!({"phase": phase, "conditions": conditions, "sessionDuration": duration});
+    merge(
+        &mut body,
+        session.finished_status(phase, &duration, &message),
+    );
+    merge(&mut body, fields);
+    patch_status(ctx, session, body).await?;
+    ctx.event(session, !ok, &outcome, message).await;
+    let labels = SessionLabels {
+        namespace: ns(session),
+        invoker: session.invoker_name(),
+        kind: K::kind(&()).into(),
+        phase: phase.to_string(),
+    };
+    ctx.metrics.sessions.get_or_create(&labels).inc();
+    let histogram = ctx.metrics.session_duration.get_or_create(&labels);
+    histogram.observe(seconds as f64);
+    Ok(())
+}
+
+/// Ends the session Failed.
+pub async fn fail<K: SessionKind>(
+    ctx: &Context,
+    session: &K,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let fields = session.failed_status(ctx);
+    finish(ctx, session, SessionPhase::Failed, reason, message, fields).await?;
+    Ok(if K::RETRIES {
+        Action::requeue(Duration::from_secs(1))
+    } else {
+        Action::await_change()
+    })
+}
+
+/// Pending → prepare → resolve the Job → launch it → Running.
+async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
+    if ctx.slot_in_progress(Utc::now()) {
+        // Starting the Job can wait a moment for the sessions of a slot that just came.
+        return Ok(Action::requeue(SLOT_WAIT));
+    }
+    let inputs = match session.prepare(ctx).await? {
+        Prepared::Run(inputs) => inputs,
+        Prepared::Fail(reason, message) => return fail(ctx, session, reason, message).await,
+        Prepared::Skip(why) => {
+            finish(
+                ctx,
+                session,
+                SessionPhase::Skipped,
+                "Skipped",
+                why,
+                json!({}),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let template = match resolve(session, ctx).await? {
+        ControlFlow::Continue(template) => template,
+        ControlFlow::Break(action) => return Ok(action),
+    };
+    let name = session.name_any();
+    let launched = Launch {
+        namespace: &ns(session),
+        session: &name,
+        owner: owner_of(session),
+        interim: inputs.interim.as_ref(),
+        job_name: &session.job_name(),
+        template: &template,
+        time_out: inputs.time_out.as_deref(),
+        conditions: session.conditions(),
+        generation: session.meta().generation,
+    };
+    let (mut body, timeout) = launch(&ctx.client, launched).await?;
+    merge(&mut body, session.running_status());
+    patch_status(ctx, session, body).await?;
+    let timeout = timeout.and_then(|t| t.to_std().ok());
+    Ok(Action::requeue(timeout.unwrap_or(RECHECK).min(RECHECK)))
+}
+
+/// The Job's template, or what to do instead: wait a little for an object that may yet come,
+/// or fail the session.
+///
+/// The Job is resolved now from the current objects, never taken from the session: a stored
+/// `spec.jobTemplate` is the webhook's preview, and a session admitted without the webhook may
+/// carry anything there.
+async fn resolve<K: SessionKind>(
+    session: &K,
+    ctx: &Context,
+) -> Result<ControlFlow<Action, JobTemplateSpec>> {
+    match session.resolve(ctx) {
+        Ok(template) => Ok(ControlFlow::Continue(template)),
+        Err(e) if wait_for_resolution(&e, session.meta().creation_timestamp.as_ref()) => {
+            Ok(ControlFlow::Break(Action::requeue(RESOLVE_RETRY)))
+        }
+        Err(e) => {
+            let message = format!("cannot resolve the Job: {e}");
+            Ok(ControlFlow::Break(
+                fail(ctx, session, "ResolutionFailed", message).await?,
+            ))
+        }
+    }
+}
+
+/// Running → the deadline, or the Job's outcome.
+async fn follow<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
+    let namespace = ns(session);
+    let job_name = session.job_name();
+    let deadline = session.deadline();
+    if deadline.is_some_and(|d| Utc::now() >= d) {
+        delete_job(&ctx.client, &namespace, &job_name).await?;
+        let message = session.deadline_message(ctx);
+        return fail(ctx, session, "DeadlineExceeded", message).await;
+    }
+    match job_outcome(ctx, &namespace, &job_name).await? {
+        JobObservation::Running => {
+            let until_deadline = deadline.and_then(|d| (d - Utc::now()).to_std().ok());
+            Ok(Action::requeue(
+                until_deadline.unwrap_or(RECHECK).min(RECHECK),
+            ))
+        }
+        JobObservation::Missing => {
+            let message = format!("Job {job_name} was deleted before it finished");
+            fail(ctx, session, "JobDeleted", message).await
+        }
+        JobObservation::Failed { reason, message } => fail(ctx, session, &reason, message).await,
+        JobObservation::Succeeded { result } => succeed(session, ctx, result).await,
+    }
+}
+
+/// A succeeded Job: the session succeeds with the agent's result, or fails without one.
+async fn succeed<K: SessionKind>(
+    session: &K,
+    ctx: &Context,
+    result: Option<AgentResult>,
+) -> Result<Action> {
+    let Some(outcome) = result.and_then(K::outcome) else {
+        let message = format!(
+            "the Job succeeded but the agent left no {} result in its termination message",
+            K::WORK.to_lowercase()
+        );
+        return fail(ctx, session, "NoResult", message).await;
+    };
+    let (message, fields) = K::succeeded_status(&outcome);
+    let reason = outcome_name::<K>(SessionPhase::Succeeded);
+    finish(
+        ctx,
+        session,
+        SessionPhase::Succeeded,
+        &reason,
+        message,
+        fields,
+    )
+    .await?;
+    session.after_success(ctx, outcome).await?;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_api::{BackupSession, RestoreSession};
+
+    #[test]
+    fn outcomes_are_named_by_the_work_and_the_phase() {
+        let backup = |p| outcome_name::<BackupSession>(p);
+        assert_eq!(backup(SessionPhase::Succeeded), "BackupSucceeded");
+        assert_eq!(backup(SessionPhase::Skipped), "BackupSkipped");
+        assert_eq!(backup(SessionPhase::Failed), "BackupFailed");
+        let restore = |p| outcome_name::<RestoreSession>(p);
+        assert_eq!(restore(SessionPhase::Succeeded), "RestoreSucceeded");
+        assert_eq!(restore(SessionPhase::Failed), "RestoreFailed");
+    }
+
+    #[test]
+    fn fields_merge_into_the_status_and_win() {
+        let mut body = json!({"phase": "Running", "conditions": []});
+        merge(&mut body, json!({"phase": "Failed", "totalHosts": 1}));
+        merge(&mut body, json!({}));
+        assert_eq!(
+            body,
+            json!({"phase": "Failed", "conditions": [], "totalHosts": 1})
+        );
+    }
+
+    #[test]
+    fn a_restore_reports_its_one_host() {
+        let restore = RestoreSession::new("r", Default::default());
+        let failed = restore.finished_status(SessionPhase::Failed, "5s", "it broke");
+        assert_eq!(failed["totalHosts"], 1);
+        assert_eq!(failed["stats"][0]["hostname"], "host-0");
+        assert_eq!(failed["stats"][0]["error"], "it broke");
+        let ok = restore.finished_status(SessionPhase::Succeeded, "5s", "done");
+        assert!(ok["stats"][0]["error"].is_null());
+        assert_eq!(restore.running_status(), json!({"totalHosts": 1}));
+    }
+}
