@@ -154,6 +154,13 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
             let loc = args.repo.location().phase("config")?;
             let store = files::Store::new(&loc, &args.repo.options()).phase("config")?;
             store.probe(files::PROBE_TIMEOUT).phase("repository")?;
+            // Only who can open the repository may delete it: the storage Secret's password
+            // must decrypt one of its keys (credentials alone may reach other tenants' data).
+            if store.has_config().phase("repository")? {
+                let opts = args.repo.options();
+                let be = repo::backend(&loc, &opts).phase("repository")?;
+                repo::open(be, &opts, false).phase("repository")?;
+            }
             let removed = store.wipe().phase("wipe")?;
             tracing::info!(removed, "repository wiped");
             println!("wiped {}: {removed} files removed", store.name());

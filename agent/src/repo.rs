@@ -140,13 +140,12 @@ pub fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn need(name: &str, what: &str) -> Result<String> {
-    env(name).ok_or_else(|| {
-        AgentError::Credentials(format!(
-            "{name} is not set: the repository Secret needs it for {what}"
-        ))
-    })
-}
+// Credentials come from the repository's storage Secret only: never the identity of the node
+// or of a ServiceAccount (which a pod's writer may choose), which might reach other tenants'
+// buckets.
+const AMBIENT_S3: &str = "S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the storage Secret (cairn does not use the node's or a ServiceAccount's cloud identity)";
+const AMBIENT_GCS: &str = "GCS: GOOGLE_SERVICE_ACCOUNT_JSON_KEY (or GOOGLE_APPLICATION_CREDENTIALS) in the storage Secret (cairn does not use the node's or a ServiceAccount's cloud identity)";
+const AMBIENT_AZURE: &str = "Azure: AZURE_ACCOUNT_KEY or AZURE_ACCOUNT_SAS in the storage Secret (cairn does not use the node's or a ServiceAccount's cloud identity)";
 
 /// The opendal options for a cloud location (service name and its settings). Secrets come from
 /// the repository Secret's keys in the environment, as restic reads them.
@@ -154,6 +153,22 @@ pub fn opendal_options(
     loc: &Location,
     opts: &RepoOptions,
 ) -> Result<Option<(&'static str, BTreeMap<String, String>)>> {
+    options_from(loc, opts, &env)
+}
+
+/// [`opendal_options`] with the repository Secret's keys read through `env`.
+fn options_from(
+    loc: &Location,
+    opts: &RepoOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(&'static str, BTreeMap<String, String>)>> {
+    let need = |name: &str, what: &str| {
+        env(name).ok_or_else(|| {
+            AgentError::Credentials(format!(
+                "{name} is not set: the repository Secret needs it for {what}"
+            ))
+        })
+    };
     let mut o = BTreeMap::new();
     let root = |p: &str| format!("/{p}");
     let service = match loc {
@@ -175,16 +190,20 @@ pub fn opendal_options(
                     .or_else(|| env("AWS_REGION"))
                     .unwrap_or_else(|| "us-east-1".into()),
             );
-            // Only what the Secret says: no ~/.aws files of whoever runs us.
+            // Only what the Secret says: no ~/.aws files, no instance metadata, no web identity
+            // of the node or of a ServiceAccount someone chose for the pod.
             o.insert("disable_config_load".into(), "true".into());
-            if let (Some(id), Some(key)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-            {
-                o.insert("access_key_id".into(), id);
-                o.insert("secret_access_key".into(), key);
-                o.insert("disable_ec2_metadata".into(), "true".into());
-                if let Some(t) = env("AWS_SESSION_TOKEN") {
-                    o.insert("session_token".into(), t);
-                }
+            o.insert("disable_ec2_metadata".into(), "true".into());
+            o.insert(
+                "access_key_id".into(),
+                need("AWS_ACCESS_KEY_ID", AMBIENT_S3)?,
+            );
+            o.insert(
+                "secret_access_key".into(),
+                need("AWS_SECRET_ACCESS_KEY", AMBIENT_S3)?,
+            );
+            if let Some(t) = env("AWS_SESSION_TOKEN") {
+                o.insert("session_token".into(), t);
             }
             "s3"
         }
@@ -197,9 +216,14 @@ pub fn opendal_options(
                     "credential".into(),
                     base64::engine::general_purpose::STANDARD.encode(key),
                 );
-            } else if let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
-                o.insert("credential_path".into(), path);
+            } else {
+                o.insert(
+                    "credential_path".into(),
+                    need("GOOGLE_APPLICATION_CREDENTIALS", AMBIENT_GCS)?,
+                );
             }
+            o.insert("disable_config_load".into(), "true".into());
+            o.insert("disable_vm_metadata".into(), "true".into());
             "gcs"
         }
         Location::Azure { container, prefix } => {
@@ -214,8 +238,11 @@ pub fn opendal_options(
             o.insert("account_name".into(), account);
             if let Some(key) = env("AZURE_ACCOUNT_KEY") {
                 o.insert("account_key".into(), key);
-            } else if let Some(sas) = env("AZURE_ACCOUNT_SAS") {
-                o.insert("sas_token".into(), sas);
+            } else {
+                o.insert(
+                    "sas_token".into(),
+                    need("AZURE_ACCOUNT_SAS", AMBIENT_AZURE)?,
+                );
             }
             "azblob"
         }
@@ -721,8 +748,24 @@ mod tests {
             max_connections: Some(4),
             ..Default::default()
         };
-        let (service, o) = opendal_options(&loc, &opts).unwrap().unwrap();
+        let keys = |k: &str| {
+            Some(match k {
+                "AWS_ACCESS_KEY_ID" => "id".to_string(),
+                "AWS_SECRET_ACCESS_KEY" => "secret".to_string(),
+                _ => return None,
+            })
+        };
+        let (service, o) = options_from(&loc, &opts, &keys).unwrap().unwrap();
         assert_eq!(service, "s3");
+        assert_eq!(o["disable_ec2_metadata"], "true");
+        assert_eq!(o["access_key_id"], "id");
+        // Without keys: refused, never the node's or a ServiceAccount's identity.
+        let err = options_from(&loc, &opts, &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+        let gcs = Location::parse("gs:bucket:/p").unwrap();
+        assert!(options_from(&gcs, &opts, &|_| None).is_err());
         assert_eq!(o["bucket"], "bucket");
         assert_eq!(o["root"], "/pre");
         assert_eq!(o["endpoint"], "http://127.0.0.1:9000");

@@ -93,7 +93,23 @@ fn wipe_deletes_the_repository_and_nothing_else() -> Result<()> {
     )?;
     assert!(!denied.ok());
     let (phase, reason) = denied.failure()?;
-    assert_eq!(phase, "repository", "{reason}");
+    assert_eq!(phase, "config", "{reason}");
+    assert!(reason.contains("AWS_ACCESS_KEY_ID"), "{reason}");
+    // Credentials to the bucket are not enough: the password must open the repository.
+    let mut wrong = env.clone();
+    wrong.push(("RESTIC_PASSWORD", "not-this-repositorys".into()));
+    let mut wipe_two = wipe.clone();
+    wipe_two[1] = format!("--repository={two}");
+    let refused = agent(&wipe_two, &wrong, tmp.path())?;
+    assert!(!refused.ok(), "wiped with a wrong password");
+    assert_eq!(
+        s3.list_objects("backups")?
+            .iter()
+            .filter(|k| k.starts_with("wipe/two/"))
+            .count(),
+        two_before,
+        "a refused wipe deleted something"
+    );
     Ok(())
 }
 

@@ -169,8 +169,7 @@ impl AppBinding {
 
     /// Whether `clientConfig.url` carries a `user:password@` part.
     pub fn url_has_credentials(&self) -> bool {
-        let url = self.url();
-        without_userinfo(&url) != url
+        url_has_userinfo(&self.url())
     }
 
     /// Whether the agent talks plain http to the database (a `service` without a scheme too).
@@ -183,7 +182,7 @@ impl AppBinding {
 
 /// `url` without the `user:password@` a user may have written into it: credentials reach the
 /// agent only from the AppBinding's Secret, never through the Job's arguments or its preview.
-fn without_userinfo(url: &str) -> String {
+pub fn without_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -192,4 +191,9 @@ fn without_userinfo(url: &str) -> String {
         Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
         None => url.to_string(),
     }
+}
+
+/// Whether `url` carries a `user:password@` part.
+pub fn url_has_userinfo(url: &str) -> bool {
+    without_userinfo(url) != url
 }

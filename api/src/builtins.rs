@@ -111,24 +111,60 @@ pub const RESERVED_ENV: &[&str] = &[
     "CAIRN_IONICE_CLASS_DATA",
     "CAIRN_TERMINATION_LOG",
 ];
-/// Prefixes of environment variables that carry the repository's credentials and password,
-/// which come only from the storage Secret (restic's and its backends' names).
+/// Prefixes of environment variables that carry the repository's credentials, password and
+/// CA, which come only from the storage Secret (restic's and its backends' names).
 pub const RESERVED_ENV_PREFIXES: &[&str] = &[
-    "CAIRN_", "RESTIC_", "AWS_", "GOOGLE_", "AZURE_", "B2_", "OS_", "ST_",
+    "CAIRN_",
+    "RESTIC_",
+    "AWS_",
+    "GOOGLE_",
+    "AZURE_",
+    "B2_",
+    "OS_",
+    "ST_",
+    "REST_SERVER_",
+    "CA_CERT_",
+    "SSL_CERT_",
 ];
+/// Variables that send the agent's traffic (with the database's and the repository's
+/// credentials) elsewhere, in any case.
+pub const TRAFFIC_ENV: &[&str] = &["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"];
 
 /// Why an environment variable name is cairn's, or `None` when a user may set it.
 pub fn reserved_env(name: &str) -> Option<&'static str> {
     if RESERVED_ENV.contains(&name) {
         return Some("cairn sets it for the agent");
     }
+    if TRAFFIC_ENV.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+        return Some("it would route the agent's traffic, with the credentials it carries");
+    }
     RESERVED_ENV_PREFIXES
         .iter()
         .any(|p| name.starts_with(p))
         .then_some(
-            "the repository's password and credentials come only from the Repository's storage \
-             Secret",
+            "the repository's password, credentials and CA come only from the Repository's \
+             storage Secret",
         )
+}
+
+/// Prefixes of pod annotation and label keys that make other admission webhooks add
+/// containers of the writer's choosing (service meshes, secret injectors) to cairn's pod.
+pub const INJECTOR_KEY_PREFIXES: &[&str] = &[
+    "sidecar.istio.io/",
+    "proxy.istio.io/",
+    "traffic.sidecar.istio.io/",
+    "istio.io/",
+    "linkerd.io/",
+    "config.linkerd.io/",
+    "config.alpha.linkerd.io/",
+    "vault.hashicorp.com/",
+    "dapr.io/",
+    "consul.hashicorp.com/",
+];
+
+/// Whether a pod annotation or label key steers a sidecar injector.
+pub fn is_injector_key(key: &str) -> bool {
+    INJECTOR_KEY_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 /// Label prefixes on a Job's pod that only cairn and the Job controller write: they route the
@@ -165,6 +201,9 @@ mod tests {
         assert!(reserved_env("CAIRN_TARGET_CA_CERT").is_some());
         assert!(reserved_env("HOME").is_some());
         assert!(reserved_env("GOMAXPROCS").is_none());
+        assert!(reserved_env("https_proxy").is_some());
+        assert!(reserved_env("CA_CERT_DATA").is_some());
+        assert!(is_injector_key("sidecar.istio.io/proxyImage"));
         assert!(is_reserved_label("cairn.dev/session"));
         assert!(!is_reserved_label("team"));
     }

@@ -329,6 +329,21 @@ pub struct PersistentVolumeClaimTemplate {
     pub spec: PersistentVolumeClaimSpec,
 }
 
+impl PersistentVolumeClaimTemplate {
+    /// The spec of a session's claim: only what admission lets a user choose (access modes,
+    /// size, StorageClass, volume mode). A name or selector binding someone else's volume, or a
+    /// data source, never reaches the claim, even for a template admitted without the webhook.
+    pub fn claim_spec(&self) -> k8s_openapi::api::core::v1::PersistentVolumeClaimSpec {
+        k8s_openapi::api::core::v1::PersistentVolumeClaimSpec {
+            access_modes: self.spec.access_modes.clone(),
+            resources: self.spec.resources.clone(),
+            storage_class_name: self.spec.storage_class_name.clone(),
+            volume_mode: self.spec.volume_mode.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Phase of a session or a host within it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum SessionPhase {

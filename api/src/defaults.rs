@@ -216,13 +216,18 @@ pub fn default_backup_session(session: &mut BackupSession, lookups: &dyn Lookups
     if session.spec.retry_left.is_none()
         && let Some(config) = lookups.backup_configuration(&namespace, &invoker.name)
     {
-        let max = config
-            .spec
+        session.spec.retry_left = Some(config.max_retry());
+    }
+}
+
+impl BackupConfiguration {
+    /// `retryConfig.maxRetry`, or its default: the most retries any of its sessions gets.
+    pub fn max_retry(&self) -> i32 {
+        self.spec
             .retry_config
             .as_ref()
             .and_then(|r| r.max_retry)
-            .unwrap_or(DEFAULT_MAX_RETRY);
-        session.spec.retry_left = Some(max);
+            .unwrap_or(DEFAULT_MAX_RETRY)
     }
 }
 

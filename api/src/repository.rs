@@ -264,6 +264,49 @@ impl LocalSpec {
         out
     }
 
+    /// What is wrong with `mountPath`, or `None`: an absolute path, not the root, not in
+    /// `/cairn` (the agent's own files) and not over the image's system directories (whose
+    /// binaries, libraries and trust store a volume would replace).
+    pub fn mount_path_problem(&self) -> Option<String> {
+        let mount = &self.mount_path;
+        let valid_mount =
+            "use an absolute path other than / that is not /cairn or under it, e.g. /repository";
+        if mount.is_empty() {
+            return Some(format!(
+                "is empty: set where the volume is mounted in the Job; {valid_mount}"
+            ));
+        } else if !mount.starts_with('/') {
+            return Some(format!("{mount:?} is not an absolute path; {valid_mount}"));
+        } else {
+            // Compare by components so `/cairn/`, `//cairn` or `/./cairn` cannot slip past.
+            let parts: Vec<&str> = mount
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .collect();
+            if parts.contains(&"..") {
+                return Some(format!("{mount:?} contains \"..\"; {valid_mount}"));
+            } else if parts.is_empty() {
+                return Some(format!(
+                    "{mount:?} would mount the volume over the container's root; {valid_mount}"
+                ));
+            } else if parts[0] == "cairn" {
+                return Some(format!(
+                    "{mount:?} is inside /cairn, where the agent keeps its own files; {valid_mount}"
+                ));
+            } else if SYSTEM_DIRS.contains(&parts[0]) || parts[..] == ["var", "run"] {
+                // Over the image's own files, a volume would replace the agent's binary, its
+                // libraries or its trust store with whatever the volume holds.
+                return Some(format!(
+                    "{mount:?} is inside /{}, part of the image the agent runs from; \
+                     {valid_mount}",
+                    parts[0]
+                ));
+            }
+        }
+
+        None
+    }
+
     /// The pod volume named `name` that mounts this repository in a Job.
     pub fn volume(&self, name: &str) -> k8s_openapi::api::core::v1::Volume {
         k8s_openapi::api::core::v1::Volume {
@@ -277,6 +320,11 @@ impl LocalSpec {
         }
     }
 }
+
+/// Top-level directories of the image a local repository may not be mounted over or under.
+const SYSTEM_DIRS: &[&str] = &[
+    "bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "proc", "run", "sbin", "sys", "usr",
+];
 
 /// Every local volume source, for messages that list what is valid.
 pub const LOCAL_VOLUME_SOURCES: &str = "hostPath, nfs, persistentVolumeClaim, csi, emptyDir";

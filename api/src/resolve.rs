@@ -275,6 +275,35 @@ fn resolve_with_lookups(
     let repository = lookups
         .repository(&repo_ns, &repo_name)
         .ok_or_else(|| missing("Repository", Some(&repo_ns), &repo_name))?;
+    if let Some(problem) = repository
+        .spec
+        .backend
+        .local
+        .as_ref()
+        .and_then(|l| l.mount_path_problem())
+    {
+        refuse(
+            source,
+            std::iter::once(format!(
+                "Repository {repo_ns}/{repo_name} spec.backend.local.mountPath: {problem}"
+            )),
+        )?;
+    }
+    // A Repository that does not admit this namespace (admitted without the webhook, or its
+    // usage policy changed since) lends no Job its storage.
+    let labels = lookups.namespace_labels(source.namespace);
+    if crate::validation::usage_policy_admits(&repository, source.namespace, labels.as_ref())
+        == Some(false)
+    {
+        refuse(
+            source,
+            std::iter::once(format!(
+                "spec.repository: Repository {repo_ns}/{repo_name} does not admit namespace {:?} \
+                 (its spec.usagePolicy.allowedNamespaces)",
+                source.namespace
+            )),
+        )?;
+    }
     let app_binding = lookups
         .app_binding(source.namespace, &source.target_ref.name)
         .ok_or_else(|| {
@@ -541,10 +570,9 @@ pub fn repository_url(backend: &Backend) -> String {
         Some(Provider::B2) => backend.b2.as_ref().map_or_else(String::new, |b| {
             with_prefix(format!("b2:{}:", b.bucket), &b.prefix, "")
         }),
-        Some(Provider::Rest) => backend
-            .rest
-            .as_ref()
-            .map_or_else(String::new, |r| format!("rest:{}", r.url)),
+        Some(Provider::Rest) => backend.rest.as_ref().map_or_else(String::new, |r| {
+            format!("rest:{}", crate::appbinding::without_userinfo(&r.url))
+        }),
         Some(Provider::Local) => format!("local:{}", local_repository_path(backend)),
         None => String::new(),
     }
@@ -610,6 +638,14 @@ pub fn resolve_job(
         for p in &step.params {
             if !overriding.contains(&p.name.as_str()) && !is_built_in_variable(&p.name) {
                 step_vars.insert(p.name.clone(), p.value.clone());
+            }
+        }
+        // The kubelet expands `$(NAME)` in a container's command, args and env values: a value
+        // (a param, a name) carrying one could read the Secret-backed environment into the
+        // agent's arguments. `$$(` is Kubernetes' escape for a literal `$(`.
+        for value in step_vars.values_mut() {
+            if value.contains("$(") {
+                *value = value.replace("$(", "$$(");
             }
         }
         let mut spec = serde_json::to_value(&function.spec)
@@ -1002,6 +1038,31 @@ pub fn resolve_wipe_job(
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
     };
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        restart_policy: Some("Never".to_string()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security::pod_context(None)),
+        ..Default::default()
+    };
+    // A Repository admitted without the webhook (or under a looser install) may name a volume
+    // the install does not allow: the wipe mounts it read-write, so it is refused like any Job.
+    let reasons: Vec<String> = pod_security::check_pod(None, &pod_spec)
+        .into_iter()
+        .filter(|v| v.applies_at(install.policy.job_pod_security))
+        .map(|v| format!("the wipe Job's pod {v}"))
+        .collect();
+    if !reasons.is_empty() {
+        return Err(ResolveError::Refused {
+            invoker: format!(
+                "Repository {}/{name}",
+                repo.meta().namespace.as_deref().unwrap_or_default()
+            ),
+            reasons,
+        });
+    }
     let labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         ("cairn.dev/wipe-out".to_string(), label_value(&name)),
@@ -1018,15 +1079,7 @@ pub fn resolve_wipe_job(
                     labels: Some(labels),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    restart_policy: Some("Never".to_string()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security::pod_context(None)),
-                    ..Default::default()
-                }),
+                spec: Some(pod_spec),
             },
             ..Default::default()
         }),

@@ -511,3 +511,50 @@ fn credentials_in_the_appbinding_url_never_reach_the_job() {
         Some("https://es.demo.svc:9200/")
     );
 }
+
+#[test]
+fn a_value_cannot_make_the_kubelet_expand_a_variable() {
+    let cluster = cluster_with(|c| {
+        c.spec
+            .task
+            .get_or_insert_with(Default::default)
+            .params
+            .push(cairn_api::common::Param {
+                name: "waitTimeout".into(),
+                value: "$(RESTIC_PASSWORD)".into(),
+            })
+    });
+    let job = resolve_backup_job(&session("es-backup"), &cluster, &install()).expect("resolves");
+    assert_eq!(
+        arg(&pod(&job).containers[0], "--wait-timeout"),
+        Some("$$(RESTIC_PASSWORD)")
+    );
+}
+
+#[test]
+fn a_repository_that_refuses_the_namespace_lends_no_job_its_storage() {
+    let mut cluster = example_cluster();
+    let key = ("demo".to_string(), "s3-repo".to_string());
+    let mut repo = (*cluster.repositories[&key]).clone();
+    repo.metadata.namespace = Some("storage".into());
+    cluster.repositories.remove(&key);
+    cluster.repositories.insert(
+        ("storage".into(), "s3-repo".into()),
+        std::sync::Arc::new(repo),
+    );
+    let cluster = {
+        let mut c = cluster;
+        let k = ("demo".to_string(), "es-backup".to_string());
+        let mut config = (*c.backup_configurations[&k]).clone();
+        config.spec.repository.namespace = Some("storage".into());
+        c.backup_configurations
+            .insert(k, std::sync::Arc::new(config));
+        c
+    };
+    // The Repository admits only its own namespace (the default usage policy).
+    let message = refusal(&cluster, &install());
+    assert!(
+        message.contains("does not admit namespace \"demo\""),
+        "{message}"
+    );
+}

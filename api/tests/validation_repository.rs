@@ -390,7 +390,7 @@ fn http_urls() {
         (
             "rest with user",
             rest_url("https://user:pw@rest.example.com/repo"),
-            Expect::Ok,
+            Expect::Err("spec.backend.rest.url", &["REST_SERVER_USERNAME"]),
         ),
         (
             "rest bare host",

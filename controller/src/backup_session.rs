@@ -260,7 +260,10 @@ async fn update_repository(session: &BackupSession, ctx: &Context, b: &BackupRes
 /// A failed session with retries left makes one new session after `retryConfig.delay`.
 async fn retry(session: &BackupSession, ctx: &Context) -> Result<Action> {
     let status = session.status.clone().unwrap_or_default();
-    let left = session.spec.retry_left.unwrap_or(0);
+    // Never more than the configuration allows now, whatever the session says (one admitted
+    // without the webhook may say anything).
+    let allowed = invoker(session, ctx).map_or(0, |c| c.max_retry());
+    let left = session.spec.retry_left.unwrap_or(0).min(allowed);
     if left <= 0 || status.retried == Some(true) {
         return Ok(Action::await_change());
     }

@@ -81,7 +81,7 @@ pub async fn ensure_interim_pvc(
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
-        spec: Some(template.spec.clone()),
+        spec: Some(template.claim_spec()),
         status: None,
     };
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);

@@ -461,6 +461,31 @@ fn what_a_configuration_asks_of_its_job_is_bounded() {
             json!({"runtimeSettings": {"pod": {"podLabels": {"cairn.dev/session": "other"}}}}),
             "spec.runtimeSettings.pod.podLabels[cairn.dev/session]",
         ),
+        (
+            json!({"runtimeSettings": {"pod": {"podAnnotations": {"sidecar.istio.io/proxyImage": "evil/img"}}}}),
+            "spec.runtimeSettings.pod.podAnnotations[sidecar.istio.io/proxyImage]",
+        ),
+        (
+            json!({"runtimeSettings": {"pod": {"nodeName": "control-plane-0"}}}),
+            "spec.runtimeSettings.pod.nodeName",
+        ),
+        (
+            json!({"runtimeSettings": {"pod": {"priorityClassName": "system-node-critical"}}}),
+            "spec.runtimeSettings.pod.priorityClassName",
+        ),
+        (
+            json!({"runtimeSettings": {"container": {"env": [{"name": "HTTPS_PROXY", "value": "http://attacker.invalid:3128"}]}}}),
+            "spec.runtimeSettings.container.env[0].name",
+        ),
+        (
+            json!({"runtimeSettings": {"container": {"envFrom": [{"configMapRef": {"name": "mine"}}]}}}),
+            "spec.runtimeSettings.container.envFrom[0].prefix",
+        ),
+        (
+            json!({"interimVolumeTemplate": {"metadata": {"name": "dump"},
+                   "spec": {"volumeName": "someone-elses-pv", "resources": {"requests": {"storage": "1Gi"}}}}}),
+            "spec.interimVolumeTemplate.spec.volumeName",
+        ),
     ];
     for (extra, path) in cases {
         let mut config = bc();
@@ -485,6 +510,49 @@ fn what_a_configuration_asks_of_its_job_is_bounded() {
         &review_json("CREATE", "BackupConfiguration", root, None),
     );
     assert!(denial(&resp).contains("jobPodSecurity: baseline"), "{resp}");
+}
+
+#[test]
+fn repositories_and_sessions_cannot_steer_jobs_either() {
+    let repo = |backend: Value| {
+        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository",
+               "metadata": {"name": "r", "namespace": "demo"},
+               "spec": {"backend": backend}})
+    };
+    for (backend, path) in [
+        (
+            json!({"storageSecretName": "s", "rest": {"url": "https://user:hunter2@rest.example:8000/"}}),
+            "spec.backend.rest.url",
+        ),
+        (
+            json!({"storageSecretName": "s", "local": {"mountPath": "/usr/local/bin", "emptyDir": {}}}),
+            "spec.backend.local.mountPath",
+        ),
+        (
+            json!({"storageSecretName": "s", "local": {"mountPath": "/r", "hostPath": {"path": "/"}}}),
+            "spec.backend.local.hostPath",
+        ),
+    ] {
+        let (resp, outcome) = run(
+            Endpoint::Validate,
+            &review_json("CREATE", "Repository", repo(backend), None),
+        );
+        assert_eq!(outcome, Outcome::Denied, "{path}");
+        assert!(denial(&resp).contains(path), "{path}: {resp}");
+        assert!(!denial(&resp).contains("hunter2"), "{resp}");
+    }
+    let session = json!({
+        "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": "forever", "namespace": "demo"},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "es-backup"},
+                 "retryLeft": 2147483647}
+    });
+    let (resp, outcome) = run(
+        Endpoint::Validate,
+        &review_json("CREATE", "BackupSession", session, None),
+    );
+    assert_eq!(outcome, Outcome::Denied);
+    assert!(denial(&resp).contains("spec.retryLeft"), "{resp}");
 }
 
 #[test]

@@ -62,11 +62,22 @@ pub fn validate_backup_session(
             "spec.invoker.name",
             format!("is empty: name the {INVOKER_KIND} (in namespace {namespace:?}) to run"),
         );
-    } else if invoker.kind == INVOKER_KIND
-        && lookups
-            .backup_configuration(namespace, &invoker.name)
-            .is_none()
+    } else if let Some(config) = lookups
+        .backup_configuration(namespace, &invoker.name)
+        .filter(|_| invoker.kind == INVOKER_KIND)
     {
+        if let Some(left) = new.spec.retry_left.filter(|l| *l > config.max_retry()) {
+            v.error(
+                "spec.retryLeft",
+                format!(
+                    "{left} is more than {INVOKER_KIND} {namespace}/{}'s retryConfig.maxRetry \
+                     ({}): leave it out (cairn sets it) or set at most that",
+                    invoker.name,
+                    config.max_retry()
+                ),
+            );
+        }
+    } else if invoker.kind == INVOKER_KIND {
         v.error(
             "spec.invoker.name",
             format!(

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::{Policy, Verdict};
-use crate::builtins::{is_built_in_variable, is_reserved_label, reserved_env};
+use crate::builtins::{is_built_in_variable, is_injector_key, is_reserved_label, reserved_env};
 use crate::common::{Param, RuntimeSettings, TaskRef};
 use crate::defaults::Direction;
 use crate::pod_security::{self, PodSecurityLevel};
@@ -140,7 +140,54 @@ pub fn check_job_settings(
             );
         }
     }
+    for (i, from) in container
+        .and_then(|c| c.env_from.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        // Every key of a ConfigMap or Secret becomes a variable: only a prefix of the user's
+        // own keeps them off cairn's names.
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        let probe = format!("{prefix}X");
+        if prefix.is_empty() || reserved_env(&probe).is_some() || prefix.contains("PROXY") {
+            v.error(
+                format!("{path}.container.envFrom[{i}].prefix"),
+                format!(
+                    "{}: set a prefix of your own (e.g. APP_) so no key of the ConfigMap or \
+                     Secret can replace a variable cairn sets or the repository's credentials",
+                    if prefix.is_empty() {
+                        "is not set".to_string()
+                    } else {
+                        format!("{prefix:?} is cairn's")
+                    }
+                ),
+            );
+        }
+    }
+    check_pod_placement(v, path, pod);
     let labels: Option<&BTreeMap<String, String>> = pod.and_then(|p| p.pod_labels.as_ref());
+    let annotations = pod.and_then(|p| p.pod_annotations.as_ref());
+    for (field, key) in annotations
+        .into_iter()
+        .flat_map(|a| a.keys())
+        .map(|k| ("podAnnotations", k))
+        .chain(
+            labels
+                .into_iter()
+                .flat_map(|l| l.keys())
+                .map(|k| ("podLabels", k)),
+        )
+    {
+        if is_injector_key(key) {
+            v.error(
+                format!("{path}.pod.{field}[{key}]"),
+                "steers a sidecar or secret injector, which would add containers of its own \
+                 choosing to cairn's pod: leave it out (cairn's Jobs talk to the database and \
+                 the repository directly)",
+            );
+        }
+    }
     for key in labels.into_iter().flat_map(|l| l.keys()) {
         if is_reserved_label(key) {
             v.error(
@@ -156,6 +203,43 @@ pub fn check_job_settings(
             format!("{path}.pod.automountServiceAccountToken"),
             "ignored: cairn's Jobs never mount a ServiceAccount token (the agent needs no \
              Kubernetes API access; its result travels in the termination message)",
+        );
+    }
+}
+
+/// Where the pod runs is the scheduler's to decide, within the node selector, affinity and
+/// tolerations a user may set: not a node named outright (past the scheduler, cordons and
+/// taints) nor a priority class of the cluster's own components (which preempts other pods).
+fn check_pod_placement(
+    v: &mut Verdict,
+    path: &str,
+    pod: Option<&crate::common::PodRuntimeSettings>,
+) {
+    let Some(pod) = pod else { return };
+    if pod.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
+        v.error(
+            format!("{path}.pod.nodeName"),
+            "may not be set: it bypasses the scheduler, cordons and taints; choose nodes with \
+             nodeSelector or affinity instead",
+        );
+    }
+    if let Some(class) = pod
+        .priority_class_name
+        .as_deref()
+        .filter(|c| c.starts_with("system-"))
+    {
+        v.error(
+            format!("{path}.pod.priorityClassName"),
+            format!(
+                "{class:?} is for the cluster's own components and would preempt other pods: \
+                 use a PriorityClass of your own"
+            ),
+        );
+    }
+    if pod.priority.is_some() {
+        v.error(
+            format!("{path}.pod.priority"),
+            "may not be set: the PriorityClass named by priorityClassName decides it",
         );
     }
 }

@@ -36,6 +36,16 @@ pub fn validate_repository(
 
     let backend = &new.spec.backend;
     check_providers(backend, &mut v);
+    if let Some(rest) = &backend.rest
+        && crate::appbinding::url_has_userinfo(&rest.url)
+    {
+        v.error(
+            format!("{BACKEND}.rest.url"),
+            "holds a user name or password: credentials go in the storage Secret \
+             (REST_SERVER_USERNAME, REST_SERVER_PASSWORD), never in the Repository, whose spec \
+             any reader of the object and every Job's arguments would show",
+        );
+    }
     check_storage_secret(new, lookups, &mut v);
 
     if let Some(s3) = &backend.s3 {
@@ -318,46 +328,8 @@ fn check_http_url(url: &str) -> Result<(), String> {
 
 fn check_local(local: &LocalSpec, v: &mut Verdict) {
     let path = format!("{BACKEND}.local");
-    let mount = &local.mount_path;
-    let mount_path = format!("{path}.mountPath");
-    let valid_mount =
-        "use an absolute path other than / that is not /cairn or under it, e.g. /repository";
-    if mount.is_empty() {
-        v.error(
-            mount_path,
-            format!("is empty: set where the volume is mounted in the Job; {valid_mount}"),
-        );
-    } else if !mount.starts_with('/') {
-        v.error(
-            mount_path,
-            format!("{mount:?} is not an absolute path; {valid_mount}"),
-        );
-    } else {
-        // Compare by components so `/cairn/`, `//cairn` or `/./cairn` cannot slip past.
-        let parts: Vec<&str> = mount
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .collect();
-        if parts.contains(&"..") {
-            v.error(
-                mount_path,
-                format!("{mount:?} contains \"..\"; {valid_mount}"),
-            );
-        } else if parts.is_empty() {
-            v.error(
-                mount_path,
-                format!(
-                    "{mount:?} would mount the volume over the container's root; {valid_mount}"
-                ),
-            );
-        } else if parts[0] == "cairn" {
-            v.error(
-                mount_path,
-                format!(
-                    "{mount:?} is inside /cairn, where the agent keeps its own files; {valid_mount}"
-                ),
-            );
-        }
+    if let Some(problem) = local.mount_path_problem() {
+        v.error(format!("{path}.mountPath"), problem);
     }
 
     let sources = local.volume_sources();

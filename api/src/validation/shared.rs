@@ -638,6 +638,19 @@ pub(crate) fn check_interim_volume_template(
             "must not be set: each session's claim must start empty; remove dataSourceRef",
         );
     }
+    for (field, set) in [
+        ("volumeName", spec.volume_name.is_some()),
+        ("selector", spec.selector.is_some()),
+    ] {
+        if set {
+            v.error(
+                format!("{spath}.{field}"),
+                "must not be set: the claim would bind a PersistentVolume chosen by name or \
+                 label, perhaps another tenant's; let the StorageClass provision a new one \
+                 (storageClassName)",
+            );
+        }
+    }
     if let Some(class) = spec.storage_class_name.as_deref() {
         // "" is Kubernetes' way of asking for no class (a pre-provisioned volume).
         if !class.is_empty() && !is_dns_subdomain(class) {
