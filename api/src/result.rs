@@ -35,7 +35,7 @@ pub struct BackupResult {
     pub total_bytes: u64,
     pub added_bytes: u64,
     pub duration_seconds: f64,
-    /// Retention outcome.
+    /// Retention outcome, over the configuration's own snapshots (its identity tags).
     #[serde(default)]
     pub snapshots_kept: u64,
     #[serde(default)]

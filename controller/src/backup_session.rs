@@ -210,6 +210,9 @@ fn record_success(session: &BackupSession, ctx: &Context, b: &BackupResult) {
         .last_backup_documents
         .get_or_create(&labels)
         .set(documents);
+    // The agent's retention counts only this configuration's own snapshots.
+    let own = i64::try_from(b.snapshots_kept).unwrap_or(i64::MAX);
+    metrics.snapshots.get_or_create(&labels).set(own);
 }
 
 fn short(id: &str) -> &str {

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub last_success: Family<ConfigLabels, Gauge<f64, AtomicU64>>,
     pub last_backup_bytes: Family<ConfigLabels, Gauge>,
     pub last_backup_documents: Family<ConfigLabels, Gauge>,
+    /// Snapshots of the configuration's own identity in its repository after its last backup.
+    pub snapshots: Family<ConfigLabels, Gauge>,
     pub scheduling_lag: Histogram,
     pub missed_slots: Family<ConfigLabels, Counter>,
     pub reconciles: Family<ReconcileLabels, Counter>,
@@ -61,6 +63,7 @@ impl Default for Metrics {
             last_success: Family::default(),
             last_backup_bytes: Family::default(),
             last_backup_documents: Family::default(),
+            snapshots: Family::default(),
             scheduling_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             missed_slots: Family::default(),
             reconciles: Family::default(),
@@ -94,6 +97,11 @@ impl Default for Metrics {
             "backup_last_documents",
             "Documents in the last backup per configuration",
             m.last_backup_documents.clone(),
+        );
+        registry.register(
+            "backup_snapshots",
+            "Snapshots of the configuration's own in its repository after its last backup (a shared repository holds other configurations' too)",
+            m.snapshots.clone(),
         );
         registry.register(
             "scheduling_lag_seconds",

@@ -217,6 +217,13 @@ async fn a_backup_session_succeeds_with_the_agents_result() {
         metrics.contains("cairn_backup_last_documents{"),
         "{metrics}"
     );
+    // Per configuration, from the agent's count of the configuration's own snapshots.
+    assert!(
+        metrics.lines().any(|l| l.starts_with("cairn_backup_snapshots{")
+            && l.contains("configuration=\"cfg\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
