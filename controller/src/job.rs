@@ -180,7 +180,12 @@ pub async fn launch(
 /// The outcome of a Job, from the Job and its Pods. Read from the watch caches first; anything
 /// but Running (which only waits) is confirmed with a live read, so a cache that lags (a Job
 /// just created, a Pod's termination message not seen yet) decides nothing.
-pub async fn job_outcome(ctx: &Context, namespace: &str, job_name: &str) -> Result<JobObservation> {
+pub async fn job_outcome(
+    ctx: &Context,
+    namespace: &str,
+    job_name: &str,
+    owner_uid: &str,
+) -> Result<JobObservation> {
     let job = ctx
         .stores
         .jobs
@@ -196,7 +201,8 @@ pub async fn job_outcome(ctx: &Context, namespace: &str, job_name: &str) -> Resu
         })
         .map(|p| p.as_ref().clone())
         .collect();
-    let cached = observe(job.as_deref(), &pods, k8s_openapi::jiff::Timestamp::now());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let cached = observe(job.as_deref(), &pods, now, owner_uid);
     if matches!(cached, JobObservation::Running) {
         return Ok(cached);
     }
@@ -210,6 +216,7 @@ pub async fn job_outcome(ctx: &Context, namespace: &str, job_name: &str) -> Resu
         job.as_ref(),
         &list.items,
         k8s_openapi::jiff::Timestamp::now(),
+        owner_uid,
     ))
 }
 

@@ -36,10 +36,31 @@ pub const POD_CREATION_GRACE: SignedDuration = SignedDuration::from_secs(300);
 
 /// Reads the outcome from the Job and its Pods at `now` (newest first does not matter: a Job
 /// of ours has `backoffLimit: 0`, so one Pod).
-pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp) -> JobObservation {
+///
+/// Only what cairn made counts: a Job whose controller is not `owner` (the session or
+/// Repository, by uid) fails the session, and a Pod counts only when its controller is that
+/// Job. A namespace user may create Jobs and Pods, with any name and labels; their termination
+/// messages must not become a session's result.
+pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp, owner: &str) -> JobObservation {
     let Some(job) = job else {
         return JobObservation::Missing;
     };
+    if !controlled_by(&job.metadata, owner) {
+        return JobObservation::Failed {
+            reason: "JobNotOurs".into(),
+            message: format!(
+                "Job {} exists but cairn did not create it for this object; delete it and run \
+                 again",
+                job.metadata.name.as_deref().unwrap_or_default()
+            ),
+        };
+    }
+    let job_uid = job.metadata.uid.as_deref().unwrap_or_default();
+    let pods: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| controlled_by(&p.metadata, job_uid))
+        .collect();
+    let pods = pods.as_slice();
     if pods.is_empty()
         && let Some(created) = job.metadata.creation_timestamp.as_ref()
         && now.duration_since(created.0) > POD_CREATION_GRACE
@@ -54,7 +75,7 @@ pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp) -> JobObservatio
         };
     }
     // A pod that failed tells more than the Job's condition: look at pods first.
-    for pod in pods {
+    for &pod in pods {
         if let Some(failure) = pod_failure(pod) {
             return failure;
         }
@@ -70,7 +91,7 @@ pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp) -> JobObservatio
     if condition("Complete").is_some() || status.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
         let result = pods
             .iter()
-            .find_map(main_container_message)
+            .find_map(|p| main_container_message(p))
             .and_then(|m| AgentResult::from_termination_message(&m));
         return match result {
             Some(AgentResult::Failure(f)) => JobObservation::Failed {
@@ -83,7 +104,7 @@ pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp) -> JobObservatio
     if let Some(c) = condition("Failed") {
         let message = pods
             .iter()
-            .find_map(main_container_message)
+            .find_map(|p| main_container_message(p))
             .or_else(|| c.message.clone())
             .unwrap_or_default();
         return JobObservation::Failed {
@@ -92,6 +113,19 @@ pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp) -> JobObservatio
         };
     }
     JobObservation::Running
+}
+
+/// Whether `meta`'s controlling owner has `uid` (uids are unique and never reused).
+fn controlled_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    uid: &str,
+) -> bool {
+    !uid.is_empty()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
 fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
@@ -206,6 +240,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const SESSION: &str = "session-uid";
+    const JOB: &str = "job-uid";
+
+    fn owned(uid: &str) -> serde_json::Value {
+        json!([{"apiVersion": "v1", "kind": "X", "name": "o", "uid": uid, "controller": true}])
+    }
+
     fn now() -> Timestamp {
         Timestamp::from_second(1_800_000_000).expect("t")
     }
@@ -213,7 +254,8 @@ mod tests {
     #[test]
     fn a_job_without_a_pod_fails_after_the_grace_period() {
         let job: Job = serde_json::from_value(
-            json!({"metadata": {"name": "j", "creationTimestamp": "2027-01-15T08:00:00Z"}}),
+            json!({"metadata": {"name": "j", "uid": JOB, "creationTimestamp": "2027-01-15T08:00:00Z",
+                                "ownerReferences": owned(SESSION)}}),
         )
         .expect("job");
         let created = Timestamp::from_second(1_800_000_000).expect("t");
@@ -224,23 +266,48 @@ mod tests {
             .checked_add(SignedDuration::from_secs(301))
             .expect("t");
         assert_eq!(
-            observe(Some(&job), &[], just_after),
+            observe(Some(&job), &[], just_after, SESSION),
             JobObservation::Running
         );
         assert!(
-            matches!(observe(Some(&job), &[], long_after), JobObservation::Failed { reason, .. } if reason == "PodNotCreated")
+            matches!(observe(Some(&job), &[], long_after, SESSION), JobObservation::Failed { reason, .. } if reason == "PodNotCreated")
         );
     }
 
     fn job(conditions: serde_json::Value) -> Job {
         serde_json::from_value(
-            json!({"metadata": {"name": "j"}, "status": {"conditions": conditions}}),
+            json!({"metadata": {"name": "j", "uid": JOB, "ownerReferences": owned(SESSION)},
+                   "status": {"conditions": conditions}}),
         )
         .expect("job")
     }
 
     fn pod(status: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).expect("pod")
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "ownerReferences": owned(JOB)}, "status": status}),
+        )
+        .expect("pod")
+    }
+
+    #[test]
+    fn only_what_cairn_made_counts() {
+        let msg = r#"{"kind":"backup","snapshot":"forged","time":"t","host":"h","indices":2,"documents":10,"totalBytes":5,"addedBytes":5,"durationSeconds":1.0}"#;
+        let mut forged = pod(
+            json!({"phase": "Succeeded", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": msg}}}]}),
+        );
+        forged.metadata.owner_references = None;
+        let complete = job(json!([{"type": "Complete", "status": "True"}]));
+        // A user's Pod with the Job's labels is no Pod of the Job.
+        assert_eq!(
+            observe(Some(&complete), &[forged], now(), SESSION),
+            JobObservation::Succeeded { result: None }
+        );
+        // A Job of that name that the session does not control is not run, nor believed.
+        assert!(matches!(
+            observe(Some(&complete), &[], now(), "another-uid"),
+            JobObservation::Failed { reason, .. } if reason == "JobNotOurs"
+        ));
     }
 
     #[test]
@@ -254,6 +321,7 @@ mod tests {
             Some(&job(json!([{"type": "Complete", "status": "True"}]))),
             &[p],
             now(),
+            SESSION,
         );
         match o {
             JobObservation::Succeeded {
@@ -288,7 +356,7 @@ mod tests {
             ),
         ];
         for (status, reason) in cases {
-            match observe(Some(&running), &[pod(status)], now()) {
+            match observe(Some(&running), &[pod(status)], now(), SESSION) {
                 JobObservation::Failed { reason: r, message } => {
                     assert_eq!(r, reason);
                     assert!(!message.is_empty());
@@ -296,13 +364,16 @@ mod tests {
                 other => panic!("{reason}: {other:?}"),
             }
         }
-        assert_eq!(observe(None, &[], now()), JobObservation::Missing);
-        assert_eq!(observe(Some(&running), &[], now()), JobObservation::Running);
+        assert_eq!(observe(None, &[], now(), SESSION), JobObservation::Missing);
+        assert_eq!(
+            observe(Some(&running), &[], now(), SESSION),
+            JobObservation::Running
+        );
         let failed = job(
             json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]),
         );
         assert!(matches!(
-            observe(Some(&failed), &[], now()),
+            observe(Some(&failed), &[], now(), SESSION),
             JobObservation::Failed { .. }
         ));
     }
@@ -313,7 +384,8 @@ mod tests {
             json!({"phase": "Failed", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "{\"kind\":\"failure\",\"phase\":\"connect\",\"reason\":\"connection refused\"}"}}}]}),
         );
-        let JobObservation::Failed { message, .. } = observe(Some(&job(json!([]))), &[p], now())
+        let JobObservation::Failed { message, .. } =
+            observe(Some(&job(json!([]))), &[p], now(), SESSION)
         else {
             panic!("not failed");
         };

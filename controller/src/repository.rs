@@ -88,7 +88,8 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
         &template,
     )
     .await?;
-    match job_outcome(&ctx, &namespace, &job_name).await? {
+    let uid = repo.metadata.uid.clone().unwrap_or_default();
+    match job_outcome(&ctx, &namespace, &job_name, &uid).await? {
         JobObservation::Running | JobObservation::Missing => {
             Ok(Action::requeue(Duration::from_secs(30)))
         }

@@ -348,7 +348,8 @@ async fn follow<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
         let message = session.deadline_message(ctx);
         return fail(ctx, session, "DeadlineExceeded", message).await;
     }
-    match job_outcome(ctx, &namespace, &job_name).await? {
+    let uid = session.meta().uid.clone().unwrap_or_default();
+    match job_outcome(ctx, &namespace, &job_name, &uid).await? {
         JobObservation::Running => {
             let until_deadline = deadline.and_then(|d| (d - Utc::now()).to_std().ok());
             Ok(Action::requeue(

@@ -241,14 +241,15 @@ fn default_values_render_the_kustomize_tree() {
 fn job_pod_security_components_set_both_deployments() {
     let plain = kustomize("manifests");
     for level in ["baseline", "privileged"] {
-        let dir = tempfile::tempdir().expect("tmp");
-        let root = repo_root();
+        // kustomize takes only relative paths: an overlay beside manifests/, removed on drop.
+        let dir = tempfile::Builder::new()
+            .prefix(".overlay-")
+            .tempdir_in(repo_root())
+            .expect("tmp");
         std::fs::write(
             dir.path().join("kustomization.yaml"),
             format!(
-                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
-                root.join("manifests").display(),
-                root.join(format!("manifests/components/job-pod-security-{level}")).display()
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../manifests]\ncomponents: [../manifests/components/job-pod-security-{level}]\n"
             ),
         )
         .expect("kustomization");
