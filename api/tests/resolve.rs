@@ -373,6 +373,20 @@ fn cluster_with(
     cluster
 }
 
+/// `es-backup` of the examples with one more Task param.
+fn cluster_with_param(name: &str, value: &str) -> cairn_api::validation::LookupTable {
+    cluster_with(|c| {
+        c.spec
+            .task
+            .get_or_insert_with(Default::default)
+            .params
+            .push(cairn_api::common::Param {
+                name: name.into(),
+                value: value.into(),
+            })
+    })
+}
+
 fn refusal(cluster: &cairn_api::validation::LookupTable, install: &InstallSettings) -> String {
     match resolve_backup_job(&session("es-backup"), cluster, install) {
         Err(e @ ResolveError::Refused { .. }) => e.to_string(),
@@ -414,16 +428,7 @@ fn every_built_in_variable_is_set_and_nothing_else() {
 
 #[test]
 fn a_param_never_replaces_a_built_in_variable() {
-    let cluster = cluster_with(|c| {
-        c.spec
-            .task
-            .get_or_insert_with(Default::default)
-            .params
-            .push(cairn_api::common::Param {
-                name: "TARGET_URL".into(),
-                value: "http://attacker.invalid:9200".into(),
-            })
-    });
+    let cluster = cluster_with_param("TARGET_URL", "http://attacker.invalid:9200");
     let message = refusal(&cluster, &install());
     assert!(message.contains("spec.task.params[1].name"), "{message}");
     assert!(
@@ -514,16 +519,7 @@ fn credentials_in_the_appbinding_url_never_reach_the_job() {
 
 #[test]
 fn a_value_cannot_make_the_kubelet_expand_a_variable() {
-    let cluster = cluster_with(|c| {
-        c.spec
-            .task
-            .get_or_insert_with(Default::default)
-            .params
-            .push(cairn_api::common::Param {
-                name: "waitTimeout".into(),
-                value: "$(RESTIC_PASSWORD)".into(),
-            })
-    });
+    let cluster = cluster_with_param("waitTimeout", "$(RESTIC_PASSWORD)");
     let job = resolve_backup_job(&session("es-backup"), &cluster, &install()).expect("resolves");
     assert_eq!(
         arg(&pod(&job).containers[0], "--wait-timeout"),

@@ -29,6 +29,7 @@ pub mod opensearch;
 pub mod pki;
 pub mod process;
 pub mod s3;
+pub mod system;
 pub mod webhook;
 
 pub use controlplane::{ControlPlane, Options, appbinding_crd_dir, crds_dir, repo_root};

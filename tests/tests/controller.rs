@@ -9,13 +9,13 @@
 use std::time::{Duration, Instant};
 
 use cairn_api::{BackupConfiguration, BackupSession};
+use cairn_tests::ControlPlane;
 use cairn_tests::controller::Controller;
+use cairn_tests::system::{cairn_system, install};
 use cairn_tests::wait_for;
 use cairn_tests::webhook::Webhook;
-use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -26,47 +26,11 @@ struct Env {
     controller: Controller,
 }
 
-async fn install(cp: &ControlPlane) {
-    cp.apply_crds(crds_dir()).await.expect("CRDs");
-    cp.apply_crds(appbinding_crd_dir())
-        .await
-        .expect("AppBinding CRD");
-    for f in [
-        "manifests/catalog/functions.yaml",
-        "manifests/catalog/tasks.yaml",
-    ] {
-        let out = cp.kubectl(["apply", "-f", &repo_root().join(f).display().to_string()]);
-        assert!(
-            out.status.success(),
-            "{f}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    create_namespace(cp, "cairn-system").await;
-}
-
-async fn create_namespace(cp: &ControlPlane, name: &str) {
-    let api: Api<Namespace> = Api::all(cp.client());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("namespace {name}: {e}"),
-    }
-}
-
 async fn env() -> &'static Env {
     static ENV: OnceCell<Env> = OnceCell::const_new();
     ENV.get_or_init(|| async {
         let cp = ControlPlane::shared();
-        install(cp).await;
-        let webhook = Webhook::start(cp).expect("webhook");
-        webhook.register(cp).expect("register");
-        let controller =
-            Controller::start(cp, "cairn-system", "test-controller", 15).expect("controller");
-        controller
-            .wait_leader(Duration::from_secs(30))
-            .expect("leader");
+        let (webhook, controller) = cairn_system(cp, "test-controller").await;
         Env {
             cp,
             webhook,

@@ -15,10 +15,11 @@ use cairn_api::resolve::{InstallSettings, resolve_backup_job};
 use cairn_api::validation::{LookupTable, Policy, validate_backup_configuration};
 use cairn_api::{BackupConfiguration, BackupSession};
 use cairn_tests::controller::Controller;
+use cairn_tests::system::cairn_system;
 use cairn_tests::webhook::Webhook;
-use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root, wait_for};
+use cairn_tests::{ControlPlane, repo_root, wait_for};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use proptest::prelude::*;
@@ -37,30 +38,7 @@ async fn env() -> &'static Env {
     static ENV: OnceCell<Env> = OnceCell::const_new();
     ENV.get_or_init(|| async {
         let cp = ControlPlane::shared();
-        cp.apply_crds(crds_dir()).await.expect("CRDs");
-        cp.apply_crds(appbinding_crd_dir())
-            .await
-            .expect("AppBinding CRD");
-        let api: Api<Namespace> = Api::all(cp.client());
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": "cairn-system"}})).expect("ns");
-        let _ = api.create(&PostParams::default(), &ns).await;
-        let webhook = Webhook::start(cp).expect("webhook");
-        webhook.register(cp).expect("register");
-        for file in ["functions.yaml", "tasks.yaml"] {
-            let path = repo_root().join("manifests/catalog").join(file);
-            let out = cp.kubectl(["apply", "-f", &path.display().to_string()]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let controller =
-            Controller::start(cp, "cairn-system", "authority", 15).expect("controller");
-        controller
-            .wait_leader(Duration::from_secs(30))
-            .expect("leader");
+        let (webhook, controller) = cairn_system(cp, "authority").await;
         Env {
             cp,
             webhook,

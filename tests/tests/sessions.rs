@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use cairn_api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
+use cairn_tests::ControlPlane;
 use cairn_tests::controller::Controller;
 use cairn_tests::jobrunner::{Fault, FaultTarget, JobRunner, Options};
+use cairn_tests::system::cairn_system;
 use cairn_tests::wait_for;
 use cairn_tests::webhook::Webhook;
-use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
-use kube::api::PostParams;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -26,20 +26,7 @@ async fn env() -> &'static Env {
     static ENV: OnceCell<Env> = OnceCell::const_new();
     ENV.get_or_init(|| async {
         let cp = ControlPlane::shared();
-        cp.apply_crds(crds_dir()).await.expect("CRDs");
-        cp.apply_crds(appbinding_crd_dir())
-            .await
-            .expect("AppBinding CRD");
-        let api: Api<Namespace> = Api::all(cp.client());
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": "cairn-system"}})).expect("ns");
-        let _ = api.create(&PostParams::default(), &ns).await;
-        let webhook = Webhook::start(cp).expect("webhook");
-        webhook.register(cp).expect("register");
-        let controller = Controller::start(cp, "cairn-system", "sessions", 15).expect("controller");
-        controller
-            .wait_leader(Duration::from_secs(30))
-            .expect("leader");
+        let (webhook, controller) = cairn_system(cp, "sessions").await;
         Env {
             cp,
             _webhook: webhook,
