@@ -186,7 +186,7 @@ async fn only_cairn_decides_what_a_job_runs() {
         ),
         (
             json!({"runtimeSettings": {"pod": {"securityContext": {"runAsUser": 0}}}}),
-            "spec.runtimeSettings.pod.securityContext.runAsUser: 0 runs as root",
+            "spec.runtimeSettings.pod.securityContext.runAsUser: the restricted Pod Security Standard forbids this: 0 runs as root",
         ),
     ] {
         let out = apply(cp, &[configuration(&ns, "asks", extra)]);
