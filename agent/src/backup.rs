@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{AgentError, Failed, InPhase, Result};
 use crate::layout::{self, IndexMeta, Manifest, ServerMeta, TemplateCounts};
-use crate::repo::{self, GatedBackend, Location, RepoOptions, Retention};
+use crate::location::{Location, RepoOptions};
+use crate::repo::{self, GatedBackend, Retention};
 use crate::search::{Client, Distribution, ReadMode, ServerInfo, encode_path};
 use crate::select::Selector;
 use crate::settings;

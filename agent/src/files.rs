@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 
-use crate::error::{AgentError, Result};
-use crate::repo::{Location, RepoOptions, env, opendal_options};
+use crate::error::{AgentError, Result, redact_url};
+use crate::location::{Location, RepoOptions, check_insecure_tls, env, opendal_options};
 
 /// The directories of a restic repository, besides the `config` file.
 pub const DIRS: [&str; 5] = ["keys", "snapshots", "index", "locks", "data"];
@@ -60,11 +60,11 @@ pub fn opendal_reason(e: &opendal::Error) -> String {
         }
         source = s.source();
     }
-    crate::search::redact_url(&text.replace('\n', " "))
+    redact_url(&text.replace('\n', " "))
 }
 
 fn reqwest_reason(e: &reqwest::Error) -> String {
-    let mut text = crate::search::redact_url(&e.to_string());
+    let mut text = redact_url(&e.to_string());
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");
@@ -99,7 +99,7 @@ fn restic_dir(dir: &str, path: &str) -> bool {
 
 impl Store {
     pub fn new(loc: &Location, opts: &RepoOptions) -> Result<Self> {
-        crate::repo::check_insecure_tls(loc, opts)?;
+        check_insecure_tls(loc, opts)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cairn-files")
@@ -129,7 +129,7 @@ impl Store {
                     .timeout(Duration::from_secs(120))
                     .build()
                     .map_err(|e| AgentError::Usage(format!("HTTP client: {e}")))?;
-                let name = format!("rest:{}", crate::search::redact_url(url));
+                let name = format!("rest:{}", redact_url(url));
                 (Kind::Rest { client, base }, name)
             }
             _ => {

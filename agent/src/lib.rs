@@ -11,6 +11,7 @@ pub mod error;
 pub mod files;
 pub mod identity;
 pub mod layout;
+pub mod location;
 pub mod lock;
 pub mod output;
 pub mod repo;

@@ -6,7 +6,7 @@ use cairn_agent::cli::{Cli, Command};
 use cairn_agent::error::{AgentError, Failed, InPhase};
 use cairn_agent::output::{apply_priority, emit, failure};
 use cairn_agent::search::Client;
-use cairn_agent::{files, repo, restore};
+use cairn_agent::{files, location, repo, restore};
 use cairn_api::result::AgentResult;
 use clap::Parser;
 
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         .ok()
         .filter(|s| !s.is_empty())
         .map_or_else(std::env::temp_dir, Into::into);
-    if let Err(e) = repo::install_repository_ca(&tmp) {
+    if let Err(e) = location::install_repository_ca(&tmp) {
         emit(&failure(&Failed {
             phase: "config",
             error: e,

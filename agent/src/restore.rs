@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 
 use crate::error::{AgentError, Failed, InPhase, Result, short};
 use crate::layout::{self, IndexEntry, IndexMeta, Manifest};
-use crate::repo::{self, Location, RepoOptions};
+use crate::location::{Location, RepoOptions};
+use crate::repo;
 use crate::search::{Body, Client, encode_path, server_error};
 use crate::select::{Rename, Selector};
 use crate::settings;

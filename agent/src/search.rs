@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::error::{AgentError, Result, short};
+use crate::error::{AgentError, Result, redact_url, short};
 
 /// How the agent authenticates.
 #[derive(Clone, Default)]
@@ -353,12 +353,6 @@ fn http_reason(e: &reqwest::Error) -> String {
         source = s.source();
     }
     redact_url(&text)
-}
-
-/// Drops `user:password@` from anything that looks like a URL.
-pub fn redact_url(text: &str) -> String {
-    let re = regex::Regex::new(r"(?i)(https?://)[^/@\s]+@").expect("static regex");
-    re.replace_all(text, "$1").into_owned()
 }
 
 /// An error answer: its reason, shortened.
