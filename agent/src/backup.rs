@@ -17,11 +17,12 @@ use reqwest::Method;
 use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
 use serde_json::{Map, Value, json};
 
+use crate::client::{Client, Distribution, ServerInfo, encode_path};
 use crate::error::{AgentError, Failed, InPhase, Result};
 use crate::layout::{self, IndexMeta, Manifest, ServerMeta, TemplateCounts};
 use crate::location::{Location, RepoOptions};
 use crate::repo::{self, GatedBackend, Retention};
-use crate::search::{Client, Distribution, ReadMode, ServerInfo, encode_path};
+use crate::search::ReadMode;
 use crate::select::Selector;
 use crate::settings;
 use crate::stream::{Content, DumpSource, DumpState, Entry, Staged, pending_entry};
@@ -81,7 +82,7 @@ async fn templates(
         return Ok(Map::new());
     }
     if !status.is_success() {
-        return Err(crate::search::server_error(path, status, &body));
+        return Err(crate::client::server_error(path, status, &body));
     }
     let v: Value = serde_json::from_slice(&body).map_err(|e| AgentError::json(path, e))?;
     let mut out = Map::new();
@@ -217,7 +218,7 @@ pub async fn read_mode(client: &Client, info: &ServerInfo, probe_index: Option<&
         .send(
             Method::DELETE,
             "/_search/point_in_time",
-            Some(crate::search::Body::Json(json!({"pit_id": [id]}))),
+            Some(crate::client::Body::Json(json!({"pit_id": [id]}))),
             "close probe",
         )
         .await;

@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod client;
 pub mod error;
 pub mod files;
 pub mod identity;
@@ -19,6 +20,7 @@ pub mod restore;
 pub mod search;
 pub mod select;
 pub mod settings;
+pub mod skim;
 pub mod stream;
 pub mod tls;
 

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use cairn_agent::cli::{Cli, Command};
+use cairn_agent::client::Client;
 use cairn_agent::error::{AgentError, Failed, InPhase};
 use cairn_agent::output::{apply_priority, emit, failure};
-use cairn_agent::search::Client;
 use cairn_agent::{files, location, repo, restore};
 use cairn_api::result::AgentResult;
 use clap::Parser;

@@ -24,11 +24,11 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::client::{Body, Client, encode_path, server_error};
 use crate::error::{AgentError, Failed, InPhase, Result, short};
 use crate::layout::{self, IndexEntry, IndexMeta, Manifest};
 use crate::location::{Location, RepoOptions};
 use crate::repo;
-use crate::search::{Body, Client, encode_path, server_error};
 use crate::select::{Rename, Selector};
 use crate::settings;
 
