@@ -6,6 +6,7 @@
 //! path", and `manifests/catalog/functions.yaml` for the command line the Jobs pass.
 
 pub mod backup;
+pub mod bulk;
 pub mod cli;
 pub mod client;
 pub mod error;
