@@ -111,8 +111,51 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         .to_indexed()
         .map_err(|e| AgentError::rustic("read index", e))
         .phase("repository")?;
+    let manifest = read_manifest(&repository, &snap)?;
+
+    let info = rt
+        .block_on(client.wait_ready(plan.wait_timeout))
+        .phase("connect")?;
+    tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
+
+    let targets = plan_targets(&rt, client, plan, &manifest)?;
+    // Templates first, so they are there when indices are created.
+    let overwrite = plan.existing == Existing::Overwrite;
+    put_templates(&rt, &repository, &snap, client, overwrite)?;
+    let todo: Vec<&Target> = targets
+        .iter()
+        .filter(|t| {
+            let skip = t.exists && plan.existing == Existing::Skip;
+            if skip {
+                tracing::info!(index = %t.target, "exists: skipped");
+            }
+            !skip
+        })
+        .collect();
+    let loaded = load_indices(&rt, &repository, &snap, client, plan, &todo)?;
+    let mut documents = 0;
+    let mut restored = Vec::new();
+    for (k, (docs, meta)) in loaded {
+        documents += docs;
+        restored.push((todo[k], meta));
+    }
+    put_aliases(&rt, client, plan, &restored)?;
+
+    Ok(RestoreResult {
+        snapshot: snap.id.to_hex().to_string(),
+        indices: restored.len() as u64,
+        documents,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The snapshot's manifest, in a layout this agent reads.
+fn read_manifest<S: IndexedFull>(
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+) -> Result<Manifest, Failed> {
     let manifest: Manifest = serde_json::from_slice(
-        &read_small(&repository, &snap, &layout::path(layout::MANIFEST))
+        &read_small(repository, snap, &layout::path(layout::MANIFEST))
             .map_err(|e| {
                 AgentError::Snapshot(format!(
                     "{e} (was this snapshot made by cairn-agent backup?)"
@@ -130,13 +173,17 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         )))
         .phase("repository");
     }
+    Ok(manifest)
+}
 
-    let info = rt
-        .block_on(client.wait_ready(plan.wait_timeout))
-        .phase("connect")?;
-    tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
-
-    // Plan and check every target before writing anything.
+/// Every selected index with its target name, checked before anything is written: no two
+/// onto one name, and none existing when `--existing=fail`.
+fn plan_targets(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    plan: &RestorePlan,
+    manifest: &Manifest,
+) -> Result<Vec<Target>, Failed> {
     let mut targets = Vec::new();
     let mut seen = BTreeSet::new();
     for (name, entry) in &manifest.indices {
@@ -178,15 +225,23 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         )))
         .phase("restore");
     }
+    Ok(targets)
+}
 
-    // Templates first, so they are there when indices are created.
-    let overwrite = plan.existing == Existing::Overwrite;
+/// Component, composable and legacy templates, in that order.
+fn put_templates<S: IndexedFull>(
+    rt: &tokio::runtime::Runtime,
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+    client: &Client,
+    overwrite: bool,
+) -> Result<(), Failed> {
     for (file, kind) in [
         (layout::COMPONENT_TEMPLATES, "_component_template"),
         (layout::INDEX_TEMPLATES, "_index_template"),
         (layout::LEGACY_TEMPLATES, "_template"),
     ] {
-        let bytes = read_small(&repository, &snap, &layout::path(file)).phase("restore")?;
+        let bytes = read_small(repository, snap, &layout::path(file)).phase("restore")?;
         let map: Map<String, Value> = serde_json::from_slice(&bytes)
             .map_err(|e| AgentError::json(file, e))
             .phase("restore")?;
@@ -195,19 +250,20 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
                 .phase("restore")?;
         }
     }
+    Ok(())
+}
 
-    // Indices are loaded `INDEX_PARALLEL` at a time, their `_bulk` requests sharing `workers`
-    // slots: the server stays busy while one index drains, is refreshed and counted.
-    let todo: Vec<&Target> = targets
-        .iter()
-        .filter(|t| {
-            let skip = t.exists && plan.existing == Existing::Skip;
-            if skip {
-                tracing::info!(index = %t.target, "exists: skipped");
-            }
-            !skip
-        })
-        .collect();
+/// Loads `todo`, `INDEX_PARALLEL` indices at a time, their `_bulk` requests sharing `workers`
+/// slots: the server stays busy while one index drains, is refreshed and counted. Returns each
+/// index's documents and metadata by its place in `todo`.
+fn load_indices<S: IndexedFull + Sync>(
+    rt: &tokio::runtime::Runtime,
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+    client: &Client,
+    plan: &RestorePlan,
+    todo: &[&Target],
+) -> Result<Loaded, Failed> {
     let shared = Shared {
         slots: std::sync::Arc::new(tokio::sync::Semaphore::new(plan.workers.max(1))),
         stop: AtomicBool::new(false),
@@ -225,7 +281,7 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
                     let Some(t) = todo.get(k) else {
                         break;
                     };
-                    let r = restore_index(&rt, &repository, &snap, client, plan, t, &shared);
+                    let r = restore_index(rt, repository, snap, client, plan, t, &shared);
                     if r.is_err() {
                         shared.stop.store(true, Ordering::SeqCst);
                     }
@@ -241,7 +297,21 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         .map_err(|_| AgentError::Restore("a loader panicked".into()))
         .phase("restore")?;
     outcomes.sort_by_key(|(k, _)| *k);
-    // The first real failure; "stopped because another index failed" only when there is none.
+    let loaded = first_failure(outcomes)?;
+    if loaded.len() != todo.len() {
+        return Err(AgentError::Restore(format!(
+            "{} of {} indices were loaded",
+            loaded.len(),
+            todo.len()
+        )))
+        .phase("restore");
+    }
+    Ok(loaded)
+}
+
+/// The loaded indices, or the first real failure ("stopped because another index failed"
+/// only when there is none).
+fn first_failure(outcomes: Vec<(usize, IndexOutcome)>) -> Result<Loaded, Failed> {
     let mut first_err: Option<Failed> = None;
     let mut loaded = Vec::new();
     for (k, r) in outcomes {
@@ -257,28 +327,22 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
             }
         }
     }
-    if let Some(f) = first_err {
-        return Err(f);
+    match first_err {
+        Some(f) => Err(f),
+        None => Ok(loaded),
     }
-    if loaded.len() != todo.len() {
-        return Err(AgentError::Restore(format!(
-            "{} of {} indices were loaded",
-            loaded.len(),
-            todo.len()
-        )))
-        .phase("restore");
-    }
-    let mut documents = 0;
-    let mut restored = Vec::new();
-    for (k, (docs, meta)) in loaded {
-        documents += docs;
-        restored.push((todo[k], meta));
-    }
+}
 
-    // Aliases last, when their indices are complete. Renamed indices get renamed aliases, so
-    // a restored copy does not join the original's aliases.
+/// Aliases last, when their indices are complete. Renamed indices get renamed aliases, so a
+/// restored copy does not join the original's aliases.
+fn put_aliases(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    plan: &RestorePlan,
+    restored: &[(&Target, IndexMeta)],
+) -> Result<(), Failed> {
     let mut actions = Vec::new();
-    for (t, meta) in &restored {
+    for (t, meta) in restored {
         for (alias, def) in &meta.aliases {
             let alias = if plan.rename.is_identity() {
                 alias.clone()
@@ -301,17 +365,14 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
             ))
             .phase("restore")?;
     }
-
-    Ok(RestoreResult {
-        snapshot: snap.id.to_hex().to_string(),
-        indices: restored.len() as u64,
-        documents,
-        duration_seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(())
 }
 
 /// Documents sent and the index's metadata, or the failure.
 type IndexOutcome = Result<(u64, IndexMeta), Failed>;
+
+/// Each loaded index's documents and metadata, by its place in the list to load.
+type Loaded = Vec<(usize, (u64, IndexMeta))>;
 
 /// Indices loaded at once.
 const INDEX_PARALLEL: usize = 2;
@@ -337,6 +398,45 @@ fn restore_index<S: IndexedFull + Sync>(
     t: &Target,
     shared: &Shared,
 ) -> IndexOutcome {
+    let enc = encode_path(&t.target);
+    let (meta, after) = create_index(rt, repository, snap, client, t)?;
+    let node = repository
+        .node_from_snapshot_and_path(snap, &layout::index_path(&t.source, layout::DOCUMENTS))
+        .map_err(|e| AgentError::rustic("find documents", e))
+        .phase("restore")?;
+    let (docs, sha) =
+        load_index(rt, repository, &node, client, &t.target, plan, shared).phase("restore")?;
+
+    rt.block_on(async {
+        let _: Value = client
+            .json(
+                Method::PUT,
+                &format!("/{enc}/_settings"),
+                Some(json!({ "settings": after })),
+                "put back settings",
+            )
+            .await?;
+        let _: Value = client
+            .json(Method::POST, &format!("/{enc}/_refresh"), None, "refresh")
+            .await?;
+        Ok::<_, AgentError>(())
+    })
+    .phase("restore")?;
+
+    verify_index(rt, client, t, docs, &sha)?;
+    tracing::info!(index = %t.target, docs, "index restored");
+    Ok((docs, meta))
+}
+
+/// Deletes the index when it is to be overwritten, then creates it with its settings for
+/// loading and its mappings. Returns its metadata and the settings to put back after.
+fn create_index<S: IndexedFull>(
+    rt: &tokio::runtime::Runtime,
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+    client: &Client,
+    t: &Target,
+) -> Result<(IndexMeta, Map<String, Value>), Failed> {
     let enc = encode_path(&t.target);
     if t.exists {
         tracing::info!(index = %t.target, "exists: deleting it to overwrite");
@@ -367,31 +467,18 @@ fn restore_index<S: IndexedFull + Sync>(
             &format!("create index {}", t.target),
         ))
         .phase("restore")?;
+    Ok((meta, after))
+}
 
-    let node = repository
-        .node_from_snapshot_and_path(snap, &layout::index_path(&t.source, layout::DOCUMENTS))
-        .map_err(|e| AgentError::rustic("find documents", e))
-        .phase("restore")?;
-    let (docs, sha) =
-        load_index(rt, repository, &node, client, &t.target, plan, shared).phase("restore")?;
-
-    rt.block_on(async {
-        let _: Value = client
-            .json(
-                Method::PUT,
-                &format!("/{enc}/_settings"),
-                Some(json!({ "settings": after })),
-                "put back settings",
-            )
-            .await?;
-        let _: Value = client
-            .json(Method::POST, &format!("/{enc}/_refresh"), None, "refresh")
-            .await?;
-        Ok::<_, AgentError>(())
-    })
-    .phase("restore")?;
-
-    // Verify against the manifest: the stream we read and what the server holds.
+/// Checks an index against the manifest: the stream we read and what the server holds.
+fn verify_index(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    t: &Target,
+    docs: u64,
+    sha: &str,
+) -> Result<(), Failed> {
+    let enc = encode_path(&t.target);
     if sha != t.entry.sha256 {
         return Err(AgentError::Verify(format!(
             "documents of {} do not match the manifest's checksum",
@@ -410,8 +497,7 @@ fn restore_index<S: IndexedFull + Sync>(
         )))
         .phase("verify");
     }
-    tracing::info!(index = %t.target, docs, "index restored");
-    Ok((docs, meta))
+    Ok(())
 }
 
 async fn put_template(
