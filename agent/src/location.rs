@@ -147,117 +147,156 @@ fn options_from(
     opts: &RepoOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(&'static str, BTreeMap<String, String>)>> {
-    let need = |name: &str, what: &str| {
-        env(name).ok_or_else(|| {
-            AgentError::Credentials(format!(
-                "{name} is not set: the repository Secret needs it for {what}"
-            ))
-        })
-    };
+    let keys = Keys(env);
     let mut o = BTreeMap::new();
-    let root = |p: &str| format!("/{p}");
     let service = match loc {
         Location::Local(_) | Location::Rest { .. } => return Ok(None),
         Location::S3 {
             endpoint,
             bucket,
             prefix,
-        } => {
-            o.insert("bucket".into(), bucket.clone());
-            o.insert("root".into(), root(prefix));
-            o.insert("endpoint".into(), endpoint.clone());
-            o.insert(
-                "region".into(),
-                opts.region
-                    .clone()
-                    .filter(|r| !r.is_empty())
-                    .or_else(|| env("AWS_DEFAULT_REGION"))
-                    .or_else(|| env("AWS_REGION"))
-                    .unwrap_or_else(|| "us-east-1".into()),
-            );
-            // Only what the Secret says: no ~/.aws files, no instance metadata, no web identity
-            // of the node or of a ServiceAccount someone chose for the pod.
-            o.insert("disable_config_load".into(), "true".into());
-            o.insert("disable_ec2_metadata".into(), "true".into());
-            o.insert(
-                "access_key_id".into(),
-                need("AWS_ACCESS_KEY_ID", AMBIENT_S3)?,
-            );
-            o.insert(
-                "secret_access_key".into(),
-                need("AWS_SECRET_ACCESS_KEY", AMBIENT_S3)?,
-            );
-            if let Some(t) = env("AWS_SESSION_TOKEN") {
-                o.insert("session_token".into(), t);
-            }
-            "s3"
-        }
-        Location::Gcs { bucket, prefix } => {
-            o.insert("bucket".into(), bucket.clone());
-            o.insert("root".into(), root(prefix));
-            if let Some(key) = env("GOOGLE_SERVICE_ACCOUNT_JSON_KEY") {
-                use base64::Engine;
-                o.insert(
-                    "credential".into(),
-                    base64::engine::general_purpose::STANDARD.encode(key),
-                );
-            } else {
-                o.insert(
-                    "credential_path".into(),
-                    need("GOOGLE_APPLICATION_CREDENTIALS", AMBIENT_GCS)?,
-                );
-            }
-            o.insert("disable_config_load".into(), "true".into());
-            o.insert("disable_vm_metadata".into(), "true".into());
-            "gcs"
-        }
-        Location::Azure { container, prefix } => {
-            let account = need("AZURE_ACCOUNT_NAME", "Azure")?;
-            o.insert("container".into(), container.clone());
-            o.insert("root".into(), root(prefix));
-            let suffix = env("AZURE_ENDPOINT_SUFFIX").unwrap_or_else(|| "core.windows.net".into());
-            o.insert(
-                "endpoint".into(),
-                format!("https://{account}.blob.{suffix}"),
-            );
-            o.insert("account_name".into(), account);
-            if let Some(key) = env("AZURE_ACCOUNT_KEY") {
-                o.insert("account_key".into(), key);
-            } else {
-                o.insert(
-                    "sas_token".into(),
-                    need("AZURE_ACCOUNT_SAS", AMBIENT_AZURE)?,
-                );
-            }
-            "azblob"
-        }
-        Location::B2 { bucket, prefix } => {
-            o.insert("bucket".into(), bucket.clone());
-            o.insert("root".into(), root(prefix));
-            o.insert("application_key_id".into(), need("B2_ACCOUNT_ID", "B2")?);
-            o.insert("application_key".into(), need("B2_ACCOUNT_KEY", "B2")?);
-            // opendal addresses a B2 bucket by id, which restic's notation does not carry.
-            o.insert(
-                "bucket_id".into(),
-                need("B2_BUCKET_ID", "B2 (opendal needs the bucket id)")?,
-            );
-            "b2"
-        }
-        Location::Swift { container, prefix } => {
-            o.insert("container".into(), container.clone());
-            o.insert("root".into(), root(prefix));
-            o.insert(
-                "endpoint".into(),
-                need("OS_STORAGE_URL", "Swift (pre-authenticated storage URL)")?,
-            );
-            o.insert("token".into(), need("OS_AUTH_TOKEN", "Swift")?);
-            "swift"
-        }
+        } => s3(&mut o, &keys, opts, endpoint, bucket, prefix)?,
+        Location::Gcs { bucket, prefix } => gcs(&mut o, &keys, bucket, prefix)?,
+        Location::Azure { container, prefix } => azure(&mut o, &keys, container, prefix)?,
+        Location::B2 { bucket, prefix } => b2(&mut o, &keys, bucket, prefix)?,
+        Location::Swift { container, prefix } => swift(&mut o, &keys, container, prefix)?,
     };
     if let Some(n) = opts.max_connections.filter(|n| *n > 0) {
         o.insert("connections".into(), n.to_string());
     }
     Ok(Some((service, o)))
+}
+
+/// The repository Secret's keys.
+struct Keys<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Keys<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    /// A key that must be there: `what` says who needs it.
+    fn need(&self, name: &str, what: &str) -> Result<String> {
+        self.get(name).ok_or_else(|| {
+            AgentError::Credentials(format!(
+                "{name} is not set: the repository Secret needs it for {what}"
+            ))
+        })
+    }
+}
+
+type Options = BTreeMap<String, String>;
+
+fn root(prefix: &str) -> String {
+    format!("/{prefix}")
+}
+
+fn s3(
+    o: &mut Options,
+    keys: &Keys<'_>,
+    opts: &RepoOptions,
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+) -> Result<&'static str> {
+    o.insert("bucket".into(), bucket.into());
+    o.insert("root".into(), root(prefix));
+    o.insert("endpoint".into(), endpoint.into());
+    o.insert(
+        "region".into(),
+        opts.region
+            .clone()
+            .filter(|r| !r.is_empty())
+            .or_else(|| keys.get("AWS_DEFAULT_REGION"))
+            .or_else(|| keys.get("AWS_REGION"))
+            .unwrap_or_else(|| "us-east-1".into()),
+    );
+    // Only what the Secret says: no ~/.aws files, no instance metadata, no web identity
+    // of the node or of a ServiceAccount someone chose for the pod.
+    o.insert("disable_config_load".into(), "true".into());
+    o.insert("disable_ec2_metadata".into(), "true".into());
+    o.insert(
+        "access_key_id".into(),
+        keys.need("AWS_ACCESS_KEY_ID", AMBIENT_S3)?,
+    );
+    o.insert(
+        "secret_access_key".into(),
+        keys.need("AWS_SECRET_ACCESS_KEY", AMBIENT_S3)?,
+    );
+    if let Some(t) = keys.get("AWS_SESSION_TOKEN") {
+        o.insert("session_token".into(), t);
+    }
+    Ok("s3")
+}
+
+fn gcs(o: &mut Options, keys: &Keys<'_>, bucket: &str, prefix: &str) -> Result<&'static str> {
+    o.insert("bucket".into(), bucket.into());
+    o.insert("root".into(), root(prefix));
+    if let Some(key) = keys.get("GOOGLE_SERVICE_ACCOUNT_JSON_KEY") {
+        use base64::Engine;
+        o.insert(
+            "credential".into(),
+            base64::engine::general_purpose::STANDARD.encode(key),
+        );
+    } else {
+        o.insert(
+            "credential_path".into(),
+            keys.need("GOOGLE_APPLICATION_CREDENTIALS", AMBIENT_GCS)?,
+        );
+    }
+    o.insert("disable_config_load".into(), "true".into());
+    o.insert("disable_vm_metadata".into(), "true".into());
+    Ok("gcs")
+}
+
+fn azure(o: &mut Options, keys: &Keys<'_>, container: &str, prefix: &str) -> Result<&'static str> {
+    let account = keys.need("AZURE_ACCOUNT_NAME", "Azure")?;
+    o.insert("container".into(), container.into());
+    o.insert("root".into(), root(prefix));
+    let suffix = keys
+        .get("AZURE_ENDPOINT_SUFFIX")
+        .unwrap_or_else(|| "core.windows.net".into());
+    o.insert(
+        "endpoint".into(),
+        format!("https://{account}.blob.{suffix}"),
+    );
+    o.insert("account_name".into(), account);
+    if let Some(key) = keys.get("AZURE_ACCOUNT_KEY") {
+        o.insert("account_key".into(), key);
+    } else {
+        o.insert(
+            "sas_token".into(),
+            keys.need("AZURE_ACCOUNT_SAS", AMBIENT_AZURE)?,
+        );
+    }
+    Ok("azblob")
+}
+
+fn b2(o: &mut Options, keys: &Keys<'_>, bucket: &str, prefix: &str) -> Result<&'static str> {
+    o.insert("bucket".into(), bucket.into());
+    o.insert("root".into(), root(prefix));
+    o.insert(
+        "application_key_id".into(),
+        keys.need("B2_ACCOUNT_ID", "B2")?,
+    );
+    o.insert("application_key".into(), keys.need("B2_ACCOUNT_KEY", "B2")?);
+    // opendal addresses a B2 bucket by id, which restic's notation does not carry.
+    o.insert(
+        "bucket_id".into(),
+        keys.need("B2_BUCKET_ID", "B2 (opendal needs the bucket id)")?,
+    );
+    Ok("b2")
+}
+
+fn swift(o: &mut Options, keys: &Keys<'_>, container: &str, prefix: &str) -> Result<&'static str> {
+    o.insert("container".into(), container.into());
+    o.insert("root".into(), root(prefix));
+    o.insert(
+        "endpoint".into(),
+        keys.need("OS_STORAGE_URL", "Swift (pre-authenticated storage URL)")?,
+    );
+    o.insert("token".into(), keys.need("OS_AUTH_TOKEN", "Swift")?);
+    Ok("swift")
 }
 
 /// Refuses `--insecure-tls` where it cannot be honoured.
