@@ -252,30 +252,7 @@ impl Store {
     /// exist.
     pub fn list(&self, dir: &str) -> Result<Vec<String>> {
         let mut names = match &self.kind {
-            Kind::Local(root) => {
-                let mut out = Vec::new();
-                let mut stack = vec![root.join(dir)];
-                while let Some(d) = stack.pop() {
-                    let rd = match std::fs::read_dir(&d) {
-                        Ok(rd) => rd,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(AgentError::io(format!("list {}", d.display()), e)),
-                    };
-                    for entry in rd {
-                        let entry = entry
-                            .map_err(|e| AgentError::io(format!("list {}", d.display()), e))?;
-                        let ft = entry
-                            .file_type()
-                            .map_err(|e| AgentError::io(format!("list {}", d.display()), e))?;
-                        if ft.is_dir() {
-                            stack.push(entry.path());
-                        } else {
-                            out.push(entry.file_name().to_string_lossy().into_owned());
-                        }
-                    }
-                }
-                out
-            }
+            Kind::Local(root) => list_local(&root.join(dir))?,
             Kind::OpenDal(op) => self.rt.block_on(async {
                 let entries = op
                     .list_with(&format!("{dir}/"))
@@ -296,40 +273,48 @@ impl Store {
                         .collect(),
                 )
             })?,
-            Kind::Rest { client, base } => {
-                let url = self.rest_url(base, &format!("{dir}/"))?;
-                self.rt.block_on(async {
-                    let resp = client
-                        .get(url)
-                        .header("Accept", "application/vnd.x.restic.rest.v2")
-                        .send()
-                        .await
-                        .map_err(|e| self.http_err(&format!("list {dir}"), &e))?;
-                    if resp.status().as_u16() == 404 {
-                        return Ok(Vec::new());
-                    }
-                    if !resp.status().is_success() {
-                        return Err(AgentError::Repository(format!(
-                            "list {dir} on {}: HTTP {}",
-                            self.name,
-                            resp.status()
-                        )));
-                    }
-                    #[derive(serde::Deserialize)]
-                    struct Item {
-                        name: String,
-                    }
-                    let items: Vec<Item> = resp
-                        .json()
-                        .await
-                        .map_err(|e| self.http_err(&format!("list {dir}"), &e))?;
-                    Ok(items.into_iter().map(|i| i.name).collect())
-                })?
-            }
+            Kind::Rest { client, base } => self.list_rest(client, base, dir)?,
         };
         names.retain(|n| restic_name(n));
         names.sort();
         Ok(names)
+    }
+
+    /// The names under `dir/` of a REST server (its v2 listing).
+    fn list_rest(
+        &self,
+        client: &reqwest::Client,
+        base: &url::Url,
+        dir: &str,
+    ) -> Result<Vec<String>> {
+        let url = self.rest_url(base, &format!("{dir}/"))?;
+        self.rt.block_on(async {
+            let resp = client
+                .get(url)
+                .header("Accept", "application/vnd.x.restic.rest.v2")
+                .send()
+                .await
+                .map_err(|e| self.http_err(&format!("list {dir}"), &e))?;
+            if resp.status().as_u16() == 404 {
+                return Ok(Vec::new());
+            }
+            if !resp.status().is_success() {
+                return Err(AgentError::Repository(format!(
+                    "list {dir} on {}: HTTP {}",
+                    self.name,
+                    resp.status()
+                )));
+            }
+            #[derive(serde::Deserialize)]
+            struct Item {
+                name: String,
+            }
+            let items: Vec<Item> = resp
+                .json()
+                .await
+                .map_err(|e| self.http_err(&format!("list {dir}"), &e))?;
+            Ok(items.into_iter().map(|i| i.name).collect())
+        })
     }
 
     /// Reads one file of one of [`DIRS`].
@@ -498,6 +483,31 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// The names of the files under `top`, at any depth; none when it does not exist.
+fn list_local(top: &std::path::Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(AgentError::io(format!("list {}", d.display()), e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| AgentError::io(format!("list {}", d.display()), e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| AgentError::io(format!("list {}", d.display()), e))?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Removes `dir` and the directories below it when they hold no file.
