@@ -236,6 +236,41 @@ fn json_string(token: &[u8]) -> Option<String> {
     serde_json::from_slice(token).ok()
 }
 
+/// A hit's sort values once its line is written, or its id when it has no `_source`.
+type HitLine<'a> = std::result::Result<Option<&'a [u8]>, &'a [u8]>;
+
+/// One hit as an NDJSON line appended to `out`: `Ok` with its sort values, or `Err` with its
+/// id when it has no `_source`; `None` when it is not as expected.
+fn skim_hit<'a>(sk: &mut Skim<'a>, out: &mut Vec<u8>) -> Option<HitLine<'a>> {
+    let (mut id, mut routing, mut source, mut sort) = (None, None, None, None);
+    sk.object(|sk, key| {
+        match key {
+            b"\"_id\"" => id = Some(sk.string()?),
+            b"\"_routing\"" => routing = Some(sk.string()?),
+            b"\"_source\"" => source = Some(sk.value()?),
+            b"\"sort\"" => sort = Some(sk.value()?),
+            _ => {
+                sk.value()?;
+            }
+        }
+        Some(())
+    })?;
+    let id = id?;
+    let Some(source) = source else {
+        return Some(Err(id));
+    };
+    out.extend_from_slice(b"{\"_id\":");
+    out.extend_from_slice(id);
+    if let Some(r) = routing {
+        out.extend_from_slice(b",\"_routing\":");
+        out.extend_from_slice(r);
+    }
+    out.extend_from_slice(b",\"_source\":");
+    push_one_line(out, source)?;
+    out.extend_from_slice(b"}\n");
+    Some(Ok(sort))
+}
+
 /// [`parse_page`] by skimming; `None` when the answer is not of the expected shape.
 fn skim_page(index: &str, body: &[u8]) -> Option<Result<Page>> {
     let mut page = Page::default();
@@ -260,37 +295,16 @@ fn skim_page(index: &str, body: &[u8]) -> Option<Result<Page>> {
                     return Some(());
                 }
                 sk.array(|sk| {
-                    let (mut id, mut routing, mut source, mut sort) = (None, None, None, None);
-                    sk.object(|sk, key| {
-                        match key {
-                            b"\"_id\"" => id = Some(sk.string()?),
-                            b"\"_routing\"" => routing = Some(sk.string()?),
-                            b"\"_source\"" => source = Some(sk.value()?),
-                            b"\"sort\"" => sort = Some(sk.value()?),
-                            _ => {
-                                sk.value()?;
-                            }
+                    match skim_hit(sk, &mut out)? {
+                        Ok(sort) => {
+                            page.docs += 1;
+                            last_sort = sort;
                         }
-                        Some(())
-                    })?;
-                    let id = id?;
-                    let Some(source) = source else {
-                        if missing.is_none() {
+                        Err(id) if missing.is_none() => {
                             missing = Some(no_source(&json_string(id)?, index));
                         }
-                        return Some(());
-                    };
-                    out.extend_from_slice(b"{\"_id\":");
-                    out.extend_from_slice(id);
-                    if let Some(r) = routing {
-                        out.extend_from_slice(b",\"_routing\":");
-                        out.extend_from_slice(r);
+                        Err(_) => {}
                     }
-                    out.extend_from_slice(b",\"_source\":");
-                    push_one_line(&mut out, source)?;
-                    out.extend_from_slice(b"}\n");
-                    page.docs += 1;
-                    last_sort = sort;
                     Some(())
                 })
             })?,
