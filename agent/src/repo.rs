@@ -1,5 +1,5 @@
-//! The repository: restic's notation for where it lives, the rustic backend for it, opening
-//! (and initialising on first use), snapshots, retention, totals and checks.
+//! Repository operations: the rustic backend for a location, opening (and initialising on
+//! first use), retention, totals, checks and finding a snapshot.
 //!
 //! rustic_core takes no locks (it is lock-free by design, with two-phase deletion that we turn
 //! into restic's instant deletion for prune); backup and forget hold a restic lock of their own

@@ -58,7 +58,7 @@ struct Hit<'a> {
 /// Turns a search answer into NDJSON lines. Shard failures and time-outs are errors: a page
 /// that misses shards would lose documents silently.
 ///
-/// The answer is skimmed (see [`Skim`]): the hits' `_id`, `_routing` and `_source` are copied
+/// The answer is skimmed (see `Skim`): the hits' `_id`, `_routing` and `_source` are copied
 /// as the server wrote them, without decoding. An answer of another shape is read with serde.
 pub fn parse_page(index: &str, body: &[u8]) -> Result<Page> {
     match skim_page(index, body) {
