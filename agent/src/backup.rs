@@ -17,10 +17,12 @@ use reqwest::Method;
 use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
 use serde_json::{Map, Value, json};
 
+use crate::client::{Client, Distribution, ServerInfo, encode_path};
 use crate::error::{AgentError, Failed, InPhase, Result};
 use crate::layout::{self, IndexMeta, Manifest, ServerMeta, TemplateCounts};
-use crate::repo::{self, GatedBackend, Location, RepoOptions, Retention};
-use crate::search::{Client, Distribution, ReadMode, ServerInfo, encode_path};
+use crate::location::{Location, RepoOptions};
+use crate::repo::{self, GatedBackend, Retention};
+use crate::search::ReadMode;
 use crate::select::Selector;
 use crate::settings;
 use crate::stream::{Content, DumpSource, DumpState, Entry, Staged, pending_entry};
@@ -80,7 +82,7 @@ async fn templates(
         return Ok(Map::new());
     }
     if !status.is_success() {
-        return Err(crate::search::server_error(path, status, &body));
+        return Err(crate::client::server_error(path, status, &body));
     }
     let v: Value = serde_json::from_slice(&body).map_err(|e| AgentError::json(path, e))?;
     let mut out = Map::new();
@@ -135,48 +137,63 @@ pub async fn collect(
         )
         .await?;
     for (name, body) in all {
-        let aliases = body["aliases"].as_object().cloned().unwrap_or_default();
-        let alias_names: Vec<String> = aliases.keys().cloned().collect();
-        let flat = body["settings"].as_object().cloned().unwrap_or_default();
-        let hidden = flat.get("index.hidden").and_then(Value::as_str) == Some("true");
-        if !selector.selects(&name, &alias_names, hidden) {
-            continue;
+        if let Some(index) = index_plan(client, selector, slices, page_size, name, &body).await? {
+            dump.indices.push(index);
         }
-        let primaries = flat
-            .get("index.number_of_shards")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(1);
-        let count: Value = client
-            .json(
-                Method::GET,
-                &format!("/{}/_count", encode_path(&name)),
-                None,
-                &format!("count {name}"),
-            )
-            .await?;
-        let docs = count["count"].as_u64().unwrap_or(0);
-        let slices = if docs < 4 * u64::from(page_size) {
-            // Slicing a small index costs more than it gains (and an empty one without
-            // mappings cannot be sliced at all).
-            1
-        } else {
-            slices.unwrap_or_else(|| primaries.clamp(2, 8)).max(1)
-        };
-        dump.indices.push(IndexPlan {
-            primaries,
-            meta: IndexMeta {
-                settings: settings::restorable(&flat),
-                mappings: body["mappings"].clone(),
-                aliases,
-            },
-            name,
-            hidden,
-            slices,
-        });
     }
     dump.indices.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(dump)
+}
+
+/// One index of `GET /_all` as a plan to dump it, if the selector picks it: its restorable
+/// settings, mappings and aliases, its primaries and how many slices read it.
+async fn index_plan(
+    client: &Client,
+    selector: &Selector,
+    slices: Option<u32>,
+    page_size: u32,
+    name: String,
+    body: &Value,
+) -> Result<Option<IndexPlan>> {
+    let aliases = body["aliases"].as_object().cloned().unwrap_or_default();
+    let alias_names: Vec<String> = aliases.keys().cloned().collect();
+    let flat = body["settings"].as_object().cloned().unwrap_or_default();
+    let hidden = flat.get("index.hidden").and_then(Value::as_str) == Some("true");
+    if !selector.selects(&name, &alias_names, hidden) {
+        return Ok(None);
+    }
+    let primaries = flat
+        .get("index.number_of_shards")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1);
+    let count: Value = client
+        .json(
+            Method::GET,
+            &format!("/{}/_count", encode_path(&name)),
+            None,
+            &format!("count {name}"),
+        )
+        .await?;
+    let docs = count["count"].as_u64().unwrap_or(0);
+    let slices = if docs < 4 * u64::from(page_size) {
+        // Slicing a small index costs more than it gains (and an empty one without
+        // mappings cannot be sliced at all).
+        1
+    } else {
+        slices.unwrap_or_else(|| primaries.clamp(2, 8)).max(1)
+    };
+    Ok(Some(IndexPlan {
+        primaries,
+        meta: IndexMeta {
+            settings: settings::restorable(&flat),
+            mappings: body["mappings"].clone(),
+            aliases,
+        },
+        name,
+        hidden,
+        slices,
+    }))
 }
 
 /// Point in time where the server has it and accepts `_shard_doc`, else scroll.
@@ -216,7 +233,7 @@ pub async fn read_mode(client: &Client, info: &ServerInfo, probe_index: Option<&
         .send(
             Method::DELETE,
             "/_search/point_in_time",
-            Some(crate::search::Body::Json(json!({"pit_id": [id]}))),
+            Some(crate::client::Body::Json(json!({"pit_id": [id]}))),
             "close probe",
         )
         .await;
@@ -327,89 +344,16 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
 
     let gate = Arc::new(AtomicBool::new(false));
-    let be = repo::backend(&plan.location, &plan.repo).phase("repository")?;
-    let gated: Arc<dyn rustic_core::WriteBackend> = Arc::new(GatedBackend::new(be, gate.clone()));
-    let repository = repo::open(gated, &plan.repo, true).phase("repository")?;
-    let lock = crate::lock::RepoLock::acquire(
-        crate::files::Store::new(&plan.location, &plan.repo).phase("repository")?,
-        &repository,
-        false,
-    )
-    .phase("repository")?;
+    let (repository, lock) = open_locked(plan, &gate)?;
 
     let mut dump = rt
         .block_on(collect(client, &plan.selector, plan.slices, plan.page_size))
         .phase("dump")?;
-    let mode = rt.block_on(read_mode(
-        client,
-        &info,
-        dump.indices.first().map(|i| i.name.as_str()),
-    ));
-    if mode == ReadMode::Scroll {
-        // More scroll slices than shards make the server filter every document per slice.
-        for i in &mut dump.indices {
-            i.slices = i.slices.min(i.primaries.max(1));
-        }
-    }
+    let mode = rt.block_on(choose_mode(client, &info, &mut dump));
     tracing::info!(indices = dump.indices.len(), ?mode, "dumping");
 
-    let manifest = Manifest {
-        format: layout::FORMAT,
-        created_by: format!("cairn-agent {}", env!("CARGO_PKG_VERSION")),
-        created: chrono::Utc::now().to_rfc3339(),
-        host: plan.host.clone(),
-        server: ServerMeta {
-            distribution: info.distribution,
-            version: info.version.clone(),
-        },
-        indices: dump
-            .indices
-            .iter()
-            .map(|i| {
-                (
-                    i.name.clone(),
-                    pending_entry(i.meta.aliases.keys().cloned().collect(), i.hidden),
-                )
-            })
-            .collect::<BTreeMap<_, _>>(),
-        templates: TemplateCounts {
-            component: dump.component_templates.len() as u64,
-            composable: dump.index_templates.len() as u64,
-            legacy: dump.legacy_templates.len() as u64,
-        },
-    };
-    let mut entries = vec![
-        Entry {
-            path: layout::path(layout::COMPONENT_TEMPLATES).into(),
-            content: Content::Static(json_bytes(&dump.component_templates).phase("dump")?),
-        },
-        Entry {
-            path: layout::path(layout::INDEX_TEMPLATES).into(),
-            content: Content::Static(json_bytes(&dump.index_templates).phase("dump")?),
-        },
-        Entry {
-            path: layout::path(layout::LEGACY_TEMPLATES).into(),
-            content: Content::Static(json_bytes(&dump.legacy_templates).phase("dump")?),
-        },
-    ];
-    for i in &dump.indices {
-        entries.push(Entry {
-            path: layout::index_path(&i.name, layout::DOCUMENTS).into(),
-            content: Content::Documents {
-                index: i.name.clone(),
-                slices: i.slices,
-            },
-        });
-        entries.push(Entry {
-            path: layout::index_path(&i.name, layout::INDEX_META).into(),
-            content: Content::Static(json_bytes(&i.meta).phase("dump")?),
-        });
-    }
-    entries.push(Entry {
-        path: layout::path(layout::MANIFEST).into(),
-        content: Content::Manifest,
-    });
-
+    let manifest = manifest(plan, &info, &dump);
+    let mut entries = entries(&dump).phase("dump")?;
     let state = DumpState::new(
         rt.handle().clone(),
         client.clone(),
@@ -419,52 +363,14 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         manifest,
         gate,
     );
-    let progress = crate::output::Progress::start(
-        "backup",
-        Arc::new({
-            let s = state.clone();
-            move || {
-                (
-                    s.docs.load(Ordering::Relaxed),
-                    s.bytes.load(Ordering::Relaxed),
-                )
-            }
-        }),
-    );
+    let progress = progress(&state);
     // Removes the staged files whatever happens below.
     let staging = match &plan.interim_dir {
-        Some(dir) => {
-            let staging = StagingDir::create(dir).phase("dump")?;
-            let staged = rt
-                .block_on(stage_all(&state, &dump.indices, &staging.0))
-                .phase("dump")?;
-            for e in &mut entries {
-                if let Content::Documents { index, .. } = &e.content
-                    && let Some(s) = staged.get(index)
-                {
-                    e.content = Content::Staged {
-                        index: index.clone(),
-                        staged: s.clone(),
-                    };
-                }
-            }
-            Some(staging)
-        }
+        Some(dir) => Some(stage(&rt, &state, &dump, dir, &mut entries)?),
         None => None,
     };
     let source = DumpSource::new(&state, entries);
-    let mut sopts = SnapshotOptions::default().host(plan.host.clone());
-    let identity_tags = plan.identity.iter().flat_map(|i| i.tags());
-    for t in plan.tags.iter().cloned().chain(identity_tags) {
-        sopts = sopts
-            .add_tags(&t)
-            .map_err(|e| AgentError::rustic("tag", e))
-            .phase("upload")?;
-    }
-    let snap = sopts
-        .to_snapshot()
-        .map_err(|e| AgentError::rustic("snapshot", e))
-        .phase("upload")?;
+    let snap = snapshot_file(plan)?;
     // No parent: our files' metadata says nothing about their content, and a "matched" parent
     // file would be reused without reading the server.
     let bopts = BackupOptions::default().parent_opts(ParentOptions::default().force(true));
@@ -488,9 +394,7 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let documents = state.docs.load(Ordering::Relaxed);
     tracing::info!(snapshot = %snap.id, documents, "snapshot saved");
 
-    let outcome = retention(&repository, plan, &lock).phase("retention")?;
-    let (snapshot_count, size_bytes) = repo::totals(&repository).phase("retention")?;
-    lock.release().phase("retention")?;
+    let (outcome, totals) = finish(&repository, plan, lock)?;
     Ok(BackupResult {
         snapshot: snap.id.to_hex().to_string(),
         time: snap.time.timestamp().to_string(),
@@ -502,10 +406,176 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         duration_seconds: started.elapsed().as_secs_f64(),
         snapshots_kept: outcome.kept,
         snapshots_removed: outcome.removed,
-        repository: RepositoryTotals {
-            snapshot_count,
-            size_bytes,
-            integrity: None,
-        },
+        repository: totals,
     })
+}
+
+/// After the snapshot: retention, the repository's totals, the lock released.
+fn finish(
+    repository: &repo::OpenRepo,
+    plan: &BackupPlan,
+    lock: crate::lock::RepoLock,
+) -> Result<(repo::RetentionOutcome, RepositoryTotals), Failed> {
+    let outcome = retention(repository, plan, &lock).phase("retention")?;
+    let (snapshot_count, size_bytes) = repo::totals(repository).phase("retention")?;
+    lock.release().phase("retention")?;
+    let totals = RepositoryTotals {
+        snapshot_count,
+        size_bytes,
+        integrity: None,
+    };
+    Ok((outcome, totals))
+}
+
+/// The repository, initialised on first use, behind `gate` (see [`GatedBackend`]), and a
+/// shared restic lock on it.
+fn open_locked(
+    plan: &BackupPlan,
+    gate: &Arc<AtomicBool>,
+) -> Result<(repo::OpenRepo, crate::lock::RepoLock), Failed> {
+    let be = repo::backend(&plan.location, &plan.repo).phase("repository")?;
+    let gated: Arc<dyn rustic_core::WriteBackend> = Arc::new(GatedBackend::new(be, gate.clone()));
+    let repository = repo::open(gated, &plan.repo, true).phase("repository")?;
+    let lock = crate::lock::RepoLock::acquire(
+        crate::files::Store::new(&plan.location, &plan.repo).phase("repository")?,
+        &repository,
+        false,
+    )
+    .phase("repository")?;
+    Ok((repository, lock))
+}
+
+/// How documents are read (see [`read_mode`]); with scroll, no more slices than shards.
+async fn choose_mode(client: &Client, info: &ServerInfo, dump: &mut ClusterDump) -> ReadMode {
+    let mode = read_mode(client, info, dump.indices.first().map(|i| i.name.as_str())).await;
+    if mode == ReadMode::Scroll {
+        // More scroll slices than shards make the server filter every document per slice.
+        for i in &mut dump.indices {
+            i.slices = i.slices.min(i.primaries.max(1));
+        }
+    }
+    mode
+}
+
+/// The manifest as it starts: every index pending until its documents are read.
+fn manifest(plan: &BackupPlan, info: &ServerInfo, dump: &ClusterDump) -> Manifest {
+    Manifest {
+        format: layout::FORMAT,
+        created_by: format!("cairn-agent {}", env!("CARGO_PKG_VERSION")),
+        created: chrono::Utc::now().to_rfc3339(),
+        host: plan.host.clone(),
+        server: ServerMeta {
+            distribution: info.distribution,
+            version: info.version.clone(),
+        },
+        indices: dump
+            .indices
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    pending_entry(i.meta.aliases.keys().cloned().collect(), i.hidden),
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+        templates: TemplateCounts {
+            component: dump.component_templates.len() as u64,
+            composable: dump.index_templates.len() as u64,
+            legacy: dump.legacy_templates.len() as u64,
+        },
+    }
+}
+
+/// The snapshot's files in order: templates, each index's documents and metadata, the
+/// manifest last.
+fn entries(dump: &ClusterDump) -> Result<Vec<Entry>> {
+    let mut entries = vec![
+        Entry {
+            path: layout::path(layout::COMPONENT_TEMPLATES).into(),
+            content: Content::Static(json_bytes(&dump.component_templates)?),
+        },
+        Entry {
+            path: layout::path(layout::INDEX_TEMPLATES).into(),
+            content: Content::Static(json_bytes(&dump.index_templates)?),
+        },
+        Entry {
+            path: layout::path(layout::LEGACY_TEMPLATES).into(),
+            content: Content::Static(json_bytes(&dump.legacy_templates)?),
+        },
+    ];
+    for i in &dump.indices {
+        entries.push(Entry {
+            path: layout::index_path(&i.name, layout::DOCUMENTS).into(),
+            content: Content::Documents {
+                index: i.name.clone(),
+                slices: i.slices,
+            },
+        });
+        entries.push(Entry {
+            path: layout::index_path(&i.name, layout::INDEX_META).into(),
+            content: Content::Static(json_bytes(&i.meta)?),
+        });
+    }
+    entries.push(Entry {
+        path: layout::path(layout::MANIFEST).into(),
+        content: Content::Manifest,
+    });
+    Ok(entries)
+}
+
+/// Reports documents and bytes read while the backup runs.
+fn progress(state: &Arc<DumpState>) -> crate::output::Progress {
+    crate::output::Progress::start(
+        "backup",
+        Arc::new({
+            let s = state.clone();
+            move || {
+                (
+                    s.docs.load(Ordering::Relaxed),
+                    s.bytes.load(Ordering::Relaxed),
+                )
+            }
+        }),
+    )
+}
+
+/// Reads every index's documents into files under `dir` first, and points their entries there.
+fn stage(
+    rt: &tokio::runtime::Runtime,
+    state: &Arc<DumpState>,
+    dump: &ClusterDump,
+    dir: &std::path::Path,
+    entries: &mut [Entry],
+) -> Result<StagingDir, Failed> {
+    let staging = StagingDir::create(dir).phase("dump")?;
+    let staged = rt
+        .block_on(stage_all(state, &dump.indices, &staging.0))
+        .phase("dump")?;
+    for e in entries {
+        if let Content::Documents { index, .. } = &e.content
+            && let Some(s) = staged.get(index)
+        {
+            e.content = Content::Staged {
+                index: index.clone(),
+                staged: s.clone(),
+            };
+        }
+    }
+    Ok(staging)
+}
+
+/// The new snapshot: its host, the plan's tags and the identity's.
+fn snapshot_file(plan: &BackupPlan) -> Result<rustic_core::repofile::SnapshotFile, Failed> {
+    let mut sopts = SnapshotOptions::default().host(plan.host.clone());
+    let identity_tags = plan.identity.iter().flat_map(|i| i.tags());
+    for t in plan.tags.iter().cloned().chain(identity_tags) {
+        sopts = sopts
+            .add_tags(&t)
+            .map_err(|e| AgentError::rustic("tag", e))
+            .phase("upload")?;
+    }
+    sopts
+        .to_snapshot()
+        .map_err(|e| AgentError::rustic("snapshot", e))
+        .phase("upload")
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::client::{Auth, ClientOptions};
 use crate::error::{AgentError, Result};
 use crate::identity::{Identity, RestoreScope, RetentionScope};
-use crate::repo::{Location, RepoOptions, Retention};
+use crate::location::{Location, RepoOptions};
+use crate::repo::Retention;
 use crate::restore::Existing;
-use crate::search::{Auth, ClientOptions};
 use crate::select::{Rename, Selector, split_list};
 
 #[derive(Parser, Debug)]

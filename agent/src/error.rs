@@ -125,3 +125,9 @@ pub fn short(text: &str, max: usize) -> String {
     }
     format!("{}...", t[..cut].replace('\n', " "))
 }
+
+/// Drops `user:password@` from anything that looks like a URL.
+pub fn redact_url(text: &str) -> String {
+    let re = regex::Regex::new(r"(?i)(https?://)[^/@\s]+@").expect("static regex");
+    re.replace_all(text, "$1").into_owned()
+}

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 
-use crate::error::{AgentError, Result};
-use crate::repo::{Location, RepoOptions, env, opendal_options};
+use crate::error::{AgentError, Result, redact_url};
+use crate::location::{Location, RepoOptions, check_insecure_tls, env, opendal_options};
 
 /// The directories of a restic repository, besides the `config` file.
 pub const DIRS: [&str; 5] = ["keys", "snapshots", "index", "locks", "data"];
@@ -60,11 +60,11 @@ pub fn opendal_reason(e: &opendal::Error) -> String {
         }
         source = s.source();
     }
-    crate::search::redact_url(&text.replace('\n', " "))
+    redact_url(&text.replace('\n', " "))
 }
 
 fn reqwest_reason(e: &reqwest::Error) -> String {
-    let mut text = crate::search::redact_url(&e.to_string());
+    let mut text = redact_url(&e.to_string());
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");
@@ -99,7 +99,7 @@ fn restic_dir(dir: &str, path: &str) -> bool {
 
 impl Store {
     pub fn new(loc: &Location, opts: &RepoOptions) -> Result<Self> {
-        crate::repo::check_insecure_tls(loc, opts)?;
+        check_insecure_tls(loc, opts)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cairn-files")
@@ -129,7 +129,7 @@ impl Store {
                     .timeout(Duration::from_secs(120))
                     .build()
                     .map_err(|e| AgentError::Usage(format!("HTTP client: {e}")))?;
-                let name = format!("rest:{}", crate::search::redact_url(url));
+                let name = format!("rest:{}", redact_url(url));
                 (Kind::Rest { client, base }, name)
             }
             _ => {
@@ -252,30 +252,7 @@ impl Store {
     /// exist.
     pub fn list(&self, dir: &str) -> Result<Vec<String>> {
         let mut names = match &self.kind {
-            Kind::Local(root) => {
-                let mut out = Vec::new();
-                let mut stack = vec![root.join(dir)];
-                while let Some(d) = stack.pop() {
-                    let rd = match std::fs::read_dir(&d) {
-                        Ok(rd) => rd,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(AgentError::io(format!("list {}", d.display()), e)),
-                    };
-                    for entry in rd {
-                        let entry = entry
-                            .map_err(|e| AgentError::io(format!("list {}", d.display()), e))?;
-                        let ft = entry
-                            .file_type()
-                            .map_err(|e| AgentError::io(format!("list {}", d.display()), e))?;
-                        if ft.is_dir() {
-                            stack.push(entry.path());
-                        } else {
-                            out.push(entry.file_name().to_string_lossy().into_owned());
-                        }
-                    }
-                }
-                out
-            }
+            Kind::Local(root) => list_local(&root.join(dir))?,
             Kind::OpenDal(op) => self.rt.block_on(async {
                 let entries = op
                     .list_with(&format!("{dir}/"))
@@ -296,40 +273,48 @@ impl Store {
                         .collect(),
                 )
             })?,
-            Kind::Rest { client, base } => {
-                let url = self.rest_url(base, &format!("{dir}/"))?;
-                self.rt.block_on(async {
-                    let resp = client
-                        .get(url)
-                        .header("Accept", "application/vnd.x.restic.rest.v2")
-                        .send()
-                        .await
-                        .map_err(|e| self.http_err(&format!("list {dir}"), &e))?;
-                    if resp.status().as_u16() == 404 {
-                        return Ok(Vec::new());
-                    }
-                    if !resp.status().is_success() {
-                        return Err(AgentError::Repository(format!(
-                            "list {dir} on {}: HTTP {}",
-                            self.name,
-                            resp.status()
-                        )));
-                    }
-                    #[derive(serde::Deserialize)]
-                    struct Item {
-                        name: String,
-                    }
-                    let items: Vec<Item> = resp
-                        .json()
-                        .await
-                        .map_err(|e| self.http_err(&format!("list {dir}"), &e))?;
-                    Ok(items.into_iter().map(|i| i.name).collect())
-                })?
-            }
+            Kind::Rest { client, base } => self.list_rest(client, base, dir)?,
         };
         names.retain(|n| restic_name(n));
         names.sort();
         Ok(names)
+    }
+
+    /// The names under `dir/` of a REST server (its v2 listing).
+    fn list_rest(
+        &self,
+        client: &reqwest::Client,
+        base: &url::Url,
+        dir: &str,
+    ) -> Result<Vec<String>> {
+        let url = self.rest_url(base, &format!("{dir}/"))?;
+        self.rt.block_on(async {
+            let resp = client
+                .get(url)
+                .header("Accept", "application/vnd.x.restic.rest.v2")
+                .send()
+                .await
+                .map_err(|e| self.http_err(&format!("list {dir}"), &e))?;
+            if resp.status().as_u16() == 404 {
+                return Ok(Vec::new());
+            }
+            if !resp.status().is_success() {
+                return Err(AgentError::Repository(format!(
+                    "list {dir} on {}: HTTP {}",
+                    self.name,
+                    resp.status()
+                )));
+            }
+            #[derive(serde::Deserialize)]
+            struct Item {
+                name: String,
+            }
+            let items: Vec<Item> = resp
+                .json()
+                .await
+                .map_err(|e| self.http_err(&format!("list {dir}"), &e))?;
+            Ok(items.into_iter().map(|i| i.name).collect())
+        })
     }
 
     /// Reads one file of one of [`DIRS`].
@@ -498,6 +483,31 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// The names of the files under `top`, at any depth; none when it does not exist.
+fn list_local(top: &std::path::Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(AgentError::io(format!("list {}", d.display()), e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| AgentError::io(format!("list {}", d.display()), e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| AgentError::io(format!("list {}", d.display()), e))?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Removes `dir` and the directories below it when they hold no file.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::search::Distribution;
+use crate::client::Distribution;
 
 /// The directory the snapshot holds (its `paths`).
 pub const ROOT: &str = "/elasticsearch";

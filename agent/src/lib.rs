@@ -4,13 +4,25 @@
 //! every document) straight into one snapshot of a restic-format repository (through
 //! `rustic_core`), and loads such a snapshot back. See `shared/spec/runtime.md`, "The agent's data
 //! path", and `manifests/catalog/functions.yaml` for the command line the Jobs pass.
+//!
+//! Layers, each using only those below it (`tests/layers.rs` fails on a cycle):
+//! - commands: `cli`, `backup`, `restore`, over `stream` (the snapshot's files for the
+//!   archiver) and `layout` (what a snapshot holds);
+//! - repository: `repo` (open, retention, totals, check) over `lock` (restic locks) over
+//!   `files` (raw repository files) over `location` (where, options, credentials);
+//! - server: `search` (reading indices) over `skim` (search answers) and `client` (HTTP), and
+//!   `bulk` (the `_bulk` wire format);
+//! - shared: `select`, `settings`, `identity`, `output`, `tls`, `error`.
 
 pub mod backup;
+pub mod bulk;
 pub mod cli;
+pub mod client;
 pub mod error;
 pub mod files;
 pub mod identity;
 pub mod layout;
+pub mod location;
 pub mod lock;
 pub mod output;
 pub mod repo;
@@ -18,6 +30,7 @@ pub mod restore;
 pub mod search;
 pub mod select;
 pub mod settings;
+pub mod skim;
 pub mod stream;
 pub mod tls;
 

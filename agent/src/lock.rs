@@ -20,12 +20,12 @@ use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use aes256ctr_poly1305aes::aead::AeadInPlace;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use rustic_core::{OpenStatus, Repository};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AgentError, Result};
 use crate::files::Store;
-use crate::repo::OpenRepo;
 
 /// A lock not refreshed for this long belongs to a dead process (restic's rule).
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
@@ -120,7 +120,7 @@ fn process_alive(pid: i64) -> bool {
 pub struct Crypto(aes256ctr_poly1305aes::Key);
 
 impl Crypto {
-    pub fn of(repo: &OpenRepo) -> Result<Self> {
+    pub fn of(repo: &Repository<OpenStatus>) -> Result<Self> {
         let key = repo.key();
         if key.encrypt.len() != 32 || key.mac.k.len() != 16 || key.mac.r.len() != 16 {
             return Err(AgentError::Repository(
@@ -289,7 +289,7 @@ pub struct RepoLock {
 
 impl RepoLock {
     /// Removes stale locks and takes a lock (exclusive or not).
-    pub fn acquire(store: Store, repo: &OpenRepo, exclusive: bool) -> Result<Self> {
+    pub fn acquire(store: Store, repo: &Repository<OpenStatus>, exclusive: bool) -> Result<Self> {
         let inner = Arc::new(Inner {
             store,
             crypto: Crypto::of(repo)?,

@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use cairn_agent::cli::{Cli, Command};
+use cairn_agent::cli::{CheckArgs, Cli, Command, ForgetArgs, SnapshotsArgs, WipeArgs};
+use cairn_agent::client::Client;
 use cairn_agent::error::{AgentError, Failed, InPhase};
 use cairn_agent::output::{apply_priority, emit, failure};
-use cairn_agent::search::Client;
-use cairn_agent::{files, repo, restore};
+use cairn_agent::{files, location, repo, restore};
 use cairn_api::result::AgentResult;
 use clap::Parser;
 
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         .ok()
         .filter(|s| !s.is_empty())
         .map_or_else(std::env::temp_dir, Into::into);
-    if let Err(e) = repo::install_repository_ca(&tmp) {
+    if let Err(e) = location::install_repository_ca(&tmp) {
         emit(&failure(&Failed {
             phase: "config",
             error: e,
@@ -102,85 +102,95 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
                 Client::new(&args.target.client_options().phase("config")?).phase("config")?;
             restore::run(&plan, &client).map(|r| Some(AgentResult::Restore(r)))
         }
-        Command::Snapshots(args) => {
-            let be = repo::backend(&args.repo.location().phase("config")?, &args.repo.options())
-                .phase("repository")?;
-            let r = repo::open(be, &args.repo.options(), false).phase("repository")?;
-            let host = args.host.clone();
-            let mut snaps = r
-                .get_matching_snapshots(|s| host.is_empty() || s.hostname == host)
-                .map_err(|e| AgentError::rustic("list snapshots", e))
-                .phase("repository")?;
-            snaps.sort_by(|a, b| a.time.cmp(&b.time));
-            let list: Vec<serde_json::Value> = snaps
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "id": s.id.to_hex().to_string(),
-                        "time": s.time.timestamp().to_string(),
-                        "host": s.hostname,
-                        "tags": s.tags.iter().collect::<Vec<_>>(),
-                        "paths": s.paths.iter().collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            println!("{}", serde_json::Value::Array(list));
-            Ok(None)
-        }
-        Command::Forget(args) => {
-            let opts = args.repo.options();
-            let be =
-                repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
-            let r = repo::open(be, &opts, false).phase("repository")?;
-            let retention = args.retention.retention();
-            let scope = args.scope().phase("config")?;
-            // restic's forget and prune lock exclusively; so do we.
-            let lock = cairn_agent::lock::RepoLock::acquire(
-                files::Store::new(&args.repo.location().phase("config")?, &opts).phase("config")?,
-                &r,
-                !retention.dry_run,
-            )
-            .phase("repository")?;
-            let out = repo::apply_retention(&r, &args.host(), &scope, &retention, Some(&lock))
-                .phase("retention")?;
-            lock.release().phase("retention")?;
-            println!(
-                "{}",
-                serde_json::json!({ "kept": out.kept, "removed": out.removed })
-            );
-            Ok(None)
-        }
-        Command::Wipe(args) => {
-            let loc = args.repo.location().phase("config")?;
-            let store = files::Store::new(&loc, &args.repo.options()).phase("config")?;
-            store.probe(files::PROBE_TIMEOUT).phase("repository")?;
-            // Only who can open the repository may delete it: the storage Secret's password
-            // must decrypt one of its keys (credentials alone may reach other tenants' data).
-            if store.has_config().phase("repository")? {
-                let opts = args.repo.options();
-                let be = repo::backend(&loc, &opts).phase("repository")?;
-                repo::open(be, &opts, false).phase("repository")?;
-            }
-            let removed = store.wipe().phase("wipe")?;
-            tracing::info!(removed, "repository wiped");
-            println!("wiped {}: {removed} files removed", store.name());
-            Ok(None)
-        }
-        Command::Check(args) => {
-            let opts = args.repo.options();
-            let be =
-                repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
-            let r = repo::open(be, &opts, false).phase("repository")?;
-            let ok = repo::check(&r, args.read_data).phase("verify")?;
-            println!("{}", serde_json::json!({ "integrity": ok }));
-            if ok {
-                Ok(None)
-            } else {
-                Err(Failed {
-                    phase: "verify",
-                    error: AgentError::Repository("the check found errors".into()),
-                })
-            }
-        }
+        Command::Snapshots(args) => snapshots(&args),
+        Command::Forget(args) => forget(&args),
+        Command::Wipe(args) => wipe(&args),
+        Command::Check(args) => check(&args),
+    }
+}
+
+/// `snapshots`: the repository's snapshots (of one host, if given) as a JSON array.
+fn snapshots(args: &SnapshotsArgs) -> Result<Option<AgentResult>, Failed> {
+    let be = repo::backend(&args.repo.location().phase("config")?, &args.repo.options())
+        .phase("repository")?;
+    let r = repo::open(be, &args.repo.options(), false).phase("repository")?;
+    let host = args.host.clone();
+    let mut snaps = r
+        .get_matching_snapshots(|s| host.is_empty() || s.hostname == host)
+        .map_err(|e| AgentError::rustic("list snapshots", e))
+        .phase("repository")?;
+    snaps.sort_by(|a, b| a.time.cmp(&b.time));
+    let list: Vec<serde_json::Value> = snaps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id.to_hex().to_string(),
+                "time": s.time.timestamp().to_string(),
+                "host": s.hostname,
+                "tags": s.tags.iter().collect::<Vec<_>>(),
+                "paths": s.paths.iter().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(list));
+    Ok(None)
+}
+
+/// `forget`: retention under an exclusive lock (a shared one for a dry run).
+fn forget(args: &ForgetArgs) -> Result<Option<AgentResult>, Failed> {
+    let opts = args.repo.options();
+    let be = repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
+    let r = repo::open(be, &opts, false).phase("repository")?;
+    let retention = args.retention.retention();
+    let scope = args.scope().phase("config")?;
+    // restic's forget and prune lock exclusively; so do we.
+    let lock = cairn_agent::lock::RepoLock::acquire(
+        files::Store::new(&args.repo.location().phase("config")?, &opts).phase("config")?,
+        &r,
+        !retention.dry_run,
+    )
+    .phase("repository")?;
+    let out = repo::apply_retention(&r, &args.host(), &scope, &retention, Some(&lock))
+        .phase("retention")?;
+    lock.release().phase("retention")?;
+    println!(
+        "{}",
+        serde_json::json!({ "kept": out.kept, "removed": out.removed })
+    );
+    Ok(None)
+}
+
+/// `wipe`: every file of the repository deleted, by someone who can open it.
+fn wipe(args: &WipeArgs) -> Result<Option<AgentResult>, Failed> {
+    let loc = args.repo.location().phase("config")?;
+    let store = files::Store::new(&loc, &args.repo.options()).phase("config")?;
+    store.probe(files::PROBE_TIMEOUT).phase("repository")?;
+    // Only who can open the repository may delete it: the storage Secret's password
+    // must decrypt one of its keys (credentials alone may reach other tenants' data).
+    if store.has_config().phase("repository")? {
+        let opts = args.repo.options();
+        let be = repo::backend(&loc, &opts).phase("repository")?;
+        repo::open(be, &opts, false).phase("repository")?;
+    }
+    let removed = store.wipe().phase("wipe")?;
+    tracing::info!(removed, "repository wiped");
+    println!("wiped {}: {removed} files removed", store.name());
+    Ok(None)
+}
+
+/// `check`: the repository's integrity, failing when it has errors.
+fn check(args: &CheckArgs) -> Result<Option<AgentResult>, Failed> {
+    let opts = args.repo.options();
+    let be = repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
+    let r = repo::open(be, &opts, false).phase("repository")?;
+    let ok = repo::check(&r, args.read_data).phase("verify")?;
+    println!("{}", serde_json::json!({ "integrity": ok }));
+    if ok {
+        Ok(None)
+    } else {
+        Err(Failed {
+            phase: "verify",
+            error: AgentError::Repository("the check found errors".into()),
+        })
     }
 }

@@ -18,16 +18,16 @@ use cairn_api::result::RestoreResult;
 use reqwest::{Method, StatusCode};
 use rustic_core::repofile::{Node, SnapshotFile};
 use rustic_core::{IndexedFull, Repository};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::bulk::{BulkOutcome, action_prefix, bulk_line, bulk_outcome};
+use crate::client::{Body, Client, encode_path, server_error};
 use crate::error::{AgentError, Failed, InPhase, Result, short};
 use crate::layout::{self, IndexEntry, IndexMeta, Manifest};
-use crate::repo::{self, Location, RepoOptions};
-use crate::search::{Body, Client, encode_path, server_error};
+use crate::location::{Location, RepoOptions};
+use crate::repo;
 use crate::select::{Rename, Selector};
 use crate::settings;
 
@@ -111,8 +111,51 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         .to_indexed()
         .map_err(|e| AgentError::rustic("read index", e))
         .phase("repository")?;
+    let manifest = read_manifest(&repository, &snap)?;
+
+    let info = rt
+        .block_on(client.wait_ready(plan.wait_timeout))
+        .phase("connect")?;
+    tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
+
+    let targets = plan_targets(&rt, client, plan, &manifest)?;
+    // Templates first, so they are there when indices are created.
+    let overwrite = plan.existing == Existing::Overwrite;
+    put_templates(&rt, &repository, &snap, client, overwrite)?;
+    let todo: Vec<&Target> = targets
+        .iter()
+        .filter(|t| {
+            let skip = t.exists && plan.existing == Existing::Skip;
+            if skip {
+                tracing::info!(index = %t.target, "exists: skipped");
+            }
+            !skip
+        })
+        .collect();
+    let loaded = load_indices(&rt, &repository, &snap, client, plan, &todo)?;
+    let mut documents = 0;
+    let mut restored = Vec::new();
+    for (k, (docs, meta)) in loaded {
+        documents += docs;
+        restored.push((todo[k], meta));
+    }
+    put_aliases(&rt, client, plan, &restored)?;
+
+    Ok(RestoreResult {
+        snapshot: snap.id.to_hex().to_string(),
+        indices: restored.len() as u64,
+        documents,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The snapshot's manifest, in a layout this agent reads.
+fn read_manifest<S: IndexedFull>(
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+) -> Result<Manifest, Failed> {
     let manifest: Manifest = serde_json::from_slice(
-        &read_small(&repository, &snap, &layout::path(layout::MANIFEST))
+        &read_small(repository, snap, &layout::path(layout::MANIFEST))
             .map_err(|e| {
                 AgentError::Snapshot(format!(
                     "{e} (was this snapshot made by cairn-agent backup?)"
@@ -130,13 +173,17 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         )))
         .phase("repository");
     }
+    Ok(manifest)
+}
 
-    let info = rt
-        .block_on(client.wait_ready(plan.wait_timeout))
-        .phase("connect")?;
-    tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
-
-    // Plan and check every target before writing anything.
+/// Every selected index with its target name, checked before anything is written: no two
+/// onto one name, and none existing when `--existing=fail`.
+fn plan_targets(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    plan: &RestorePlan,
+    manifest: &Manifest,
+) -> Result<Vec<Target>, Failed> {
     let mut targets = Vec::new();
     let mut seen = BTreeSet::new();
     for (name, entry) in &manifest.indices {
@@ -178,15 +225,23 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         )))
         .phase("restore");
     }
+    Ok(targets)
+}
 
-    // Templates first, so they are there when indices are created.
-    let overwrite = plan.existing == Existing::Overwrite;
+/// Component, composable and legacy templates, in that order.
+fn put_templates<S: IndexedFull>(
+    rt: &tokio::runtime::Runtime,
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+    client: &Client,
+    overwrite: bool,
+) -> Result<(), Failed> {
     for (file, kind) in [
         (layout::COMPONENT_TEMPLATES, "_component_template"),
         (layout::INDEX_TEMPLATES, "_index_template"),
         (layout::LEGACY_TEMPLATES, "_template"),
     ] {
-        let bytes = read_small(&repository, &snap, &layout::path(file)).phase("restore")?;
+        let bytes = read_small(repository, snap, &layout::path(file)).phase("restore")?;
         let map: Map<String, Value> = serde_json::from_slice(&bytes)
             .map_err(|e| AgentError::json(file, e))
             .phase("restore")?;
@@ -195,19 +250,20 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
                 .phase("restore")?;
         }
     }
+    Ok(())
+}
 
-    // Indices are loaded `INDEX_PARALLEL` at a time, their `_bulk` requests sharing `workers`
-    // slots: the server stays busy while one index drains, is refreshed and counted.
-    let todo: Vec<&Target> = targets
-        .iter()
-        .filter(|t| {
-            let skip = t.exists && plan.existing == Existing::Skip;
-            if skip {
-                tracing::info!(index = %t.target, "exists: skipped");
-            }
-            !skip
-        })
-        .collect();
+/// Loads `todo`, `INDEX_PARALLEL` indices at a time, their `_bulk` requests sharing `workers`
+/// slots: the server stays busy while one index drains, is refreshed and counted. Returns each
+/// index's documents and metadata by its place in `todo`.
+fn load_indices<S: IndexedFull + Sync>(
+    rt: &tokio::runtime::Runtime,
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+    client: &Client,
+    plan: &RestorePlan,
+    todo: &[&Target],
+) -> Result<Loaded, Failed> {
     let shared = Shared {
         slots: std::sync::Arc::new(tokio::sync::Semaphore::new(plan.workers.max(1))),
         stop: AtomicBool::new(false),
@@ -225,7 +281,7 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
                     let Some(t) = todo.get(k) else {
                         break;
                     };
-                    let r = restore_index(&rt, &repository, &snap, client, plan, t, &shared);
+                    let r = restore_index(rt, repository, snap, client, plan, t, &shared);
                     if r.is_err() {
                         shared.stop.store(true, Ordering::SeqCst);
                     }
@@ -241,7 +297,21 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         .map_err(|_| AgentError::Restore("a loader panicked".into()))
         .phase("restore")?;
     outcomes.sort_by_key(|(k, _)| *k);
-    // The first real failure; "stopped because another index failed" only when there is none.
+    let loaded = first_failure(outcomes)?;
+    if loaded.len() != todo.len() {
+        return Err(AgentError::Restore(format!(
+            "{} of {} indices were loaded",
+            loaded.len(),
+            todo.len()
+        )))
+        .phase("restore");
+    }
+    Ok(loaded)
+}
+
+/// The loaded indices, or the first real failure ("stopped because another index failed"
+/// only when there is none).
+fn first_failure(outcomes: Vec<(usize, IndexOutcome)>) -> Result<Loaded, Failed> {
     let mut first_err: Option<Failed> = None;
     let mut loaded = Vec::new();
     for (k, r) in outcomes {
@@ -257,28 +327,22 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
             }
         }
     }
-    if let Some(f) = first_err {
-        return Err(f);
+    match first_err {
+        Some(f) => Err(f),
+        None => Ok(loaded),
     }
-    if loaded.len() != todo.len() {
-        return Err(AgentError::Restore(format!(
-            "{} of {} indices were loaded",
-            loaded.len(),
-            todo.len()
-        )))
-        .phase("restore");
-    }
-    let mut documents = 0;
-    let mut restored = Vec::new();
-    for (k, (docs, meta)) in loaded {
-        documents += docs;
-        restored.push((todo[k], meta));
-    }
+}
 
-    // Aliases last, when their indices are complete. Renamed indices get renamed aliases, so
-    // a restored copy does not join the original's aliases.
+/// Aliases last, when their indices are complete. Renamed indices get renamed aliases, so a
+/// restored copy does not join the original's aliases.
+fn put_aliases(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    plan: &RestorePlan,
+    restored: &[(&Target, IndexMeta)],
+) -> Result<(), Failed> {
     let mut actions = Vec::new();
-    for (t, meta) in &restored {
+    for (t, meta) in restored {
         for (alias, def) in &meta.aliases {
             let alias = if plan.rename.is_identity() {
                 alias.clone()
@@ -301,17 +365,14 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
             ))
             .phase("restore")?;
     }
-
-    Ok(RestoreResult {
-        snapshot: snap.id.to_hex().to_string(),
-        indices: restored.len() as u64,
-        documents,
-        duration_seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(())
 }
 
 /// Documents sent and the index's metadata, or the failure.
 type IndexOutcome = Result<(u64, IndexMeta), Failed>;
+
+/// Each loaded index's documents and metadata, by its place in the list to load.
+type Loaded = Vec<(usize, (u64, IndexMeta))>;
 
 /// Indices loaded at once.
 const INDEX_PARALLEL: usize = 2;
@@ -337,6 +398,45 @@ fn restore_index<S: IndexedFull + Sync>(
     t: &Target,
     shared: &Shared,
 ) -> IndexOutcome {
+    let enc = encode_path(&t.target);
+    let (meta, after) = create_index(rt, repository, snap, client, t)?;
+    let node = repository
+        .node_from_snapshot_and_path(snap, &layout::index_path(&t.source, layout::DOCUMENTS))
+        .map_err(|e| AgentError::rustic("find documents", e))
+        .phase("restore")?;
+    let (docs, sha) =
+        load_index(rt, repository, &node, client, &t.target, plan, shared).phase("restore")?;
+
+    rt.block_on(async {
+        let _: Value = client
+            .json(
+                Method::PUT,
+                &format!("/{enc}/_settings"),
+                Some(json!({ "settings": after })),
+                "put back settings",
+            )
+            .await?;
+        let _: Value = client
+            .json(Method::POST, &format!("/{enc}/_refresh"), None, "refresh")
+            .await?;
+        Ok::<_, AgentError>(())
+    })
+    .phase("restore")?;
+
+    verify_index(rt, client, t, docs, &sha)?;
+    tracing::info!(index = %t.target, docs, "index restored");
+    Ok((docs, meta))
+}
+
+/// Deletes the index when it is to be overwritten, then creates it with its settings for
+/// loading and its mappings. Returns its metadata and the settings to put back after.
+fn create_index<S: IndexedFull>(
+    rt: &tokio::runtime::Runtime,
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
+    client: &Client,
+    t: &Target,
+) -> Result<(IndexMeta, Map<String, Value>), Failed> {
     let enc = encode_path(&t.target);
     if t.exists {
         tracing::info!(index = %t.target, "exists: deleting it to overwrite");
@@ -367,31 +467,18 @@ fn restore_index<S: IndexedFull + Sync>(
             &format!("create index {}", t.target),
         ))
         .phase("restore")?;
+    Ok((meta, after))
+}
 
-    let node = repository
-        .node_from_snapshot_and_path(snap, &layout::index_path(&t.source, layout::DOCUMENTS))
-        .map_err(|e| AgentError::rustic("find documents", e))
-        .phase("restore")?;
-    let (docs, sha) =
-        load_index(rt, repository, &node, client, &t.target, plan, shared).phase("restore")?;
-
-    rt.block_on(async {
-        let _: Value = client
-            .json(
-                Method::PUT,
-                &format!("/{enc}/_settings"),
-                Some(json!({ "settings": after })),
-                "put back settings",
-            )
-            .await?;
-        let _: Value = client
-            .json(Method::POST, &format!("/{enc}/_refresh"), None, "refresh")
-            .await?;
-        Ok::<_, AgentError>(())
-    })
-    .phase("restore")?;
-
-    // Verify against the manifest: the stream we read and what the server holds.
+/// Checks an index against the manifest: the stream we read and what the server holds.
+fn verify_index(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    t: &Target,
+    docs: u64,
+    sha: &str,
+) -> Result<(), Failed> {
+    let enc = encode_path(&t.target);
     if sha != t.entry.sha256 {
         return Err(AgentError::Verify(format!(
             "documents of {} do not match the manifest's checksum",
@@ -410,8 +497,7 @@ fn restore_index<S: IndexedFull + Sync>(
         )))
         .phase("verify");
     }
-    tracing::info!(index = %t.target, docs, "index restored");
-    Ok((docs, meta))
+    Ok(())
 }
 
 async fn put_template(
@@ -484,89 +570,6 @@ impl std::io::Write for ChannelWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-#[derive(Deserialize)]
-struct DocLine<'a> {
-    #[serde(borrow)]
-    _id: &'a RawValue,
-    #[serde(borrow, default)]
-    _routing: Option<&'a RawValue>,
-    #[serde(borrow)]
-    _source: &'a RawValue,
-}
-
-/// The start of every bulk action for `target`: `{"index":{"_index":"<target>","_id":`.
-pub fn action_prefix(target: &str) -> Vec<u8> {
-    let mut out = b"{\"index\":{\"_index\":".to_vec();
-    // A string always serializes.
-    let _ = serde_json::to_writer(&mut out, target);
-    out.extend_from_slice(b",\"_id\":");
-    out
-}
-
-/// The length of the JSON string token at the start of `s` (quotes included).
-fn string_token_len(s: &[u8]) -> Option<usize> {
-    if s.first() != Some(&b'"') {
-        return None;
-    }
-    let mut i = 1;
-    loop {
-        let j = i + memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
-        if s[j] == b'"' {
-            return Some(j + 1);
-        }
-        // An escape: skip the escaped byte.
-        i = j + 2;
-    }
-}
-
-/// A document line's id and routing tokens and its source.
-type LineParts<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
-
-/// A document line as the backup writes it, `{"_id":"..",("_routing":"..",)"_source":{..}}`,
-/// split without decoding: the id and routing tokens and the source, as they are.
-fn split_line(line: &[u8]) -> Option<LineParts<'_>> {
-    let rest = line.strip_prefix(b"{\"_id\":")?;
-    let (id, rest) = rest.split_at(string_token_len(rest)?);
-    let (routing, rest) = match rest.strip_prefix(b",\"_routing\":") {
-        Some(r) => {
-            let (routing, rest) = r.split_at(string_token_len(r)?);
-            (Some(routing), rest)
-        }
-        None => (None, rest),
-    };
-    let source = rest.strip_prefix(b",\"_source\":")?.strip_suffix(b"}")?;
-    (source.first() == Some(&b'{') && source.last() == Some(&b'}')).then_some((id, routing, source))
-}
-
-/// Appends one document's bulk action and source. `prefix` is [`action_prefix`] of `target`.
-/// The server parses the source; the lines of the stream are checked against the manifest's
-/// checksum.
-pub fn bulk_line(out: &mut Vec<u8>, prefix: &[u8], target: &str, line: &[u8]) -> Result<()> {
-    let (id, routing, source) = match split_line(line) {
-        Some(parts) => parts,
-        None => {
-            // Not the layout we write: read it as JSON.
-            let doc: DocLine<'_> = serde_json::from_slice(line)
-                .map_err(|e| AgentError::json(format!("a document line of {target}"), e))?;
-            (
-                doc._id.get().as_bytes(),
-                doc._routing.map(|r| r.get().as_bytes()),
-                doc._source.get().as_bytes(),
-            )
-        }
-    };
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(id);
-    if let Some(r) = routing {
-        out.extend_from_slice(b",\"routing\":");
-        out.extend_from_slice(r);
-    }
-    out.extend_from_slice(b"}}\n");
-    out.extend_from_slice(source);
-    out.push(b'\n');
-    Ok(())
 }
 
 /// One index's batches: built line by line, sent when full.
@@ -702,91 +705,6 @@ async fn load_documents(
     Ok((loader.sent, hex::encode(hasher.finalize())))
 }
 
-#[derive(Deserialize)]
-struct BulkResponse {
-    #[serde(default)]
-    errors: bool,
-    #[serde(default)]
-    items: Vec<Map<String, Value>>,
-}
-
-/// What to do with a bulk answer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BulkOutcome {
-    Done,
-    /// Only rejections for load (429): send the batch again later.
-    Retry,
-    /// The first real failure, naming the document.
-    Failed(String),
-}
-
-#[derive(Deserialize)]
-struct BulkErrors {
-    #[serde(default)]
-    errors: bool,
-}
-
-/// Whether a `_bulk` answer says `"errors":false`, read from its start where the servers put
-/// it (`{"took":N,"errors":false,...`); `None` when it is not there.
-fn no_errors_prefix(body: &[u8]) -> Option<bool> {
-    let rest = body.strip_prefix(b"{\"took\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let rest = rest.get(digits..)?.strip_prefix(b",\"errors\":")?;
-    if rest.starts_with(b"false,") || rest.starts_with(b"false}") {
-        Some(true)
-    } else if rest.starts_with(b"true") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// Reads a `_bulk` answer: the items only when `errors` is true.
-pub fn bulk_outcome(target: &str, body: &[u8]) -> Result<BulkOutcome> {
-    let errors = match no_errors_prefix(body) {
-        Some(clean) => !clean,
-        None => {
-            serde_json::from_slice::<BulkErrors>(body)
-                .map_err(|e| AgentError::json("bulk answer", e))?
-                .errors
-        }
-    };
-    if !errors {
-        return Ok(BulkOutcome::Done);
-    }
-    let resp: BulkResponse =
-        serde_json::from_slice(body).map_err(|e| AgentError::json("bulk answer", e))?;
-    if !resp.errors {
-        return Ok(BulkOutcome::Done);
-    }
-    let mut retry = false;
-    for item in &resp.items {
-        let Some(r) = item.values().next() else {
-            continue;
-        };
-        let status = r["status"].as_u64().unwrap_or(0);
-        if status < 300 {
-            continue;
-        }
-        if status == 429 {
-            retry = true;
-            continue;
-        }
-        let e = &r["error"];
-        return Ok(BulkOutcome::Failed(format!(
-            "document {} of index {target} was rejected: {}: {}",
-            r["_id"],
-            e["type"].as_str().unwrap_or("error"),
-            short(e["reason"].as_str().unwrap_or(&e.to_string()), 400)
-        )));
-    }
-    Ok(if retry {
-        BulkOutcome::Retry
-    } else {
-        BulkOutcome::Done
-    })
-}
-
 /// Sends one batch, retrying with backoff while the server rejects for load.
 async fn send_bulk(client: &Client, target: &str, body: Bytes, docs: u64) -> Result<u64> {
     let what = format!("bulk into {target}");
@@ -837,89 +755,6 @@ async fn send_bulk(client: &Client, target: &str, body: Bytes, docs: u64) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bulk_lines() {
-        let prefix = action_prefix("t\"x");
-        let mut out = Vec::new();
-        bulk_line(
-            &mut out,
-            &prefix,
-            "t\"x",
-            br#"{"_id":"a\"1\\","_routing":"r","_source":{"x":[1,2],"s":"\u00e9"}}"#,
-        )
-        .unwrap();
-        // Another key order, whitespace, no routing: read as JSON.
-        bulk_line(
-            &mut out,
-            &prefix,
-            "t\"x",
-            br#"{ "_source": {"y":"}"}, "_id": "b" }"#,
-        )
-        .unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4);
-        let meta: Value = serde_json::from_str(lines[0]).unwrap();
-        assert_eq!(meta["index"]["_index"], "t\"x");
-        assert_eq!(meta["index"]["_id"], "a\"1\\");
-        assert_eq!(meta["index"]["routing"], "r");
-        assert_eq!(lines[1], r#"{"x":[1,2],"s":"\u00e9"}"#);
-        let meta: Value = serde_json::from_str(lines[2]).unwrap();
-        assert_eq!(meta["index"]["_id"], "b");
-        assert!(meta["index"].get("routing").is_none());
-        assert_eq!(lines[3], r#"{"y":"}"}"#);
-        for bad in [
-            &b"{not json"[..],
-            b"{\"_id\":\"a",
-            b"{\"_id\":\"a\\",
-            b"{\"_id\":\"a\",\"_source\":",
-            b"{\"_id\":1}",
-        ] {
-            assert!(bulk_line(&mut Vec::new(), &prefix, "t", bad).is_err());
-        }
-    }
-
-    #[test]
-    fn bulk_answer_prefix() {
-        assert_eq!(
-            no_errors_prefix(br#"{"took":12,"errors":false,"items":[]}"#),
-            Some(true)
-        );
-        assert_eq!(
-            no_errors_prefix(br#"{"took":0,"errors":true,"items":[]}"#),
-            Some(false)
-        );
-        assert_eq!(no_errors_prefix(br#"{"errors":false}"#), None);
-        assert_eq!(no_errors_prefix(br#"{"took":1,"errors":falsey}"#), None);
-        let late = br#"{"items":[{"index":{"status":400,"error":{"type":"x"}}}],"errors":true}"#;
-        assert!(matches!(
-            bulk_outcome("t", late).unwrap(),
-            BulkOutcome::Failed(_)
-        ));
-    }
-
-    #[test]
-    fn bulk_answers() {
-        assert_eq!(
-            bulk_outcome("t", br#"{"errors":false,"items":[]}"#).unwrap(),
-            BulkOutcome::Done
-        );
-        let retry = br#"{"errors":true,"items":[{"index":{"_id":"1","status":201}},
-            {"index":{"_id":"2","status":429,"error":{"type":"es_rejected_execution_exception"}}}]}"#;
-        assert_eq!(bulk_outcome("t", retry).unwrap(), BulkOutcome::Retry);
-        let bad = br#"{"errors":true,"items":[{"index":{"_id":"7","status":400,
-            "error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]"}}}]}"#;
-        match bulk_outcome("t", bad).unwrap() {
-            BulkOutcome::Failed(r) => {
-                assert!(
-                    r.contains("\"7\"") && r.contains("mapper_parsing_exception"),
-                    "{r}"
-                )
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn existing_values() {

@@ -32,9 +32,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::client::Client;
 use crate::error::AgentError;
 use crate::layout::{IndexEntry, Manifest};
-use crate::search::{Client, Page, ReadMode, read_index};
+use crate::search::{ReadMode, read_index};
+use crate::skim::Page;
 
 /// Pages buffered per index between the readers and the archiver.
 const CHANNEL_PAGES: usize = 2;

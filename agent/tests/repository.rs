@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
+use cairn_agent::location::{Location, RepoOptions};
 use cairn_agent::lock::{Crypto, LockFile};
-use cairn_agent::repo::{Location, RepoOptions};
 use cairn_api::result::AgentResult;
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::{S3Options, S3Server};
