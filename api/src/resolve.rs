@@ -19,7 +19,7 @@ use crate::common::{
     BackupTarget, EmptyDirSettings, ObjectReference, PersistentVolumeClaimTemplate, RestoreTarget,
     RetentionPolicy, RuntimeSettings, TargetRef, TaskRef,
 };
-use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction, default_task_name};
+use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction};
 use crate::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY,
     interim_pvc_name, label_value,
@@ -199,12 +199,7 @@ impl<'a> JobSource<'a> {
 
     /// (namespace, name) of the Repository; the namespace defaults to the session's.
     pub fn repository_key(&self) -> (String, String) {
-        let ns = self
-            .repository
-            .namespace
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(self.namespace);
+        let ns = self.repository.namespace_or(self.namespace);
         (ns.to_string(), self.repository.name.clone())
     }
 
@@ -313,13 +308,12 @@ fn resolve_with_lookups(
                 &source.target_ref.name,
             )
         })?;
-    let task_name = source
-        .task
-        .and_then(|t| t.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| {
-            default_task_name(Some(&app_binding), source.direction, &install.catalog)
-        });
+    let task_name = TaskRef::name_or_default(
+        source.task,
+        Some(&app_binding),
+        source.direction,
+        &install.catalog,
+    );
     let task = lookups
         .task(&task_name)
         .ok_or_else(|| missing("Task", None, &task_name))?;

@@ -217,11 +217,7 @@ pub(crate) fn check_repository(
         );
         return;
     }
-    let repo_ns = repo_ref
-        .namespace
-        .as_deref()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or(own_namespace);
+    let repo_ns = repo_ref.namespace_or(own_namespace);
     let Some(repo) = lookups.repository(repo_ns, &repo_ref.name) else {
         v.warn(
             path,
@@ -376,7 +372,7 @@ pub(crate) fn check_task(
     lookups: &dyn Lookups,
 ) {
     let Some(task) = task else { return };
-    if let Some(name) = task.name.as_deref().filter(|n| !n.is_empty())
+    if let Some(name) = task.given_name()
         && lookups.task(name).is_none()
     {
         v.warn(
