@@ -219,11 +219,9 @@ async fn a_backup_session_succeeds_with_the_agents_result() {
     );
     // Per configuration, from the agent's count of the configuration's own snapshots.
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("cairn_backup_snapshots{")
-                && l.contains("configuration=\"cfg\"")
-                && l.ends_with(" 1")),
+        metrics.lines().any(|l| l.starts_with("cairn_backup_snapshots{")
+            && l.contains("configuration=\"cfg\"")
+            && l.ends_with(" 1")),
         "{metrics}"
     );
 }

@@ -4,7 +4,8 @@
 //! container, mount path or URL, an S3 bucket name S3 refuses, a mount path that would hide the
 //! agent's own files, an invalid namespace selector) and, on UPDATE, a move of the data's
 //! location once the repository holds snapshots. Warns about risky settings (`insecureTLS`,
-//! `wipeOut`) and a storage Secret that does not exist yet.
+//! `wipeOut`). Whether the storage Secret exists is the controller's to report (the webhook
+//! does not watch Secrets).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -17,11 +18,12 @@ use crate::repository::{
 
 const BACKEND: &str = "spec.backend";
 
-/// Every error and warning of a Repository (`old` is set on UPDATE).
+/// Every error and warning of a Repository (`old` is set on UPDATE). A Repository refers to
+/// no other object admission looks up, so `_lookups` is unused (it keeps [`super::Validate`]'s shape).
 pub fn validate_repository(
     new: &Repository,
     old: Option<&Repository>,
-    lookups: &dyn Lookups,
+    _lookups: &dyn Lookups,
     policy: &Policy,
 ) -> Verdict {
     let mut v = Verdict::default();
@@ -46,7 +48,7 @@ pub fn validate_repository(
              any reader of the object and every Job's arguments would show",
         );
     }
-    check_storage_secret(new, lookups, &mut v);
+    check_storage_secret(new, &mut v);
 
     if let Some(s3) = &backend.s3 {
         let path = format!("{BACKEND}.s3");
@@ -193,7 +195,7 @@ fn require(value: &str, field: &str, what: &str, v: &mut Verdict) {
 
 /// Every repository needs its password, so the Secret name is required; the Secret itself may
 /// be created after the Repository (GitOps order), hence only a warning when it is missing.
-fn check_storage_secret(repo: &Repository, lookups: &dyn Lookups, v: &mut Verdict) {
+fn check_storage_secret(repo: &Repository, v: &mut Verdict) {
     let path = format!("{BACKEND}.storageSecretName");
     let name = &repo.spec.backend.storage_secret_name;
     if name.is_empty() {
@@ -210,17 +212,6 @@ fn check_storage_secret(repo: &Repository, lookups: &dyn Lookups, v: &mut Verdic
             format!(
                 "{name:?} is not a valid Secret name: use at most 253 lowercase letters, digits, \
                  '-' and '.', starting and ending with a letter or digit"
-            ),
-        );
-        return;
-    }
-    let namespace = repo.metadata.namespace.as_deref().unwrap_or_default();
-    if lookups.secret_exists(namespace, name) == Some(false) {
-        v.warn(
-            path,
-            format!(
-                "Secret {namespace}/{name} does not exist (yet); backups fail until it exists \
-                 with RESTIC_PASSWORD and the provider's credentials"
             ),
         );
     }

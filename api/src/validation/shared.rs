@@ -202,7 +202,7 @@ fn warn_about_transport(v: &mut Verdict, path: &str, namespace: &str, binding: &
 // Repositories and usage policies
 
 /// `repository` (at `path`, e.g. `spec.repository`): rejects a Repository that exists and does
-/// not admit `own_namespace`; warns when it or its storage Secret does not exist (yet).
+/// not admit `own_namespace`; warns when it does not exist (yet).
 pub(crate) fn check_repository(
     v: &mut Verdict,
     path: &str,
@@ -249,18 +249,6 @@ pub(crate) fn check_repository(
                 repo_ref.name
             ),
         ),
-    }
-    let secret = &repo.spec.backend.storage_secret_name;
-    if !secret.is_empty() && lookups.secret_exists(repo_ns, secret) == Some(false) {
-        v.warn(
-            path,
-            format!(
-                "the storage Secret {repo_ns}/{secret} of Repository {repo_ns}/{} \
-                 (spec.backend.storageSecretName) does not exist (yet): sessions cannot run until \
-                 it is created",
-                repo_ref.name
-            ),
-        );
     }
 }
 
