@@ -12,6 +12,7 @@ pub mod builtins;
 pub mod common;
 pub mod crds;
 pub mod defaults;
+pub mod dereference;
 pub mod manifest;
 pub mod naming;
 pub mod pod_security;

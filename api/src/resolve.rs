@@ -20,6 +20,7 @@ use crate::common::{
     RetentionPolicy, RuntimeSettings, TargetRef, TaskRef,
 };
 use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction};
+use crate::dereference::{Dereferenced, References};
 use crate::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY,
     interim_pvc_name, label_value,
@@ -197,6 +198,17 @@ impl<'a> JobSource<'a> {
         }
     }
 
+    /// What the source names, for [`Dereferenced::of`].
+    pub fn references(&self) -> References<'a> {
+        References {
+            direction: self.direction,
+            namespace: self.namespace,
+            repository: self.repository,
+            target: &self.target_ref.name,
+            task: self.task,
+        }
+    }
+
     /// (namespace, name) of the Repository; the namespace defaults to the session's.
     pub fn repository_key(&self) -> (String, String) {
         let ns = self.repository.namespace_or(self.namespace);
@@ -261,15 +273,67 @@ fn resolve_with_lookups(
     lookups: &dyn Lookups,
     install: &InstallSettings,
 ) -> Result<JobTemplateSpec, ResolveError> {
-    let missing = |kind, namespace: Option<&str>, name: &str| ResolveError::Missing {
+    let found = Dereferenced::of(&source.references(), lookups, Some(&install.catalog));
+    resolve_dereferenced(source, &found, install)
+}
+
+fn missing(kind: &'static str, namespace: Option<&str>, name: &str) -> ResolveError {
+    ResolveError::Missing {
         kind,
         namespace: namespace.map(str::to_string),
         name: name.to_string(),
+    }
+}
+
+/// Resolves the Job of `source` from the objects it names, refusing a missing one (in the
+/// order Repository, AppBinding, Task, Functions) and a Repository that lends it no storage.
+pub fn resolve_dereferenced(
+    source: &JobSource<'_>,
+    found: &Dereferenced,
+    install: &InstallSettings,
+) -> Result<JobTemplateSpec, ResolveError> {
+    let (repo_ns, repo_name) = &found.repository_key;
+    let repository = found
+        .repository
+        .as_deref()
+        .ok_or_else(|| missing("Repository", Some(repo_ns), repo_name))?;
+    check_repository_lends(source, found, repository)?;
+    let app_binding = found.app_binding.as_deref().ok_or_else(|| {
+        missing(
+            "AppBinding",
+            Some(source.namespace),
+            &source.target_ref.name,
+        )
+    })?;
+    let task_name = found.task_name.clone().unwrap_or_default();
+    let task = found
+        .task
+        .as_deref()
+        .ok_or_else(|| missing("Task", None, &task_name))?;
+    if let Some((step, function)) = found.missing_functions.first() {
+        return Err(ResolveError::MissingFunction {
+            task: task_name,
+            step: *step,
+            function: function.clone(),
+        });
+    }
+    let resolved = Resolved {
+        task,
+        functions: found.functions.clone(),
+        repository,
+        app_binding,
     };
-    let (repo_ns, repo_name) = source.repository_key();
-    let repository = lookups
-        .repository(&repo_ns, &repo_name)
-        .ok_or_else(|| missing("Repository", Some(&repo_ns), &repo_name))?;
+    resolve_job(source, &resolved, install)
+}
+
+/// Refuses a Repository whose local mount path is unusable, or that does not admit the
+/// source's namespace (admitted without the webhook, or its usage policy changed since).
+fn check_repository_lends(
+    source: &JobSource<'_>,
+    found: &Dereferenced,
+    repository: &Repository,
+) -> Result<(), ResolveError> {
+    let (repo_ns, repo_name) = &found.repository_key;
     if let Some(problem) = repository
         .spec
         .backend
@@ -286,9 +350,11 @@ fn resolve_with_lookups(
     }
     // A Repository that does not admit this namespace (admitted without the webhook, or its
     // usage policy changed since) lends no Job its storage.
-    let labels = lookups.namespace_labels(source.namespace);
-    if crate::validation::usage_policy_admits(&repository, source.namespace, labels.as_ref())
-        == Some(false)
+    if crate::validation::usage_policy_admits(
+        repository,
+        source.namespace,
+        found.namespace_labels.as_ref(),
+    ) == Some(false)
     {
         refuse(
             source,
@@ -299,42 +365,7 @@ fn resolve_with_lookups(
             )),
         )?;
     }
-    let app_binding = lookups
-        .app_binding(source.namespace, &source.target_ref.name)
-        .ok_or_else(|| {
-            missing(
-                "AppBinding",
-                Some(source.namespace),
-                &source.target_ref.name,
-            )
-        })?;
-    let task_name = TaskRef::name_or_default(
-        source.task,
-        Some(&app_binding),
-        source.direction,
-        &install.catalog,
-    );
-    let task = lookups
-        .task(&task_name)
-        .ok_or_else(|| missing("Task", None, &task_name))?;
-    let mut functions = BTreeMap::new();
-    for (i, step) in task.spec.steps.iter().enumerate() {
-        let f = lookups
-            .function(&step.name)
-            .ok_or_else(|| ResolveError::MissingFunction {
-                task: task_name.clone(),
-                step: i,
-                function: step.name.clone(),
-            })?;
-        functions.insert(step.name.clone(), f);
-    }
-    let resolved = Resolved {
-        task: &task,
-        functions,
-        repository: &repository,
-        app_binding: &app_binding,
-    };
-    resolve_job(source, &resolved, install)
+    Ok(())
 }
 
 /// The built-in variables of a source ([`crate::builtins::BUILT_IN_VARIABLES`]: Stash's names
