@@ -378,32 +378,49 @@ pub fn variables(
     install: &InstallSettings,
 ) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
-    let mut set = |k: &str, val: String| {
-        v.insert(k.to_string(), val);
-    };
-    let repo = resolved.repository;
-    let backend = &repo.spec.backend;
-    let (repo_ns, repo_name) = source.repository_key();
-    let app = resolved.app_binding;
+    session_variables(&mut v, source, install);
+    repository_variables(&mut v, source, resolved.repository);
+    target_variables(&mut v, source, resolved.app_binding);
+    host_variables(&mut v, source);
+    runtime_variables(&mut v, source);
+    for p in source.task.map(|t| t.params.as_slice()).unwrap_or_default() {
+        v.entry(p.name.clone()).or_insert_with(|| p.value.clone());
+    }
+    v
+}
 
-    set("NAMESPACE", source.namespace.into());
+type Vars = BTreeMap<String, String>;
+
+fn set(v: &mut Vars, name: &str, value: String) {
+    v.insert(name.to_string(), value);
+}
+
+/// The session, its invoker and the agent image.
+fn session_variables(v: &mut Vars, source: &JobSource<'_>, install: &InstallSettings) {
+    set(v, "NAMESPACE", source.namespace.into());
     match source.direction {
         Direction::Backup => {
-            set("BACKUP_SESSION", source.session.into());
-            set("RESTORE_SESSION", String::new());
+            set(v, "BACKUP_SESSION", source.session.into());
+            set(v, "RESTORE_SESSION", String::new());
         }
         Direction::Restore => {
-            set("BACKUP_SESSION", String::new());
-            set("RESTORE_SESSION", source.session.into());
+            set(v, "BACKUP_SESSION", String::new());
+            set(v, "RESTORE_SESSION", source.session.into());
         }
     }
-    set("INVOKER_KIND", source.invoker_kind.into());
-    set("INVOKER_NAME", source.invoker_name.into());
-    set("AGENT_IMAGE", install.agent_image.clone());
+    set(v, "INVOKER_KIND", source.invoker_kind.into());
+    set(v, "INVOKER_NAME", source.invoker_name.into());
+    set(v, "AGENT_IMAGE", install.agent_image.clone());
+}
 
-    set("REPOSITORY_NAME", repo_name);
-    set("REPOSITORY_NAMESPACE", repo_ns);
+/// Where the snapshots go: the Repository's backend.
+fn repository_variables(v: &mut Vars, source: &JobSource<'_>, repo: &Repository) {
+    let backend = &repo.spec.backend;
+    let (repo_ns, repo_name) = source.repository_key();
+    set(v, "REPOSITORY_NAME", repo_name);
+    set(v, "REPOSITORY_NAMESPACE", repo_ns);
     set(
+        v,
         "REPOSITORY_PROVIDER",
         backend
             .provider()
@@ -411,10 +428,12 @@ pub fn variables(
             .unwrap_or_default(),
     );
     set(
+        v,
         "REPOSITORY_BUCKET",
         backend.bucket().unwrap_or_default().into(),
     );
     set(
+        v,
         "REPOSITORY_PREFIX",
         backend.prefix().unwrap_or_default().into(),
     );
@@ -423,8 +442,9 @@ pub fn variables(
         (None, Some(rest)) => rest.url.clone(),
         _ => String::new(),
     };
-    set("REPOSITORY_ENDPOINT", endpoint);
+    set(v, "REPOSITORY_ENDPOINT", endpoint);
     set(
+        v,
         "REPOSITORY_REGION",
         backend
             .s3
@@ -433,41 +453,51 @@ pub fn variables(
             .unwrap_or_default(),
     );
     set(
+        v,
         "REPOSITORY_INSECURE_TLS",
         bool_str(backend.s3.as_ref().and_then(|s| s.insecure_tls)),
     );
     set(
+        v,
         "REPOSITORY_SECRET_NAME",
         backend.storage_secret_name.clone(),
     );
-    set("REPOSITORY_URL", repository_url(backend));
-    set("REPOSITORY_PATH", local_repository_path(backend));
-    set("REPOSITORY_SECRET_DIR", REPOSITORY_SECRET_DIR.into());
+    set(v, "REPOSITORY_URL", repository_url(backend));
+    set(v, "REPOSITORY_PATH", local_repository_path(backend));
+    set(v, "REPOSITORY_SECRET_DIR", REPOSITORY_SECRET_DIR.into());
     set(
+        v,
         "MAX_CONNECTIONS",
         backend
             .max_connections()
             .map(|n| n.to_string())
             .unwrap_or_default(),
     );
+}
 
-    set("TARGET_KIND", source.target_ref.kind.clone());
-    set("TARGET_NAME", source.target_ref.name.clone());
-    set("TARGET_NAMESPACE", source.namespace.into());
+/// What is backed up or restored into: the AppBinding.
+fn target_variables(v: &mut Vars, source: &JobSource<'_>, app: &AppBinding) {
+    set(v, "TARGET_KIND", source.target_ref.kind.clone());
+    set(v, "TARGET_NAME", source.target_ref.name.clone());
+    set(v, "TARGET_NAMESPACE", source.namespace.into());
     set(
+        v,
         "TARGET_APP_VERSION",
         app.spec.version.clone().unwrap_or_default(),
     );
     set(
+        v,
         "TARGET_APP_TYPE",
         app.spec.r#type.clone().unwrap_or_default(),
     );
-    set("TARGET_URL", app.url_without_credentials());
+    set(v, "TARGET_URL", app.url_without_credentials());
     set(
+        v,
         "TARGET_INSECURE_SKIP_TLS_VERIFY",
         bool_str(app.spec.client_config.insecure_skip_tls_verify),
     );
     set(
+        v,
         "TARGET_SERVER_NAME",
         app.spec
             .client_config
@@ -476,6 +506,7 @@ pub fn variables(
             .unwrap_or_default(),
     );
     set(
+        v,
         "TARGET_SECRET_DIR",
         if app.spec.secret.is_some() {
             TARGET_SECRET_DIR.into()
@@ -483,30 +514,40 @@ pub fn variables(
             String::new()
         },
     );
-    set("TARGET_ARGS", source.target_args.join(" "));
+    set(v, "TARGET_ARGS", source.target_args.join(" "));
+}
 
+/// The host (alias) and, for a restore, the rule that applies to it.
+fn host_variables(v: &mut Vars, source: &JobSource<'_>) {
     let alias = source.alias().to_string();
     let rule = source
         .restore_target
         .and_then(|t| rule_for_host(&t.rules, &alias));
     set(
+        v,
         "SOURCE_HOSTNAME",
         rule.and_then(|r| r.source_host.clone())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| alias.clone()),
     );
     set(
+        v,
         "SOURCE_CONFIGURATION",
         rule.and_then(|r| r.source_configuration.clone())
             .unwrap_or_default(),
     );
     set(
+        v,
         "RESTORE_SNAPSHOTS",
         rule.map(|r| r.snapshots.join(",")).unwrap_or_default(),
     );
-    set("HOSTNAME", alias);
+    set(v, "HOSTNAME", alias);
+}
 
+/// The interim volume, the cache and the retention policy.
+fn runtime_variables(v: &mut Vars, source: &JobSource<'_>) {
     set(
+        v,
         "INTERIM_DATA_DIR",
         if source.interim_volume_template.is_some() {
             INTERIM_DATA_DIR.into()
@@ -518,7 +559,7 @@ pub fn variables(
         .temp_dir
         .and_then(|t| t.disable_caching)
         .unwrap_or(false);
-    set("ENABLE_CACHE", (!caching_disabled).to_string());
+    set(v, "ENABLE_CACHE", (!caching_disabled).to_string());
 
     let r = source.retention;
     for (var, count) in [
@@ -529,19 +570,15 @@ pub fn variables(
         ("RETENTION_KEEP_MONTHLY", r.and_then(|r| r.keep_monthly)),
         ("RETENTION_KEEP_YEARLY", r.and_then(|r| r.keep_yearly)),
     ] {
-        set(var, count.map(|c| c.to_string()).unwrap_or_default());
+        set(v, var, count.map(|c| c.to_string()).unwrap_or_default());
     }
     set(
+        v,
         "RETENTION_KEEP_TAGS",
         r.map(|r| r.keep_tags.join(",")).unwrap_or_default(),
     );
-    set("RETENTION_PRUNE", bool_str(r.and_then(|r| r.prune)));
-    set("RETENTION_DRY_RUN", bool_str(r.and_then(|r| r.dry_run)));
-
-    for p in source.task.map(|t| t.params.as_slice()).unwrap_or_default() {
-        v.entry(p.name.clone()).or_insert_with(|| p.value.clone());
-    }
-    v
+    set(v, "RETENTION_PRUNE", bool_str(r.and_then(|r| r.prune)));
+    set(v, "RETENTION_DRY_RUN", bool_str(r.and_then(|r| r.dry_run)));
 }
 
 fn bool_str(b: Option<bool>) -> String {
