@@ -662,75 +662,10 @@ pub fn resolve_job(
     resolved: &Resolved<'_>,
     install: &InstallSettings,
 ) -> Result<JobTemplateSpec, ResolveError> {
-    let task_name = resolved.task.meta().name.clone().unwrap_or_default();
-    if resolved.task.spec.steps.is_empty() {
-        return Err(ResolveError::NoSteps { task: task_name });
-    }
-    let backend = &resolved.repository.spec.backend;
-    if backend.provider().is_none() {
-        return Err(ResolveError::NoProvider {
-            name: resolved.repository.meta().name.clone().unwrap_or_default(),
-        });
-    }
-    let mut asked = Verdict::default();
-    source.request().check(&mut asked, &install.policy);
-    refuse(source, asked.errors.iter().map(ToString::to_string))?;
+    let task_name = check_resolvable(source, resolved, install)?;
     let vars = variables(source, resolved, install);
     let mut var_errors = Vec::new();
-
-    // Containers: one per step, from its Function, with the step's params as defaults that the
-    // source's Task params still override.
-    let mut containers = Vec::new();
-    let steps = &resolved.task.spec.steps;
-    for (i, step) in steps.iter().enumerate() {
-        let function =
-            resolved
-                .functions
-                .get(&step.name)
-                .ok_or_else(|| ResolveError::MissingFunction {
-                    task: task_name.clone(),
-                    step: i,
-                    function: step.name.clone(),
-                })?;
-        let mut step_vars = vars.clone();
-        let overriding: Vec<&str> = source
-            .task
-            .map(|t| t.params.iter().map(|p| p.name.as_str()).collect())
-            .unwrap_or_default();
-        for p in &step.params {
-            if !overriding.contains(&p.name.as_str()) && !is_built_in_variable(&p.name) {
-                step_vars.insert(p.name.clone(), p.value.clone());
-            }
-        }
-        // The kubelet expands `$(NAME)` in a container's command, args and env values: a value
-        // (a param, a name) carrying one could read the Secret-backed environment into the
-        // agent's arguments. `$$(` is Kubernetes' escape for a literal `$(`.
-        for value in step_vars.values_mut() {
-            if value.contains("$(") {
-                *value = value.replace("$(", "$$(");
-            }
-        }
-        let mut spec = serde_json::to_value(&function.spec)
-            .map_err(|e| ResolveError::Encoding(e.to_string()))?;
-        if let Err(errs) = substitute_json(&mut spec, &step_vars) {
-            var_errors.extend(
-                errs.into_iter()
-                    .map(|(path, e)| (format!("Function {:?} spec.{path}", step.name), e)),
-            );
-            continue;
-        }
-        let spec: crate::task::FunctionSpec =
-            serde_json::from_value(spec).map_err(|e| ResolveError::Encoding(e.to_string()))?;
-        let name = container_name(&step.name, i, steps.iter().map(|s| s.name.as_str()));
-        containers.push(build_container(
-            name,
-            i + 1 == steps.len(),
-            spec,
-            source,
-            resolved,
-            install,
-        ));
-    }
+    let mut containers = step_containers(source, resolved, install, &vars, &mut var_errors)?;
     let mut task_volumes = serde_json::to_value(&resolved.task.spec.volumes)
         .map_err(|e| ResolveError::Encoding(e.to_string()))?;
     if let Err(errs) = substitute_json(&mut task_volumes, &vars) {
@@ -760,7 +695,110 @@ pub fn resolve_job(
             .filter(|v| v.applies_at(install.policy.job_pod_security))
             .map(|v| format!("the Job's pod {v}")),
     )?;
+    Ok(job_template(source, pod_spec, pod_annotations))
+}
 
+/// Refuses a Task without steps, a Repository without a provider and what the source asks of
+/// the Job against the rules of admission; the Task's name otherwise.
+fn check_resolvable(
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    install: &InstallSettings,
+) -> Result<String, ResolveError> {
+    let task_name = resolved.task.meta().name.clone().unwrap_or_default();
+    if resolved.task.spec.steps.is_empty() {
+        return Err(ResolveError::NoSteps { task: task_name });
+    }
+    let backend = &resolved.repository.spec.backend;
+    if backend.provider().is_none() {
+        return Err(ResolveError::NoProvider {
+            name: resolved.repository.meta().name.clone().unwrap_or_default(),
+        });
+    }
+    let mut asked = Verdict::default();
+    source.request().check(&mut asked, &install.policy);
+    refuse(source, asked.errors.iter().map(ToString::to_string))?;
+    Ok(task_name)
+}
+
+/// Containers: one per step, from its Function, with the step's params as defaults that the
+/// source's Task params still override. Variable errors are collected in `var_errors` (that
+/// step then has no container).
+fn step_containers(
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    install: &InstallSettings,
+    vars: &Vars,
+    var_errors: &mut Vec<(String, VarError)>,
+) -> Result<Vec<Container>, ResolveError> {
+    let task_name = resolved.task.meta().name.clone().unwrap_or_default();
+    let mut containers = Vec::new();
+    let steps = &resolved.task.spec.steps;
+    for (i, step) in steps.iter().enumerate() {
+        let function =
+            resolved
+                .functions
+                .get(&step.name)
+                .ok_or_else(|| ResolveError::MissingFunction {
+                    task: task_name.clone(),
+                    step: i,
+                    function: step.name.clone(),
+                })?;
+        let step_vars = step_variables(vars, step, source);
+        let mut spec = serde_json::to_value(&function.spec)
+            .map_err(|e| ResolveError::Encoding(e.to_string()))?;
+        if let Err(errs) = substitute_json(&mut spec, &step_vars) {
+            var_errors.extend(
+                errs.into_iter()
+                    .map(|(path, e)| (format!("Function {:?} spec.{path}", step.name), e)),
+            );
+            continue;
+        }
+        let spec: crate::task::FunctionSpec =
+            serde_json::from_value(spec).map_err(|e| ResolveError::Encoding(e.to_string()))?;
+        let name = container_name(&step.name, i, steps.iter().map(|s| s.name.as_str()));
+        containers.push(build_container(
+            name,
+            i + 1 == steps.len(),
+            spec,
+            source,
+            resolved,
+            install,
+        ));
+    }
+    Ok(containers)
+}
+
+/// The variables of one step: `vars` plus the step's params (unless the source's Task params
+/// or a built-in set them), with `$(` escaped.
+fn step_variables(vars: &Vars, step: &crate::task::FunctionRef, source: &JobSource<'_>) -> Vars {
+    let mut step_vars = vars.clone();
+    let overriding: Vec<&str> = source
+        .task
+        .map(|t| t.params.iter().map(|p| p.name.as_str()).collect())
+        .unwrap_or_default();
+    for p in &step.params {
+        if !overriding.contains(&p.name.as_str()) && !is_built_in_variable(&p.name) {
+            step_vars.insert(p.name.clone(), p.value.clone());
+        }
+    }
+    // The kubelet expands `$(NAME)` in a container's command, args and env values: a value
+    // (a param, a name) carrying one could read the Secret-backed environment into the
+    // agent's arguments. `$$(` is Kubernetes' escape for a literal `$(`.
+    for value in step_vars.values_mut() {
+        if value.contains("$(") {
+            *value = value.replace("$(", "$$(");
+        }
+    }
+    step_vars
+}
+
+/// The Job around `pod_spec`, with cairn's labels (and the pod labels the source adds).
+fn job_template(
+    source: &JobSource<'_>,
+    pod_spec: PodSpec,
+    pod_annotations: Option<BTreeMap<String, String>>,
+) -> JobTemplateSpec {
     let labels = job_labels(source);
     let mut pod_labels = labels.clone();
     let pod_settings = source.runtime_settings.and_then(|r| r.pod.as_ref());
@@ -769,8 +807,7 @@ pub fn resolve_job(
             pod_labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-
-    Ok(JobTemplateSpec {
+    JobTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
             ..Default::default()
@@ -787,7 +824,7 @@ pub fn resolve_job(
             },
             ..Default::default()
         }),
-    })
+    }
 }
 
 /// `Err(Refused)` with `reasons` when there are any.
