@@ -16,8 +16,9 @@ use kube::Resource;
 use crate::appbinding::AppBinding;
 use crate::builtins::is_built_in_variable;
 use crate::common::{
-    BackupTarget, EmptyDirSettings, ObjectReference, PersistentVolumeClaimTemplate, RestoreTarget,
-    RetentionPolicy, RuntimeSettings, TargetRef, TaskRef,
+    BackupTarget, ContainerRuntimeSettings, EmptyDirSettings, ObjectReference,
+    PersistentVolumeClaimTemplate, RestoreTarget, RetentionPolicy, RuntimeSettings, TargetRef,
+    TaskRef,
 };
 use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction};
 use crate::dereference::{Dereferenced, References};
@@ -891,7 +892,45 @@ fn build_container(
         own.and_then(|c| c.security_context.as_ref()),
         user.and_then(|c| c.security_context.as_ref()),
     ]);
+    let env = container_env(own, user, resolved);
+    let env_from = container_env_from(own, user, resolved);
+    let mut mounts = container_mounts(source, resolved);
+    mounts.extend(f.volume_mounts);
 
+    let mut args = f.args;
+    if is_main {
+        args.extend(source.target_args.iter().cloned());
+    }
+
+    Container {
+        name,
+        image: Some(f.image),
+        image_pull_policy: install.image_pull_policy.clone(),
+        command: (!f.command.is_empty()).then_some(f.command),
+        args: (!args.is_empty()).then_some(args),
+        working_dir: f.working_dir,
+        ports: (!f.ports.is_empty()).then_some(f.ports),
+        env: Some(env),
+        env_from: Some(env_from),
+        volume_mounts: Some(mounts),
+        resources: user
+            .and_then(|c| c.resources.clone())
+            .or_else(|| own.and_then(|c| c.resources.clone())),
+        security_context: Some(security),
+        termination_message_path: Some("/dev/termination-log".to_string()),
+        // A container that dies without writing its result still leaves its last log lines.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    }
+}
+
+/// The container's environment: the agent's own variables (its temp dir, the target's CA, the
+/// nice/ionice it applies to itself), then the Function's, then the user's.
+fn container_env(
+    own: Option<&ContainerRuntimeSettings>,
+    user: Option<&ContainerRuntimeSettings>,
+    resolved: &Resolved<'_>,
+) -> Vec<EnvVar> {
     // The agent applies nice/ionice to itself: no wrapper binary needed in the image.
     let mut env: Vec<EnvVar> = Vec::new();
     let mut push_env = |name: &str, value: String| {
@@ -927,7 +966,14 @@ fn build_container(
     }
     env.extend(own.and_then(|c| c.env.clone()).unwrap_or_default());
     env.extend(user.and_then(|c| c.env.clone()).unwrap_or_default());
+    env
+}
 
+fn container_env_from(
+    own: Option<&ContainerRuntimeSettings>,
+    user: Option<&ContainerRuntimeSettings>,
+    resolved: &Resolved<'_>,
+) -> Vec<EnvFromSource> {
     // The repository Secret's keys (RESTIC_PASSWORD, AWS_ACCESS_KEY_ID, ...) by reference, so a
     // Function running the standard restic works too. No value is copied into the Job.
     // The Secret comes last: of keys in several sources the last wins, so neither a Function's
@@ -941,7 +987,11 @@ fn build_container(
         }),
         ..Default::default()
     });
+    env_from
+}
 
+/// cairn's mounts: the temp dir, the Secrets, the interim volume, a local repository.
+fn container_mounts(source: &JobSource<'_>, resolved: &Resolved<'_>) -> Vec<VolumeMount> {
     let mut mounts = vec![
         mount(VOL_TMP, TMP_DIR, false),
         mount(VOL_REPOSITORY_SECRET, REPOSITORY_SECRET_DIR, true),
@@ -955,33 +1005,7 @@ fn build_container(
     if let Some(local) = &resolved.repository.spec.backend.local {
         mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
     }
-    mounts.extend(f.volume_mounts);
-
-    let mut args = f.args;
-    if is_main {
-        args.extend(source.target_args.iter().cloned());
-    }
-
-    Container {
-        name,
-        image: Some(f.image),
-        image_pull_policy: install.image_pull_policy.clone(),
-        command: (!f.command.is_empty()).then_some(f.command),
-        args: (!args.is_empty()).then_some(args),
-        working_dir: f.working_dir,
-        ports: (!f.ports.is_empty()).then_some(f.ports),
-        env: Some(env),
-        env_from: Some(env_from),
-        volume_mounts: Some(mounts),
-        resources: user
-            .and_then(|c| c.resources.clone())
-            .or_else(|| own.and_then(|c| c.resources.clone())),
-        security_context: Some(security),
-        termination_message_path: Some("/dev/termination-log".to_string()),
-        // A container that dies without writing its result still leaves its last log lines.
-        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
-        ..Default::default()
-    }
+    mounts
 }
 
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
