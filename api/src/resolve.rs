@@ -1107,69 +1107,7 @@ pub fn resolve_wipe_job(
     if backend.provider().is_none() {
         return Err(ResolveError::NoProvider { name });
     }
-    let mut mounts = vec![mount(VOL_TMP, TMP_DIR, false)];
-    let mut volumes = vec![Volume {
-        name: VOL_TMP.to_string(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }];
-    if let Some(local) = &backend.local {
-        mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
-        volumes.push(local.volume(VOL_REPOSITORY));
-    }
-    let mut args = vec![
-        "wipe".to_string(),
-        format!("--repository={}", repository_url(backend)),
-    ];
-    if let Some(s3) = &backend.s3 {
-        if let Some(region) = s3.region.as_deref().filter(|r| !r.is_empty()) {
-            args.push(format!("--region={region}"));
-        }
-        args.push(format!(
-            "--insecure-tls={}",
-            s3.insecure_tls.unwrap_or(false)
-        ));
-    }
-    let container = Container {
-        name: "wipe".to_string(),
-        image: Some(install.agent_image.clone()),
-        image_pull_policy: install.image_pull_policy.clone(),
-        command: Some(vec!["cairn-agent".to_string()]),
-        args: Some(args),
-        env: Some(vec![
-            EnvVar {
-                name: "CAIRN_TMP_DIR".into(),
-                value: Some(TMP_DIR.into()),
-                value_from: None,
-            },
-            EnvVar {
-                name: "HOME".into(),
-                value: Some(TMP_DIR.into()),
-                value_from: None,
-            },
-        ]),
-        env_from: Some(vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: backend.storage_secret_name.clone(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }]),
-        volume_mounts: Some(mounts),
-        security_context: Some(pod_security::container_context([])),
-        termination_message_path: Some("/dev/termination-log".to_string()),
-        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
-        ..Default::default()
-    };
-    let pod_spec = PodSpec {
-        containers: vec![container],
-        volumes: Some(volumes),
-        restart_policy: Some("Never".to_string()),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        security_context: Some(pod_security::pod_context(None)),
-        ..Default::default()
-    };
+    let pod_spec = wipe_pod_spec(backend, install);
     // A Repository admitted without the webhook (or under a looser install) may name a volume
     // the install does not allow: the wipe mounts it read-write, so it is refused like any Job.
     let reasons: Vec<String> = pod_security::check_pod(None, &pod_spec)
@@ -1207,4 +1145,77 @@ pub fn resolve_wipe_job(
             ..Default::default()
         }),
     })
+}
+
+/// The wipe Job's pod: one `cairn-agent wipe` container, its temp dir and a local backend's
+/// volume.
+fn wipe_pod_spec(backend: &Backend, install: &InstallSettings) -> PodSpec {
+    let mut mounts = vec![mount(VOL_TMP, TMP_DIR, false)];
+    let mut volumes = vec![Volume {
+        name: VOL_TMP.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    if let Some(local) = &backend.local {
+        mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
+        volumes.push(local.volume(VOL_REPOSITORY));
+    }
+    let container = Container {
+        name: "wipe".to_string(),
+        image: Some(install.agent_image.clone()),
+        image_pull_policy: install.image_pull_policy.clone(),
+        command: Some(vec!["cairn-agent".to_string()]),
+        args: Some(wipe_args(backend)),
+        env: Some(vec![
+            EnvVar {
+                name: "CAIRN_TMP_DIR".into(),
+                value: Some(TMP_DIR.into()),
+                value_from: None,
+            },
+            EnvVar {
+                name: "HOME".into(),
+                value: Some(TMP_DIR.into()),
+                value_from: None,
+            },
+        ]),
+        env_from: Some(vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: backend.storage_secret_name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts),
+        security_context: Some(pod_security::container_context([])),
+        termination_message_path: Some("/dev/termination-log".to_string()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    };
+    PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        restart_policy: Some("Never".to_string()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security::pod_context(None)),
+        ..Default::default()
+    }
+}
+
+/// `cairn-agent wipe` with the repository's URL (and an S3 backend's region and TLS setting).
+fn wipe_args(backend: &Backend) -> Vec<String> {
+    let mut args = vec![
+        "wipe".to_string(),
+        format!("--repository={}", repository_url(backend)),
+    ];
+    if let Some(s3) = &backend.s3 {
+        if let Some(region) = s3.region.as_deref().filter(|r| !r.is_empty()) {
+            args.push(format!("--region={region}"));
+        }
+        args.push(format!(
+            "--insecure-tls={}",
+            s3.insecure_tls.unwrap_or(false)
+        ));
+    }
+    args
 }
