@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Duration;
+use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -557,8 +558,18 @@ pub(crate) fn check_interim_volume_template(
     template: Option<&PersistentVolumeClaimTemplate>,
 ) {
     let Some(template) = template else { return };
+    check_template_name(v, path, template.metadata.name.as_deref());
+    let spec = &template.spec;
+    let spath = format!("{path}.spec");
+    check_claim_size_and_mode(v, &spath, spec);
+    check_claim_starts_empty(v, &spath, spec);
+    check_claim_class_and_modes(v, &spath, spec);
+}
+
+/// The template's name: a short DNS label, so `<session>-<name>` fits a label.
+fn check_template_name(v: &mut Verdict, path: &str, name: Option<&str>) {
     let name_path = format!("{path}.metadata.name");
-    match template.metadata.name.as_deref() {
+    match name {
         None | Some("") => v.error(
             name_path,
             "must be set: each session's claim is named <session>-<name>; use a short DNS label \
@@ -582,9 +593,10 @@ pub(crate) fn check_interim_volume_template(
         ),
         Some(_) => {}
     }
+}
 
-    let spec = &template.spec;
-    let spath = format!("{path}.spec");
+/// A storage request is set, the volume mode is Filesystem.
+fn check_claim_size_and_mode(v: &mut Verdict, spath: &str, spec: &PersistentVolumeClaimSpec) {
     let storage_path = format!("{spath}.resources.requests.storage");
     match spec
         .resources
@@ -610,6 +622,10 @@ pub(crate) fn check_interim_volume_template(
             ),
         );
     }
+}
+
+/// Each session's claim starts empty on a new volume: no data source, no chosen volume.
+fn check_claim_starts_empty(v: &mut Verdict, spath: &str, spec: &PersistentVolumeClaimSpec) {
     if spec.data_source.is_some() {
         v.error(
             format!("{spath}.dataSource"),
@@ -635,6 +651,10 @@ pub(crate) fn check_interim_volume_template(
             );
         }
     }
+}
+
+/// A valid StorageClass name and access modes the agent can write through.
+fn check_claim_class_and_modes(v: &mut Verdict, spath: &str, spec: &PersistentVolumeClaimSpec) {
     if let Some(class) = spec.storage_class_name.as_deref() {
         // "" is Kubernetes' way of asking for no class (a pre-provisioned volume).
         if !class.is_empty() && !is_dns_subdomain(class) {
