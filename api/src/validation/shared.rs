@@ -74,6 +74,19 @@ pub(crate) fn check_target(
     lookups: &dyn Lookups,
 ) {
     let ref_path = format!("{path}.ref");
+    if check_target_ref(v, &ref_path, own_namespace, target) {
+        warn_about_target(v, &ref_path, own_namespace, target, lookups);
+    }
+}
+
+/// The reference itself: an AppBinding's kind and apiVersion, a valid name, no other
+/// namespace. True when it can be looked up.
+fn check_target_ref(
+    v: &mut Verdict,
+    ref_path: &str,
+    own_namespace: &str,
+    target: &TargetRef,
+) -> bool {
     let mut resolvable = true;
     if target.kind != TARGET_KIND {
         resolvable = false;
@@ -131,9 +144,17 @@ pub(crate) fn check_target(
             ),
         );
     }
-    if !resolvable {
-        return;
-    }
+    resolvable
+}
+
+/// Warns when the AppBinding is not there (yet) or skips TLS verification.
+fn warn_about_target(
+    v: &mut Verdict,
+    ref_path: &str,
+    own_namespace: &str,
+    target: &TargetRef,
+    lookups: &dyn Lookups,
+) {
     match lookups.app_binding(own_namespace, &target.name) {
         None => v.warn(
             ref_path,
@@ -144,7 +165,7 @@ pub(crate) fn check_target(
             ),
         ),
         Some(binding) => {
-            warn_about_transport(v, &ref_path, own_namespace, &binding);
+            warn_about_transport(v, ref_path, own_namespace, &binding);
             if binding.spec.client_config.insecure_skip_tls_verify == Some(true) {
                 v.warn(
                     ref_path,
