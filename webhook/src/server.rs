@@ -171,7 +171,7 @@ async fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
             Endpoint::Mutate => "mutate".into(),
         },
         kind: Kind::from_gvk(&req.kind.group, &req.kind.kind)
-            .map(|k| k.as_str().to_string())
+            .map(|k| k.name().into_owned())
             .unwrap_or_else(|| "unknown".into()),
         operation: format!("{:?}", req.operation).to_uppercase(),
         verdict: outcome.as_str().into(),
