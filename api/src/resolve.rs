@@ -1,6 +1,8 @@
 //! Task resolution (`shared/spec/runtime.md`, "The Job"): a session, its invoker, the Task and
 //! its Functions, the Repository and the AppBinding become the Job template the session runs.
 //! Shared by the webhook (at admission) and the controller (when the webhook could not).
+//! The referenced objects come from [`crate::dereference`]; [`resolve_job`] builds the Job in
+//! named steps: the variables, one container per step, the pod, the Job around it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
