@@ -30,6 +30,17 @@ pub struct ObjectReference {
     pub namespace: Option<String>,
 }
 
+impl ObjectReference {
+    /// The referenced object's namespace: `namespace`, or `default` (the referring object's
+    /// namespace) when it is missing or empty.
+    pub fn namespace_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.namespace
+            .as_deref()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or(default)
+    }
+}
+
 /// A reference to the object to back up or restore into.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -114,6 +125,26 @@ pub struct TaskRef {
     /// Parameters for the Task's variables; they override every other value of the same name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<Param>,
+}
+
+impl TaskRef {
+    /// The Task named by the user; `None` when `name` is missing or empty.
+    pub fn given_name(&self) -> Option<&str> {
+        self.name.as_deref().filter(|n| !n.is_empty())
+    }
+
+    /// The Task to run: the one `task` names, else the AppBinding's default Task for
+    /// `direction`, else the catalog's.
+    pub fn name_or_default(
+        task: Option<&TaskRef>,
+        app: Option<&crate::AppBinding>,
+        direction: crate::defaults::Direction,
+        catalog: &crate::defaults::CatalogDefaults,
+    ) -> String {
+        task.and_then(TaskRef::given_name)
+            .map(str::to_string)
+            .unwrap_or_else(|| crate::defaults::default_task_name(app, direction, catalog))
+    }
 }
 
 /// A named value for a Task or Function variable.

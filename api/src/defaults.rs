@@ -119,9 +119,8 @@ pub fn default_repository(repo: &mut Repository) {
 }
 
 fn default_repository_ref(repo: &mut ObjectReference, own_namespace: Option<&str>) {
-    if repo.namespace.as_deref().is_none_or(str::is_empty) {
-        repo.namespace = own_namespace.map(str::to_string);
-    }
+    let ns = repo.namespace_or(own_namespace.unwrap_or_default());
+    repo.namespace = (!ns.is_empty()).then(|| ns.to_string());
 }
 
 fn default_alias(alias: &mut Option<String>) {
@@ -136,10 +135,8 @@ fn default_task(
     direction: Direction,
     catalog: &CatalogDefaults,
 ) {
-    let task = task.get_or_insert_with(TaskRef::default);
-    if task.name.as_deref().is_none_or(str::is_empty) {
-        task.name = Some(default_task_name(app, direction, catalog));
-    }
+    let name = TaskRef::name_or_default(task.as_ref(), app, direction, catalog);
+    task.get_or_insert_with(TaskRef::default).name = Some(name);
 }
 
 /// `accessModes: [ReadWriteOnce]` for an interim volume without access modes, and

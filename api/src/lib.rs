@@ -1,6 +1,12 @@
-//! cairn's knowledge about its resources, as pure functions with no I/O:
-//! the CRD types, validation, defaulting, Task resolution, naming and schedule arithmetic.
-//! The webhook and the controller are thin shells around this crate.
+//! cairn's knowledge about its resources, as pure functions with no I/O; the webhook and the
+//! controller are thin shells around this crate. The shape, in the order an object goes through:
+//! - the CRD types ([`common`], [`repository`], [`backup_configuration`], ...), whose defaulting
+//!   rules live as methods on them (e.g. [`common::ObjectReference::namespace_or`],
+//!   [`common::TaskRef::name_or_default`]);
+//! - [`defaults`] fills in what a user left out; [`validation`] gives every error and warning;
+//! - [`dereference`] looks up, once, the objects a configuration or restore names
+//!   ([`dereference::Dereferenced`]); [`resolve`] turns a session plus those into its Job;
+//! - [`naming`], [`schedule`], [`vars`], [`pod_security`] are the arithmetic they share.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +18,7 @@ pub mod builtins;
 pub mod common;
 pub mod crds;
 pub mod defaults;
+pub mod dereference;
 pub mod manifest;
 pub mod naming;
 pub mod pod_security;

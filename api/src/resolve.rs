@@ -1,6 +1,8 @@
 //! Task resolution (`shared/spec/runtime.md`, "The Job"): a session, its invoker, the Task and
 //! its Functions, the Repository and the AppBinding become the Job template the session runs.
 //! Shared by the webhook (at admission) and the controller (when the webhook could not).
+//! The referenced objects come from [`crate::dereference`]; [`resolve_job`] builds the Job in
+//! named steps: the variables, one container per step, the pod, the Job around it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,10 +18,12 @@ use kube::Resource;
 use crate::appbinding::AppBinding;
 use crate::builtins::is_built_in_variable;
 use crate::common::{
-    BackupTarget, EmptyDirSettings, ObjectReference, PersistentVolumeClaimTemplate, RestoreTarget,
-    RetentionPolicy, RuntimeSettings, TargetRef, TaskRef,
+    BackupTarget, ContainerRuntimeSettings, EmptyDirSettings, ObjectReference,
+    PersistentVolumeClaimTemplate, RestoreTarget, RetentionPolicy, RuntimeSettings, TargetRef,
+    TaskRef,
 };
-use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction, default_task_name};
+use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction};
+use crate::dereference::{Dereferenced, References};
 use crate::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY,
     interim_pvc_name, label_value,
@@ -197,14 +201,20 @@ impl<'a> JobSource<'a> {
         }
     }
 
+    /// What the source names, for [`Dereferenced::of`].
+    pub fn references(&self) -> References<'a> {
+        References {
+            direction: self.direction,
+            namespace: self.namespace,
+            repository: self.repository,
+            target: &self.target_ref.name,
+            task: self.task,
+        }
+    }
+
     /// (namespace, name) of the Repository; the namespace defaults to the session's.
     pub fn repository_key(&self) -> (String, String) {
-        let ns = self
-            .repository
-            .namespace
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(self.namespace);
+        let ns = self.repository.namespace_or(self.namespace);
         (ns.to_string(), self.repository.name.clone())
     }
 
@@ -266,15 +276,67 @@ fn resolve_with_lookups(
     lookups: &dyn Lookups,
     install: &InstallSettings,
 ) -> Result<JobTemplateSpec, ResolveError> {
-    let missing = |kind, namespace: Option<&str>, name: &str| ResolveError::Missing {
+    let found = Dereferenced::of(&source.references(), lookups, Some(&install.catalog));
+    resolve_dereferenced(source, &found, install)
+}
+
+fn missing(kind: &'static str, namespace: Option<&str>, name: &str) -> ResolveError {
+    ResolveError::Missing {
         kind,
         namespace: namespace.map(str::to_string),
         name: name.to_string(),
+    }
+}
+
+/// Resolves the Job of `source` from the objects it names, refusing a missing one (in the
+/// order Repository, AppBinding, Task, Functions) and a Repository that lends it no storage.
+pub fn resolve_dereferenced(
+    source: &JobSource<'_>,
+    found: &Dereferenced,
+    install: &InstallSettings,
+) -> Result<JobTemplateSpec, ResolveError> {
+    let (repo_ns, repo_name) = &found.repository_key;
+    let repository = found
+        .repository
+        .as_deref()
+        .ok_or_else(|| missing("Repository", Some(repo_ns), repo_name))?;
+    check_repository_lends(source, found, repository)?;
+    let app_binding = found.app_binding.as_deref().ok_or_else(|| {
+        missing(
+            "AppBinding",
+            Some(source.namespace),
+            &source.target_ref.name,
+        )
+    })?;
+    let task_name = found.task_name.clone().unwrap_or_default();
+    let task = found
+        .task
+        .as_deref()
+        .ok_or_else(|| missing("Task", None, &task_name))?;
+    if let Some((step, function)) = found.missing_functions.first() {
+        return Err(ResolveError::MissingFunction {
+            task: task_name,
+            step: *step,
+            function: function.clone(),
+        });
+    }
+    let resolved = Resolved {
+        task,
+        functions: found.functions.clone(),
+        repository,
+        app_binding,
     };
-    let (repo_ns, repo_name) = source.repository_key();
-    let repository = lookups
-        .repository(&repo_ns, &repo_name)
-        .ok_or_else(|| missing("Repository", Some(&repo_ns), &repo_name))?;
+    resolve_job(source, &resolved, install)
+}
+
+/// Refuses a Repository whose local mount path is unusable, or that does not admit the
+/// source's namespace (admitted without the webhook, or its usage policy changed since).
+fn check_repository_lends(
+    source: &JobSource<'_>,
+    found: &Dereferenced,
+    repository: &Repository,
+) -> Result<(), ResolveError> {
+    let (repo_ns, repo_name) = &found.repository_key;
     if let Some(problem) = repository
         .spec
         .backend
@@ -291,9 +353,11 @@ fn resolve_with_lookups(
     }
     // A Repository that does not admit this namespace (admitted without the webhook, or its
     // usage policy changed since) lends no Job its storage.
-    let labels = lookups.namespace_labels(source.namespace);
-    if crate::validation::usage_policy_admits(&repository, source.namespace, labels.as_ref())
-        == Some(false)
+    if crate::validation::usage_policy_admits(
+        repository,
+        source.namespace,
+        found.namespace_labels.as_ref(),
+    ) == Some(false)
     {
         refuse(
             source,
@@ -304,43 +368,7 @@ fn resolve_with_lookups(
             )),
         )?;
     }
-    let app_binding = lookups
-        .app_binding(source.namespace, &source.target_ref.name)
-        .ok_or_else(|| {
-            missing(
-                "AppBinding",
-                Some(source.namespace),
-                &source.target_ref.name,
-            )
-        })?;
-    let task_name = source
-        .task
-        .and_then(|t| t.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| {
-            default_task_name(Some(&app_binding), source.direction, &install.catalog)
-        });
-    let task = lookups
-        .task(&task_name)
-        .ok_or_else(|| missing("Task", None, &task_name))?;
-    let mut functions = BTreeMap::new();
-    for (i, step) in task.spec.steps.iter().enumerate() {
-        let f = lookups
-            .function(&step.name)
-            .ok_or_else(|| ResolveError::MissingFunction {
-                task: task_name.clone(),
-                step: i,
-                function: step.name.clone(),
-            })?;
-        functions.insert(step.name.clone(), f);
-    }
-    let resolved = Resolved {
-        task: &task,
-        functions,
-        repository: &repository,
-        app_binding: &app_binding,
-    };
-    resolve_job(source, &resolved, install)
+    Ok(())
 }
 
 /// The built-in variables of a source ([`crate::builtins::BUILT_IN_VARIABLES`]: Stash's names
@@ -353,32 +381,49 @@ pub fn variables(
     install: &InstallSettings,
 ) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
-    let mut set = |k: &str, val: String| {
-        v.insert(k.to_string(), val);
-    };
-    let repo = resolved.repository;
-    let backend = &repo.spec.backend;
-    let (repo_ns, repo_name) = source.repository_key();
-    let app = resolved.app_binding;
+    session_variables(&mut v, source, install);
+    repository_variables(&mut v, source, resolved.repository);
+    target_variables(&mut v, source, resolved.app_binding);
+    host_variables(&mut v, source);
+    runtime_variables(&mut v, source);
+    for p in source.task.map(|t| t.params.as_slice()).unwrap_or_default() {
+        v.entry(p.name.clone()).or_insert_with(|| p.value.clone());
+    }
+    v
+}
 
-    set("NAMESPACE", source.namespace.into());
+type Vars = BTreeMap<String, String>;
+
+fn set(v: &mut Vars, name: &str, value: String) {
+    v.insert(name.to_string(), value);
+}
+
+/// The session, its invoker and the agent image.
+fn session_variables(v: &mut Vars, source: &JobSource<'_>, install: &InstallSettings) {
+    set(v, "NAMESPACE", source.namespace.into());
     match source.direction {
         Direction::Backup => {
-            set("BACKUP_SESSION", source.session.into());
-            set("RESTORE_SESSION", String::new());
+            set(v, "BACKUP_SESSION", source.session.into());
+            set(v, "RESTORE_SESSION", String::new());
         }
         Direction::Restore => {
-            set("BACKUP_SESSION", String::new());
-            set("RESTORE_SESSION", source.session.into());
+            set(v, "BACKUP_SESSION", String::new());
+            set(v, "RESTORE_SESSION", source.session.into());
         }
     }
-    set("INVOKER_KIND", source.invoker_kind.into());
-    set("INVOKER_NAME", source.invoker_name.into());
-    set("AGENT_IMAGE", install.agent_image.clone());
+    set(v, "INVOKER_KIND", source.invoker_kind.into());
+    set(v, "INVOKER_NAME", source.invoker_name.into());
+    set(v, "AGENT_IMAGE", install.agent_image.clone());
+}
 
-    set("REPOSITORY_NAME", repo_name);
-    set("REPOSITORY_NAMESPACE", repo_ns);
+/// Where the snapshots go: the Repository's backend.
+fn repository_variables(v: &mut Vars, source: &JobSource<'_>, repo: &Repository) {
+    let backend = &repo.spec.backend;
+    let (repo_ns, repo_name) = source.repository_key();
+    set(v, "REPOSITORY_NAME", repo_name);
+    set(v, "REPOSITORY_NAMESPACE", repo_ns);
     set(
+        v,
         "REPOSITORY_PROVIDER",
         backend
             .provider()
@@ -386,10 +431,12 @@ pub fn variables(
             .unwrap_or_default(),
     );
     set(
+        v,
         "REPOSITORY_BUCKET",
         backend.bucket().unwrap_or_default().into(),
     );
     set(
+        v,
         "REPOSITORY_PREFIX",
         backend.prefix().unwrap_or_default().into(),
     );
@@ -398,8 +445,9 @@ pub fn variables(
         (None, Some(rest)) => rest.url.clone(),
         _ => String::new(),
     };
-    set("REPOSITORY_ENDPOINT", endpoint);
+    set(v, "REPOSITORY_ENDPOINT", endpoint);
     set(
+        v,
         "REPOSITORY_REGION",
         backend
             .s3
@@ -408,41 +456,51 @@ pub fn variables(
             .unwrap_or_default(),
     );
     set(
+        v,
         "REPOSITORY_INSECURE_TLS",
         bool_str(backend.s3.as_ref().and_then(|s| s.insecure_tls)),
     );
     set(
+        v,
         "REPOSITORY_SECRET_NAME",
         backend.storage_secret_name.clone(),
     );
-    set("REPOSITORY_URL", repository_url(backend));
-    set("REPOSITORY_PATH", local_repository_path(backend));
-    set("REPOSITORY_SECRET_DIR", REPOSITORY_SECRET_DIR.into());
+    set(v, "REPOSITORY_URL", repository_url(backend));
+    set(v, "REPOSITORY_PATH", local_repository_path(backend));
+    set(v, "REPOSITORY_SECRET_DIR", REPOSITORY_SECRET_DIR.into());
     set(
+        v,
         "MAX_CONNECTIONS",
         backend
             .max_connections()
             .map(|n| n.to_string())
             .unwrap_or_default(),
     );
+}
 
-    set("TARGET_KIND", source.target_ref.kind.clone());
-    set("TARGET_NAME", source.target_ref.name.clone());
-    set("TARGET_NAMESPACE", source.namespace.into());
+/// What is backed up or restored into: the AppBinding.
+fn target_variables(v: &mut Vars, source: &JobSource<'_>, app: &AppBinding) {
+    set(v, "TARGET_KIND", source.target_ref.kind.clone());
+    set(v, "TARGET_NAME", source.target_ref.name.clone());
+    set(v, "TARGET_NAMESPACE", source.namespace.into());
     set(
+        v,
         "TARGET_APP_VERSION",
         app.spec.version.clone().unwrap_or_default(),
     );
     set(
+        v,
         "TARGET_APP_TYPE",
         app.spec.r#type.clone().unwrap_or_default(),
     );
-    set("TARGET_URL", app.url_without_credentials());
+    set(v, "TARGET_URL", app.url_without_credentials());
     set(
+        v,
         "TARGET_INSECURE_SKIP_TLS_VERIFY",
         bool_str(app.spec.client_config.insecure_skip_tls_verify),
     );
     set(
+        v,
         "TARGET_SERVER_NAME",
         app.spec
             .client_config
@@ -451,6 +509,7 @@ pub fn variables(
             .unwrap_or_default(),
     );
     set(
+        v,
         "TARGET_SECRET_DIR",
         if app.spec.secret.is_some() {
             TARGET_SECRET_DIR.into()
@@ -458,30 +517,40 @@ pub fn variables(
             String::new()
         },
     );
-    set("TARGET_ARGS", source.target_args.join(" "));
+    set(v, "TARGET_ARGS", source.target_args.join(" "));
+}
 
+/// The host (alias) and, for a restore, the rule that applies to it.
+fn host_variables(v: &mut Vars, source: &JobSource<'_>) {
     let alias = source.alias().to_string();
     let rule = source
         .restore_target
         .and_then(|t| rule_for_host(&t.rules, &alias));
     set(
+        v,
         "SOURCE_HOSTNAME",
         rule.and_then(|r| r.source_host.clone())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| alias.clone()),
     );
     set(
+        v,
         "SOURCE_CONFIGURATION",
         rule.and_then(|r| r.source_configuration.clone())
             .unwrap_or_default(),
     );
     set(
+        v,
         "RESTORE_SNAPSHOTS",
         rule.map(|r| r.snapshots.join(",")).unwrap_or_default(),
     );
-    set("HOSTNAME", alias);
+    set(v, "HOSTNAME", alias);
+}
 
+/// The interim volume, the cache and the retention policy.
+fn runtime_variables(v: &mut Vars, source: &JobSource<'_>) {
     set(
+        v,
         "INTERIM_DATA_DIR",
         if source.interim_volume_template.is_some() {
             INTERIM_DATA_DIR.into()
@@ -493,7 +562,7 @@ pub fn variables(
         .temp_dir
         .and_then(|t| t.disable_caching)
         .unwrap_or(false);
-    set("ENABLE_CACHE", (!caching_disabled).to_string());
+    set(v, "ENABLE_CACHE", (!caching_disabled).to_string());
 
     let r = source.retention;
     for (var, count) in [
@@ -504,19 +573,15 @@ pub fn variables(
         ("RETENTION_KEEP_MONTHLY", r.and_then(|r| r.keep_monthly)),
         ("RETENTION_KEEP_YEARLY", r.and_then(|r| r.keep_yearly)),
     ] {
-        set(var, count.map(|c| c.to_string()).unwrap_or_default());
+        set(v, var, count.map(|c| c.to_string()).unwrap_or_default());
     }
     set(
+        v,
         "RETENTION_KEEP_TAGS",
         r.map(|r| r.keep_tags.join(",")).unwrap_or_default(),
     );
-    set("RETENTION_PRUNE", bool_str(r.and_then(|r| r.prune)));
-    set("RETENTION_DRY_RUN", bool_str(r.and_then(|r| r.dry_run)));
-
-    for p in source.task.map(|t| t.params.as_slice()).unwrap_or_default() {
-        v.entry(p.name.clone()).or_insert_with(|| p.value.clone());
-    }
-    v
+    set(v, "RETENTION_PRUNE", bool_str(r.and_then(|r| r.prune)));
+    set(v, "RETENTION_DRY_RUN", bool_str(r.and_then(|r| r.dry_run)));
 }
 
 fn bool_str(b: Option<bool>) -> String {
@@ -600,75 +665,10 @@ pub fn resolve_job(
     resolved: &Resolved<'_>,
     install: &InstallSettings,
 ) -> Result<JobTemplateSpec, ResolveError> {
-    let task_name = resolved.task.meta().name.clone().unwrap_or_default();
-    if resolved.task.spec.steps.is_empty() {
-        return Err(ResolveError::NoSteps { task: task_name });
-    }
-    let backend = &resolved.repository.spec.backend;
-    if backend.provider().is_none() {
-        return Err(ResolveError::NoProvider {
-            name: resolved.repository.meta().name.clone().unwrap_or_default(),
-        });
-    }
-    let mut asked = Verdict::default();
-    source.request().check(&mut asked, &install.policy);
-    refuse(source, asked.errors.iter().map(ToString::to_string))?;
+    let task_name = check_resolvable(source, resolved, install)?;
     let vars = variables(source, resolved, install);
     let mut var_errors = Vec::new();
-
-    // Containers: one per step, from its Function, with the step's params as defaults that the
-    // source's Task params still override.
-    let mut containers = Vec::new();
-    let steps = &resolved.task.spec.steps;
-    for (i, step) in steps.iter().enumerate() {
-        let function =
-            resolved
-                .functions
-                .get(&step.name)
-                .ok_or_else(|| ResolveError::MissingFunction {
-                    task: task_name.clone(),
-                    step: i,
-                    function: step.name.clone(),
-                })?;
-        let mut step_vars = vars.clone();
-        let overriding: Vec<&str> = source
-            .task
-            .map(|t| t.params.iter().map(|p| p.name.as_str()).collect())
-            .unwrap_or_default();
-        for p in &step.params {
-            if !overriding.contains(&p.name.as_str()) && !is_built_in_variable(&p.name) {
-                step_vars.insert(p.name.clone(), p.value.clone());
-            }
-        }
-        // The kubelet expands `$(NAME)` in a container's command, args and env values: a value
-        // (a param, a name) carrying one could read the Secret-backed environment into the
-        // agent's arguments. `$$(` is Kubernetes' escape for a literal `$(`.
-        for value in step_vars.values_mut() {
-            if value.contains("$(") {
-                *value = value.replace("$(", "$$(");
-            }
-        }
-        let mut spec = serde_json::to_value(&function.spec)
-            .map_err(|e| ResolveError::Encoding(e.to_string()))?;
-        if let Err(errs) = substitute_json(&mut spec, &step_vars) {
-            var_errors.extend(
-                errs.into_iter()
-                    .map(|(path, e)| (format!("Function {:?} spec.{path}", step.name), e)),
-            );
-            continue;
-        }
-        let spec: crate::task::FunctionSpec =
-            serde_json::from_value(spec).map_err(|e| ResolveError::Encoding(e.to_string()))?;
-        let name = container_name(&step.name, i, steps.iter().map(|s| s.name.as_str()));
-        containers.push(build_container(
-            name,
-            i + 1 == steps.len(),
-            spec,
-            source,
-            resolved,
-            install,
-        ));
-    }
+    let mut containers = step_containers(source, resolved, install, &vars, &mut var_errors)?;
     let mut task_volumes = serde_json::to_value(&resolved.task.spec.volumes)
         .map_err(|e| ResolveError::Encoding(e.to_string()))?;
     if let Err(errs) = substitute_json(&mut task_volumes, &vars) {
@@ -698,7 +698,110 @@ pub fn resolve_job(
             .filter(|v| v.applies_at(install.policy.job_pod_security))
             .map(|v| format!("the Job's pod {v}")),
     )?;
+    Ok(job_template(source, pod_spec, pod_annotations))
+}
 
+/// Refuses a Task without steps, a Repository without a provider and what the source asks of
+/// the Job against the rules of admission; the Task's name otherwise.
+fn check_resolvable(
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    install: &InstallSettings,
+) -> Result<String, ResolveError> {
+    let task_name = resolved.task.meta().name.clone().unwrap_or_default();
+    if resolved.task.spec.steps.is_empty() {
+        return Err(ResolveError::NoSteps { task: task_name });
+    }
+    let backend = &resolved.repository.spec.backend;
+    if backend.provider().is_none() {
+        return Err(ResolveError::NoProvider {
+            name: resolved.repository.meta().name.clone().unwrap_or_default(),
+        });
+    }
+    let mut asked = Verdict::default();
+    source.request().check(&mut asked, &install.policy);
+    refuse(source, asked.errors.iter().map(ToString::to_string))?;
+    Ok(task_name)
+}
+
+/// Containers: one per step, from its Function, with the step's params as defaults that the
+/// source's Task params still override. Variable errors are collected in `var_errors` (that
+/// step then has no container).
+fn step_containers(
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    install: &InstallSettings,
+    vars: &Vars,
+    var_errors: &mut Vec<(String, VarError)>,
+) -> Result<Vec<Container>, ResolveError> {
+    let task_name = resolved.task.meta().name.clone().unwrap_or_default();
+    let mut containers = Vec::new();
+    let steps = &resolved.task.spec.steps;
+    for (i, step) in steps.iter().enumerate() {
+        let function =
+            resolved
+                .functions
+                .get(&step.name)
+                .ok_or_else(|| ResolveError::MissingFunction {
+                    task: task_name.clone(),
+                    step: i,
+                    function: step.name.clone(),
+                })?;
+        let step_vars = step_variables(vars, step, source);
+        let mut spec = serde_json::to_value(&function.spec)
+            .map_err(|e| ResolveError::Encoding(e.to_string()))?;
+        if let Err(errs) = substitute_json(&mut spec, &step_vars) {
+            var_errors.extend(
+                errs.into_iter()
+                    .map(|(path, e)| (format!("Function {:?} spec.{path}", step.name), e)),
+            );
+            continue;
+        }
+        let spec: crate::task::FunctionSpec =
+            serde_json::from_value(spec).map_err(|e| ResolveError::Encoding(e.to_string()))?;
+        let name = container_name(&step.name, i, steps.iter().map(|s| s.name.as_str()));
+        containers.push(build_container(
+            name,
+            i + 1 == steps.len(),
+            spec,
+            source,
+            resolved,
+            install,
+        ));
+    }
+    Ok(containers)
+}
+
+/// The variables of one step: `vars` plus the step's params (unless the source's Task params
+/// or a built-in set them), with `$(` escaped.
+fn step_variables(vars: &Vars, step: &crate::task::FunctionRef, source: &JobSource<'_>) -> Vars {
+    let mut step_vars = vars.clone();
+    let overriding: Vec<&str> = source
+        .task
+        .map(|t| t.params.iter().map(|p| p.name.as_str()).collect())
+        .unwrap_or_default();
+    for p in &step.params {
+        if !overriding.contains(&p.name.as_str()) && !is_built_in_variable(&p.name) {
+            step_vars.insert(p.name.clone(), p.value.clone());
+        }
+    }
+    // The kubelet expands `$(NAME)` in a container's command, args and env values: a value
+    // (a param, a name) carrying one could read the Secret-backed environment into the
+    // agent's arguments. `$$(` is Kubernetes' escape for a literal `$(`.
+    for value in step_vars.values_mut() {
+        if value.contains("$(") {
+            *value = value.replace("$(", "$$(");
+        }
+    }
+    step_vars
+}
+
+/// The Job around `pod_spec`, with cairn's labels (and the pod labels the source adds).
+fn job_template(
+    source: &JobSource<'_>,
+    pod_spec: PodSpec,
+    pod_annotations: Option<BTreeMap<String, String>>,
+) -> JobTemplateSpec {
     let labels = job_labels(source);
     let mut pod_labels = labels.clone();
     let pod_settings = source.runtime_settings.and_then(|r| r.pod.as_ref());
@@ -707,8 +810,7 @@ pub fn resolve_job(
             pod_labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-
-    Ok(JobTemplateSpec {
+    JobTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
             ..Default::default()
@@ -725,7 +827,7 @@ pub fn resolve_job(
             },
             ..Default::default()
         }),
-    })
+    }
 }
 
 /// `Err(Refused)` with `reasons` when there are any.
@@ -792,7 +894,45 @@ fn build_container(
         own.and_then(|c| c.security_context.as_ref()),
         user.and_then(|c| c.security_context.as_ref()),
     ]);
+    let env = container_env(own, user, resolved);
+    let env_from = container_env_from(own, user, resolved);
+    let mut mounts = container_mounts(source, resolved);
+    mounts.extend(f.volume_mounts);
 
+    let mut args = f.args;
+    if is_main {
+        args.extend(source.target_args.iter().cloned());
+    }
+
+    Container {
+        name,
+        image: Some(f.image),
+        image_pull_policy: install.image_pull_policy.clone(),
+        command: (!f.command.is_empty()).then_some(f.command),
+        args: (!args.is_empty()).then_some(args),
+        working_dir: f.working_dir,
+        ports: (!f.ports.is_empty()).then_some(f.ports),
+        env: Some(env),
+        env_from: Some(env_from),
+        volume_mounts: Some(mounts),
+        resources: user
+            .and_then(|c| c.resources.clone())
+            .or_else(|| own.and_then(|c| c.resources.clone())),
+        security_context: Some(security),
+        termination_message_path: Some("/dev/termination-log".to_string()),
+        // A container that dies without writing its result still leaves its last log lines.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    }
+}
+
+/// The container's environment: the agent's own variables (its temp dir, the target's CA, the
+/// nice/ionice it applies to itself), then the Function's, then the user's.
+fn container_env(
+    own: Option<&ContainerRuntimeSettings>,
+    user: Option<&ContainerRuntimeSettings>,
+    resolved: &Resolved<'_>,
+) -> Vec<EnvVar> {
     // The agent applies nice/ionice to itself: no wrapper binary needed in the image.
     let mut env: Vec<EnvVar> = Vec::new();
     let mut push_env = |name: &str, value: String| {
@@ -828,7 +968,14 @@ fn build_container(
     }
     env.extend(own.and_then(|c| c.env.clone()).unwrap_or_default());
     env.extend(user.and_then(|c| c.env.clone()).unwrap_or_default());
+    env
+}
 
+fn container_env_from(
+    own: Option<&ContainerRuntimeSettings>,
+    user: Option<&ContainerRuntimeSettings>,
+    resolved: &Resolved<'_>,
+) -> Vec<EnvFromSource> {
     // The repository Secret's keys (RESTIC_PASSWORD, AWS_ACCESS_KEY_ID, ...) by reference, so a
     // Function running the standard restic works too. No value is copied into the Job.
     // The Secret comes last: of keys in several sources the last wins, so neither a Function's
@@ -842,7 +989,11 @@ fn build_container(
         }),
         ..Default::default()
     });
+    env_from
+}
 
+/// cairn's mounts: the temp dir, the Secrets, the interim volume, a local repository.
+fn container_mounts(source: &JobSource<'_>, resolved: &Resolved<'_>) -> Vec<VolumeMount> {
     let mut mounts = vec![
         mount(VOL_TMP, TMP_DIR, false),
         mount(VOL_REPOSITORY_SECRET, REPOSITORY_SECRET_DIR, true),
@@ -856,33 +1007,7 @@ fn build_container(
     if let Some(local) = &resolved.repository.spec.backend.local {
         mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
     }
-    mounts.extend(f.volume_mounts);
-
-    let mut args = f.args;
-    if is_main {
-        args.extend(source.target_args.iter().cloned());
-    }
-
-    Container {
-        name,
-        image: Some(f.image),
-        image_pull_policy: install.image_pull_policy.clone(),
-        command: (!f.command.is_empty()).then_some(f.command),
-        args: (!args.is_empty()).then_some(args),
-        working_dir: f.working_dir,
-        ports: (!f.ports.is_empty()).then_some(f.ports),
-        env: Some(env),
-        env_from: Some(env_from),
-        volume_mounts: Some(mounts),
-        resources: user
-            .and_then(|c| c.resources.clone())
-            .or_else(|| own.and_then(|c| c.resources.clone())),
-        security_context: Some(security),
-        termination_message_path: Some("/dev/termination-log".to_string()),
-        // A container that dies without writing its result still leaves its last log lines.
-        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
-        ..Default::default()
-    }
+    mounts
 }
 
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -984,69 +1109,7 @@ pub fn resolve_wipe_job(
     if backend.provider().is_none() {
         return Err(ResolveError::NoProvider { name });
     }
-    let mut mounts = vec![mount(VOL_TMP, TMP_DIR, false)];
-    let mut volumes = vec![Volume {
-        name: VOL_TMP.to_string(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }];
-    if let Some(local) = &backend.local {
-        mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
-        volumes.push(local.volume(VOL_REPOSITORY));
-    }
-    let mut args = vec![
-        "wipe".to_string(),
-        format!("--repository={}", repository_url(backend)),
-    ];
-    if let Some(s3) = &backend.s3 {
-        if let Some(region) = s3.region.as_deref().filter(|r| !r.is_empty()) {
-            args.push(format!("--region={region}"));
-        }
-        args.push(format!(
-            "--insecure-tls={}",
-            s3.insecure_tls.unwrap_or(false)
-        ));
-    }
-    let container = Container {
-        name: "wipe".to_string(),
-        image: Some(install.agent_image.clone()),
-        image_pull_policy: install.image_pull_policy.clone(),
-        command: Some(vec!["cairn-agent".to_string()]),
-        args: Some(args),
-        env: Some(vec![
-            EnvVar {
-                name: "CAIRN_TMP_DIR".into(),
-                value: Some(TMP_DIR.into()),
-                value_from: None,
-            },
-            EnvVar {
-                name: "HOME".into(),
-                value: Some(TMP_DIR.into()),
-                value_from: None,
-            },
-        ]),
-        env_from: Some(vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: backend.storage_secret_name.clone(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }]),
-        volume_mounts: Some(mounts),
-        security_context: Some(pod_security::container_context([])),
-        termination_message_path: Some("/dev/termination-log".to_string()),
-        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
-        ..Default::default()
-    };
-    let pod_spec = PodSpec {
-        containers: vec![container],
-        volumes: Some(volumes),
-        restart_policy: Some("Never".to_string()),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        security_context: Some(pod_security::pod_context(None)),
-        ..Default::default()
-    };
+    let pod_spec = wipe_pod_spec(backend, install);
     // A Repository admitted without the webhook (or under a looser install) may name a volume
     // the install does not allow: the wipe mounts it read-write, so it is refused like any Job.
     let reasons: Vec<String> = pod_security::check_pod(None, &pod_spec)
@@ -1084,4 +1147,77 @@ pub fn resolve_wipe_job(
             ..Default::default()
         }),
     })
+}
+
+/// The wipe Job's pod: one `cairn-agent wipe` container, its temp dir and a local backend's
+/// volume.
+fn wipe_pod_spec(backend: &Backend, install: &InstallSettings) -> PodSpec {
+    let mut mounts = vec![mount(VOL_TMP, TMP_DIR, false)];
+    let mut volumes = vec![Volume {
+        name: VOL_TMP.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    if let Some(local) = &backend.local {
+        mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
+        volumes.push(local.volume(VOL_REPOSITORY));
+    }
+    let container = Container {
+        name: "wipe".to_string(),
+        image: Some(install.agent_image.clone()),
+        image_pull_policy: install.image_pull_policy.clone(),
+        command: Some(vec!["cairn-agent".to_string()]),
+        args: Some(wipe_args(backend)),
+        env: Some(vec![
+            EnvVar {
+                name: "CAIRN_TMP_DIR".into(),
+                value: Some(TMP_DIR.into()),
+                value_from: None,
+            },
+            EnvVar {
+                name: "HOME".into(),
+                value: Some(TMP_DIR.into()),
+                value_from: None,
+            },
+        ]),
+        env_from: Some(vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: backend.storage_secret_name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts),
+        security_context: Some(pod_security::container_context([])),
+        termination_message_path: Some("/dev/termination-log".to_string()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    };
+    PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        restart_policy: Some("Never".to_string()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security::pod_context(None)),
+        ..Default::default()
+    }
+}
+
+/// `cairn-agent wipe` with the repository's URL (and an S3 backend's region and TLS setting).
+fn wipe_args(backend: &Backend) -> Vec<String> {
+    let mut args = vec![
+        "wipe".to_string(),
+        format!("--repository={}", repository_url(backend)),
+    ];
+    if let Some(s3) = &backend.s3 {
+        if let Some(region) = s3.region.as_deref().filter(|r| !r.is_empty()) {
+            args.push(format!("--region={region}"));
+        }
+        args.push(format!(
+            "--insecure-tls={}",
+            s3.insecure_tls.unwrap_or(false)
+        ));
+    }
+    args
 }

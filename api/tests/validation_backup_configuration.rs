@@ -107,8 +107,6 @@ fn world() -> LookupTable {
         .with_task(task("elasticsearch-backup"))
         .with_namespace("demo", &[("team", "search")])
         .with_namespace("backup", &[])
-        .with_secret("demo", "s3-secret")
-        .with_secret("backup", "x")
 }
 
 /// RFC 7386 JSON merge patch: objects merge, `null` removes, anything else replaces.
@@ -490,12 +488,6 @@ fn repository_ref() {
             json!({"repository": {"name": "search-team", "namespace": "backup"}}),
             Ok,
         ),
-        Case {
-            name: "secrets unknown to the caller: no warning",
-            spec: json!({}),
-            world: |t| t.secrets = None,
-            expect: Ok,
-        },
         c(
             "Same, other namespace",
             json!({"repository": {"name": "only-backup", "namespace": "backup"}}),
@@ -530,15 +522,6 @@ fn repository_ref() {
             json!({"repository": {"name": "later"}}),
             Warn("spec.repository", &["Repository demo/later does not exist"]),
         ),
-        Case {
-            name: "missing storage Secret",
-            spec: json!({}),
-            world: |t| t.secrets = Some(Default::default()),
-            expect: Warn(
-                "spec.repository",
-                &["storage Secret demo/s3-secret", "does not exist"],
-            ),
-        },
         Case {
             name: "namespace labels unknown",
             spec: json!({"repository": {"name": "search-team", "namespace": "backup"}}),

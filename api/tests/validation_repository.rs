@@ -119,7 +119,7 @@ fn full_valid_repositories_have_no_errors_or_warnings() {
             },
         },
     });
-    let lookups = LookupTable::default().with_secret("demo", "repo-secret");
+    let lookups = LookupTable::default();
     // An nfs volume needs an install that allows the baseline Pod Security Standard.
     let baseline = Policy {
         job_pod_security: cairn_api::pod_security::PodSecurityLevel::Baseline,
@@ -716,7 +716,7 @@ fn selector_warnings() {
 
 #[test]
 fn warnings() {
-    let lookups = LookupTable::default().with_secret("demo", "repo-secret");
+    let lookups = LookupTable::default();
     // (case, spec, expected warning as (path, fragment)).
     type Case = (&'static str, Value, Option<(&'static str, &'static str)>);
     let cases: &[Case] = &[
@@ -730,14 +730,6 @@ fn warnings() {
             "wipeOut",
             json!({"backend": {"storageSecretName": "repo-secret", "gcs": {"bucket": "b"}}, "wipeOut": true}),
             Some(("spec.wipeOut", "will be deleted")),
-        ),
-        (
-            "missing secret",
-            json!({"backend": {"storageSecretName": "other", "gcs": {"bucket": "b"}}}),
-            Some((
-                "spec.backend.storageSecretName",
-                "Secret demo/other does not exist",
-            )),
         ),
     ];
     for (name, spec, expect) in cases {
@@ -754,7 +746,7 @@ fn warnings() {
             ),
         }
     }
-    // When the caller cannot tell whether Secrets exist, it says nothing about them.
+    // Admission does not look Secrets up: a storage Secret nobody created is no warning.
     let v = validate_repository(
         &repo(s3_bucket("backups")),
         None,

@@ -98,8 +98,6 @@ fn world() -> LookupTable {
         .with_app_binding(app_binding("es-insecure", true))
         .with_task(task("elasticsearch-restore"))
         .with_namespace("demo", &[("env", "dev")])
-        .with_secret("demo", "s3-secret")
-        .with_secret("backup", "x")
 }
 
 /// RFC 7386 JSON merge patch: objects merge, `null` removes, anything else replaces.
@@ -280,15 +278,6 @@ fn target_repository_task() {
             json!({"repository": {"name": "later"}}),
             Warn("spec.repository", &["Repository demo/later does not exist"]),
         ),
-        Case {
-            name: "missing storage Secret",
-            spec: json!({}),
-            world: |t| t.secrets = Some(Default::default()),
-            expect: Warn(
-                "spec.repository",
-                &["storage Secret demo/s3-secret", "does not exist"],
-            ),
-        },
         c(
             "missing Task",
             json!({"task": {"name": "custom-restore"}}),

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cairn_api::backup_configuration::{BackupConfigurationStatus, ConfigurationPhase};
 use cairn_api::backup_session::{BackupSessionSpec, Invoker};
-use cairn_api::defaults::{Direction, default_task_name};
+use cairn_api::common::TaskRef;
+use cairn_api::defaults::Direction;
 use cairn_api::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, label_value, session_name_for_slot,
 };
@@ -109,27 +110,21 @@ async fn dereference(
 ) -> Result<bool> {
     let namespace = config.namespace().unwrap_or_default();
     let repo_ref = &config.spec.repository;
-    let repo_ns = repo_ref
-        .namespace
-        .clone()
-        .unwrap_or_else(|| namespace.clone());
-    let repo = ctx.stores.repository(&repo_ns, &repo_ref.name);
+    let repo_ns = repo_ref.namespace_or(&namespace);
+    let repo = ctx.stores.repository(repo_ns, &repo_ref.name);
     let what = format!("Repository {repo_ns}/{}", repo_ref.name);
     conds.found("RepositoryFound", repo.is_some(), what);
-    let secret = backend_secret(repo.as_deref(), &repo_ns, ctx, conds).await?;
+    let secret = backend_secret(repo.as_deref(), repo_ns, ctx, conds).await?;
     let target = &config.spec.target.r#ref;
     let app = ctx.stores.app_binding(&namespace, &target.name);
     let what = format!("{} {namespace}/{}", target.kind, target.name);
     conds.found("TargetFound", app.is_some(), what);
-    let task_name = config
-        .spec
-        .task
-        .as_ref()
-        .and_then(|t| t.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| {
-            default_task_name(app.as_deref(), Direction::Backup, &ctx.install.catalog)
-        });
+    let task_name = TaskRef::name_or_default(
+        config.spec.task.as_ref(),
+        app.as_deref(),
+        Direction::Backup,
+        &ctx.install.catalog,
+    );
     let task = ctx.stores.task(&task_name);
     conds.found("TaskFound", task.is_some(), format!("Task {task_name}"));
     Ok(repo.is_some() && secret && app.is_some() && task.is_some())

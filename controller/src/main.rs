@@ -263,7 +263,8 @@ fn configurations(
     };
     let by_repo = referring(|c, ns, name| {
         let repo = &c.spec.repository;
-        repo.name == name && repo.namespace.as_deref().or(c.namespace().as_deref()) == Some(ns)
+        let own = c.namespace().unwrap_or_default();
+        repo.name == name && repo.namespace_or(&own) == ns
     });
     let by_app = referring(|c, ns, name| {
         c.spec.target.r#ref.name == name && c.namespace().as_deref() == Some(ns)

@@ -227,9 +227,4 @@ impl cairn_api::validation::Lookups for Stores {
     fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
         get(&self.namespaces, None, name).map(|ns| ns.labels().clone())
     }
-    /// Not watched (a watch on Secrets would need read access to all of them): the
-    /// configuration reconcile looks its storage Secret up itself.
-    fn secret_exists(&self, _namespace: &str, _name: &str) -> Option<bool> {
-        None
-    }
 }

@@ -24,16 +24,37 @@ pub enum Endpoint {
     Mutate,
 }
 
-/// The kinds this webhook serves (group `cairn.dev`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+/// Declares [`Kind`] from the served types: each variant is named after its type, and the
+/// type's own [`kube::Resource::kind`] names it on the wire, so serving a kind is one line.
+macro_rules! served_kinds {
+    ($($kind:ident),* $(,)?) => {
+        /// The kinds this webhook serves (group `cairn.dev`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Kind {
+            $($kind),*
+        }
+
+        impl Kind {
+            const ALL: &[Kind] = &[$(Kind::$kind),*];
+
+            /// The kind's name, as its type says.
+            pub fn name(self) -> std::borrow::Cow<'static, str> {
+                match self {
+                    $(Self::$kind => <$kind as kube::Resource>::kind(&())),*
+                }
+            }
+        }
+    };
+}
+
+served_kinds!(
     Repository,
     BackupConfiguration,
     BackupSession,
     RestoreSession,
     Task,
     Function,
-}
+);
 
 /// Every served kind, for messages.
 pub const SERVED_KINDS: &str =
@@ -44,26 +65,7 @@ impl Kind {
         if group != cairn_api::common::GROUP {
             return None;
         }
-        Some(match kind {
-            "Repository" => Self::Repository,
-            "BackupConfiguration" => Self::BackupConfiguration,
-            "BackupSession" => Self::BackupSession,
-            "RestoreSession" => Self::RestoreSession,
-            "Task" => Self::Task,
-            "Function" => Self::Function,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Repository => "Repository",
-            Self::BackupConfiguration => "BackupConfiguration",
-            Self::BackupSession => "BackupSession",
-            Self::RestoreSession => "RestoreSession",
-            Self::Task => "Task",
-            Self::Function => "Function",
-        }
+        Self::ALL.iter().copied().find(|k| k.name() == kind)
     }
 }
 
@@ -137,7 +139,7 @@ pub fn review(
             .is_some_and(|t| !t.is_null());
         let verdict = check_user_written_session(written);
         if !verdict.allowed() {
-            let reason = format!("{} rejected: {}", kind.as_str(), verdict.error_message());
+            let reason = format!("{} rejected: {}", kind.name(), verdict.error_message());
             return (resp.deny(reason), Outcome::Denied);
         }
     }
@@ -149,7 +151,7 @@ pub fn review(
 
 fn typed<K: DeserializeOwned>(kind: Kind, v: &Value) -> Result<K, String> {
     // Read from the borrowed tree: no copy of the object first.
-    K::deserialize(v).map_err(|e| format!("{} does not match its schema: {e}", kind.as_str()))
+    K::deserialize(v).map_err(|e| format!("{} does not match its schema: {e}", kind.name()))
 }
 
 fn validate(
@@ -192,7 +194,7 @@ fn validate(
     if verdict.allowed() {
         (resp, Outcome::Allowed)
     } else {
-        let reason = format!("{} rejected: {}", kind.as_str(), verdict.error_message());
+        let reason = format!("{} rejected: {}", kind.name(), verdict.error_message());
         (resp.deny(reason), Outcome::Denied)
     }
 }
@@ -274,4 +276,21 @@ fn defaulted<K: DeserializeOwned + Serialize + Clone>(
     patch(&before, &after)
         .map(Some)
         .map_err(|e| format!("cannot compute the defaults: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_found_by_its_name_and_listed_in_messages() {
+        for kind in Kind::ALL {
+            assert_eq!(
+                Kind::from_gvk(cairn_api::common::GROUP, &kind.name()),
+                Some(*kind)
+            );
+            assert!(SERVED_KINDS.contains(kind.name().as_ref()), "{kind:?}");
+        }
+        assert_eq!(Kind::from_gvk("other.dev", "Task"), None);
+    }
 }

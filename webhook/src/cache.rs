@@ -150,9 +150,4 @@ impl Lookups for Caches {
         let ns = self.namespaces.get(&ObjectRef::new(name))?;
         Some(ns.metadata.labels.clone().unwrap_or_default())
     }
-    /// Not watched: list/watch on Secrets would let the webhook read every Secret in the
-    /// cluster. The controller reports a missing Secret in the configuration's status instead.
-    fn secret_exists(&self, _namespace: &str, _name: &str) -> Option<bool> {
-        None
-    }
 }

@@ -126,9 +126,6 @@ impl Lookups for Recording<'_> {
             || Miss::Namespace(name.into()),
         )
     }
-    fn secret_exists(&self, namespace: &str, name: &str) -> Option<bool> {
-        self.cache.secret_exists(namespace, name)
-    }
 }
 
 /// Each round can reveal objects that lead to more lookups, and Job resolution stops at its

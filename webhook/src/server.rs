@@ -171,7 +171,7 @@ async fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
             Endpoint::Mutate => "mutate".into(),
         },
         kind: Kind::from_gvk(&req.kind.group, &req.kind.kind)
-            .map(|k| k.as_str().to_string())
+            .map(|k| k.name().into_owned())
             .unwrap_or_else(|| "unknown".into()),
         operation: format!("{:?}", req.operation).to_uppercase(),
         verdict: outcome.as_str().into(),
@@ -232,49 +232,63 @@ pub async fn serve_tls(
         let service = TowerToHyperService::new(router.clone());
         let (h1, h2) = (Arc::clone(&h1), Arc::clone(&h2));
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                // HTTP/2 has no header read timeout: the client's first bytes (its connection
-                // preface) must arrive within the same time.
-                let mut tls = tokio::io::BufReader::new(tls);
-                match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.fill_buf()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "reading the HTTP/2 preface failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "no HTTP/2 preface in time");
-                        return;
-                    }
-                }
-                let conn = h2.serve_connection(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            } else {
-                let conn = h1.serve_connection(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            }
-        });
+        tokio::spawn(serve_connection(
+            tcp, peer, acceptor, service, h1, h2, watcher,
+        ));
     }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("in-flight requests finished"),
         () = tokio::time::sleep(drain) => tracing::warn!("shutdown drain period over; closing open connections"),
+    }
+}
+
+/// One connection: the TLS handshake (within [`HANDSHAKE_TIMEOUT`]), then HTTP/2 or HTTP/1 as
+/// ALPN negotiated, watched for graceful shutdown.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    service: TowerToHyperService<Router>,
+    h1: Arc<auto::Builder<TokioExecutor>>,
+    h2: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        // HTTP/2 has no header read timeout: the client's first bytes (its connection
+        // preface) must arrive within the same time.
+        let mut tls = tokio::io::BufReader::new(tls);
+        match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.fill_buf()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "reading the HTTP/2 preface failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no HTTP/2 preface in time");
+                return;
+            }
+        }
+        let conn = h2.serve_connection(TokioIo::new(tls), service);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    } else {
+        let conn = h1.serve_connection(TokioIo::new(tls), service);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
     }
 }
 

@@ -106,6 +106,28 @@ pub fn check_job_settings(
     let Some(settings) = settings else { return };
     let pod = settings.pod.as_ref();
     let container = settings.container.as_ref();
+    check_job_security(v, path, settings, level);
+    check_container_env(v, path, container);
+    check_pod_placement(v, path, pod);
+    check_pod_metadata(v, path, pod);
+    if pod.and_then(|p| p.automount_service_account_token) == Some(true) {
+        v.warn(
+            format!("{path}.pod.automountServiceAccountToken"),
+            "ignored: cairn's Jobs never mount a ServiceAccount token (the agent needs no \
+             Kubernetes API access; its result travels in the termination message)",
+        );
+    }
+}
+
+/// The pod these settings make meets the install's Pod Security Standard.
+fn check_job_security(
+    v: &mut Verdict,
+    path: &str,
+    settings: &RuntimeSettings,
+    level: PodSecurityLevel,
+) {
+    let pod = settings.pod.as_ref();
+    let container = settings.container.as_ref();
     // The pod these settings make, built as the resolver builds it: every finding is one of
     // the user's fields, since cairn's own defaults meet `restricted`.
     let preview = PodSpec {
@@ -127,6 +149,14 @@ pub fn check_job_settings(
             v.error(user_path(path, &violation.path), violation.message());
         }
     }
+}
+
+/// No env name cairn sets, and an own prefix for every envFrom.
+fn check_container_env(
+    v: &mut Verdict,
+    path: &str,
+    container: Option<&crate::common::ContainerRuntimeSettings>,
+) {
     for (i, env) in container
         .and_then(|c| c.env.as_ref())
         .into_iter()
@@ -165,7 +195,14 @@ pub fn check_job_settings(
             );
         }
     }
-    check_pod_placement(v, path, pod);
+}
+
+/// No injector key among the pod's labels and annotations, and no label cairn writes.
+fn check_pod_metadata(
+    v: &mut Verdict,
+    path: &str,
+    pod: Option<&crate::common::PodRuntimeSettings>,
+) {
     let labels: Option<&BTreeMap<String, String>> = pod.and_then(|p| p.pod_labels.as_ref());
     let annotations = pod.and_then(|p| p.pod_annotations.as_ref());
     for (field, key) in annotations
@@ -197,13 +234,6 @@ pub fn check_job_settings(
                  controller-uid and app.kubernetes.io/managed-by",
             );
         }
-    }
-    if pod.and_then(|p| p.automount_service_account_token) == Some(true) {
-        v.warn(
-            format!("{path}.pod.automountServiceAccountToken"),
-            "ignored: cairn's Jobs never mount a ServiceAccount token (the agent needs no \
-             Kubernetes API access; its result travels in the termination message)",
-        );
     }
 }
 

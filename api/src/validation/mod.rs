@@ -117,8 +117,6 @@ pub trait Lookups {
     fn function(&self, name: &str) -> Option<Arc<Function>>;
     /// Labels of a namespace; `None` when the namespace is not known.
     fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>>;
-    /// Whether a Secret exists; `None` when the caller does not know (no warning then).
-    fn secret_exists(&self, namespace: &str, name: &str) -> Option<bool>;
 }
 
 /// A [`Lookups`] made of plain maps: for tests, and for callers that already hold the objects.
@@ -132,8 +130,6 @@ pub struct LookupTable {
     pub tasks: BTreeMap<String, Arc<Task>>,
     pub functions: BTreeMap<String, Arc<Function>>,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    /// When `Some`, the set of (namespace, name) Secrets that exist; `None` means unknown.
-    pub secrets: Option<std::collections::BTreeSet<(String, String)>>,
 }
 
 fn key(namespace: &str, name: &str) -> (String, String) {
@@ -189,14 +185,9 @@ impl LookupTable {
         self.tasks.extend(other.tasks);
         self.functions.extend(other.functions);
         self.namespaces.extend(other.namespaces);
-        if let Some(secrets) = other.secrets {
-            self.secrets
-                .get_or_insert_with(Default::default)
-                .extend(secrets);
-        }
     }
 
-    /// How many objects the table holds (Secrets not counted).
+    /// How many objects the table holds.
     pub fn len(&self) -> usize {
         self.repositories.len()
             + self.app_bindings.len()
@@ -208,13 +199,6 @@ impl LookupTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub fn with_secret(mut self, namespace: &str, name: &str) -> Self {
-        self.secrets
-            .get_or_insert_with(Default::default)
-            .insert(key(namespace, name));
-        self
     }
 }
 
@@ -242,11 +226,6 @@ impl Lookups for LookupTable {
     }
     fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
         self.namespaces.get(name).cloned()
-    }
-    fn secret_exists(&self, namespace: &str, name: &str) -> Option<bool> {
-        self.secrets
-            .as_ref()
-            .map(|s| s.contains(&key(namespace, name)))
     }
 }
 

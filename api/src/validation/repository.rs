@@ -4,7 +4,8 @@
 //! container, mount path or URL, an S3 bucket name S3 refuses, a mount path that would hide the
 //! agent's own files, an invalid namespace selector) and, on UPDATE, a move of the data's
 //! location once the repository holds snapshots. Warns about risky settings (`insecureTLS`,
-//! `wipeOut`) and a storage Secret that does not exist yet.
+//! `wipeOut`). Whether the storage Secret exists is the controller's to report (the webhook
+//! does not watch Secrets).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -12,16 +13,18 @@ use super::{Lookups, Policy, Verdict};
 use crate::Repository;
 use crate::naming;
 use crate::repository::{
-    Backend, FromNamespaces, LOCAL_VOLUME_SOURCES, LocalSpec, PROVIDERS, UsagePolicy,
+    Backend, FromNamespaces, LOCAL_VOLUME_SOURCES, LocalSpec, PROVIDERS, RestServerSpec, S3Spec,
+    UsagePolicy,
 };
 
 const BACKEND: &str = "spec.backend";
 
-/// Every error and warning of a Repository (`old` is set on UPDATE).
+/// Every error and warning of a Repository (`old` is set on UPDATE). A Repository refers to
+/// no other object admission looks up, so `_lookups` is unused (it keeps [`super::Validate`]'s shape).
 pub fn validate_repository(
     new: &Repository,
     old: Option<&Repository>,
-    lookups: &dyn Lookups,
+    _lookups: &dyn Lookups,
     policy: &Policy,
 ) -> Verdict {
     let mut v = Verdict::default();
@@ -36,116 +39,20 @@ pub fn validate_repository(
 
     let backend = &new.spec.backend;
     check_providers(backend, &mut v);
-    if let Some(rest) = &backend.rest
-        && crate::appbinding::url_has_userinfo(&rest.url)
-    {
-        v.error(
-            format!("{BACKEND}.rest.url"),
-            "holds a user name or password: credentials go in the storage Secret \
-             (REST_SERVER_USERNAME, REST_SERVER_PASSWORD), never in the Repository, whose spec \
-             any reader of the object and every Job's arguments would show",
-        );
-    }
-    check_storage_secret(new, lookups, &mut v);
+    check_rest_userinfo(backend, &mut v);
+    check_storage_secret(new, &mut v);
 
     if let Some(s3) = &backend.s3 {
-        let path = format!("{BACKEND}.s3");
-        if s3.bucket.is_empty() {
-            v.error(
-                format!("{path}.bucket"),
-                "is empty: set the name of the S3 bucket that holds the repository",
-            );
-        } else if let Err(broken) = check_s3_bucket_name(&s3.bucket) {
-            v.error(
-                format!("{path}.bucket"),
-                format!(
-                    "{:?} is not a valid S3 bucket name: {}; a bucket name is 3 to 63 characters \
-                     of lowercase letters, digits, dots and hyphens, starting and ending with a \
-                     letter or digit",
-                    s3.bucket,
-                    broken.join("; ")
-                ),
-            );
-        }
-        // An empty endpoint means "not set" (AWS itself): templated manifests often render "".
-        let endpoint = s3.endpoint.as_deref().unwrap_or_default();
-        if let (false, Err(why)) = (endpoint.is_empty(), check_http_url(endpoint)) {
-            v.error(
-                format!("{path}.endpoint"),
-                format!(
-                    "{endpoint:?} is not an http(s) URL: {why}; write e.g. \
-                     https://s3.amazonaws.com or http://minio.storage:9000"
-                ),
-            );
-        }
-        if s3.insecure_tls == Some(true) {
-            v.warn(
-                format!("{path}.insecureTLS"),
-                "the S3 server's TLS certificate will not be verified, so anyone on the path can \
-                 read or alter backups; put the server's CA certificate into the storage Secret's \
-                 CA_CERT_DATA key instead",
-            );
-        }
+        check_s3(s3, &mut v);
     }
-    if let Some(gcs) = &backend.gcs {
-        require(
-            &gcs.bucket,
-            "gcs.bucket",
-            "the name of the GCS bucket",
-            &mut v,
-        );
-    }
-    if let Some(b2) = &backend.b2 {
-        require(&b2.bucket, "b2.bucket", "the name of the B2 bucket", &mut v);
-    }
-    if let Some(azure) = &backend.azure {
-        require(
-            &azure.container,
-            "azure.container",
-            "the name of the Azure blob container",
-            &mut v,
-        );
-    }
-    if let Some(swift) = &backend.swift {
-        require(
-            &swift.container,
-            "swift.container",
-            "the name of the Swift container",
-            &mut v,
-        );
-    }
+    check_bucket_or_container(backend, &mut v);
     if let Some(rest) = &backend.rest {
-        let path = format!("{BACKEND}.rest.url");
-        if rest.url.is_empty() {
-            v.error(
-                path,
-                "is empty: set the URL of the restic REST server, e.g. https://rest.example.com:8000/repo",
-            );
-        } else if let Err(why) = check_http_url(&rest.url) {
-            v.error(
-                path,
-                format!(
-                    "{:?} is not an http(s) URL: {why}; write e.g. https://rest.example.com:8000/repo",
-                    rest.url
-                ),
-            );
-        }
+        check_rest_url(rest, &mut v);
     }
     if let Some(local) = &backend.local {
         check_local(local, &mut v);
-        // The volume goes into every Job using the Repository: the install's Pod Security
-        // Standard holds for it too.
-        let volume = local.volume("repository");
-        let one_source = local.volume_sources().len() == 1;
-        for violation in
-            crate::pod_security::check_volume_source(&format!("{BACKEND}.local"), &volume)
-        {
-            if one_source && violation.applies_at(policy.job_pod_security) {
-                v.error(violation.path.clone(), violation.message());
-            }
-        }
+        check_local_volume(local, policy, &mut v);
     }
-
     if let Some(policy) = &new.spec.usage_policy {
         check_usage_policy(policy, &mut v);
     }
@@ -158,6 +65,121 @@ pub fn validate_repository(
         );
     }
     v
+}
+
+/// A REST URL never carries credentials.
+fn check_rest_userinfo(backend: &Backend, v: &mut Verdict) {
+    if let Some(rest) = &backend.rest
+        && crate::appbinding::url_has_userinfo(&rest.url)
+    {
+        v.error(
+            format!("{BACKEND}.rest.url"),
+            "holds a user name or password: credentials go in the storage Secret \
+             (REST_SERVER_USERNAME, REST_SERVER_PASSWORD), never in the Repository, whose spec \
+             any reader of the object and every Job's arguments would show",
+        );
+    }
+}
+
+/// An S3 bucket name S3 accepts, an http(s) endpoint; a warning for `insecureTLS`.
+fn check_s3(s3: &S3Spec, v: &mut Verdict) {
+    let path = format!("{BACKEND}.s3");
+    if s3.bucket.is_empty() {
+        v.error(
+            format!("{path}.bucket"),
+            "is empty: set the name of the S3 bucket that holds the repository",
+        );
+    } else if let Err(broken) = check_s3_bucket_name(&s3.bucket) {
+        v.error(
+            format!("{path}.bucket"),
+            format!(
+                "{:?} is not a valid S3 bucket name: {}; a bucket name is 3 to 63 characters \
+                 of lowercase letters, digits, dots and hyphens, starting and ending with a \
+                 letter or digit",
+                s3.bucket,
+                broken.join("; ")
+            ),
+        );
+    }
+    // An empty endpoint means "not set" (AWS itself): templated manifests often render "".
+    let endpoint = s3.endpoint.as_deref().unwrap_or_default();
+    if let (false, Err(why)) = (endpoint.is_empty(), check_http_url(endpoint)) {
+        v.error(
+            format!("{path}.endpoint"),
+            format!(
+                "{endpoint:?} is not an http(s) URL: {why}; write e.g. \
+                 https://s3.amazonaws.com or http://minio.storage:9000"
+            ),
+        );
+    }
+    if s3.insecure_tls == Some(true) {
+        v.warn(
+            format!("{path}.insecureTLS"),
+            "the S3 server's TLS certificate will not be verified, so anyone on the path can \
+             read or alter backups; put the server's CA certificate into the storage Secret's \
+             CA_CERT_DATA key instead",
+        );
+    }
+}
+
+/// The bucket or container of GCS, B2, Azure and Swift is set.
+fn check_bucket_or_container(backend: &Backend, v: &mut Verdict) {
+    if let Some(gcs) = &backend.gcs {
+        require(&gcs.bucket, "gcs.bucket", "the name of the GCS bucket", v);
+    }
+    if let Some(b2) = &backend.b2 {
+        require(&b2.bucket, "b2.bucket", "the name of the B2 bucket", v);
+    }
+    if let Some(azure) = &backend.azure {
+        require(
+            &azure.container,
+            "azure.container",
+            "the name of the Azure blob container",
+            v,
+        );
+    }
+    if let Some(swift) = &backend.swift {
+        require(
+            &swift.container,
+            "swift.container",
+            "the name of the Swift container",
+            v,
+        );
+    }
+}
+
+/// The REST server's URL is set and http(s).
+fn check_rest_url(rest: &RestServerSpec, v: &mut Verdict) {
+    let path = format!("{BACKEND}.rest.url");
+    if rest.url.is_empty() {
+        v.error(
+            path,
+            "is empty: set the URL of the restic REST server, e.g. https://rest.example.com:8000/repo",
+        );
+    } else if let Err(why) = check_http_url(&rest.url) {
+        v.error(
+            path,
+            format!(
+                "{:?} is not an http(s) URL: {why}; write e.g. https://rest.example.com:8000/repo",
+                rest.url
+            ),
+        );
+    }
+}
+
+/// The local volume goes into every Job using the Repository: the install's Pod Security
+/// Standard holds for it too.
+fn check_local_volume(local: &LocalSpec, policy: &Policy, v: &mut Verdict) {
+    // The volume goes into every Job using the Repository: the install's Pod Security
+    // Standard holds for it too.
+    let volume = local.volume("repository");
+    let one_source = local.volume_sources().len() == 1;
+    for violation in crate::pod_security::check_volume_source(&format!("{BACKEND}.local"), &volume)
+    {
+        if one_source && violation.applies_at(policy.job_pod_security) {
+            v.error(violation.path.clone(), violation.message());
+        }
+    }
 }
 
 /// Exactly one provider block.
@@ -193,7 +215,7 @@ fn require(value: &str, field: &str, what: &str, v: &mut Verdict) {
 
 /// Every repository needs its password, so the Secret name is required; the Secret itself may
 /// be created after the Repository (GitOps order), hence only a warning when it is missing.
-fn check_storage_secret(repo: &Repository, lookups: &dyn Lookups, v: &mut Verdict) {
+fn check_storage_secret(repo: &Repository, v: &mut Verdict) {
     let path = format!("{BACKEND}.storageSecretName");
     let name = &repo.spec.backend.storage_secret_name;
     if name.is_empty() {
@@ -210,17 +232,6 @@ fn check_storage_secret(repo: &Repository, lookups: &dyn Lookups, v: &mut Verdic
             format!(
                 "{name:?} is not a valid Secret name: use at most 253 lowercase letters, digits, \
                  '-' and '.', starting and ending with a letter or digit"
-            ),
-        );
-        return;
-    }
-    let namespace = repo.metadata.namespace.as_deref().unwrap_or_default();
-    if lookups.secret_exists(namespace, name) == Some(false) {
-        v.warn(
-            path,
-            format!(
-                "Secret {namespace}/{name} does not exist (yet); backups fail until it exists \
-                 with RESTIC_PASSWORD and the provider's credentials"
             ),
         );
     }

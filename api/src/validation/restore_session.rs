@@ -111,48 +111,54 @@ fn check_rules(v: &mut Verdict, rules: &[(String, &Rule)]) {
                 }
             }
         }
-        let has_paths = !rule.include.is_empty() || !rule.exclude.is_empty();
-        if !rule.snapshots.is_empty() && has_paths {
-            let other = if rule.include.is_empty() {
-                "exclude"
-            } else {
-                "include"
-            };
+        check_rule_contents(v, rpath, rule);
+    }
+}
+
+/// One rule's own fields: `snapshots` or `include`/`exclude` but not both, valid snapshot ids,
+/// a valid `sourceConfiguration`.
+fn check_rule_contents(v: &mut Verdict, rpath: &str, rule: &Rule) {
+    let has_paths = !rule.include.is_empty() || !rule.exclude.is_empty();
+    if !rule.snapshots.is_empty() && has_paths {
+        let other = if rule.include.is_empty() {
+            "exclude"
+        } else {
+            "include"
+        };
+        v.error(
+            format!("{rpath}.snapshots"),
+            format!(
+                "cannot be combined with {other} in the same rule: a rule restores either \
+                 whole snapshots (snapshots) or paths of the latest snapshot \
+                 (include/exclude); remove snapshots or {other}, or split it into two rules \
+                 for different hosts"
+            ),
+        );
+    }
+    for (k, snapshot) in rule.snapshots.iter().enumerate() {
+        if !is_snapshot_id(snapshot) {
             v.error(
-                format!("{rpath}.snapshots"),
+                format!("{rpath}.snapshots[{k}]"),
                 format!(
-                    "cannot be combined with {other} in the same rule: a rule restores either \
-                     whole snapshots (snapshots) or paths of the latest snapshot \
-                     (include/exclude); remove snapshots or {other}, or split it into two rules \
-                     for different hosts"
+                    "{snapshot:?} is not a snapshot id: expected \"latest\" or 8 to 64 \
+                     lowercase hex characters (a restic snapshot id or its prefix, as \
+                     `restic snapshots` prints it)"
                 ),
             );
         }
-        for (k, snapshot) in rule.snapshots.iter().enumerate() {
-            if !is_snapshot_id(snapshot) {
-                v.error(
-                    format!("{rpath}.snapshots[{k}]"),
-                    format!(
-                        "{snapshot:?} is not a snapshot id: expected \"latest\" or 8 to 64 \
-                         lowercase hex characters (a restic snapshot id or its prefix, as \
-                         `restic snapshots` prints it)"
-                    ),
-                );
-            }
-        }
-        if let Some(config) = rule.source_configuration.as_deref()
-            && !config.is_empty()
-            && !crate::naming::is_dns_subdomain(config)
-        {
-            v.error(
-                format!("{rpath}.sourceConfiguration"),
-                format!(
-                    "{config:?} is not a BackupConfiguration name: expected a DNS subdomain \
-                     (lowercase letters, digits, '-' and '.'); name the configuration of this \
-                     namespace whose snapshots to restore, or leave it out"
-                ),
-            );
-        }
+    }
+    if let Some(config) = rule.source_configuration.as_deref()
+        && !config.is_empty()
+        && !crate::naming::is_dns_subdomain(config)
+    {
+        v.error(
+            format!("{rpath}.sourceConfiguration"),
+            format!(
+                "{config:?} is not a BackupConfiguration name: expected a DNS subdomain \
+                 (lowercase letters, digits, '-' and '.'); name the configuration of this \
+                 namespace whose snapshots to restore, or leave it out"
+            ),
+        );
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Duration;
+use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -73,6 +74,19 @@ pub(crate) fn check_target(
     lookups: &dyn Lookups,
 ) {
     let ref_path = format!("{path}.ref");
+    if check_target_ref(v, &ref_path, own_namespace, target) {
+        warn_about_target(v, &ref_path, own_namespace, target, lookups);
+    }
+}
+
+/// The reference itself: an AppBinding's kind and apiVersion, a valid name, no other
+/// namespace. True when it can be looked up.
+fn check_target_ref(
+    v: &mut Verdict,
+    ref_path: &str,
+    own_namespace: &str,
+    target: &TargetRef,
+) -> bool {
     let mut resolvable = true;
     if target.kind != TARGET_KIND {
         resolvable = false;
@@ -130,9 +144,17 @@ pub(crate) fn check_target(
             ),
         );
     }
-    if !resolvable {
-        return;
-    }
+    resolvable
+}
+
+/// Warns when the AppBinding is not there (yet) or skips TLS verification.
+fn warn_about_target(
+    v: &mut Verdict,
+    ref_path: &str,
+    own_namespace: &str,
+    target: &TargetRef,
+    lookups: &dyn Lookups,
+) {
     match lookups.app_binding(own_namespace, &target.name) {
         None => v.warn(
             ref_path,
@@ -143,7 +165,7 @@ pub(crate) fn check_target(
             ),
         ),
         Some(binding) => {
-            warn_about_transport(v, &ref_path, own_namespace, &binding);
+            warn_about_transport(v, ref_path, own_namespace, &binding);
             if binding.spec.client_config.insecure_skip_tls_verify == Some(true) {
                 v.warn(
                     ref_path,
@@ -202,7 +224,7 @@ fn warn_about_transport(v: &mut Verdict, path: &str, namespace: &str, binding: &
 // Repositories and usage policies
 
 /// `repository` (at `path`, e.g. `spec.repository`): rejects a Repository that exists and does
-/// not admit `own_namespace`; warns when it or its storage Secret does not exist (yet).
+/// not admit `own_namespace`; warns when it does not exist (yet).
 pub(crate) fn check_repository(
     v: &mut Verdict,
     path: &str,
@@ -217,11 +239,7 @@ pub(crate) fn check_repository(
         );
         return;
     }
-    let repo_ns = repo_ref
-        .namespace
-        .as_deref()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or(own_namespace);
+    let repo_ns = repo_ref.namespace_or(own_namespace);
     let Some(repo) = lookups.repository(repo_ns, &repo_ref.name) else {
         v.warn(
             path,
@@ -253,18 +271,6 @@ pub(crate) fn check_repository(
                 repo_ref.name
             ),
         ),
-    }
-    let secret = &repo.spec.backend.storage_secret_name;
-    if !secret.is_empty() && lookups.secret_exists(repo_ns, secret) == Some(false) {
-        v.warn(
-            path,
-            format!(
-                "the storage Secret {repo_ns}/{secret} of Repository {repo_ns}/{} \
-                 (spec.backend.storageSecretName) does not exist (yet): sessions cannot run until \
-                 it is created",
-                repo_ref.name
-            ),
-        );
     }
 }
 
@@ -376,7 +382,7 @@ pub(crate) fn check_task(
     lookups: &dyn Lookups,
 ) {
     let Some(task) = task else { return };
-    if let Some(name) = task.name.as_deref().filter(|n| !n.is_empty())
+    if let Some(name) = task.given_name()
         && lookups.task(name).is_none()
     {
         v.warn(
@@ -573,8 +579,18 @@ pub(crate) fn check_interim_volume_template(
     template: Option<&PersistentVolumeClaimTemplate>,
 ) {
     let Some(template) = template else { return };
+    check_template_name(v, path, template.metadata.name.as_deref());
+    let spec = &template.spec;
+    let spath = format!("{path}.spec");
+    check_claim_size_and_mode(v, &spath, spec);
+    check_claim_starts_empty(v, &spath, spec);
+    check_claim_class_and_modes(v, &spath, spec);
+}
+
+/// The template's name: a short DNS label, so `<session>-<name>` fits a label.
+fn check_template_name(v: &mut Verdict, path: &str, name: Option<&str>) {
     let name_path = format!("{path}.metadata.name");
-    match template.metadata.name.as_deref() {
+    match name {
         None | Some("") => v.error(
             name_path,
             "must be set: each session's claim is named <session>-<name>; use a short DNS label \
@@ -598,9 +614,10 @@ pub(crate) fn check_interim_volume_template(
         ),
         Some(_) => {}
     }
+}
 
-    let spec = &template.spec;
-    let spath = format!("{path}.spec");
+/// A storage request is set, the volume mode is Filesystem.
+fn check_claim_size_and_mode(v: &mut Verdict, spath: &str, spec: &PersistentVolumeClaimSpec) {
     let storage_path = format!("{spath}.resources.requests.storage");
     match spec
         .resources
@@ -626,6 +643,10 @@ pub(crate) fn check_interim_volume_template(
             ),
         );
     }
+}
+
+/// Each session's claim starts empty on a new volume: no data source, no chosen volume.
+fn check_claim_starts_empty(v: &mut Verdict, spath: &str, spec: &PersistentVolumeClaimSpec) {
     if spec.data_source.is_some() {
         v.error(
             format!("{spath}.dataSource"),
@@ -651,6 +672,10 @@ pub(crate) fn check_interim_volume_template(
             );
         }
     }
+}
+
+/// A valid StorageClass name and access modes the agent can write through.
+fn check_claim_class_and_modes(v: &mut Verdict, spath: &str, spec: &PersistentVolumeClaimSpec) {
     if let Some(class) = spec.storage_class_name.as_deref() {
         // "" is Kubernetes' way of asking for no class (a pre-provisioned volume).
         if !class.is_empty() && !is_dns_subdomain(class) {

@@ -50,10 +50,6 @@ pub fn example_cluster() -> LookupTable {
             Object::Task(o) => table.with_task(o),
             Object::Function(o) => table.with_function(o),
             Object::AppBinding(o) => table.with_app_binding(o),
-            Object::Other(v) if v["kind"] == "Secret" => table.with_secret(
-                v["metadata"]["namespace"].as_str().unwrap_or_default(),
-                v["metadata"]["name"].as_str().unwrap_or_default(),
-            ),
             _ => table,
         };
     }
