@@ -335,6 +335,7 @@ fn retention(
 }
 
 /// Runs a backup.
+#[tracing::instrument(name = "backup", skip_all, fields(host = %plan.host))]
 pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let started = Instant::now();
     let rt = crate::output::runtime().phase("connect")?;

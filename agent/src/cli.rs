@@ -65,44 +65,14 @@ pub fn parse_maybe_u32(s: &str) -> std::result::Result<MaybeU32, String> {
         .map_err(|_| format!("{s:?} is not a whole number"))
 }
 
-/// `300s`, `5m`, `1h30m`, `2h`, or plain seconds; empty means the default.
+/// `300s`, `5m`, `1h30m`, `2h` (Go's syntax, as everywhere in cairn), or plain seconds; empty
+/// means the default.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
+    if s.trim().is_empty() {
         return Ok(Duration::from_secs(300));
     }
-    if let Ok(n) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(n));
-    }
-    let mut total = 0f64;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        if c == 'm' && chars.peek() == Some(&'s') {
-            unit.push('s');
-            chars.next();
-        }
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration (like 300s, 5m, 1h30m)"))?;
-        num.clear();
-        total += n * match unit.as_str() {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-        };
-    }
-    if !num.is_empty() {
-        return Err(format!("{s:?}: a number without unit"));
-    }
-    Ok(Duration::from_secs_f64(total))
+    cairn_api::duration::parse_std_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): write it like 300s, 5m or 1h30m"))
 }
 
 /// `auto` (or empty) or a number of slices.
@@ -144,7 +114,7 @@ pub struct RepoArgs {
 
 impl RepoArgs {
     pub fn location(&self) -> Result<Location> {
-        Location::parse(&self.repository)
+        crate::location::parse_location(&self.repository)
     }
 
     pub fn options(&self) -> RepoOptions {
@@ -662,5 +632,7 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m").is_err());
+        // Huge values are an error, not a panic.
+        assert!(parse_duration("99999999999999999999h").is_err());
     }
 }

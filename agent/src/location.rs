@@ -5,109 +5,15 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::error::{AgentError, Result, redact_url};
+use crate::error::{AgentError, Result};
 
-/// Where the repository lives, parsed from restic's notation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Location {
-    /// `local:/path` or `/path`.
-    Local(PathBuf),
-    /// `s3:https://host:port/bucket/prefix` (`s3:host/bucket` means https).
-    S3 {
-        endpoint: String,
-        bucket: String,
-        prefix: String,
-    },
-    /// `gs:bucket:/prefix`.
-    Gcs { bucket: String, prefix: String },
-    /// `azure:container:/prefix`.
-    Azure { container: String, prefix: String },
-    /// `b2:bucket:prefix`.
-    B2 { bucket: String, prefix: String },
-    /// `swift:container:/prefix`.
-    Swift { container: String, prefix: String },
-    /// `rest:http://host:8000/path`.
-    Rest { url: String },
-}
+/// Where the repository lives, in restic's notation: the type the resolver writes with.
+pub use cairn_api::location::Location;
 
-fn bucket_and_prefix(rest: &str, what: &str) -> Result<(String, String)> {
-    let (bucket, prefix) = rest.split_once(':').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(AgentError::Usage(format!(
-            "--repository {what}: no bucket/container"
-        )));
-    }
-    Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
-}
-
-impl Location {
-    pub fn parse(s: &str) -> Result<Self> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(AgentError::Usage("--repository is empty".into()));
-        }
-        if s.starts_with('/') {
-            return Ok(Location::Local(PathBuf::from(s)));
-        }
-        let Some((scheme, rest)) = s.split_once(':') else {
-            return Err(AgentError::Usage(format!(
-                "--repository {s:?}: expected local:, s3:, gs:, azure:, b2:, swift: or rest:"
-            )));
-        };
-        match scheme {
-            "local" => {
-                if rest.is_empty() {
-                    return Err(AgentError::Usage("--repository local: has no path".into()));
-                }
-                Ok(Location::Local(PathBuf::from(rest)))
-            }
-            "s3" => {
-                let (scheme, tail) = if let Some(t) = rest.strip_prefix("https://") {
-                    ("https", t)
-                } else if let Some(t) = rest.strip_prefix("http://") {
-                    ("http", t)
-                } else {
-                    ("https", rest)
-                };
-                let mut parts = tail.splitn(3, '/');
-                let host = parts.next().unwrap_or_default();
-                let bucket = parts.next().unwrap_or_default();
-                let prefix = parts.next().unwrap_or_default().trim_matches('/');
-                if host.is_empty() || bucket.is_empty() {
-                    return Err(AgentError::Usage(format!(
-                        "--repository {s:?}: expected s3:https://host/bucket[/prefix]"
-                    )));
-                }
-                Ok(Location::S3 {
-                    endpoint: format!("{scheme}://{host}"),
-                    bucket: bucket.into(),
-                    prefix: prefix.into(),
-                })
-            }
-            "gs" => {
-                bucket_and_prefix(rest, s).map(|(bucket, prefix)| Location::Gcs { bucket, prefix })
-            }
-            "azure" => bucket_and_prefix(rest, s)
-                .map(|(container, prefix)| Location::Azure { container, prefix }),
-            "b2" => {
-                bucket_and_prefix(rest, s).map(|(bucket, prefix)| Location::B2 { bucket, prefix })
-            }
-            "swift" => bucket_and_prefix(rest, s)
-                .map(|(container, prefix)| Location::Swift { container, prefix }),
-            "rest" => {
-                if !(rest.starts_with("http://") || rest.starts_with("https://")) {
-                    return Err(AgentError::Usage(format!(
-                        "--repository rest: needs an http(s) URL, got {:?}",
-                        redact_url(rest)
-                    )));
-                }
-                Ok(Location::Rest { url: rest.into() })
-            }
-            other => Err(AgentError::Usage(format!(
-                "--repository: unknown backend {other:?} (local, s3, gs, azure, b2, swift, rest)"
-            ))),
-        }
-    }
+/// `--repository`, read.
+pub fn parse_location(s: &str) -> Result<Location> {
+    s.parse()
+        .map_err(|e| AgentError::Usage(format!("--repository: {e}")))
 }
 
 /// What, besides the location, the backend needs.
@@ -364,80 +270,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn restic_notation() {
-        let cases = [
-            ("local:/repo/x", Location::Local("/repo/x".into())),
-            ("/data", Location::Local("/data".into())),
-            (
-                "s3:http://127.0.0.1:9000/bucket/some/prefix/",
-                Location::S3 {
-                    endpoint: "http://127.0.0.1:9000".into(),
-                    bucket: "bucket".into(),
-                    prefix: "some/prefix".into(),
-                },
-            ),
-            (
-                "s3:s3.amazonaws.com/b",
-                Location::S3 {
-                    endpoint: "https://s3.amazonaws.com".into(),
-                    bucket: "b".into(),
-                    prefix: String::new(),
-                },
-            ),
-            (
-                "gs:bkt:/p/q",
-                Location::Gcs {
-                    bucket: "bkt".into(),
-                    prefix: "p/q".into(),
-                },
-            ),
-            (
-                "azure:cont:/p",
-                Location::Azure {
-                    container: "cont".into(),
-                    prefix: "p".into(),
-                },
-            ),
-            (
-                "b2:bkt:pre",
-                Location::B2 {
-                    bucket: "bkt".into(),
-                    prefix: "pre".into(),
-                },
-            ),
-            (
-                "swift:c:/",
-                Location::Swift {
-                    container: "c".into(),
-                    prefix: String::new(),
-                },
-            ),
-            (
-                "rest:http://h:8000/r",
-                Location::Rest {
-                    url: "http://h:8000/r".into(),
-                },
-            ),
-        ];
-        for (text, want) in cases {
-            assert_eq!(Location::parse(text).unwrap(), want, "{text}");
-        }
-        for bad in [
-            "",
-            "s3:",
-            "s3:http://host",
-            "ftp:x",
-            "rest:host:1",
-            "gs::/p",
-            "local:",
-        ] {
-            assert!(Location::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn s3_options() {
-        let loc = Location::parse("s3:http://127.0.0.1:9000/bucket/pre").unwrap();
+        let loc = parse_location("s3:http://127.0.0.1:9000/bucket/pre").unwrap();
         let opts = RepoOptions {
             region: Some("eu-west-1".into()),
             max_connections: Some(4),
@@ -459,7 +293,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
-        let gcs = Location::parse("gs:bucket:/p").unwrap();
+        let gcs = parse_location("gs:bucket:/p").unwrap();
         assert!(options_from(&gcs, &opts, &|_| None).is_err());
         assert_eq!(o["bucket"], "bucket");
         assert_eq!(o["root"], "/pre");

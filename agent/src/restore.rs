@@ -94,6 +94,7 @@ fn read_small<S: IndexedFull>(
 }
 
 /// Runs a restore.
+#[tracing::instrument(name = "restore", skip_all, fields(snapshot = %plan.snapshot))]
 pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed> {
     let started = Instant::now();
     let rt = crate::output::runtime().phase("connect")?;

@@ -19,6 +19,8 @@ pub mod common;
 pub mod crds;
 pub mod defaults;
 pub mod dereference;
+pub mod duration;
+pub mod location;
 pub mod manifest;
 pub mod naming;
 pub mod pod_security;

@@ -602,45 +602,56 @@ fn rule_for_host<'r>(
 /// The repository in restic's own notation (`s3:https://host/bucket/prefix`, `local:/path`, ...),
 /// so a Function running the standard `restic` can use it as `RESTIC_REPOSITORY`.
 pub fn repository_url(backend: &Backend) -> String {
-    let with_prefix = |base: String, prefix: &Option<String>, sep: &str| match prefix
-        .as_deref()
-        .map(|p| p.trim_matches('/'))
-        .filter(|p| !p.is_empty())
-    {
-        Some(p) => format!("{base}{sep}{p}"),
-        None => base,
+    repository_location(backend)
+        .map(|l| l.to_string())
+        .unwrap_or_default()
+}
+
+/// The repository's [`Location`](crate::location::Location); `None` without a provider.
+pub fn repository_location(backend: &Backend) -> Option<crate::location::Location> {
+    use crate::location::Location;
+    let prefix = |p: &Option<String>| {
+        p.as_deref()
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string()
     };
-    match backend.provider() {
-        Some(Provider::S3) => {
-            let Some(s3) = &backend.s3 else {
-                return String::new();
-            };
-            let endpoint = s3
-                .endpoint
-                .clone()
-                .filter(|e| !e.is_empty())
-                .unwrap_or_else(|| "https://s3.amazonaws.com".into());
-            let base = format!("s3:{}/{}", endpoint.trim_end_matches('/'), s3.bucket);
-            with_prefix(base, &s3.prefix, "/")
+    Some(match backend.provider()? {
+        Provider::S3 => {
+            let s3 = backend.s3.as_ref()?;
+            Location::S3 {
+                endpoint: s3
+                    .endpoint
+                    .clone()
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "https://s3.amazonaws.com".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                bucket: s3.bucket.clone(),
+                prefix: prefix(&s3.prefix),
+            }
         }
-        Some(Provider::Gcs) => backend.gcs.as_ref().map_or_else(String::new, |g| {
-            with_prefix(format!("gs:{}:", g.bucket), &g.prefix, "/")
-        }),
-        Some(Provider::Azure) => backend.azure.as_ref().map_or_else(String::new, |a| {
-            with_prefix(format!("azure:{}:", a.container), &a.prefix, "/")
-        }),
-        Some(Provider::Swift) => backend.swift.as_ref().map_or_else(String::new, |s| {
-            with_prefix(format!("swift:{}:", s.container), &s.prefix, "/")
-        }),
-        Some(Provider::B2) => backend.b2.as_ref().map_or_else(String::new, |b| {
-            with_prefix(format!("b2:{}:", b.bucket), &b.prefix, "")
-        }),
-        Some(Provider::Rest) => backend.rest.as_ref().map_or_else(String::new, |r| {
-            format!("rest:{}", crate::appbinding::without_userinfo(&r.url))
-        }),
-        Some(Provider::Local) => format!("local:{}", local_repository_path(backend)),
-        None => String::new(),
-    }
+        Provider::Gcs => backend.gcs.as_ref().map(|g| Location::Gcs {
+            bucket: g.bucket.clone(),
+            prefix: prefix(&g.prefix),
+        })?,
+        Provider::Azure => backend.azure.as_ref().map(|a| Location::Azure {
+            container: a.container.clone(),
+            prefix: prefix(&a.prefix),
+        })?,
+        Provider::Swift => backend.swift.as_ref().map(|s| Location::Swift {
+            container: s.container.clone(),
+            prefix: prefix(&s.prefix),
+        })?,
+        Provider::B2 => backend.b2.as_ref().map(|b| Location::B2 {
+            bucket: b.bucket.clone(),
+            prefix: prefix(&b.prefix),
+        })?,
+        Provider::Rest => backend.rest.as_ref().map(|r| Location::Rest {
+            url: crate::appbinding::without_userinfo(&r.url),
+        })?,
+        Provider::Local => Location::Local(local_repository_path(backend).into()),
+    })
 }
 
 /// Path of a local repository inside the Job (`mountPath` joined with `subPath`).
@@ -919,7 +930,7 @@ fn build_container(
             .and_then(|c| c.resources.clone())
             .or_else(|| own.and_then(|c| c.resources.clone())),
         security_context: Some(security),
-        termination_message_path: Some("/dev/termination-log".to_string()),
+        termination_message_path: Some(crate::result::TERMINATION_LOG.to_string()),
         // A container that dies without writing its result still leaves its last log lines.
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
@@ -1189,7 +1200,7 @@ fn wipe_pod_spec(backend: &Backend, install: &InstallSettings) -> PodSpec {
         }]),
         volume_mounts: Some(mounts),
         security_context: Some(pod_security::container_context([])),
-        termination_message_path: Some("/dev/termination-log".to_string()),
+        termination_message_path: Some(crate::result::TERMINATION_LOG.to_string()),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
     };

@@ -88,6 +88,13 @@ impl Outcome {
 }
 
 /// Reviews one request. Never panics; every denial names the field and what would be valid.
+#[tracing::instrument(skip_all, fields(
+    endpoint = ?endpoint,
+    kind = %req.kind.kind,
+    namespace = req.namespace.as_deref().unwrap_or_default(),
+    name = %req.name,
+    operation = ?req.operation,
+))]
 pub fn review(
     endpoint: Endpoint,
     req: &AdmissionRequest<DynamicObject>,

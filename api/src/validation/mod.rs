@@ -16,11 +16,12 @@ mod restore_session;
 mod shared;
 mod task;
 
+pub use crate::duration::parse_go_duration;
 pub use backup_configuration::validate_backup_configuration;
 pub use backup_session::{check_user_written_session, validate_backup_session};
 pub use repository::validate_repository;
 pub use restore_session::validate_restore_session;
-pub use shared::{parse_go_duration, parse_quantity, usage_policy_admits};
+pub use shared::{parse_quantity, usage_policy_admits};
 pub use task::{validate_function, validate_task};
 
 /// What the install decides for admission (flags of the webhook and the controller).
