@@ -22,6 +22,18 @@ pub struct References<'a> {
     pub task: Option<&'a TaskRef>,
 }
 
+impl<'a> From<&'a crate::BackupConfiguration> for References<'a> {
+    fn from(c: &'a crate::BackupConfiguration) -> Self {
+        Self {
+            direction: Direction::Backup,
+            namespace: c.metadata.namespace.as_deref().unwrap_or_default(),
+            repository: &c.spec.repository,
+            target: &c.spec.target.r#ref.name,
+            task: c.spec.task.as_ref(),
+        }
+    }
+}
+
 /// The referenced objects; `None` (or an entry of `missing_functions`) for what is not there.
 #[derive(Clone, Debug, Default)]
 pub struct Dereferenced {
@@ -32,8 +44,8 @@ pub struct Dereferenced {
     /// policy may need them).
     pub namespace_labels: Option<BTreeMap<String, String>>,
     pub app_binding: Option<Arc<AppBinding>>,
-    /// The Task's name: the given one, else (when a catalog is given and the AppBinding was
-    /// found) the default one; `None` when it cannot be told yet.
+    /// The Task's name: the given one, else (when a catalog is given) the AppBinding's or the
+    /// catalog's default; `None` without a catalog and a given name.
     pub task_name: Option<String>,
     pub task: Option<Arc<Task>>,
     /// The Task's Functions by name, and (step index, Function name) of the missing ones.
@@ -43,8 +55,8 @@ pub struct Dereferenced {
 
 impl Dereferenced {
     /// Looks up what `refs` names. Without `catalog` only a Task named by the user is looked
-    /// up; with it, an empty name takes the AppBinding's or the catalog's default Task (once
-    /// the AppBinding is found, as the default depends on it).
+    /// up; with it, an empty name takes the AppBinding's default Task, or the catalog's while
+    /// the AppBinding is missing.
     pub fn of(
         refs: &References<'_>,
         lookups: &dyn Lookups,
@@ -96,11 +108,11 @@ fn task_name(
     if let Some(name) = refs.task.and_then(TaskRef::given_name) {
         return Some(name.to_string());
     }
-    let (catalog, app) = (catalog?, app?);
+    // Without the AppBinding (yet), the catalog's default: what a session would run now.
     Some(TaskRef::name_or_default(
         refs.task,
-        Some(app),
+        app,
         refs.direction,
-        catalog,
+        catalog?,
     ))
 }

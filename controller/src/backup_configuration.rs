@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use cairn_api::backup_configuration::{BackupConfigurationStatus, ConfigurationPhase};
 use cairn_api::backup_session::{BackupSessionSpec, Invoker};
-use cairn_api::common::TaskRef;
-use cairn_api::defaults::Direction;
+use cairn_api::dereference::{Dereferenced, References};
 use cairn_api::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, label_value, session_name_for_slot,
 };
-use cairn_api::validation::{Lookups, validate_backup_configuration};
+use cairn_api::validation::validate_backup_configuration;
 use cairn_api::{BackupConfiguration, BackupSession, Repository};
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
@@ -108,26 +107,27 @@ async fn dereference(
     ctx: &Context,
     conds: &mut Writer,
 ) -> Result<bool> {
-    let namespace = config.namespace().unwrap_or_default();
-    let repo_ref = &config.spec.repository;
-    let repo_ns = repo_ref.namespace_or(&namespace);
-    let repo = ctx.stores.repository(repo_ns, &repo_ref.name);
-    let what = format!("Repository {repo_ns}/{}", repo_ref.name);
-    conds.found("RepositoryFound", repo.is_some(), what);
-    let secret = backend_secret(repo.as_deref(), repo_ns, ctx, conds).await?;
-    let target = &config.spec.target.r#ref;
-    let app = ctx.stores.app_binding(&namespace, &target.name);
-    let what = format!("{} {namespace}/{}", target.kind, target.name);
-    conds.found("TargetFound", app.is_some(), what);
-    let task_name = TaskRef::name_or_default(
-        config.spec.task.as_ref(),
-        app.as_deref(),
-        Direction::Backup,
-        &ctx.install.catalog,
+    // The same pure step resolution takes: the conditions say what it found.
+    let found = Dereferenced::of(
+        &References::from(config),
+        &ctx.stores,
+        Some(&ctx.install.catalog),
     );
-    let task = ctx.stores.task(&task_name);
-    conds.found("TaskFound", task.is_some(), format!("Task {task_name}"));
-    Ok(repo.is_some() && secret && app.is_some() && task.is_some())
+    let (repo_ns, repo_name) = &found.repository_key;
+    let what = format!("Repository {repo_ns}/{repo_name}");
+    conds.found("RepositoryFound", found.repository.is_some(), what);
+    let secret = backend_secret(found.repository.as_deref(), repo_ns, ctx, conds).await?;
+    let target = &config.spec.target.r#ref;
+    let namespace = config.namespace().unwrap_or_default();
+    let what = format!("{} {namespace}/{}", target.kind, target.name);
+    conds.found("TargetFound", found.app_binding.is_some(), what);
+    let task_name = found.task_name.clone().unwrap_or_default();
+    conds.found(
+        "TaskFound",
+        found.task.is_some(),
+        format!("Task {task_name}"),
+    );
+    Ok(found.repository.is_some() && secret && found.app_binding.is_some() && found.task.is_some())
 }
 
 /// Whether the Repository's storage Secret exists, with the `BackendSecretFound` condition.
