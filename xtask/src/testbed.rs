@@ -1,4 +1,5 @@
-//! `cargo xtask testbed`: builds the test control plane (etcd, kube-apiserver, kubectl) from source.
+//! `cargo xtask testbed`: builds the test control plane (etcd, kube-apiserver, kubectl) and the
+//! node's Kubernetes binaries (kubelet, kube-controller-manager, kube-scheduler) from source.
 //!
 //! The versions are pinned in `testbed/versions.env` (also read by the test harness in `tests/src`).
 //! The binaries are built with the Go toolchain from the Go module proxy, from two scratch Go modules
@@ -6,7 +7,8 @@
 //! version:
 //!
 //! ```text
-//! ${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed/k8s-<ver>/{kube-apiserver,kubectl}
+//! ${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed/k8s-<ver>/{kube-apiserver,kubectl,kubelet,
+//!     kube-controller-manager,kube-scheduler}
 //! ${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed/etcd-<ver>/etcd
 //! ```
 //!
@@ -29,6 +31,18 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The binaries of the `k8s.io/kubernetes` module the testbed builds: (command package, binary).
+const K8S_COMMANDS: [(&str, &str); 5] = [
+    ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
+    ("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
+    ("k8s.io/kubernetes/cmd/kubelet", "kubelet"),
+    (
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "kube-controller-manager",
+    ),
+    ("k8s.io/kubernetes/cmd/kube-scheduler", "kube-scheduler"),
+];
+
 const USAGE: &str = "usage: cargo xtask testbed [rebuild|pin|paths]";
 
 /// How often a long build prints that it is still going.
@@ -41,8 +55,9 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("rebuild" | "--force") => tb.ensure_built(true),
         Some("pin") => tb.pin(),
         Some("paths") => {
-            println!("{}", tb.kube_apiserver().display());
-            println!("{}", tb.kubectl().display());
+            for (_, name) in K8S_COMMANDS {
+                println!("{}", tb.k8s_dir().join(name).display());
+            }
             println!("{}", tb.etcd().display());
             Ok(())
         }
@@ -102,12 +117,6 @@ impl Testbed {
     fn etcd_dir(&self) -> PathBuf {
         self.cache.join(format!("etcd-{}", self.etcd))
     }
-    fn kube_apiserver(&self) -> PathBuf {
-        self.k8s_dir().join("kube-apiserver")
-    }
-    fn kubectl(&self) -> PathBuf {
-        self.k8s_dir().join("kubectl")
-    }
     fn etcd(&self) -> PathBuf {
         self.etcd_dir().join("etcd")
     }
@@ -136,7 +145,9 @@ impl Testbed {
                 .with_context(|| format!("locking {}", lock_path.display()))?;
         }
 
-        let k8s_ready = self.kube_apiserver().is_file() && self.kubectl().is_file();
+        let k8s_ready = K8S_COMMANDS
+            .iter()
+            .all(|(_, name)| self.k8s_dir().join(name).is_file());
         let etcd_ready = self.etcd().is_file();
         if k8s_ready && etcd_ready && !force {
             println!(
@@ -236,13 +247,10 @@ impl Testbed {
             ));
         }
         self.go_build(
-            &format!("build kube-apiserver and kubectl v{}", self.k8s),
+            &format!("build Kubernetes v{} (control plane and node)", self.k8s),
             &self.k8s_module(),
             &self.k8s_dir(),
-            &[
-                ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
-                ("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
-            ],
+            &K8S_COMMANDS,
             &ldflags,
         )
     }
@@ -397,23 +405,22 @@ impl Testbed {
 
     /// Checks that the binaries run and report the pinned versions.
     fn verify(&self) -> Result<()> {
-        let checks = [
-            (
-                self.kube_apiserver(),
-                vec!["--version"],
-                format!("Kubernetes v{}", self.k8s),
-            ),
-            (
-                self.kubectl(),
-                vec!["version", "--client"],
-                format!("v{}", self.k8s),
-            ),
-            (
-                self.etcd(),
-                vec!["--version"],
-                format!("etcd Version: {}", self.etcd),
-            ),
-        ];
+        let mut checks: Vec<_> = K8S_COMMANDS
+            .iter()
+            .map(|(_, name)| {
+                let args = if *name == "kubectl" {
+                    vec!["version", "--client"]
+                } else {
+                    vec!["--version"]
+                };
+                (self.k8s_dir().join(name), args, format!("v{}", self.k8s))
+            })
+            .collect();
+        checks.push((
+            self.etcd(),
+            vec!["--version"],
+            format!("etcd Version: {}", self.etcd),
+        ));
         for (bin, args, expected) in checks {
             let out = Command::new(&bin)
                 .args(&args)
@@ -464,7 +471,7 @@ impl Testbed {
         }
         let mut gomod = String::new();
         gomod.push_str(
-            "// Scratch module that builds kube-apiserver and kubectl for the test control plane.\n\
+            "// Scratch module that builds the Kubernetes binaries of the testbed (control plane, node).\n\
              // Generated by `cargo xtask testbed pin` from testbed/versions.env; do not edit by hand.\n\
              module cairn.invalid/testbed/k8s\n\n",
         );
@@ -472,9 +479,11 @@ impl Testbed {
         for godebug in &upstream.godebug {
             gomod.push_str(&format!("godebug {godebug}\n"));
         }
-        gomod.push_str(
-            "\ntool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kubectl\n)\n\n",
-        );
+        gomod.push_str("\ntool (\n");
+        for (package, _) in K8S_COMMANDS {
+            gomod.push_str(&format!("\t{package}\n"));
+        }
+        gomod.push_str(")\n\n");
         gomod.push_str(&format!(
             "require k8s.io/kubernetes v{}\n\nreplace (\n",
             self.k8s
