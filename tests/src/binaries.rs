@@ -41,6 +41,81 @@ pub fn testbed_cache() -> Result<PathBuf> {
     Ok(base.join("testbed"))
 }
 
+/// The pause program's source (`testbed/pause`): its hash names the cache entry.
+const PAUSE_SOURCE: [&str; 2] = [
+    include_str!("../../testbed/pause/go.mod"),
+    include_str!("../../testbed/pause/main.go"),
+];
+
+/// `<testbed cache>/pause-<hash of its source>`: where `cargo xtask testbed` builds the pause
+/// program (a changed source builds again).
+pub fn pause_dir() -> Result<PathBuf> {
+    // FNV-1a: a cache key, not a security measure.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in PAUSE_SOURCE.iter().flat_map(|s| s.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(testbed_cache()?.join(format!("pause-{hash:016x}")))
+}
+
+/// The node's binaries: kubelet, kube-controller-manager and kube-scheduler built by
+/// `cargo xtask testbed`, the pause program, and Debian's containerd, runc and CNI plugins.
+#[derive(Clone, Debug)]
+pub struct NodeBinaries {
+    pub kubelet: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub pause: PathBuf,
+    pub containerd: PathBuf,
+    pub ctr: PathBuf,
+    /// The CNI plugins' directory (`bridge`, `host-local`, `loopback`).
+    pub cni_bin_dir: PathBuf,
+}
+
+impl NodeBinaries {
+    /// Finds the binaries, or explains how to get them.
+    pub fn locate() -> Result<Self> {
+        let k8s = cache_k8s_dir()?;
+        let bins = Self {
+            kubelet: k8s.join("kubelet"),
+            kube_controller_manager: k8s.join("kube-controller-manager"),
+            kube_scheduler: k8s.join("kube-scheduler"),
+            pause: pause_dir()?.join("pause"),
+            containerd: PathBuf::from("/usr/bin/containerd"),
+            ctr: PathBuf::from("/usr/bin/ctr"),
+            cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+        };
+        let missing: Vec<String> = [
+            &bins.kubelet,
+            &bins.kube_controller_manager,
+            &bins.kube_scheduler,
+            &bins.pause,
+            &bins.containerd,
+            &bins.ctr,
+            &bins.cni_bin_dir.join("bridge"),
+            &PathBuf::from("/usr/sbin/runc"),
+        ]
+        .into_iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "the test node is not set up: missing {}.\nRun `cargo xtask testbed` first: it \
+                 builds kubelet, kube-controller-manager, kube-scheduler and the pause program, and \
+                 installs Debian's containerd, runc and containernetworking-plugins",
+                missing.join(", ")
+            );
+        }
+        Ok(bins)
+    }
+}
+
+/// `<testbed cache>/k8s-<version>`.
+fn cache_k8s_dir() -> Result<PathBuf> {
+    Ok(testbed_cache()?.join(format!("k8s-{}", k8s_version())))
+}
+
 /// The control-plane binaries built by `cargo xtask testbed`.
 #[derive(Clone, Debug)]
 pub struct Binaries {

@@ -10,7 +10,13 @@
 //! ${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed/k8s-<ver>/{kube-apiserver,kubectl,kubelet,
 //!     kube-controller-manager,kube-scheduler}
 //! ${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed/etcd-<ver>/etcd
+//! ${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed/pause-<go.mod+main.go hash>/pause
 //! ```
+//!
+//! The node also needs Debian's `containerd`, `runc` and `containernetworking-plugins` (CNI
+//! plugins in `/usr/lib/cni`): they are installed with `apt-get` when missing (as root, else with
+//! `sudo -n`), and a static `pause` program (the Pod sandbox's process, `testbed/pause`) is built,
+//! since nothing can be pulled.
 //!
 //! Commands:
 //! - `cargo xtask testbed` builds what is missing (does nothing when the binaries exist);
@@ -145,6 +151,9 @@ impl Testbed {
                 .with_context(|| format!("locking {}", lock_path.display()))?;
         }
 
+        node_packages()?;
+        self.ensure_pause(force)?;
+
         let k8s_ready = K8S_COMMANDS
             .iter()
             .all(|(_, name)| self.k8s_dir().join(name).is_file());
@@ -181,6 +190,22 @@ impl Testbed {
             self.etcd
         );
         Ok(())
+    }
+
+    /// Builds the static pause program when its cache entry (keyed by the source's hash) is
+    /// missing.
+    fn ensure_pause(&self, force: bool) -> Result<()> {
+        let out = cairn_tests::binaries::pause_dir()?;
+        if out.join("pause").is_file() && !force {
+            return Ok(());
+        }
+        self.go_build(
+            "build the pause program",
+            &self.root.join("testbed/pause"),
+            &out,
+            &[("cairn.invalid/testbed/pause", "pause")],
+            "-s -w",
+        )
     }
 
     fn go_version(&self) -> Result<String> {
@@ -562,6 +587,54 @@ impl Testbed {
         }
         Ok(())
     }
+}
+
+/// Debian packages of the node: (package, a file it installs).
+const NODE_PACKAGES: [(&str, &str); 3] = [
+    ("containerd", "/usr/bin/containerd"),
+    ("runc", "/usr/sbin/runc"),
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+];
+
+/// Installs the node's Debian packages that are missing (`apt-get update` first when the
+/// package lists are empty or stale enough that the install fails).
+fn node_packages() -> Result<()> {
+    let missing: Vec<&str> = NODE_PACKAGES
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let step = format!("install the node's packages ({})", missing.join(" "));
+    println!("testbed: {step} with apt-get");
+    // SAFETY: plain syscall without arguments.
+    let root = unsafe { libc::geteuid() } == 0;
+    let apt = |args: &[&str]| -> Result<bool> {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        let status = cmd
+            .status()
+            .with_context(|| format!("step `{step}`: running apt-get"))?;
+        Ok(status.success())
+    };
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&missing);
+    if !apt(&install)? && !(apt(&["update"])? && apt(&install)?) {
+        bail!(
+            "step `{step}` failed: run `apt-get install {}` as root (the node runs containers, \
+             which needs root anyway)",
+            missing.join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// The parts of a go.mod file the testbed needs.
