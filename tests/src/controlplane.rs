@@ -8,8 +8,9 @@
 //! is removed, and every process killed, when the [`ControlPlane`] is dropped (see
 //! [`crate::process`] for the guarantees when the test process dies instead).
 //!
-//! There is no kubelet, scheduler or controller-manager: nothing runs Pods or Jobs, and nothing
-//! creates the `default` ServiceAccount of a namespace ([`ControlPlane::new_namespace`] does).
+//! Until [`ControlPlane::node`] starts the control plane's node (kubelet, scheduler,
+//! controller-manager: see [`crate::node`]), nothing runs Pods or Jobs. Nothing creates the
+//! `default` ServiceAccount of a namespace ([`ControlPlane::new_namespace`] does).
 //!
 //! Tests in one test binary share one control plane through [`ControlPlane::shared`] (starting one
 //! costs seconds), each in its own namespace; a test that needs a pristine cluster starts its own
@@ -64,7 +65,8 @@ impl Default for Options {
 
 /// A running etcd + kube-apiserver pair, stopped (and its files removed) on drop.
 pub struct ControlPlane {
-    // Fields drop in order: the API server, then etcd, then the directory they use.
+    // Fields drop in order: the node, the API server, then etcd, then the directory they use.
+    node: OnceLock<Result<crate::node::Node, String>>,
     apiserver: OwnedProcess,
     etcd: OwnedProcess,
     config: kube::Config,
@@ -187,7 +189,12 @@ impl ControlPlane {
             format!("--tls-private-key-file={}", path("apiserver.key").display()),
             format!("--client-ca-file={}", path("ca.crt").display()),
             "--service-cluster-ip-range=10.0.0.0/24".to_string(),
-            "--authorization-mode=RBAC".to_string(),
+            // Node: the kubelet of `node()` may read only what its Pods need.
+            "--authorization-mode=Node,RBAC".to_string(),
+            "--enable-admission-plugins=NodeRestriction".to_string(),
+            // For logs and exec, the API server calls the kubelet as admin.
+            format!("--kubelet-client-certificate={}", path("admin.crt").display()),
+            format!("--kubelet-client-key={}", path("admin.key").display()),
             format!("--service-account-issuer={server}"),
             format!("--service-account-key-file={}", path("sa.pub").display()),
             format!(
@@ -244,6 +251,7 @@ impl ControlPlane {
         );
 
         Ok(Self {
+            node: OnceLock::new(),
             apiserver,
             etcd,
             config,
@@ -256,6 +264,21 @@ impl ControlPlane {
             namespaces: AtomicUsize::new(0),
             dir,
         })
+    }
+
+    /// The node of this control plane (containerd, kubelet, kube-controller-manager,
+    /// kube-scheduler; see [`crate::node`]): started on first use, stopped with the control plane.
+    ///
+    /// # Panics
+    /// If it cannot start (the message says why, e.g. `cargo xtask testbed` has not been run).
+    pub fn node(&self) -> &crate::node::Node {
+        match self
+            .node
+            .get_or_init(|| crate::node::Node::start(self).map_err(|e| format!("{e:#}")))
+        {
+            Ok(node) => node,
+            Err(e) => panic!("the test node did not start: {e}"),
+        }
     }
 
     /// A client with admin rights (group `system:masters`).
@@ -466,6 +489,9 @@ impl ControlPlane {
 
     /// Stops both processes and removes the directory (what drop does; usable through `&self`).
     fn shutdown(&self) {
+        if let Some(Ok(node)) = self.node.get() {
+            node.stop();
+        }
         self.apiserver.stop();
         self.etcd.stop();
         let _ = std::fs::remove_dir_all(self.dir.path());
@@ -474,6 +500,9 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        if let Some(Ok(node)) = self.node.get() {
+            node.stop();
+        }
         self.apiserver.stop();
         self.etcd.stop();
     }
@@ -634,7 +663,7 @@ async fn wait_ready(
 
 /// Runs `future` to completion on a fresh runtime in a scoped thread, so it works whether or not
 /// the caller is itself inside a Tokio runtime.
-fn block_on<F>(future: F) -> Result<F::Output>
+pub(crate) fn block_on<F>(future: F) -> Result<F::Output>
 where
     F: Future + Send,
     F::Output: Send,

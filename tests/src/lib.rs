@@ -4,6 +4,9 @@
 //!   `cargo xtask testbed` builds into `${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed`;
 //! - [`controlplane`]: a real control plane (etcd + kube-apiserver) with a ready `kube::Client`,
 //!   a kubeconfig, the matching `kubectl`, per-test namespaces and CRD installation;
+//! - [`node`]: a real node (containerd, kubelet, kube-controller-manager, kube-scheduler) for a
+//!   control plane, [`ControlPlane::node`], and local PersistentVolumes;
+//! - [`image`]: OCI images from host binaries (the node's pause image, cairn's test image);
 //! - [`pki`]: a throwaway CA issuing serving and client certificates;
 //! - [`process`]: child processes that die with the test.
 //!
@@ -24,7 +27,9 @@ pub mod binaries;
 pub mod controller;
 pub mod controlplane;
 pub mod demo;
+pub mod image;
 pub mod jobrunner;
+pub mod node;
 pub mod opensearch;
 pub mod pki;
 pub mod process;
