@@ -4,13 +4,14 @@ mod bench;
 mod crds;
 mod demo;
 mod helm;
+mod image;
 mod search_testbed;
 mod test;
 mod testbed;
 
 fn usage() -> anyhow::Error {
     anyhow::anyhow!(
-        "usage: cargo xtask <demo|test|crds|testbed|search-testbed|helm|bench> [args...]"
+        "usage: cargo xtask <demo|test|crds|testbed|search-testbed|helm|bench|image> [args...]"
     )
 }
 
@@ -25,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         "search-testbed" => search_testbed::run(&rest),
         "helm" => helm::run(&rest),
         "test" => test::run(&rest),
+        "image" => image::run(&rest),
         "bench" => bench::run(&rest),
         _ => {
             let _ = rest;
