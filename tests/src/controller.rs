@@ -16,6 +16,9 @@ pub struct Controller {
     _dir: tempfile::TempDir,
 }
 
+/// The agent image tests without a node name (nothing pulls it).
+pub const TEST_AGENT_IMAGE: &str = "cairn-agent:test";
+
 impl Controller {
     /// Starts a controller named `identity` using the Lease `cairn-controller` in `lease_ns`
     /// (which must exist), with a short lease so failover tests run quickly.
@@ -25,7 +28,19 @@ impl Controller {
         identity: &str,
         lease_seconds: u64,
     ) -> Result<Self> {
-        with_fresh_ports(|| Self::start_once(cp, lease_ns, identity, lease_seconds))
+        Self::start_with_image(cp, lease_ns, identity, lease_seconds, TEST_AGENT_IMAGE)
+    }
+
+    /// [`Controller::start`] offering `agent_image` as `${AGENT_IMAGE}` (e.g. the image imported
+    /// into the test node, [`crate::image::CAIRN_IMAGE`]).
+    pub fn start_with_image(
+        cp: &ControlPlane,
+        lease_ns: &str,
+        identity: &str,
+        lease_seconds: u64,
+        agent_image: &str,
+    ) -> Result<Self> {
+        with_fresh_ports(|| Self::start_once(cp, lease_ns, identity, lease_seconds, agent_image))
     }
 
     fn start_once(
@@ -33,6 +48,7 @@ impl Controller {
         lease_ns: &str,
         identity: &str,
         lease_seconds: u64,
+        agent_image: &str,
     ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-controller-")
@@ -45,7 +61,7 @@ impl Controller {
             format!("--lease-namespace={lease_ns}"),
             format!("--identity={identity}"),
             format!("--lease-duration-seconds={lease_seconds}"),
-            "--agent-image=cairn-agent:test".to_string(),
+            format!("--agent-image={agent_image}"),
         ];
         let process = OwnedProcess::spawn(
             &format!("cairn-controller {identity}"),

@@ -193,7 +193,10 @@ impl ControlPlane {
             "--authorization-mode=Node,RBAC".to_string(),
             "--enable-admission-plugins=NodeRestriction".to_string(),
             // For logs and exec, the API server calls the kubelet as admin.
-            format!("--kubelet-client-certificate={}", path("admin.crt").display()),
+            format!(
+                "--kubelet-client-certificate={}",
+                path("admin.crt").display()
+            ),
             format!("--kubelet-client-key={}", path("admin.key").display()),
             format!("--service-account-issuer={server}"),
             format!("--service-account-key-file={}", path("sa.pub").display()),

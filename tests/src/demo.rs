@@ -252,7 +252,13 @@ impl Demo {
     }
 }
 
-async fn load_sample(http: &reqwest::Client, url: &str, index: &str, docs: usize) -> Result<()> {
+/// Loads `docs` sample documents into `index` (refreshed).
+pub async fn load_sample(
+    http: &reqwest::Client,
+    url: &str,
+    index: &str,
+    docs: usize,
+) -> Result<()> {
     let mut body = String::new();
     for i in 0..docs {
         let doc = json!({
@@ -279,7 +285,8 @@ async fn load_sample(http: &reqwest::Client, url: &str, index: &str, docs: usize
     Ok(())
 }
 
-async fn count(http: &reqwest::Client, url: &str, index: &str) -> Result<usize> {
+/// The document count of `index`.
+pub async fn count(http: &reqwest::Client, url: &str, index: &str) -> Result<usize> {
     let v: Value = http
         .get(format!("{url}/{index}/_count"))
         .send()

@@ -174,7 +174,10 @@ pub fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>> {
         // `linux-vdso.so.1 (0x...)` is the kernel's.
         let path = match line.split_once("=>") {
             Some((_, right)) => right.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
         };
         match path {
             Some("not") => bail!("{}: a shared library is missing: {line}", program.display()),
@@ -201,10 +204,15 @@ pub fn pause_image(pause: &Path) -> ImageSpec {
 /// `cairn-webhook`, `cairn-controller` and `cairn-certs` with their libraries, the host's CA
 /// bundle, `nobody`/`nogroup` as 65534, `USER 65534:65534`, entrypoint `cairn-controller`.
 pub fn cairn_image(bin_dir: &Path) -> ImageSpec {
-    let programs = ["cairn-agent", "cairn-webhook", "cairn-controller", "cairn-certs"]
-        .iter()
-        .map(|name| bin_dir.join(name))
-        .collect();
+    let programs = [
+        "cairn-agent",
+        "cairn-webhook",
+        "cairn-controller",
+        "cairn-certs",
+    ]
+    .iter()
+    .map(|name| bin_dir.join(name))
+    .collect();
     ImageSpec {
         reference: CAIRN_IMAGE.to_string(),
         programs,

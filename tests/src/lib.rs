@@ -27,6 +27,7 @@ pub mod binaries;
 pub mod controller;
 pub mod controlplane;
 pub mod demo;
+pub mod forward;
 pub mod image;
 pub mod jobrunner;
 pub mod node;

@@ -87,10 +87,11 @@ impl Bridge {
     /// Creates a bridge with the gateway address on a free subnet.
     fn create() -> Result<Self> {
         let used = command_output("ip", &["-4", "-o", "addr", "show"])?;
-        let seed = std::process::id() ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default();
         for attempt in 0..240u32 {
             let octet = (16 + (seed.wrapping_add(attempt * 97)) % 230) as u8;
             if used.contains(&format!("10.88.{octet}.")) {
@@ -100,7 +101,12 @@ impl Bridge {
                 name: format!("cairn{:06x}", seed.wrapping_add(attempt) & 0xff_ffff),
                 octet,
             };
-            if run("ip", &["link", "add", "name", &bridge.name, "type", "bridge"]).is_err() {
+            if run(
+                "ip",
+                &["link", "add", "name", &bridge.name, "type", "bridge"],
+            )
+            .is_err()
+            {
                 continue;
             }
             let cidr = format!("{}/24", bridge.gateway());
@@ -245,9 +251,10 @@ impl Node {
 
     /// Writes `spec` as an archive in the node's dir and imports it.
     pub fn import_image(&self, spec: &ImageSpec) -> Result<crate::image::ImageDigests> {
-        let archive = self
-            .dir()
-            .join(format!("image-{}.tar", spec.reference.replace(['/', ':'], "_")));
+        let archive = self.dir().join(format!(
+            "image-{}.tar",
+            spec.reference.replace(['/', ':'], "_")
+        ));
         let digests = spec.write_archive(&archive)?;
         self.import_archive(&archive)?;
         let _ = std::fs::remove_file(&archive);
@@ -293,7 +300,12 @@ impl Node {
     /// Stops everything and removes what the node made outside its dir. Idempotent.
     pub fn stop(&self) {
         self.recycler_stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.recycler.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(handle) = self
+            .recycler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = handle.join();
         }
         // Scheduler, controller manager and kubelet first (nothing restarts containers), then
@@ -379,10 +391,7 @@ state = "{state}"
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.containerd_socket().exists() {
             if let Some(status) = containerd.exited()? {
-                bail!(
-                    "containerd exited ({status}):\n{}",
-                    containerd.log_tail(30)
-                );
+                bail!("containerd exited ({status}):\n{}", containerd.log_tail(30));
             }
             if Instant::now() > deadline {
                 bail!(
@@ -425,11 +434,8 @@ state = "{state}"
     }
 
     fn start_kubelet(&self, cp: &ControlPlane) -> Result<OwnedProcess> {
-        let kubeconfig = self.kubeconfig(
-            cp,
-            &format!("system:node:{NODE_NAME}"),
-            &["system:nodes"],
-        )?;
+        let kubeconfig =
+            self.kubeconfig(cp, &format!("system:node:{NODE_NAME}"), &["system:nodes"])?;
         let ip = self.host_ip().to_string();
         let serving = cp.ca().server_cert(NODE_NAME, &[NODE_NAME, &ip])?;
         let (crt, key) = (
@@ -548,7 +554,10 @@ state = "{state}"
             "--leader-elect=false".to_string(),
             "--bind-address=127.0.0.1".to_string(),
             format!("--secure-port={}", free_port()?),
-            format!("--cert-dir={}", self.dir().join("scheduler-certs").display()),
+            format!(
+                "--cert-dir={}",
+                self.dir().join("scheduler-certs").display()
+            ),
             "--v=1".to_string(),
         ];
         OwnedProcess::spawn(
@@ -568,19 +577,24 @@ state = "{state}"
             loop {
                 self.check_processes()?;
                 // Ready, and without the `not-ready` taint: Pods can be scheduled.
-                let ready = nodes.get_opt(NODE_NAME).await.ok().flatten().is_some_and(|n| {
-                    let untainted = n
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.taints.as_ref())
-                        .is_none_or(|t| t.is_empty());
-                    untainted
-                        && n.status
-                            .and_then(|s| s.conditions)
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                });
+                let ready = nodes
+                    .get_opt(NODE_NAME)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|n| {
+                        let untainted = n
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.taints.as_ref())
+                            .is_none_or(|t| t.is_empty());
+                        untainted
+                            && n.status
+                                .and_then(|s| s.conditions)
+                                .unwrap_or_default()
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
                 if ready {
                     return Ok(());
                 }
@@ -601,7 +615,12 @@ state = "{state}"
         let Some(p) = guard.as_ref() else {
             bail!("the node was stopped");
         };
-        for process in [&p.containerd, &p.kubelet, &p.controller_manager, &p.scheduler] {
+        for process in [
+            &p.containerd,
+            &p.kubelet,
+            &p.controller_manager,
+            &p.scheduler,
+        ] {
             if let Some(status) = process.exited()? {
                 bail!(
                     "{} exited ({status}); log {}:\n{}",
@@ -739,7 +758,9 @@ pub async fn delete_volumes(client: kube::Client, names: &[String]) -> Result<()
 /// the kubelet's tmpfs volumes), the containers' cgroups, the bridge.
 fn clean_up(dir: &Path) {
     let socket = dir.join("containerd/containerd.sock");
-    let task_dir = dir.join("containerd/state/io.containerd.runtime.v2.task").join(K8S_NAMESPACE);
+    let task_dir = dir
+        .join("containerd/state/io.containerd.runtime.v2.task")
+        .join(K8S_NAMESPACE);
     let container_ids: Vec<String> = std::fs::read_dir(&task_dir)
         .map(|entries| {
             entries
@@ -762,7 +783,9 @@ fn clean_up(dir: &Path) {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while doomed.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    while doomed
+        .iter()
+        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));

@@ -44,10 +44,15 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 impl Webhook {
     /// Starts the webhook against `cp` and waits until its caches have synced (`/readyz`).
     pub fn start(cp: &ControlPlane) -> Result<Self> {
-        with_fresh_ports(|| Self::start_once(cp))
+        Self::start_with_image(cp, crate::controller::TEST_AGENT_IMAGE)
     }
 
-    fn start_once(cp: &ControlPlane) -> Result<Self> {
+    /// [`Webhook::start`] offering `agent_image` as `${AGENT_IMAGE}`.
+    pub fn start_with_image(cp: &ControlPlane, agent_image: &str) -> Result<Self> {
+        with_fresh_ports(|| Self::start_once(cp, agent_image))
+    }
+
+    fn start_once(cp: &ControlPlane, agent_image: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-webhook-")
             .tempdir()
@@ -63,7 +68,7 @@ impl Webhook {
             format!("--tls-key-file={}", dir.path().join("tls.key").display()),
             format!("--kubeconfig={}", cp.kubeconfig().display()),
             "--cert-reload-seconds=1".to_string(),
-            "--agent-image=cairn-agent:test".to_string(),
+            format!("--agent-image={agent_image}"),
         ];
         let process = OwnedProcess::spawn(
             "cairn-webhook",

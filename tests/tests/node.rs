@@ -1,43 +1,318 @@
-//! The real node: cairn's image runs as a real Pod on containerd, checked from the host.
+//! cairn's Jobs on the real node (see `cairn_tests::node`): the real controller and webhook
+//! resolve a backup, the Job controller and scheduler place its Pod, the kubelet runs cairn's
+//! image in containerd under the `restricted` Pod Security Standard. Checked from the host, not
+//! from the agent's own words: the container's process (its PID from containerd) runs as 65534
+//! with a read-only root, and the files it wrote in the interim volume (a local PV bound by the
+//! PV binder) belong to 65534 and the fsGroup.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::Duration;
 
+use cairn_api::BackupSession;
 use cairn_tests::ControlPlane;
-use cairn_tests::image::cairn_image;
+use cairn_tests::controller::Controller;
+use cairn_tests::demo::{count, load_sample};
+use cairn_tests::forward::Forward;
+use cairn_tests::image::{CAIRN_IMAGE, NOBODY, cairn_image};
+use cairn_tests::node::{LOCAL_STORAGE_CLASS, Node};
+use cairn_tests::opensearch::OpenSearch;
+use cairn_tests::s3::S3Server;
+use cairn_tests::system::install;
 use cairn_tests::wait_for;
-use cairn_tests::webhook::workspace_binary;
-use k8s_openapi::api::core::v1::Pod;
+use cairn_tests::webhook::{Webhook, workspace_binary};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use kube::Api;
-use kube::api::PostParams;
-use serde_json::json;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const BUCKET: &str = "node-backups";
+const INDEX: &str = "inventory";
+const DOCS: usize = 300;
+
+/// The cairn image of the binaries under test, imported into the node; its image id.
+fn import_cairn_image(node: &Node) -> String {
+    let bin_dir = workspace_binary("cairn-agent")
+        .expect("cairn-agent")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    node.import_image(&cairn_image(&bin_dir))
+        .expect("import the image")
+        .config
+}
+
+/// A namespace enforcing the `restricted` Pod Security Standard.
+async fn restricted_namespace(cp: &ControlPlane) -> String {
+    let ns = cp.new_namespace_with_prefix("node").await.expect("ns");
+    let api: Api<Namespace> = Api::all(cp.client());
+    api.patch(
+        &ns,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest"}}})),
+    )
+    .await
+    .expect("label the namespace");
+    ns
+}
+
+fn apply(cp: &ControlPlane, objects: &[Value]) {
+    let yaml: Vec<String> = objects
+        .iter()
+        .map(|o| serde_yaml::to_string(o).expect("yaml"))
+        .collect();
+    let out = cp.kubectl_stdin(["apply", "-f", "-"], &yaml.join("---\n"));
+    assert!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Secret, AppBinding (`url` through the bridge), S3 Repository, a configuration with an
+/// interim volume of the harness's local class.
+fn fixture(ns: &str, search_url: &str, s3: &S3Server, s3_url: &str) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-secret", "namespace": ns},
+               "stringData": {"RESTIC_PASSWORD": "node-test-password", "AWS_ACCESS_KEY_ID": s3.access_key(),
+                              "AWS_SECRET_ACCESS_KEY": s3.secret_key()}}),
+        json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
+               "metadata": {"name": "es", "namespace": ns}, "spec": {"clientConfig": {"url": search_url}}}),
+        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "s3-repo", "namespace": ns},
+               "spec": {"backend": {"storageSecretName": "s3-secret",
+                        "s3": {"endpoint": s3_url, "bucket": BUCKET, "prefix": ns, "region": s3.region()}}}}),
+        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupConfiguration", "metadata": {"name": "cfg", "namespace": ns},
+               "spec": {"schedule": "0 0 1 1 *", "repository": {"name": "s3-repo"},
+                        "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"}},
+                        "task": {"name": "elasticsearch-backup"},
+                        "interimVolumeTemplate": {"metadata": {"name": "dump"},
+                            "spec": {"storageClassName": LOCAL_STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
+                                     "resources": {"requests": {"storage": "1Gi"}}}},
+                        "retentionPolicy": {"name": "keep", "keepLast": 3},
+                        "retryConfig": {"maxRetry": 0}}}),
+        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession", "metadata": {"name": "now", "namespace": ns},
+               "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "cfg"}}}),
+    ]
+}
+
+/// The session's Pod once its container runs: (pod, container id without `containerd://`).
+async fn running_container(pods: &Api<Pod>, session: &str) -> (Pod, String) {
+    let selector = format!("{}={session}", cairn_api::naming::LABEL_SESSION);
+    wait_for(
+        Duration::from_secs(120),
+        "the session's container to run",
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let pod = list.items.into_iter().next()?;
+            let status = pod
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .clone();
+            status.state.as_ref()?.running.as_ref()?;
+            let id = status.container_id?;
+            Some((pod, id))
+        },
+    )
+    .await
+}
+
+/// `Uid:`/`Gid:` (real, effective, saved, fs) and `Groups:` of `/proc/<pid>/status`.
+fn ids(pid: u32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    (field("Uid:"), field("Gid:"), field("Groups:"))
+}
+
+/// The mount options of the process's root (`/` in its `/proc/<pid>/mountinfo`).
+fn root_mount_options(pid: u32) -> String {
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some("/"))
+        .last()
+        .and_then(|l| l.split(' ').nth(5))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Every file under `dir` with its (uid, gid).
+fn owners(dir: &Path, out: &mut Vec<(String, u32, u32)>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let meta = entry.metadata().expect("metadata");
+        out.push((entry.path().display().to_string(), meta.uid(), meta.gid()));
+        if meta.is_dir() {
+            owners(&entry.path(), out);
+        }
+    }
+}
 
 #[tokio::test]
-async fn smoke() {
+async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
     let cp = ControlPlane::shared();
     let node = cp.node();
-    let bin_dir = workspace_binary("cairn-agent").unwrap().parent().unwrap().to_path_buf();
-    let digests = node.import_image(&cairn_image(&bin_dir)).unwrap();
-    eprintln!("{digests:?}");
-    let ns = cp.new_namespace().await.unwrap();
+    let image_id = import_cairn_image(node);
+    install(cp).await;
+    let webhook = Webhook::start_with_image(cp, CAIRN_IMAGE).expect("webhook");
+    webhook.register(cp).expect("register");
+    let controller = Controller::start_with_image(cp, "cairn-system", "node", 15, CAIRN_IMAGE)
+        .expect("controller");
+    controller
+        .wait_leader(Duration::from_secs(30))
+        .expect("leader");
+
+    let search = OpenSearch::start().expect("opensearch");
+    let s3 = S3Server::start().expect("minio");
+    s3.create_bucket(BUCKET).expect("bucket");
+    let http = reqwest::Client::new();
+    load_sample(&http, &search.url(), INDEX, DOCS)
+        .await
+        .expect("sample");
+    let search_gate = Forward::start(node.host_ip(), search.port()).expect("forward");
+    let s3_forward = Forward::start(node.host_ip(), s3.port()).expect("forward");
+
+    let ns = restricted_namespace(cp).await;
+    let pvs = node
+        .create_local_volumes(cp.client(), &format!("{ns}-pv"), 1, "2Gi")
+        .await
+        .expect("local PVs");
+
+    // PodSecurity admission is on: a root Pod is refused in the namespace.
     let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "smoke"},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
-          "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-          "containers": [{"name": "c", "image": cairn_tests::image::CAIRN_IMAGE, "imagePullPolicy": "Never",
-            "command": ["cairn-agent", "--help"],
-            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}}]}
-    })).unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    let mut p = pods.get("smoke").await.unwrap();
-    for _ in 0..60 {
-        p = pods.get("smoke").await.unwrap();
-        let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        if phase == "Succeeded" || phase == "Failed" { break; }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    let root_pod: Pod = serde_json::from_value(json!({"metadata": {"name": "root"},
+        "spec": {"containers": [{"name": "c", "image": CAIRN_IMAGE, "securityContext": {"runAsUser": 0}}]}}))
+        .expect("pod");
+    let refused = pods
+        .create(&PostParams::default(), &root_pod)
+        .await
+        .expect_err("a root pod");
+    assert!(
+        format!("{refused}").contains("violates PodSecurity \"restricted"),
+        "{refused}"
+    );
+
+    // The agent's first request to OpenSearch waits at the gate while we look at it.
+    search_gate.hold();
+    apply(
+        cp,
+        &fixture(&ns, &search_gate.http_url(), &s3, &s3_forward.http_url()),
+    );
+    let (pod, container_id) = running_container(&pods, "now").await;
+    let container_id = container_id
+        .strip_prefix("containerd://")
+        .expect("a containerd:// id")
+        .to_string();
+    let pid = node.task_pid(&container_id).expect("the container's pid");
+    let (uid, gid, groups) = ids(pid);
+    assert_eq!(uid, "65534 65534 65534 65534", "the agent's uids");
+    assert_eq!(gid, "65534 65534 65534 65534", "the agent's gids");
+    assert!(
+        groups.split(' ').any(|g| g == NOBODY.to_string()),
+        "fsGroup in {groups}"
+    );
+    let root = root_mount_options(pid);
+    assert!(root.split(',').any(|o| o == "ro"), "root mounted {root}");
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(node.name())
+    );
+    eprintln!("agent pid {pid}: Uid {uid}, Gid {gid}, Groups {groups}, root {root}");
+    wait_for(
+        Duration::from_secs(60),
+        "the agent to call OpenSearch",
+        || async { (search_gate.accepted() > 0).then_some(()) },
+    )
+    .await;
+    search_gate.open();
+
+    let sessions: Api<BackupSession> = Api::namespaced(cp.client(), &ns);
+    let session = wait_for(
+        Duration::from_secs(180),
+        "the session to finish",
+        || async {
+            let s = sessions.get_opt("now").await.ok()??;
+            s.status.as_ref()?.phase?.is_final().then_some(s)
+        },
+    )
+    .await;
+    let status = session.status.clone().expect("status");
+    assert_eq!(
+        format!("{:?}", status.phase),
+        "Some(Succeeded)",
+        "{status:?}\n{}",
+        node.kubelet_log_tail(30)
+    );
+    let snapshot = status.snapshot.expect("a snapshot");
+    assert_eq!(snapshot.documents, Some(DOCS as i64));
+
+    // The Pod's status, from the kubelet: containerd's container id, the imported image, the
+    // agent's result as the termination message.
+    let pod = pods
+        .get(pod.metadata.name.as_deref().expect("name"))
+        .await
+        .expect("pod");
+    let cs = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .expect("container statuses");
+    let cs = cs.first().expect("a container");
+    assert_eq!(cs.image_id, image_id, "the imported image");
+    let terminated = cs
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("terminated");
+    assert_eq!(terminated.exit_code, 0);
+    let message = terminated.message.unwrap_or_default();
+    assert!(
+        message.contains(&snapshot.id),
+        "termination message {message}"
+    );
+
+    // The interim volume: the PV binder bound the session's claim to our local PV; the kubelet
+    // gave its root to the fsGroup (setgid); the agent's files there are 65534's.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cp.client(), &ns);
+    let claim = claims
+        .list(&ListParams::default())
+        .await
+        .expect("pvcs")
+        .items
+        .into_iter()
+        .next()
+        .expect("a claim");
+    let pv = claim.spec.and_then(|s| s.volume_name).expect("bound");
+    assert!(pvs.contains(&pv), "{pv} is one of {pvs:?}");
+    let dir = node.volume_dir(&pv);
+    let meta = std::fs::metadata(&dir).expect("volume dir");
+    assert_eq!(meta.gid(), NOBODY, "the volume's group");
+    assert_ne!(meta.mode() & 0o2000, 0, "setgid on the volume");
+    let mut files = Vec::new();
+    owners(&dir, &mut files);
+    assert!(files.len() > 1, "the agent wrote files: {files:?}");
+    eprintln!(
+        "image {}; termination message {message}; {} files in {}",
+        cs.image_id,
+        files.len(),
+        dir.display()
+    );
+    for (path, uid, gid) in &files {
+        assert_eq!((*uid, *gid), (NOBODY, NOBODY), "{path}");
     }
-    eprintln!("KUBELET\n{}\nCONTAINERD\n{}", node.kubelet_log_tail(60), node.containerd_log_tail(30));
-    let out = cp.kubectl(["get", "events", "-A"]);
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    eprintln!("{}", serde_json::to_string_pretty(&p.status).unwrap());
+    assert_eq!(
+        count(&http, &search.url(), INDEX).await.expect("count"),
+        DOCS
+    );
 }
