@@ -152,6 +152,24 @@ fn pod_failure(pod: &Pod) -> Option<JobObservation> {
                 .unwrap_or_else(|| "the pod was evicted".into()),
         });
     }
+    // An eviction through the Eviction API (or preemption, or the kubelet under pressure in
+    // newer versions) marks the Pod before it deletes it; its container then dies of SIGTERM
+    // or SIGKILL, which must not read as the agent's own failure.
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+    {
+        return Some(JobObservation::Failed {
+            reason: "Evicted".into(),
+            message: format!(
+                "the pod was evicted ({}): {}",
+                c.reason.as_deref().unwrap_or("DisruptionTarget"),
+                c.message.as_deref().unwrap_or("no message")
+            ),
+        });
+    }
     for cs in statuses(pod) {
         let state = cs.state.as_ref();
         if let Some(w) = state.and_then(|s| s.waiting.as_ref())
@@ -337,6 +355,14 @@ mod tests {
         let cases = [
             (
                 json!({"phase": "Failed", "reason": "Evicted", "message": "node low on memory"}),
+                "Evicted",
+            ),
+            // What the Eviction API leaves: a condition, then a container killed by signal.
+            (
+                json!({"phase": "Failed", "conditions": [{"type": "DisruptionTarget", "status": "True",
+                "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"}],
+                "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]}),
                 "Evicted",
             ),
             (

@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 
 const BUCKET: &str = "node-backups";
 const INDEX: &str = "inventory";
@@ -71,8 +72,7 @@ fn apply(cp: &ControlPlane, objects: &[Value]) {
     );
 }
 
-/// Secret, AppBinding (`url` through the bridge), S3 Repository, a configuration with an
-/// interim volume of the harness's local class.
+/// Secret, AppBinding (`url` through the bridge), S3 Repository.
 fn fixture(ns: &str, search_url: &str, s3: &S3Server, s3_url: &str) -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-secret", "namespace": ns},
@@ -83,18 +83,54 @@ fn fixture(ns: &str, search_url: &str, s3: &S3Server, s3_url: &str) -> Vec<Value
         json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "s3-repo", "namespace": ns},
                "spec": {"backend": {"storageSecretName": "s3-secret",
                         "s3": {"endpoint": s3_url, "bucket": BUCKET, "prefix": ns, "region": s3.region()}}}}),
-        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupConfiguration", "metadata": {"name": "cfg", "namespace": ns},
-               "spec": {"schedule": "0 0 1 1 *", "repository": {"name": "s3-repo"},
-                        "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"}},
-                        "task": {"name": "elasticsearch-backup"},
-                        "interimVolumeTemplate": {"metadata": {"name": "dump"},
-                            "spec": {"storageClassName": LOCAL_STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
-                                     "resources": {"requests": {"storage": "1Gi"}}}},
-                        "retentionPolicy": {"name": "keep", "keepLast": 3},
-                        "retryConfig": {"maxRetry": 0}}}),
-        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession", "metadata": {"name": "now", "namespace": ns},
-               "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "cfg"}}}),
     ]
+}
+
+/// A configuration `name` of the catalog's backup Task (no slot soon: sessions are made by
+/// hand), with `extra` spec fields.
+fn configuration(ns: &str, name: &str, extra: Value) -> Value {
+    let mut spec = json!({"schedule": "0 0 1 1 *", "repository": {"name": "s3-repo"},
+        "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"}},
+        "task": {"name": "elasticsearch-backup"},
+        "retentionPolicy": {"name": "keep", "keepLast": 3},
+        "retryConfig": {"maxRetry": 0}});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupConfiguration",
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+/// A BackupSession `name` of configuration `cfg`.
+fn session(ns: &str, name: &str, cfg: &str) -> Value {
+    json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession", "metadata": {"name": name, "namespace": ns},
+           "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": cfg}}})
+}
+
+/// An interim volume of the harness's local class.
+fn interim_volume() -> Value {
+    json!({"interimVolumeTemplate": {"metadata": {"name": "dump"},
+        "spec": {"storageClassName": LOCAL_STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}}}})
+}
+
+/// Waits until session `name` is final.
+async fn finished(cp: &ControlPlane, ns: &str, name: &str, timeout: Duration) -> BackupSession {
+    let sessions: Api<BackupSession> = Api::namespaced(cp.client(), ns);
+    wait_for(timeout, &format!("session {name} to finish"), || async {
+        let s = sessions.get_opt(name).await.ok()??;
+        s.status.as_ref()?.phase?.is_final().then_some(s)
+    })
+    .await
+}
+
+/// The reason and message of the session's failure condition.
+fn failure(s: &BackupSession) -> (String, String) {
+    s.status
+        .as_ref()
+        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "BackupFailed"))
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
 }
 
 /// The session's Pod once its container runs: (pod, container id without `containerd://`).
@@ -160,29 +196,67 @@ fn owners(dir: &Path, out: &mut Vec<(String, u32, u32)>) {
     }
 }
 
+/// What the tests share: the node with cairn's image, cairn's webhook and controller offering
+/// that image, OpenSearch with sample data, MinIO with a bucket.
+struct Env {
+    cp: &'static ControlPlane,
+    node: &'static Node,
+    /// The image id (config digest) of the imported cairn image.
+    image_id: String,
+    search: OpenSearch,
+    s3: S3Server,
+    _webhook: Webhook,
+    _controller: Controller,
+}
+
+async fn env() -> &'static Env {
+    static ENV: OnceCell<Env> = OnceCell::const_new();
+    ENV.get_or_init(|| async {
+        let cp = ControlPlane::shared();
+        let node = cp.node();
+        let image_id = import_cairn_image(node);
+        install(cp).await;
+        let webhook = Webhook::start_with_image(cp, CAIRN_IMAGE).expect("webhook");
+        webhook.register(cp).expect("register");
+        let controller = Controller::start_with_image(cp, "cairn-system", "node", 15, CAIRN_IMAGE)
+            .expect("controller");
+        controller
+            .wait_leader(Duration::from_secs(30))
+            .expect("leader");
+        let search = OpenSearch::start().expect("opensearch");
+        let s3 = S3Server::start().expect("minio");
+        s3.create_bucket(BUCKET).expect("bucket");
+        load_sample(&reqwest::Client::new(), &search.url(), INDEX, DOCS)
+            .await
+            .expect("sample");
+        Env {
+            cp,
+            node,
+            image_id,
+            search,
+            s3,
+            _webhook: webhook,
+            _controller: controller,
+        }
+    })
+    .await
+}
+
+/// Forwarders from the bridge to OpenSearch (with its gate) and MinIO, for one test.
+fn forwards(env: &Env) -> (Forward, Forward) {
+    (
+        Forward::start(env.node.host_ip(), env.search.port()).expect("forward"),
+        Forward::start(env.node.host_ip(), env.s3.port()).expect("forward"),
+    )
+}
+
 #[tokio::test]
 async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
-    let cp = ControlPlane::shared();
-    let node = cp.node();
-    let image_id = import_cairn_image(node);
-    install(cp).await;
-    let webhook = Webhook::start_with_image(cp, CAIRN_IMAGE).expect("webhook");
-    webhook.register(cp).expect("register");
-    let controller = Controller::start_with_image(cp, "cairn-system", "node", 15, CAIRN_IMAGE)
-        .expect("controller");
-    controller
-        .wait_leader(Duration::from_secs(30))
-        .expect("leader");
-
-    let search = OpenSearch::start().expect("opensearch");
-    let s3 = S3Server::start().expect("minio");
-    s3.create_bucket(BUCKET).expect("bucket");
+    let env = env().await;
+    let (cp, node, search, s3) = (env.cp, env.node, &env.search, &env.s3);
+    let image_id = env.image_id.clone();
     let http = reqwest::Client::new();
-    load_sample(&http, &search.url(), INDEX, DOCS)
-        .await
-        .expect("sample");
-    let search_gate = Forward::start(node.host_ip(), search.port()).expect("forward");
-    let s3_forward = Forward::start(node.host_ip(), s3.port()).expect("forward");
+    let (search_gate, s3_forward) = forwards(env);
 
     let ns = restricted_namespace(cp).await;
     let pvs = node
@@ -206,10 +280,10 @@ async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
 
     // The agent's first request to OpenSearch waits at the gate while we look at it.
     search_gate.hold();
-    apply(
-        cp,
-        &fixture(&ns, &search_gate.http_url(), &s3, &s3_forward.http_url()),
-    );
+    let mut objects = fixture(&ns, &search_gate.http_url(), s3, &s3_forward.http_url());
+    objects.push(configuration(&ns, "cfg", interim_volume()));
+    objects.push(session(&ns, "now", "cfg"));
+    apply(cp, &objects);
     let (pod, container_id) = running_container(&pods, "now").await;
     let container_id = container_id
         .strip_prefix("containerd://")
@@ -238,16 +312,7 @@ async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
     .await;
     search_gate.open();
 
-    let sessions: Api<BackupSession> = Api::namespaced(cp.client(), &ns);
-    let session = wait_for(
-        Duration::from_secs(180),
-        "the session to finish",
-        || async {
-            let s = sessions.get_opt("now").await.ok()??;
-            s.status.as_ref()?.phase?.is_final().then_some(s)
-        },
-    )
-    .await;
+    let session = finished(cp, &ns, "now", Duration::from_secs(180)).await;
     let status = session.status.clone().expect("status");
     assert_eq!(
         format!("{:?}", status.phase),
@@ -315,4 +380,104 @@ async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
         count(&http, &search.url(), INDEX).await.expect("count"),
         DOCS
     );
+}
+
+/// Every way a backup Pod fails, produced for real on the node: the session fails with the
+/// reason the Pod (or the Job, or the clock) gives.
+#[tokio::test]
+async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reason() {
+    let env = env().await;
+    let cp = env.cp;
+    let (search_gate, s3_forward) = forwards(env);
+    let ns = restricted_namespace(cp).await;
+    let mut objects = fixture(
+        &ns,
+        &search_gate.http_url(),
+        &env.s3,
+        &s3_forward.http_url(),
+    );
+    // An image that fails to pull at once and locally: nothing listens on port 1.
+    objects.push(
+        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Function",
+        "metadata": {"name": format!("missing-image-{ns}")},
+        "spec": {"image": "127.0.0.1:1/none:x", "command": ["cairn-agent"], "args": ["backup"]}}),
+    );
+    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Task",
+        "metadata": {"name": format!("missing-image-{ns}")},
+        "spec": {"steps": [{"name": format!("missing-image-{ns}")}]}}));
+    objects.extend([
+        configuration(
+            &ns,
+            "pull",
+            json!({"task": {"name": format!("missing-image-{ns}")}}),
+        ),
+        // Less memory than the agent needs to start.
+        configuration(
+            &ns,
+            "oom",
+            json!({"runtimeSettings": {"container": {"resources": {
+            "requests": {"memory": "4Mi"}, "limits": {"memory": "4Mi"}}}}}),
+        ),
+        // No node has the label: the Pod stays Pending until the session's deadline.
+        configuration(
+            &ns,
+            "unschedulable",
+            json!({"timeOut": "20s",
+            "runtimeSettings": {"pod": {"nodeSelector": {"cairn.dev/no-such-node": "true"}}}}),
+        ),
+        configuration(&ns, "evicted", json!({})),
+        configuration(&ns, "deleted", json!({})),
+    ]);
+    apply(cp, &objects);
+    // The agents wait at the gate: the evicted and deleted Jobs are still running then, and the
+    // one with too little memory has not started to work yet.
+    search_gate.hold();
+    for name in ["pull", "oom", "unschedulable", "evicted", "deleted"] {
+        apply(cp, &[session(&ns, name, name)]);
+    }
+    let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
+    let (evicted, _) = running_container(&pods, "evicted").await;
+    let evicted = evicted.metadata.name.expect("name");
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": evicted, "namespace": ns}});
+    let path = format!("/api/v1/namespaces/{ns}/pods/{evicted}/eviction");
+    let out = cp.kubectl_stdin(["create", "--raw", &path, "-f", "-"], &eviction.to_string());
+    assert!(
+        out.status.success(),
+        "eviction: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    running_container(&pods, "deleted").await;
+    let out = cp.kubectl([
+        "delete",
+        "job",
+        "-n",
+        &ns,
+        "cairn-backup-deleted",
+        "--wait=false",
+    ]);
+    assert!(
+        out.status.success(),
+        "delete job: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    running_container(&pods, "oom").await;
+    search_gate.open();
+
+    for (name, want) in [
+        ("pull", "ErrImagePull"),
+        ("oom", "OOMKilled"),
+        ("unschedulable", "DeadlineExceeded"),
+        ("evicted", "Evicted"),
+        ("deleted", "JobDeleted"),
+    ] {
+        let s = finished(cp, &ns, name, Duration::from_secs(120)).await;
+        let (reason, message) = failure(&s);
+        eprintln!("{name}: {reason}: {message}");
+        assert!(
+            reason == want || (want == "ErrImagePull" && reason == "ImagePullBackOff"),
+            "{name}: {reason}: {message}"
+        );
+        assert!(!message.is_empty(), "{name}");
+    }
 }
