@@ -1,8 +1,12 @@
 //! The demo: the whole system end to end on the local testbed. A real control plane, a real
 //! OpenSearch node with sample data, a real S3 server (MinIO), `cairn-webhook`,
-//! `cairn-controller`, and the job runner (test infrastructure playing the node) running
-//! `cairn-agent`. It applies the catalog and the examples, waits for the first scheduled backup,
-//! deletes an index, restores it with a RestoreSession, and checks the documents are back.
+//! `cairn-controller`, and a real node (containerd, kubelet, kube-scheduler,
+//! kube-controller-manager; see [`crate::node`]) running cairn's Jobs as Pods of cairn's image
+//! (built from the workspace's binaries, imported into the node) in the `demo` namespace, which
+//! enforces the `restricted` Pod Security Standard. Pods reach OpenSearch and MinIO through
+//! forwarders on the node's bridge address. It applies the catalog and the examples, waits for
+//! the first scheduled backup, deletes an index, restores it with a RestoreSession, and checks
+//! the documents are back.
 //!
 //! `cargo xtask demo` runs it (and keeps everything up until Ctrl-C); `--once` exits after the
 //! check, which is what the demo test does.
@@ -19,7 +23,8 @@ use serde_json::{Value, json};
 
 use crate::controller::Controller;
 use crate::controlplane::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
-use crate::jobrunner::{JobRunner, Options as RunnerOptions};
+use crate::forward::Forward;
+use crate::image::{CAIRN_IMAGE, cairn_image};
 use crate::opensearch::OpenSearch;
 use crate::s3::S3Server;
 use crate::webhook::{Webhook, workspace_binary};
@@ -38,7 +43,9 @@ const BUCKET: &str = "cairn-backups";
 
 /// Everything the demo started; dropping it stops all of it.
 pub struct Demo {
-    pub runner: JobRunner,
+    /// Pods reach OpenSearch and MinIO through these (bridge address -> loopback).
+    pub search_forward: Forward,
+    pub s3_forward: Forward,
     pub controller: Controller,
     pub webhook: Webhook,
     pub s3: S3Server,
@@ -67,13 +74,16 @@ pub async fn run() -> Result<Demo> {
         .context("step 1: AppBinding CRD")?;
     for ns in ["cairn-system", NAMESPACE] {
         let api: Api<Namespace> = Api::all(cp.client());
-        let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        // cairn's Jobs meet the `restricted` Pod Security Standard: the namespace enforces it.
+        let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted"}}}))?;
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e).context("step 1: namespaces"),
         }
-        // No controller-manager in the testbed: make the `default` ServiceAccount it would.
+        // The node's controller-manager runs no ServiceAccount controller: make the
+        // `default` ServiceAccount it would.
         let sa: Api<ServiceAccount> = Api::namespaced(cp.client(), ns);
         let obj: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}}))?;
         match sa.create(&PostParams::default(), &obj).await {
@@ -101,27 +111,32 @@ pub async fn run() -> Result<Demo> {
 
     let t = step(
         4,
-        "starting cairn-webhook, cairn-controller and the job runner",
+        "starting the node (containerd, kubelet, scheduler, controller-manager) with cairn's image, cairn-webhook and cairn-controller",
     );
-    let webhook = Webhook::start(&cp).context("step 4: cairn-webhook")?;
+    let node = cp.node();
+    let bin_dir = workspace_binary("cairn-agent").context("step 4: cairn-agent")?;
+    let bin_dir = bin_dir
+        .parent()
+        .context("step 4: the binaries' directory")?;
+    node.import_image(&cairn_image(bin_dir))
+        .context("step 4: cairn's image")?;
+    let search_forward =
+        Forward::start(node.host_ip(), search.port()).context("step 4: OpenSearch forward")?;
+    let s3_forward = Forward::start(node.host_ip(), s3.port()).context("step 4: MinIO forward")?;
+    let webhook = Webhook::start_with_image(&cp, CAIRN_IMAGE).context("step 4: cairn-webhook")?;
     webhook
         .register(&cp)
         .context("step 4: webhook registration")?;
-    let controller =
-        Controller::start(&cp, "cairn-system", "demo", 15).context("step 4: cairn-controller")?;
+    let controller = Controller::start_with_image(&cp, "cairn-system", "demo", 15, CAIRN_IMAGE)
+        .context("step 4: cairn-controller")?;
     controller
         .wait_leader(Duration::from_secs(30))
         .context("step 4: controller leadership")?;
-    let agent = workspace_binary("cairn-agent").context("step 4: cairn-agent")?;
-    let runner = JobRunner::with_client(
-        cp.client(),
-        RunnerOptions::namespace(NAMESPACE).command("cairn-agent", agent),
-    )
-    .context("step 4: job runner")?;
     done(t);
 
     let mut demo = Demo {
-        runner,
+        search_forward,
+        s3_forward,
         controller,
         webhook,
         s3,
@@ -229,7 +244,7 @@ impl Demo {
             out.push_str(&format!("  - {line}\n"));
         }
         out.push_str(&format!(
-            "\nLook around:\n  {kubectl} get bc,bs,restore,repo -n {NAMESPACE}\n  {kubectl} describe bs -n {NAMESPACE}\n  {kubectl} get repo s3-repo -n {NAMESPACE} -o yaml\n  {kubectl} get events -n {NAMESPACE}\n  curl -s {}/_cat/indices\n",
+            "\nLook around:\n  {kubectl} get bc,bs,restore,repo -n {NAMESPACE}\n  {kubectl} get jobs,pods -n {NAMESPACE} -o wide\n  {kubectl} describe bs -n {NAMESPACE}\n  {kubectl} get repo s3-repo -n {NAMESPACE} -o yaml\n  {kubectl} get events -n {NAMESPACE}\n  curl -s {}/_cat/indices\n",
             self.search.url()
         ));
         out.push_str(&format!(
@@ -243,11 +258,11 @@ impl Demo {
     /// The tail of every component's log, for a failure report.
     pub fn logs(&self) -> String {
         format!(
-            "--- cairn-controller ---\n{}\n--- cairn-webhook ---\n{}\n--- kube-apiserver ---\n{}\n--- job runner errors ---\n{}",
+            "--- cairn-controller ---\n{}\n--- cairn-webhook ---\n{}\n--- kube-apiserver ---\n{}\n--- kubelet ---\n{}",
             self.controller.log_tail(30),
             self.webhook.log_tail(30),
             self.cp.apiserver_log_tail(15),
-            self.runner.errors().join("\n")
+            self.cp.node().kubelet_log_tail(20)
         )
     }
 }
@@ -322,10 +337,10 @@ fn examples(demo: &Demo) -> Result<Vec<Value>> {
                 o["stringData"]["AWS_SECRET_ACCESS_KEY"] = json!(demo.s3.secret_key());
             }
             Some("AppBinding") => {
-                o["spec"]["clientConfig"] = json!({"url": demo.search.url()});
+                o["spec"]["clientConfig"] = json!({"url": demo.search_forward.http_url()});
             }
             Some("Repository") => {
-                o["spec"]["backend"]["s3"]["endpoint"] = json!(demo.s3.endpoint());
+                o["spec"]["backend"]["s3"]["endpoint"] = json!(demo.s3_forward.http_url());
                 o["spec"]["backend"]["s3"]["bucket"] = json!(BUCKET);
             }
             Some("BackupConfiguration") => {
