@@ -1,8 +1,11 @@
 //! The job runner: **test infrastructure** that plays the node for cairn's Jobs.
 //!
-//! The test control plane has no kubelet, scheduler or controller-manager, so nothing runs the
-//! Jobs the cairn controller creates. A [`JobRunner`] stands in for the job controller, the
-//! kubelet and the garbage collector, for Jobs labelled `app.kubernetes.io/managed-by=cairn`:
+//! A control plane without its node ([`crate::ControlPlane::node`], which runs Jobs as real
+//! Pods) has no kubelet, scheduler or controller-manager, so nothing runs the Jobs the cairn
+//! controller creates. Tests that need what a real node cannot give (fabricated agent results
+//! from a shell-script Task, injected faults) use a [`JobRunner`], which stands in for the job
+//! controller, the kubelet and the garbage collector, for Jobs labelled
+//! `app.kubernetes.io/managed-by=cairn`:
 //!
 //! - **job controller**: for each new Job it creates a Pod through the API (named
 //!   `<job>-<5 random chars>`, the Job's selector labels, a controller ownerReference, the

@@ -1,6 +1,14 @@
 //! Sessions from start to end: `cairn-webhook` + `cairn-controller` on a real kube-apiserver,
 //! with the job runner (test infrastructure) playing the node. The Jobs' container is a small
 //! shell program standing in for the agent: it writes an agent result to its termination log.
+//!
+//! Why the job runner and not the real node here: these tests feed the controller fabricated
+//! agent results (exact figures, failures of a given phase) through a shell-script Task, and
+//! cairn's image has no shell; the injected OOM, image-pull and eviction faults check the
+//! controller's reading of the kubelet's statuses in the job runner's format. The same failure
+//! modes, produced for real on the node (a memory limit, an image at `127.0.0.1:1`, the Eviction
+//! API, a deadline, a deleted Job, a nodeSelector no node has), and a real backup as a restricted
+//! Pod are in `tests/tests/node.rs`.
 
 use std::time::Duration;
 
