@@ -25,8 +25,10 @@ pub const CAIRN_IMAGE: &str = "cairn.test/cairn:dev";
 /// The user (and group) cairn's image runs as, as the Dockerfile's `USER 65534:65534`.
 pub const NOBODY: u32 = 65534;
 
-/// Directories runc needs as mount points in an image whose root is mounted read-only (it cannot
-/// create them then), and `/etc` for the passwd entry, `/tmp` for programs that expect one.
+/// Directories runc needs as mount points in the Pod sandbox's (pause) image, whose snapshot
+/// containerd mounts read-only (runc cannot create them then; an application container's snapshot
+/// is writable until runc remounts it, so cairn's image would not need them), `/etc` for the
+/// passwd entry, `/tmp` for programs that expect one.
 const BASE_DIRS: [&str; 5] = ["dev", "proc", "sys", "etc", "tmp"];
 
 /// What goes into an image.
