@@ -178,8 +178,7 @@ fn root_mount_options(pid: u32) -> String {
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
     mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some("/"))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some("/"))
         .and_then(|l| l.split(' ').nth(5))
         .unwrap_or_default()
         .to_string()

@@ -627,7 +627,9 @@ fn node_packages() -> Result<()> {
     };
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(&missing);
-    if !apt(&install)? && !(apt(&["update"])? && apt(&install)?) {
+    // A failed install is retried once after `apt-get update` (stale or empty package lists).
+    let installed = apt(&install)? || (apt(&["update"])? && apt(&install)?);
+    if !installed {
         bail!(
             "step `{step}` failed: run `apt-get install {}` as root (the node runs containers, \
              which needs root anyway)",
