@@ -205,6 +205,16 @@ impl Node {
         self.bridge.gateway()
     }
 
+    /// The bridge device's name.
+    pub fn bridge_name(&self) -> &str {
+        &self.bridge.name
+    }
+
+    /// The pids of containerd's shims of this node (they hold the containers).
+    pub fn shim_pids(&self) -> Vec<u32> {
+        processes_with_arg(&self.containerd_socket().display().to_string())
+    }
+
     /// The Node's name.
     pub fn name(&self) -> &str {
         NODE_NAME

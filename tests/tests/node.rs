@@ -480,3 +480,63 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
         assert!(!message.is_empty(), "{name}");
     }
 }
+
+/// A stopped node leaves nothing behind on the machine: no shim or container process, no mount
+/// under its dir (overlay roots, netns, the kubelet's volumes), no cgroup, no bridge, no dir.
+#[tokio::test]
+async fn a_stopped_node_leaves_nothing_behind() {
+    let cp = ControlPlane::start().expect("a control plane of its own");
+    let node = cp.node();
+    let ns = cp.new_namespace().await.expect("ns");
+    let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
+    // The pause image: a process that runs until it is killed; with a tmpfs-backed volume.
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "idle"},
+        "spec": {"automountServiceAccountToken": false, "containers": [{"name": "c",
+            "image": cairn_tests::image::PAUSE_IMAGE, "imagePullPolicy": "Never",
+            "volumeMounts": [{"name": "mem", "mountPath": "/mem"}]}],
+            "volumes": [{"name": "mem", "emptyDir": {"medium": "Memory"}}]}}))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
+    let id = wait_for(Duration::from_secs(60), "the pod to run", || async {
+        let p = pods.get("idle").await.ok()?;
+        let cs = p.status?.container_statuses?.into_iter().next()?;
+        cs.state?.running?;
+        cs.container_id
+    })
+    .await;
+    let id = id.trim_start_matches("containerd://").to_string();
+    let pid = node.task_pid(&id).expect("pid");
+    let shims = node.shim_pids();
+    assert!(!shims.is_empty(), "the node's shims");
+    let dir = node.dir().to_path_buf();
+    let bridge = node.bridge_name().to_string();
+    let mounts_under = |dir: &Path| {
+        let prefix = format!("{}/", dir.display());
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&prefix)))
+            .count()
+    };
+    assert!(mounts_under(&dir) > 0, "the node's mounts");
+    let cgroup = Path::new("/sys/fs/cgroup/memory/k8s.io").join(&id);
+    assert!(cgroup.exists(), "{} exists while it runs", cgroup.display());
+
+    drop(cp);
+    for p in shims.iter().chain([&pid]) {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "process {p} is left"
+        );
+    }
+    assert_eq!(mounts_under(&dir), 0, "mounts left under {}", dir.display());
+    assert!(!dir.exists(), "{} is left", dir.display());
+    assert!(!cgroup.exists(), "{} is left", cgroup.display());
+    let link = std::process::Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .expect("ip");
+    assert!(!link.status.success(), "bridge {bridge} is left");
+}
