@@ -110,8 +110,12 @@ impl Bridge {
                 continue;
             }
             let cidr = format!("{}/24", bridge.gateway());
-            run("ip", &["addr", "add", &cidr, "dev", &bridge.name])?;
-            run("ip", &["link", "set", &bridge.name, "up"])?;
+            let configured = run("ip", &["addr", "add", &cidr, "dev", &bridge.name])
+                .and_then(|()| run("ip", &["link", "set", &bridge.name, "up"]));
+            if let Err(e) = configured {
+                let _ = run("ip", &["link", "del", &bridge.name]);
+                return Err(e);
+            }
             return Ok(bridge);
         }
         bail!("found no free 10.88.<n>.0/24 subnet for the node's bridge")
