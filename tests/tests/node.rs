@@ -133,31 +133,42 @@ fn failure(s: &BackupSession) -> (String, String) {
         .unwrap_or_default()
 }
 
-/// The session's Pod once its container runs: (pod, container id without `containerd://`).
-async fn running_container(pods: &Api<Pod>, session: &str) -> (Pod, String) {
+/// The session's Pod once its container runs: (pod, container id with `containerd://`).
+async fn running_container(cp: &ControlPlane, ns: &str, session: &str) -> (Pod, String) {
+    let pods: Api<Pod> = Api::namespaced(cp.client(), ns);
     let selector = format!("{}={session}", cairn_api::naming::LABEL_SESSION);
-    wait_for(
-        Duration::from_secs(120),
-        "the session's container to run",
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            let pod = list.items.into_iter().next()?;
-            let status = pod
-                .status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .first()?
-                .clone();
-            status.state.as_ref()?.running.as_ref()?;
-            let id = status.container_id?;
-            Some((pod, id))
-        },
-    )
-    .await
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = pods.list(&ListParams::default().labels(&selector)).await;
+        let found = list
+            .ok()
+            .and_then(|l| l.items.into_iter().next())
+            .and_then(|pod| {
+                let status = pod
+                    .status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .first()?
+                    .clone();
+                status.state.as_ref()?.running.as_ref()?;
+                Some((pod, status.container_id?))
+            });
+        if let Some(found) = found {
+            return found;
+        }
+        if std::time::Instant::now() > deadline {
+            let state = cp.kubectl(["get", "pods,pvc,pv,jobs", "-A", "-o", "wide"]);
+            let events = cp.kubectl(["get", "events", "-n", ns]);
+            panic!(
+                "session {session}'s container does not run after 120s:\n{}\n{}\nkubelet:\n{}",
+                String::from_utf8_lossy(&state.stdout),
+                String::from_utf8_lossy(&events.stdout),
+                cp.node().kubelet_log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `Uid:`/`Gid:` (real, effective, saved, fs) and `Groups:` of `/proc/<pid>/status`.
@@ -283,7 +294,7 @@ async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
     objects.push(configuration(&ns, "cfg", interim_volume()));
     objects.push(session(&ns, "now", "cfg"));
     apply(cp, &objects);
-    let (pod, container_id) = running_container(&pods, "now").await;
+    let (pod, container_id) = running_container(cp, &ns, "now").await;
     let container_id = container_id
         .strip_prefix("containerd://")
         .expect("a containerd:// id")
@@ -434,8 +445,7 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
     for name in ["pull", "oom", "unschedulable", "evicted", "deleted"] {
         apply(cp, &[session(&ns, name, name)]);
     }
-    let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
-    let (evicted, _) = running_container(&pods, "evicted").await;
+    let (evicted, _) = running_container(cp, &ns, "evicted").await;
     let evicted = evicted.metadata.name.expect("name");
     let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction",
         "metadata": {"name": evicted, "namespace": ns}});
@@ -446,7 +456,7 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
         "eviction: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    running_container(&pods, "deleted").await;
+    running_container(cp, &ns, "deleted").await;
     let out = cp.kubectl([
         "delete",
         "job",
@@ -460,7 +470,7 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
         "delete job: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    running_container(&pods, "oom").await;
+    running_container(cp, &ns, "oom").await;
     search_gate.open();
 
     for (name, want) in [
