@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(args.lease_duration_seconds.max(3)),
     ));
     tokio::select! {
-        () = elector.acquire() => {},
+        () = elector.acquire(&metrics) => {},
         () = shutdown_signal() => return Ok(()),
     }
     let _ = leading_tx.send(true);
