@@ -212,7 +212,12 @@ async fn one_session_per_slot_named_by_the_slot_and_none_when_paused() {
     let ns = env.cp.new_namespace().await.expect("ns");
     let mut objects = secret_and_app(&ns);
     objects.push(repository(&ns));
-    objects.push(configuration(&ns, "every-minute", json!({})));
+    // History kept: every session made for a slot is still there to count.
+    objects.push(configuration(
+        &ns,
+        "every-minute",
+        json!({"backupHistoryLimit": 10}),
+    ));
     objects.push(configuration(&ns, "paused", json!({"paused": true})));
     env.apply(&objects);
     let session = wait_for(Duration::from_secs(80), "a scheduled session", || async {
@@ -638,7 +643,7 @@ async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() 
     let ns = cp.new_namespace().await.expect("ns");
     let mut objects = secret_and_app(&ns);
     objects.push(repository(&ns));
-    objects.push(configuration(&ns, "ha", json!({})));
+    objects.push(configuration(&ns, "ha", json!({"backupHistoryLimit": 10})));
     apply(cp, &objects);
     let lease = Duration::from_secs(4);
     let a = Controller::start(cp, "cairn-system", "a", lease.as_secs()).expect("a");
