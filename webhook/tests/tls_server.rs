@@ -14,7 +14,8 @@ use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::LookupTable;
 use cairn_certs::{Ca, ServingCert, generate_ca, issue_serving_cert, write_files};
 use cairn_webhook::metrics::Metrics;
-use cairn_webhook::server::{AppState, MAX_BODY_BYTES, admission_router, serve_tls};
+use cairn_webhook::bounds::{Limits, MAX_BODY_BYTES};
+use cairn_webhook::server::{AppState, admission_router, serve_tls};
 use cairn_webhook::tls::{ReloadingCert, server_config};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -155,10 +156,17 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
+        let limits = Limits {
+            request_timeout: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let metrics = state.metrics.clone();
         let task = tokio::spawn(serve_tls(
             listener,
             acceptor,
-            admission_router(state, Duration::from_secs(10)),
+            admission_router(state, &limits),
+            limits,
+            metrics,
             async move {
                 let _ = stopped.await;
             },
