@@ -4,10 +4,12 @@
 //! refusal (a closed connection, or 503 at once), never a queue: the API server then applies the
 //! webhook's `failurePolicy` instead of waiting out its own timeout.
 //!
-//! The defaults fit the shipped memory limit (256 MiB a replica): a request in flight costs at
-//! most its body (3 MiB) and the JSON decoded from it (a few times the body), so 16 of them at the
-//! largest size, plus 256 idle TLS connections (tens of KiB each), stay well below it (the load
-//! test in `tests/tests/webhook_load.rs` measures it).
+//! The defaults fit the shipped memory limit (256 MiB a replica). Decoding a request costs up to
+//! ~35 times its body (measured: 100 MiB for a 3 MiB array of zeros, one small JSON value every
+//! two bytes), so requests are bounded by count (16, for the usual reviews of a few KiB) and by
+//! the body bytes they declare together (4 MiB: one review of the largest size at a time, about
+//! 140 MiB decoded); 256 idle TLS connections cost tens of KiB each. The load test in
+//! `tests/tests/webhook_load.rs` measures the peak.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -19,6 +21,8 @@ use tokio::time::Instant;
 
 /// Largest AdmissionReview body accepted by default (the API server's own limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Body bytes in flight by default: one review of the largest size at a time.
+const MAX_BODY_BYTES_IN_FLIGHT: usize = 4 * 1024 * 1024;
 
 /// The default of `--request-timeout`: below the API server's webhook timeout (the webhook
 /// configurations' `timeoutSeconds: 5`), so the API server gets our answer, not its timeout.
@@ -43,6 +47,11 @@ pub struct Limits {
     /// Largest request body, in bytes; a larger one gets 413.
     #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Most body bytes of the requests answered at once (each counts its Content-Length, or
+    /// --max-body-bytes without one); a request that does not fit gets 503 at once. At least
+    /// --max-body-bytes. Decoding costs up to ~35 times these bytes in memory.
+    #[arg(long, env = "CAIRN_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = MAX_BODY_BYTES_IN_FLIGHT)]
+    pub max_body_bytes_in_flight: usize,
     /// Longest time to answer one request, reading its body included (Go syntax, e.g. `4s`, or
     /// seconds); keep it below the webhook configurations' timeoutSeconds.
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value = DEFAULT_REQUEST_TIMEOUT, value_parser = parse_std_duration)]
@@ -66,10 +75,41 @@ impl Default for Limits {
             max_requests_in_flight: 16,
             max_streams_per_connection: 32,
             max_body_bytes: MAX_BODY_BYTES,
+            max_body_bytes_in_flight: MAX_BODY_BYTES_IN_FLIGHT,
             request_timeout: duration(DEFAULT_REQUEST_TIMEOUT),
             idle_timeout: duration(DEFAULT_IDLE_TIMEOUT),
             handshake_timeout: duration(DEFAULT_HANDSHAKE_TIMEOUT),
         }
+    }
+}
+
+impl Limits {
+    /// The limits that cannot work together, named by their flags.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_body_bytes_in_flight < self.max_body_bytes {
+            return Err(format!(
+                "--max-body-bytes-in-flight ({}) must be at least --max-body-bytes ({}): a request of the largest size would never be answered",
+                self.max_body_bytes_in_flight, self.max_body_bytes
+            ));
+        }
+        if self.request_timeout.is_zero() || self.idle_timeout.is_zero() || self.handshake_timeout.is_zero() {
+            return Err("--request-timeout, --idle-timeout and --handshake-timeout must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// The budget `bytes` of a request take from --max-body-bytes-in-flight, in KiB (at least 1:
+    /// a request without a body still decodes something).
+    pub fn budget_kib(&self, declared: Option<u64>) -> u32 {
+        let bytes = declared.map_or(self.max_body_bytes, |d| {
+            usize::try_from(d).unwrap_or(usize::MAX).min(self.max_body_bytes)
+        });
+        u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// The whole budget of --max-body-bytes-in-flight, in KiB.
+    pub fn total_budget_kib(&self) -> u32 {
+        u32::try_from(self.max_body_bytes_in_flight.div_ceil(1024)).unwrap_or(u32::MAX)
     }
 }
 
@@ -81,6 +121,9 @@ pub enum Refusal {
     Connections,
     /// `--max-requests-in-flight` answered already: 503 at once.
     Requests,
+    /// The request's body does not fit in what is left of `--max-body-bytes-in-flight`: 503 at
+    /// once.
+    Bytes,
     /// The request took longer than `--request-timeout`: 503.
     Timeout,
     /// The TLS handshake or the first HTTP bytes did not come within `--handshake-timeout`.
@@ -94,6 +137,7 @@ impl Refusal {
         match self {
             Refusal::Connections => "connections",
             Refusal::Requests => "requests",
+            Refusal::Bytes => "bytes",
             Refusal::Timeout => "timeout",
             Refusal::Handshake => "handshake",
             Refusal::Idle => "idle",
@@ -178,6 +222,27 @@ mod tests {
         let parsed = Flags::try_parse_from(["cairn-webhook"]).expect("defaults parse");
         assert_eq!(parsed.limits, Limits::default());
         assert!(Limits::default().request_timeout < Duration::from_secs(5));
+        assert_eq!(Limits::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn a_budget_below_the_largest_body_is_refused_by_name() {
+        let limits = Limits {
+            max_body_bytes_in_flight: 1024,
+            ..Limits::default()
+        };
+        let err = limits.check().expect_err("refused");
+        assert!(err.contains("--max-body-bytes-in-flight"), "{err}");
+    }
+
+    #[test]
+    fn a_request_takes_its_declared_bytes_at_most_the_largest_body() {
+        let limits = Limits::default();
+        assert_eq!(limits.budget_kib(Some(0)), 1);
+        assert_eq!(limits.budget_kib(Some(1025)), 2);
+        assert_eq!(limits.budget_kib(None), 3 * 1024);
+        assert_eq!(limits.budget_kib(Some(u64::MAX)), 3 * 1024);
+        assert_eq!(limits.total_budget_kib(), 4 * 1024);
     }
 
     #[test]

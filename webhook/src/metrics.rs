@@ -71,7 +71,7 @@ impl Default for Metrics {
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "refusals",
-            "Connections and requests refused or closed at a bound of the server, by reason: connections (--max-connections), requests (--max-requests-in-flight), timeout (--request-timeout), handshake (--handshake-timeout), idle (--idle-timeout)",
+            "Connections and requests refused or closed at a bound of the server, by reason: connections (--max-connections), requests (--max-requests-in-flight), bytes (--max-body-bytes-in-flight), timeout (--request-timeout), handshake (--handshake-timeout), idle (--idle-timeout)",
             refusals.clone(),
         );
         let open_connections = Gauge::default();

@@ -45,12 +45,18 @@ pub struct AppState {
 
 /// The admission routes: `/validate` and `/mutate` (any path below them too, so webhook
 /// configurations may name the kind: `/validate/backupconfigurations`), within the request
-/// bounds of `limits`: at most `max_requests_in_flight` over all routes and connections (one
-/// more gets 503 at once), each answered within `request_timeout` (body read included).
+/// bounds of `limits`: at most `max_requests_in_flight` over all routes and connections, and at
+/// most `max_body_bytes_in_flight` declared by them (one more gets 503 at once), each answered
+/// within `request_timeout` (body read included).
 pub fn admission_router(state: Arc<AppState>, limits: &Limits) -> Router {
     let metrics = state.metrics.clone();
     // One semaphore for every route: `Router::layer` wraps each route on its own.
     let in_flight = Arc::new(Semaphore::new(limits.max_requests_in_flight as usize));
+    let budget = Budget {
+        kib: Arc::new(Semaphore::new(limits.total_budget_kib() as usize)),
+        limits: Arc::new(limits.clone()),
+        metrics: metrics.clone(),
+    };
     let bounds = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(move |e: BoxError| {
             let metrics = metrics.clone();
@@ -65,8 +71,44 @@ pub fn admission_router(state: Arc<AppState>, limits: &Limits) -> Router {
         .route("/mutate", post(mutate))
         .route("/mutate/{*kind}", post(mutate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(budget, reserve_body))
         .layer(bounds)
         .with_state(state)
+}
+
+/// What is left of `--max-body-bytes-in-flight`, in KiB.
+#[derive(Clone)]
+struct Budget {
+    kib: Arc<Semaphore>,
+    limits: Arc<Limits>,
+    metrics: Metrics,
+}
+
+/// Takes the request's declared body size from the budget until it is answered, or answers 503
+/// at once when it does not fit: decoding costs memory in proportion to the body, and the
+/// request cap alone would let 16 of the largest bodies in at once.
+async fn reserve_body(
+    State(budget): State<Budget>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let kib = budget.limits.budget_kib(declared);
+    let Ok(reserved) = Arc::clone(&budget.kib).try_acquire_many_owned(kib) else {
+        budget.metrics.refused(Refusal::Bytes);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            "too many request body bytes in flight (--max-body-bytes-in-flight); retry",
+        )
+            .into_response();
+    };
+    let answer = next.run(req).await;
+    drop(reserved);
+    answer
 }
 
 /// The answer to a request stopped by a bound: 503 (the API server applies the failurePolicy).
