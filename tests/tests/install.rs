@@ -284,7 +284,10 @@ fn webhook_ingress_from_the_api_server_component_and_value_agree() {
     )
     .expect("kustomization");
     let kustomized = kustomize(&dir.path().display().to_string());
-    let helm = render_chart(&["--set", "networkPolicy.webhook.apiServerCIDRs={192.0.2.0/24}"]);
+    let helm = render_chart(&[
+        "--set",
+        "networkPolicy.webhook.apiServerCIDRs={192.0.2.0/24}",
+    ]);
     assert_same_objects(
         "helm --set networkPolicy.webhook.apiServerCIDRs vs the component",
         &helm,
@@ -292,12 +295,19 @@ fn webhook_ingress_from_the_api_server_component_and_value_agree() {
     );
     let policy = &helm[&key("NetworkPolicy", "cairn-system", "cairn-webhook")]["spec"]["ingress"];
     assert_eq!(policy[0]["ports"][0]["port"], 8443);
-    assert_eq!(policy[0]["from"], json!([{"ipBlock": {"cidr": "192.0.2.0/24"}}]));
+    assert_eq!(
+        policy[0]["from"],
+        json!([{"ipBlock": {"cidr": "192.0.2.0/24"}}])
+    );
     // Everything else as without it.
     let mut plain = kustomize("manifests");
     let k = key("NetworkPolicy", "cairn-system", "cairn-webhook");
     plain.insert(k.clone(), kustomized[&k].clone());
-    assert_same_objects("the component changes the webhook's policy only", &kustomized, &plain);
+    assert_same_objects(
+        "the component changes the webhook's policy only",
+        &kustomized,
+        &plain,
+    );
 }
 
 /// (b) certMode=certManager: manifests/certs' objects instead of the bootstrap Job and its RBAC,
@@ -515,7 +525,10 @@ fn invalid_values_are_refused() {
             "failurePolicy",
         ),
         (
-            vec!["--set", "networkPolicy.webhook.apiServerCIDRs={not-a-range}"],
+            vec![
+                "--set",
+                "networkPolicy.webhook.apiServerCIDRs={not-a-range}",
+            ],
             "apiServerCIDRs",
         ),
         // The chart creates the namespace, so the release record cannot be stored in it.

@@ -92,8 +92,13 @@ impl Limits {
                 self.max_body_bytes_in_flight, self.max_body_bytes
             ));
         }
-        if self.request_timeout.is_zero() || self.idle_timeout.is_zero() || self.handshake_timeout.is_zero() {
-            return Err("--request-timeout, --idle-timeout and --handshake-timeout must be above 0".into());
+        if self.request_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+            || self.handshake_timeout.is_zero()
+        {
+            return Err(
+                "--request-timeout, --idle-timeout and --handshake-timeout must be above 0".into(),
+            );
         }
         Ok(())
     }
@@ -102,9 +107,13 @@ impl Limits {
     /// a request without a body still decodes something).
     pub fn budget_kib(&self, declared: Option<u64>) -> u32 {
         let bytes = declared.map_or(self.max_body_bytes, |d| {
-            usize::try_from(d).unwrap_or(usize::MAX).min(self.max_body_bytes)
+            usize::try_from(d)
+                .unwrap_or(usize::MAX)
+                .min(self.max_body_bytes)
         });
-        u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1)
+        u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1)
     }
 
     /// The whole budget of --max-body-bytes-in-flight, in KiB.
@@ -198,7 +207,8 @@ impl Activity {
                 self.last() + timeout
             };
             tokio::time::sleep_until(deadline).await;
-            if self.in_flight.load(Ordering::Acquire) == 0 && self.last() + timeout <= Instant::now()
+            if self.in_flight.load(Ordering::Acquire) == 0
+                && self.last() + timeout <= Instant::now()
             {
                 return;
             }
@@ -262,11 +272,7 @@ mod tests {
         let idle = activity.idle_for(timeout);
         tokio::pin!(idle);
         // Busy for three timeouts: not idle.
-        assert!(
-            tokio::time::timeout(3 * timeout, &mut idle)
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(3 * timeout, &mut idle).await.is_err());
         drop(request);
         let ended = Instant::now();
         // Idle one timeout after the request ended (slack for a busy machine).

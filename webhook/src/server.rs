@@ -408,42 +408,39 @@ impl Shared {
         };
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let idle = activity.idle_for(self.limits.idle_timeout);
-        tokio::pin!(idle);
         let mut stopping = self.stopping.clone();
-        let stopped = async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        };
-        tokio::pin!(stopped);
-        // Once closing, the requests in flight have their timeout, and a little for the answer.
-        let linger = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(linger);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = &mut idle, if !closing => {
-                    tracing::debug!(%peer, "closing an idle connection");
-                    self.metrics.refused(Refusal::Idle);
-                    closing = true;
-                }
-                () = &mut stopped, if !closing => closing = true,
-                () = &mut linger, if closing => {
-                    tracing::debug!(%peer, "a closing connection did not end in time; dropped");
-                    return;
-                }
+        // Serve until the connection ends, idles, or the server stops.
+        tokio::select! {
+            result = conn.as_mut() => return log_end(peer, result),
+            () = activity.idle_for(self.limits.idle_timeout) => {
+                tracing::debug!(%peer, "closing an idle connection");
+                self.metrics.refused(Refusal::Idle);
             }
-            if closing {
-                conn.as_mut().graceful_shutdown();
-                let bound = self.limits.request_timeout + self.limits.handshake_timeout;
-                linger.as_mut().reset(tokio::time::Instant::now() + bound);
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+        // Then close it: HTTP/2 sends GOAWAY, HTTP/1 stops keep-alive. It ends once nothing was
+        // in flight for a moment (a client need not answer the closing handshake, e.g. the
+        // HTTP/2 ping a graceful close waits for), at the latest when a request that just came
+        // in has had its timeout.
+        conn.as_mut().graceful_shutdown();
+        let latest = self.limits.request_timeout + self.limits.handshake_timeout;
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => log_end(peer, result),
+            () = activity.idle_for(CLOSE_GRACE) => {}
+            () = tokio::time::sleep(latest) => {
+                tracing::debug!(%peer, "a closing connection did not end in time; dropped");
             }
         }
+    }
+}
+
+/// How long a closing connection with nothing in flight may take to say goodbye.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+fn log_end<E: std::fmt::Display>(peer: SocketAddr, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -461,9 +458,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>,
-    >;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn call(&self, req: R) -> Self::Future {
         let in_flight = self.activity.begin();

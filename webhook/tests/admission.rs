@@ -303,7 +303,8 @@ fn an_object_that_does_not_parse_is_denied_not_panicked() {
         v["response"]["status"]["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("does not match its schema")
+            .contains("does not match its schema at spec.retentionPolicy: invalid type"),
+        "the denial names the field: {v}"
     );
     // The mutating endpoint leaves it to the API server's schema validation.
     let (_, outcome) = run(

@@ -22,7 +22,6 @@ use cairn_webhook::admission::{Endpoint, Outcome, review};
 use cairn_webhook::server::decode;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseResult, TestRunner};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -159,7 +158,11 @@ fn pointers(value: &Value, at: &str, out: &mut Vec<String>) {
             .iter()
             .map(|(k, v)| (k.replace('~', "~0").replace('/', "~1"), v))
             .collect(),
-        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i.to_string(), v))
+            .collect(),
         _ => return,
     };
     for (key, child) in children {
@@ -213,7 +216,11 @@ impl Mutation {
             Mutation::Nest(_, depth, arrays) => {
                 let mut v = node.take();
                 for _ in 0..*depth {
-                    v = if *arrays { json!([v]) } else { json!({ "spec": v }) };
+                    v = if *arrays {
+                        json!([v])
+                    } else {
+                        json!({ "spec": v })
+                    };
                 }
                 v
             }
@@ -303,6 +310,10 @@ fn check_review(case: &Case) -> TestCaseResult {
                 .as_str()
                 .unwrap_or_default();
             prop_assert!(!message.is_empty(), "a denial without a reason: {answer}");
+            // A schema error names where in the object it is.
+            if let Some((_, at)) = message.split_once("does not match its schema at ") {
+                prop_assert!(!at.starts_with(':'), "no field in {message}");
+            }
         }
     }
     Ok(())
