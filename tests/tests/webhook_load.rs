@@ -354,6 +354,7 @@ fn idle_connections_are_closed(webhook: &Webhook, ca_pem: &str) {
     let mut keep_alive = connect(webhook.port(), &client_config(ca_pem, b"http/1.1")).expect("h1");
     let (status, _, _) = post(&mut keep_alive, &review("")).expect("one request");
     assert_eq!(status, 200);
+    let h1_idle = Instant::now();
     let mut preface = connect(webhook.port(), &client_config(ca_pem, b"h2")).expect("h2");
     assert_eq!(preface.conn.alpn_protocol(), Some(&b"h2"[..]));
     // The connection preface and an empty SETTINGS frame; then nothing.
@@ -361,12 +362,12 @@ fn idle_connections_are_closed(webhook: &Webhook, ca_pem: &str) {
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .and_then(|()| preface.flush())
         .expect("preface");
-    let start = Instant::now();
+    let h2_idle = Instant::now();
     let limit = IDLE + Duration::from_secs(5);
     closed_within(&mut keep_alive, limit).expect("the idle HTTP/1.1 connection closed");
-    let h1 = start.elapsed();
+    let h1 = h1_idle.elapsed();
     closed_within(&mut preface, limit).expect("the preface-only HTTP/2 connection closed");
-    let h2 = start.elapsed();
+    let h2 = h2_idle.elapsed();
     println!("idle connections closed after {h1:?} (HTTP/1.1), {h2:?} (HTTP/2)");
     // Closed for idling, not at once.
     assert!(
