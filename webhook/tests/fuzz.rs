@@ -10,8 +10,9 @@
 //! targets below; before a release run it longer, e.g. `CAIRN_FUZZ_SECS=3600 cargo test --release
 //! -p cairn-webhook --test fuzz -- --nocapture` (README, Testing).
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cairn_api::manifest::{Object, parse_documents, typed};
@@ -19,6 +20,7 @@ use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::{LookupTable, Policy, Validate, Verdict};
 use cairn_api::{BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task};
 use cairn_webhook::admission::{Endpoint, Outcome, review};
+use cairn_webhook::bounds::MAX_BODY_BYTES;
 use cairn_webhook::server::decode;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -103,6 +105,10 @@ enum Mutation {
     Nest(Index, usize, bool),
     /// An array of `len` copies of the node.
     Widen(Index, usize),
+    /// A value of the node's own type (so the object often keeps its kind's schema and reaches
+    /// the rules): this string or this number, the other boolean, an array emptied or its first
+    /// item twice.
+    Similar(Index, String, i64, bool),
 }
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -148,6 +154,21 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             .prop_map(|(i, d, arrays)| Mutation::Nest(i, d, arrays)),
         1 => (any::<Index>(), prop_oneof![2usize..20, 1_000usize..20_000])
             .prop_map(|(i, n)| Mutation::Widen(i, n)),
+        8 => (
+            any::<Index>(),
+            prop_oneof![
+                "\\PC{0,40}",
+                "[a-z0-9-]{0,70}",
+                Just(String::new()),
+                Just("${REPOSITORY_SECRET_NAME}".to_string()),
+                Just("--url=http://x".to_string()),
+                Just("1.5Gi".to_string()),
+                Just("*/0 * * * *".to_string()),
+            ],
+            prop_oneof![any::<i64>(), -2i64..3, Just(i64::MAX)],
+            any::<bool>(),
+        )
+            .prop_map(|(i, s, n, empty)| Mutation::Similar(i, s, n, empty)),
     ]
 }
 
@@ -179,7 +200,8 @@ impl Mutation {
             | Mutation::Replace(i, _)
             | Mutation::HugeString(i, _, _)
             | Mutation::Nest(i, _, _)
-            | Mutation::Widen(i, _) => i,
+            | Mutation::Widen(i, _)
+            | Mutation::Similar(i, _, _, _) => i,
         }
     }
 
@@ -224,12 +246,49 @@ impl Mutation {
                 }
                 v
             }
-            Mutation::Widen(_, n) => Value::Array(vec![node.take(); *n]),
+            Mutation::Similar(_, text, number, empty) => match node.take() {
+                Value::String(_) => Value::from(text.clone()),
+                Value::Number(_) => Value::from(*number),
+                Value::Bool(b) => Value::Bool(!b),
+                Value::Array(_) if *empty => Value::Array(Vec::new()),
+                Value::Array(mut items) => {
+                    if let Some(first) = items.first().cloned() {
+                        items.push(first);
+                    }
+                    Value::Array(items)
+                }
+                other => other,
+            },
+            Mutation::Widen(_, n) => {
+                // At most about the largest body the server accepts, whatever the node holds.
+                let size = serde_json::to_vec(node).map_or(1, |b| b.len().max(1));
+                Value::Array(vec![node.take(); (*n).min(MAX_BODY_BYTES / size).max(1)])
+            }
         };
     }
 }
 
-/// One fuzz case: a seed object, mutated, in a review (mutated too, sometimes).
+/// A change to the encoded body: not JSON any more, most often.
+#[derive(Clone, Debug)]
+enum Corruption {
+    Truncate(Index),
+    Byte(Index, u8),
+}
+
+impl Corruption {
+    fn apply(&self, body: &mut Vec<u8>) {
+        match self {
+            Corruption::Truncate(at) => body.truncate(at.index(body.len())),
+            Corruption::Byte(at, b) => {
+                let i = at.index(body.len());
+                body[i] = *b;
+            }
+        }
+    }
+}
+
+/// One fuzz case: a seed object, mutated, in a review (mutated too, sometimes), encoded (and
+/// corrupted, sometimes).
 #[derive(Clone, Debug)]
 struct Case {
     seed: Index,
@@ -237,6 +296,7 @@ struct Case {
     update: bool,
     object: Vec<Mutation>,
     envelope: Vec<Mutation>,
+    bytes: Option<Corruption>,
 }
 
 impl Case {
@@ -279,30 +339,47 @@ fn case() -> impl Strategy<Value = Case> {
     (
         any::<Index>(),
         any::<bool>(),
-        prop::collection::vec(mutation(), 1..6),
+        prop::collection::vec(mutation(), 1..4),
         prop_oneof![4 => Just(vec![]), 1 => prop::collection::vec(mutation(), 1..3)],
+        prop_oneof![
+            8 => Just(None),
+            1 => any::<Index>().prop_map(|i| Some(Corruption::Truncate(i))),
+            1 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Some(Corruption::Byte(i, b))),
+        ],
     )
-        .prop_map(|(seed, update, object, envelope)| Case {
+        .prop_map(|(seed, update, object, envelope, bytes)| Case {
             seed,
             update,
             object,
             envelope,
+            bytes,
         })
 }
 
 /// The decoder and both endpoints: an answer for the uid, and a denial says why.
 fn check_review(case: &Case) -> TestCaseResult {
     let (_, review_json, _, _) = case.review();
-    let body = serde_json::to_vec(&review_json).expect("serializable");
+    let mut body = serde_json::to_vec(&review_json).expect("serializable");
+    if let Some(c) = &case.bytes {
+        c.apply(&mut body);
+    }
     let req = match decode(&body) {
         Ok(req) => req,
         Err(reason) => {
             prop_assert!(!reason.is_empty());
+            STATS.count("review: not decoded");
             return Ok(());
         }
     };
     for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
         let (resp, outcome) = review(endpoint, &req, lookups(), &InstallSettings::default());
+        STATS.count(match (endpoint, &outcome) {
+            (Endpoint::Validate, Outcome::Denied) => "validate: denied",
+            (Endpoint::Validate, _) => "validate: allowed",
+            (Endpoint::Mutate, Outcome::Patched) => "mutate: patched",
+            (Endpoint::Mutate, Outcome::Denied) => "mutate: denied",
+            (Endpoint::Mutate, _) => "mutate: allowed",
+        });
         let answer = serde_json::to_value(resp.into_review()).expect("an answer");
         prop_assert_eq!(&answer["response"]["uid"], &json!(req.uid));
         if outcome == Outcome::Denied {
@@ -336,6 +413,11 @@ fn check_validators(case: &Case) -> TestCaseResult {
         "Task" => run::<Task>(&object, &old),
         _ => run::<Function>(&object, &old),
     };
+    STATS.count(match &verdict {
+        None => "validators: not of the kind's schema",
+        Some(v) if v.allowed() => "validators: admitted",
+        Some(_) => "validators: errors",
+    });
     for error in verdict.iter().flat_map(|v| &v.errors) {
         prop_assert!(
             !error.path.is_empty() && !error.message.is_empty(),
@@ -361,8 +443,36 @@ fn fuzz(name: &str, budget: Duration, check: fn(&Case) -> TestCaseResult) {
         }
         cases += 1;
     }
-    println!("{name}: {cases} cases in {:?}", start.elapsed());
+    println!(
+        "{name}: {cases} cases in {:?}; {}",
+        start.elapsed(),
+        STATS.summary()
+    );
     assert!(cases > 0);
+}
+
+/// How the cases ended, to see that the fuzzing reaches past the decoder and the schemas.
+struct Stats(Mutex<BTreeMap<&'static str, u64>>);
+
+static STATS: Stats = Stats(Mutex::new(BTreeMap::new()));
+
+impl Stats {
+    fn count(&self, what: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(what)
+            .or_default() += 1;
+    }
+
+    fn summary(&self) -> String {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// `CAIRN_FUZZ_SECS` (default 60) split over the two targets.
