@@ -98,13 +98,11 @@ async fn reserve_body(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let kib = budget.limits.budget_kib(declared);
     let Ok(reserved) = Arc::clone(&budget.kib).try_acquire_many_owned(kib) else {
-        budget.metrics.refused(Refusal::Bytes);
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "1")],
+        return unavailable(
+            &budget.metrics,
+            Refusal::Bytes,
             "too many request body bytes in flight (--max-body-bytes-in-flight); retry",
-        )
-            .into_response();
+        );
     };
     let answer = next.run(req).await;
     drop(reserved);
@@ -127,6 +125,12 @@ fn refusal(metrics: &Metrics, error: &BoxError) -> Response {
         tracing::warn!(%error, "admission service error");
         return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
     };
+    unavailable(metrics, reason, message)
+}
+
+/// 503 for a request refused at a bound, counted by `reason`: the API server then applies the
+/// webhook's failurePolicy.
+fn unavailable(metrics: &Metrics, reason: Refusal, message: &'static str) -> Response {
     metrics.refused(reason);
     (
         StatusCode::SERVICE_UNAVAILABLE,
