@@ -422,16 +422,20 @@ impl Shared {
             }
             _ = stopping.wait_for(|s| *s) => {}
         }
-        // Then close it: HTTP/2 sends GOAWAY, HTTP/1 stops keep-alive. It ends once nothing was
-        // in flight for a moment (a client need not answer the closing handshake, e.g. the
-        // HTTP/2 ping a graceful close waits for), at the latest when a request that just came
-        // in has had its timeout.
+        // Then close it: HTTP/2 sends GOAWAY, HTTP/1 stops keep-alive. A client that answers
+        // the closing handshake ends it cleanly; one that does not (e.g. the HTTP/2 ping a
+        // graceful close waits for) is dropped once nothing was in flight for a moment, at the
+        // latest when a request that just came in has had its timeout.
         conn.as_mut().graceful_shutdown();
         let latest = self.limits.request_timeout + self.limits.handshake_timeout;
+        let settled = async {
+            tokio::time::sleep(CLOSE_GRACE).await;
+            activity.idle_for(CLOSE_GRACE).await;
+        };
         tokio::select! {
             biased;
             result = conn.as_mut() => log_end(peer, result),
-            () = activity.idle_for(CLOSE_GRACE) => {}
+            () = settled => {}
             () = tokio::time::sleep(latest) => {
                 tracing::debug!(%peer, "a closing connection did not end in time; dropped");
             }
