@@ -12,6 +12,7 @@ use anyhow::Context;
 use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::Policy;
+use cairn_webhook::bounds::Limits;
 use cairn_webhook::cache::Caches;
 use cairn_webhook::metrics::Metrics;
 use cairn_webhook::read_through::ApiFetch;
@@ -57,9 +58,9 @@ struct Args {
     /// Pull policy of the Jobs' containers (default: the cluster's).
     #[arg(long, env = "CAIRN_IMAGE_PULL_POLICY")]
     image_pull_policy: Option<String>,
-    /// Longest time to answer one request, in seconds.
-    #[arg(long, default_value_t = 10)]
-    request_timeout_seconds: u64,
+    /// The server's bounds: connections, requests in flight, sizes and timeouts.
+    #[command(flatten)]
+    limits: Limits,
     /// On SIGTERM, how long requests in flight may still take, in seconds.
     #[arg(long, default_value_t = 20)]
     drain_seconds: u64,
@@ -117,6 +118,7 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_format);
+    args.limits.check().map_err(anyhow::Error::msg)?;
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
@@ -164,10 +166,13 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
+    let metrics = state.metrics.clone();
     serve_tls(
         listener,
         acceptor,
-        admission_router(state, Duration::from_secs(args.request_timeout_seconds)),
+        admission_router(state, &args.limits),
+        args.limits.clone(),
+        metrics,
         stopped(stop_rx),
         Duration::from_secs(args.drain_seconds),
     )
