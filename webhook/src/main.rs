@@ -12,6 +12,7 @@ use anyhow::Context;
 use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::Policy;
+use cairn_process::{init_logging, kube_client, shutdown_signal};
 use cairn_webhook::bounds::Limits;
 use cairn_webhook::cache::Caches;
 use cairn_webhook::metrics::Metrics;
@@ -70,48 +71,6 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "CAIRN_LOG_FORMAT", default_value = "text")]
     log_format: String,
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-}
-
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .context("kubeconfig")?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding the Kubernetes API configuration")?,
-    };
-    kube::Client::try_from(config).context("connecting to the Kubernetes API")
 }
 
 #[tokio::main]
