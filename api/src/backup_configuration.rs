@@ -140,7 +140,9 @@ pub struct BackupConfigurationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// RepositoryFound, BackendSecretFound, TargetFound, TaskFound, ValidationPassed, Scheduled.
+    /// A map list keyed by `type`, so each condition can have its own field manager.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// `Ready`, `NotReady` or `Invalid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

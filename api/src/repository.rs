@@ -473,7 +473,9 @@ pub struct RepositoryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Observations of the repository's state.
+    /// A map list keyed by `type`, so each condition can have its own field manager.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Time of the first successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,15 +44,20 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 impl Webhook {
     /// Starts the webhook against `cp` and waits until its caches have synced (`/readyz`).
     pub fn start(cp: &ControlPlane) -> Result<Self> {
-        Self::start_with_image(cp, crate::controller::TEST_AGENT_IMAGE)
+        Self::start_with(cp, &[])
+    }
+
+    /// As [`Self::start`], with `extra` flags after the harness' own (e.g. `--idle-timeout=2s`).
+    pub fn start_with(cp: &ControlPlane, extra: &[&str]) -> Result<Self> {
+        with_fresh_ports(|| Self::start_once(cp, crate::controller::TEST_AGENT_IMAGE, extra))
     }
 
     /// [`Webhook::start`] offering `agent_image` as `${AGENT_IMAGE}`.
     pub fn start_with_image(cp: &ControlPlane, agent_image: &str) -> Result<Self> {
-        with_fresh_ports(|| Self::start_once(cp, agent_image))
+        with_fresh_ports(|| Self::start_once(cp, agent_image, &[]))
     }
 
-    fn start_once(cp: &ControlPlane, agent_image: &str) -> Result<Self> {
+    fn start_once(cp: &ControlPlane, agent_image: &str, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-webhook-")
             .tempdir()
@@ -61,7 +66,7 @@ impl Webhook {
         write_serving_cert(&ca, dir.path())?;
         let port = free_port()?;
         let admin_port = free_port()?;
-        let args = vec![
+        let mut args = vec![
             format!("--listen=127.0.0.1:{port}"),
             format!("--admin-listen=127.0.0.1:{admin_port}"),
             format!("--tls-cert-file={}", dir.path().join("tls.crt").display()),
@@ -70,6 +75,7 @@ impl Webhook {
             "--cert-reload-seconds=1".to_string(),
             format!("--agent-image={agent_image}"),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let process = OwnedProcess::spawn(
             "cairn-webhook",
             &workspace_binary("cairn-webhook")?,
@@ -140,6 +146,11 @@ impl Webhook {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The webhook's process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The CA that signs the serving certificate (the webhook configurations' `caBundle`).
