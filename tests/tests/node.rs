@@ -114,6 +114,21 @@ fn interim_volume() -> Value {
                  "resources": {"requests": {"storage": "1Gi"}}}}})
 }
 
+/// Waits until configuration `name` is Ready (a session of a configuration not evaluated yet is
+/// skipped).
+async fn ready(cp: &ControlPlane, ns: &str, name: &str) {
+    let api: Api<cairn_api::BackupConfiguration> = Api::namespaced(cp.client(), ns);
+    wait_for(
+        Duration::from_secs(60),
+        &format!("configuration {name} to be Ready"),
+        || async {
+            let c = api.get_opt(name).await.ok()??;
+            (format!("{:?}", c.status?.phase?) == "Ready").then_some(())
+        },
+    )
+    .await;
+}
+
 /// Waits until session `name` is final.
 async fn finished(cp: &ControlPlane, ns: &str, name: &str, timeout: Duration) -> BackupSession {
     let sessions: Api<BackupSession> = Api::namespaced(cp.client(), ns);
@@ -292,8 +307,9 @@ async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
     search_gate.hold();
     let mut objects = fixture(&ns, &search_gate.http_url(), s3, &s3_forward.http_url());
     objects.push(configuration(&ns, "cfg", interim_volume()));
-    objects.push(session(&ns, "now", "cfg"));
     apply(cp, &objects);
+    ready(cp, &ns, "cfg").await;
+    apply(cp, &[session(&ns, "now", "cfg")]);
     let (pod, container_id) = running_container(cp, &ns, "now").await;
     let container_id = container_id
         .strip_prefix("containerd://")
@@ -443,6 +459,7 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
     // one with too little memory has not started to work yet.
     search_gate.hold();
     for name in ["pull", "oom", "unschedulable", "evicted", "deleted"] {
+        ready(cp, &ns, name).await;
         apply(cp, &[session(&ns, name, name)]);
     }
     let (evicted, _) = running_container(cp, &ns, "evicted").await;
