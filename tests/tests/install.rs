@@ -162,11 +162,20 @@ fn key(kind: &str, namespace: &str, name: &str) -> Key {
     (kind.to_string(), namespace.to_string(), name.to_string())
 }
 
+/// The pod template of a workload (a CronJob's inside its Job template).
+fn pod_template(object: &Value) -> &Value {
+    match object.pointer("/spec/jobTemplate/spec/template") {
+        Some(template) => template,
+        None => &object["spec"]["template"],
+    }
+}
+
 /// Every container (and init container) of a workload's pod template.
 fn containers(object: &Value) -> Vec<&Value> {
+    let spec = &pod_template(object)["spec"];
     ["containers", "initContainers"]
         .iter()
-        .filter_map(|field| object.pointer(&format!("/spec/template/spec/{field}")))
+        .filter_map(|field| spec.get(field))
         .filter_map(Value::as_array)
         .flatten()
         .collect()
@@ -302,7 +311,7 @@ fn cert_manager_mode_renders_cert_manager_objects() {
     }
     let got = render_chart(&["--set", "certMode=certManager"]);
     assert!(
-        !got.keys().any(|k| k.0 == "Job"),
+        !got.keys().any(|k| k.0 == "Job" || k.0 == "CronJob"),
         "certManager mode renders a Job"
     );
     assert_same_objects(
@@ -340,6 +349,8 @@ fn non_default_values() -> Vec<&'static str> {
         "webhook.resources.limits.memory=1Gi,controller.resources.requests.cpu=200m",
         "--set",
         "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=prom",
+        "--set",
+        "bootstrap.schedule=5 1 * * *",
         "--set-json",
         r#"networkPolicy.metrics.from=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
     ]
@@ -359,9 +370,10 @@ fn values_reach_the_objects() {
         webhook,
         controller,
         &got[&key("Job", ns, "cairn-certs-bootstrap")],
+        &got[&key("CronJob", ns, "cairn-certs-renewal")],
     ] {
         assert_eq!(
-            workload["spec"]["template"]["spec"]["imagePullSecrets"],
+            pod_template(workload)["spec"]["imagePullSecrets"],
             json!([{"name": "regcred"}])
         );
         for container in containers(workload) {
@@ -369,6 +381,10 @@ fn values_reach_the_objects() {
             assert_eq!(container["imagePullPolicy"], "IfNotPresent");
         }
     }
+    assert_eq!(
+        got[&key("CronJob", ns, "cairn-certs-renewal")]["spec"]["schedule"],
+        "5 1 * * *"
+    );
     for workload in [webhook, controller] {
         assert_eq!(
             env_value(containers(workload)[0], "CAIRN_AGENT_IMAGE"),
@@ -422,6 +438,7 @@ fn values_reach_the_objects() {
     let touched = [
         "Deployment",
         "Job",
+        "CronJob",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
         "NetworkPolicy",
