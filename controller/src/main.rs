@@ -275,8 +275,16 @@ fn configurations(
         let ns = s.namespace().unwrap_or_default();
         Some(ObjectRef::<BackupConfiguration>::new(&s.spec.invoker.name).within(&ns))
     };
+    // A session's pod tells whether the storage Secret exists (BackendSecretFound).
+    let sessions = w.sessions.store.clone();
+    let of_pod = move |p: &Pod| {
+        let ns = p.namespace().unwrap_or_default();
+        let session = sessions.get(&ObjectRef::new(p.labels().get(LABEL_SESSION)?).within(&ns))?;
+        of_session(&session)
+    };
     controller(configs.clone(), stop)
         .reconcile_on(w.configurations.route_self())
+        .reconcile_on(w.pods.route(of_pod))
         .reconcile_on(
             w.repositories
                 .route(move |r| by_repo(r.namespace(), r.name_any())),
