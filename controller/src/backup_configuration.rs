@@ -11,9 +11,10 @@ use cairn_api::dereference::{Dereferenced, References};
 use cairn_api::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, label_value, session_name_for_slot,
 };
+use cairn_api::schedule::Schedule;
 use cairn_api::validation::validate_backup_configuration;
 use cairn_api::{BackupConfiguration, BackupSession, Repository};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -292,12 +293,39 @@ fn schedule_status(
     };
     let reason = if paused { "Paused" } else { "Scheduled" };
     conds.set("Scheduled", !paused, reason, message);
+    export_interval(config, ctx, if paused { None } else { d.next });
     d.next.map_or(MAX_WAIT, |next| {
         (next - Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO)
             .min(MAX_WAIT)
     })
+}
+
+/// The seconds between the slot `next` and the one after it, as a metric (removed when there is
+/// none: paused, or a schedule without further slots).
+fn export_interval(config: &BackupConfiguration, ctx: &Context, next: Option<DateTime<Utc>>) {
+    let labels = ConfigLabels {
+        namespace: config.namespace().unwrap_or_default(),
+        configuration: config.name_any(),
+    };
+    let spec = &config.spec;
+    let interval = next.and_then(|next| {
+        let schedule = Schedule::parse(&spec.schedule, spec.time_zone.as_deref()).ok()?;
+        let after = schedule.next_slot(next)?;
+        Some((after - next).num_milliseconds() as f64 / 1000.0)
+    });
+    match interval {
+        Some(seconds) => {
+            ctx.metrics
+                .schedule_interval
+                .get_or_create(&labels)
+                .set(seconds);
+        }
+        None => {
+            ctx.metrics.schedule_interval.remove(&labels);
+        }
+    }
 }
 
 /// Writes the status fields in `body`. An unchanged status is not written (the server would

@@ -176,17 +176,17 @@ impl Watches {
     }
 
     /// Starts every watch; each route must be in place by then.
-    fn run(self) {
-        tokio::spawn(self.sessions.run(keep_all));
-        tokio::spawn(self.restores.run(keep_all));
-        tokio::spawn(self.configurations.run(keep_all));
-        tokio::spawn(self.repositories.run(keep_all));
-        tokio::spawn(self.apps.run(keep_all));
-        tokio::spawn(self.tasks.run(keep_all));
-        tokio::spawn(self.functions.run(keep_all));
-        tokio::spawn(self.namespaces.run(keep_all));
-        tokio::spawn(self.jobs.run(keep_all));
-        tokio::spawn(self.pods.run(pod_status_only));
+    fn run(self, metrics: &Arc<Metrics>) {
+        tokio::spawn(self.sessions.run(keep_all, metrics.clone()));
+        tokio::spawn(self.restores.run(keep_all, metrics.clone()));
+        tokio::spawn(self.configurations.run(keep_all, metrics.clone()));
+        tokio::spawn(self.repositories.run(keep_all, metrics.clone()));
+        tokio::spawn(self.apps.run(keep_all, metrics.clone()));
+        tokio::spawn(self.tasks.run(keep_all, metrics.clone()));
+        tokio::spawn(self.functions.run(keep_all, metrics.clone()));
+        tokio::spawn(self.namespaces.run(keep_all, metrics.clone()));
+        tokio::spawn(self.jobs.run(keep_all, metrics.clone()));
+        tokio::spawn(self.pods.run(pod_status_only, metrics.clone()));
     }
 }
 
@@ -199,9 +199,9 @@ async fn run_controllers(mut w: Watches, ctx: Arc<Context>, stop: watch::Receive
     let repositories = controller(w.repositories.store.clone(), &stop)
         .reconcile_on(w.repositories.route_self())
         .reconcile_on(w.jobs.route_owner())
-        .run(timed!(repository::reconcile), error_policy, ctx)
+        .run(timed!(repository::reconcile), error_policy, ctx.clone())
         .for_each(log_result);
-    w.run();
+    w.run(&ctx.metrics);
     tracing::info!("cairn-controller running");
     futures::join!(backups, restores, configurations, repositories);
 }
