@@ -931,7 +931,7 @@ mod tests {
         let second = plan(
             Some(&first.cas),
             Some(&first.serving),
-            &[first.ca_bundle.clone()],
+            std::slice::from_ref(&first.ca_bundle),
             &request(),
             now + DAY,
         )
@@ -1018,7 +1018,7 @@ mod tests {
         let publish = plan(
             Some(&first.cas),
             Some(&first.serving),
-            &[first.ca_bundle.clone()],
+            std::slice::from_ref(&first.ca_bundle),
             &request(),
             t1,
         )
@@ -1053,7 +1053,7 @@ mod tests {
         let switch = plan(
             Some(&publish.cas),
             Some(&publish.serving),
-            &[publish.ca_bundle.clone()],
+            std::slice::from_ref(&publish.ca_bundle),
             &request(),
             t2,
         )
@@ -1070,7 +1070,7 @@ mod tests {
         let early = plan(
             Some(&switch.cas),
             Some(&switch.serving),
-            &[switch.ca_bundle.clone()],
+            std::slice::from_ref(&switch.ca_bundle),
             &request(),
             t2 + overlap / 2,
         )
@@ -1083,7 +1083,7 @@ mod tests {
         let drop = plan(
             Some(&switch.cas),
             Some(&switch.serving),
-            &[switch.ca_bundle.clone()],
+            std::slice::from_ref(&switch.ca_bundle),
             &request(),
             t3,
         )

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the webhook: request counts and latency by kind, operation and verdict,
-//! and the cache misses read through to the API server.
+//! the cache misses read through to the API server, and the expiry of the certificates it serves
+//! (kept by [`crate::tls::ReloadingCert`]).
 
 use std::time::Duration;
 
@@ -77,6 +78,15 @@ impl Metrics {
         self.read_through
             .get_or_create(&ReadThroughLabels { kind, result })
             .inc();
+    }
+
+    /// Exports `cairn_webhook_certificate_expiry_timestamp_seconds{certificate}`.
+    pub fn register_certificate_expiry(&mut self, expiry: crate::tls::CertificateExpiry) {
+        self.registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate the webhook serves (serving) and of the CA in ca.crt beside it (ca), Unix seconds",
+            expiry,
+        );
     }
 
     /// The OpenMetrics text of every metric.
