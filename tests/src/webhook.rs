@@ -137,6 +137,12 @@ impl Webhook {
         self.port
     }
 
+    /// The directory the webhook serves `tls.crt` and `tls.key` from (and reads `ca.crt` beside
+    /// them for its expiry metric): where a Secret volume would be mounted.
+    pub fn cert_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The CA that signs the serving certificate (the webhook configurations' `caBundle`).
     pub fn ca(&self) -> &CertificateAuthority {
         &self.ca
