@@ -52,6 +52,8 @@ pub struct Metrics {
     /// Watch events each watch delivered, by kind: a Pod the watch's selector leaves out is
     /// never counted (the test of the Pod watch's label selector reads it).
     pub watch_events: Family<KindLabels, Counter>,
+    /// Objects in each watch's store, by kind.
+    pub watch_objects: Family<KindLabels, Gauge>,
     pub last_backup_bytes: Family<ConfigLabels, Gauge>,
     pub last_backup_documents: Family<ConfigLabels, Gauge>,
     /// Snapshots of the configuration's own identity in its repository after its last backup.
@@ -74,6 +76,7 @@ impl Default for Metrics {
             last_success: Family::default(),
             schedule_interval: Family::default(),
             watch_events: Family::default(),
+            watch_objects: Family::default(),
             last_backup_bytes: Family::default(),
             last_backup_documents: Family::default(),
             snapshots: Family::default(),
@@ -110,6 +113,11 @@ impl Default for Metrics {
             "watch_events",
             "Watch events received by kind (only cairn's Jobs and their Pods are watched)",
             m.watch_events.clone(),
+        );
+        registry.register(
+            "watch_objects",
+            "Objects in each watch's store by kind",
+            m.watch_objects.clone(),
         );
         registry.register(
             "backup_last_bytes",

@@ -104,10 +104,10 @@ where
         metrics: Arc<Metrics>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let kind = K::kind(&()).to_string();
-        let events = metrics
-            .watch_events
-            .get_or_create(&KindLabels { kind: kind.clone() })
-            .clone();
+        let labels = KindLabels { kind: kind.clone() };
+        let events = metrics.watch_events.get_or_create(&labels).clone();
+        let objects = metrics.watch_objects.get_or_create(&labels).clone();
+        let store = self.store.clone();
         let routes = self.routes;
         let mut writer = self.writer;
         watcher(self.api, self.config)
@@ -121,6 +121,7 @@ where
                                 events.inc();
                             }
                             writer.apply_watcher_event(&event);
+                            objects.set(i64::try_from(store.len()).unwrap_or(i64::MAX));
                             if let Event::Apply(obj) | Event::InitApply(obj) | Event::Delete(obj) =
                                 &event
                             {

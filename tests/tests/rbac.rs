@@ -100,7 +100,11 @@ fn grants_of(line: &Line) -> Vec<Grant> {
 fn install_objects(cp: &ControlPlane) -> Vec<Value> {
     let dir = repo_root().join("manifests");
     let out = cp.kubectl(["kustomize", &dir.display().to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).expect("UTF-8");
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).expect("YAML"))
@@ -139,7 +143,11 @@ fn manifest_grants(objects: &[Value]) -> BTreeSet<Grant> {
     {
         let binding_ns = binding["metadata"]["namespace"].as_str();
         let role_kind = binding["roleRef"]["kind"].as_str().expect("roleRef.kind");
-        let role_ns = if role_kind == "Role" { binding_ns } else { None };
+        let role_ns = if role_kind == "Role" {
+            binding_ns
+        } else {
+            None
+        };
         let role_name = binding["roleRef"]["name"].as_str().expect("roleRef.name");
         let role = role(role_kind, role_name, role_ns)
             .unwrap_or_else(|| panic!("{role_kind} {role_name} is not in the install"));
@@ -149,7 +157,11 @@ fn manifest_grants(objects: &[Value]) -> BTreeSet<Grant> {
             let account = subject["name"].as_str().expect("name");
             for rule in role["rules"].as_array().expect("rules") {
                 let names = strings(&rule["resourceNames"]);
-                let names = if names.is_empty() { vec![String::new()] } else { names };
+                let names = if names.is_empty() {
+                    vec![String::new()]
+                } else {
+                    names
+                };
                 for group in strings(&rule["apiGroups"]) {
                     for resource in strings(&rule["resources"]) {
                         let base = resource.split('/').next().unwrap_or_default();
@@ -162,7 +174,7 @@ fn manifest_grants(objects: &[Value]) -> BTreeSet<Grant> {
                             for name in &names {
                                 grants.insert((
                                     account.to_string(),
-                                    verb,
+                                    verb.clone(),
                                     group.clone(),
                                     resource.clone(),
                                     name.clone(),
@@ -197,7 +209,10 @@ fn ask(cp: &ControlPlane, grant: &Grant, allowed: bool) -> Result<(), String> {
     let scopes: Vec<Vec<String>> = match place.as_str() {
         "cluster" => vec![vec![]],
         "all" if allowed => vec![vec!["--all-namespaces".into()]],
-        "all" => vec![vec!["--all-namespaces".into()], vec!["-n".into(), "default".into()]],
+        "all" => vec![
+            vec!["--all-namespaces".into()],
+            vec!["-n".into(), "default".into()],
+        ],
         ns => vec![vec!["-n".into(), ns.to_string()]],
     };
     for scope in scopes {
@@ -248,18 +263,31 @@ async fn readme_rbac_table_is_the_install_rbac_and_the_api_server_agrees() {
 
     // 2. The API server agrees with every line, yes and no.
     cp.apply_crds(crds_dir()).await.expect("CRDs");
-    cp.apply_crds(appbinding_crd_dir()).await.expect("AppBinding CRD");
+    cp.apply_crds(appbinding_crd_dir())
+        .await
+        .expect("AppBinding CRD");
     let rbac: Vec<String> = objects
         .iter()
         .filter(|o| {
             let kind = o["kind"].as_str().unwrap_or_default();
-            ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
-                .contains(&kind)
+            [
+                "Namespace",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "ClusterRole",
+                "ClusterRoleBinding",
+            ]
+            .contains(&kind)
         })
         .map(|o| serde_yaml::to_string(o).expect("YAML"))
         .collect();
     let out = cp.kubectl_stdin(["apply", "-f", "-"], &rbac.join("---\n"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut wrong = Vec::new();
     let mut asked = 0;
     for line in &table {
@@ -270,12 +298,20 @@ async fn readme_rbac_table_is_the_install_rbac_and_the_api_server_agrees() {
             }
         }
     }
-    assert!(wrong.is_empty(), "{} of {asked} answers differ from the README:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {asked} answers differ from the README:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     let accounts: BTreeSet<&str> = table.iter().map(|l| l.account.as_str()).collect();
     assert_eq!(
         accounts,
         BTreeSet::from(["cairn-certs", "cairn-controller", "cairn-webhook"]),
         "every service account of the install has its lines"
     );
-    eprintln!("rbac: {asked} kubectl auth can-i answers match the README's {} lines", table.len());
+    eprintln!(
+        "rbac: {asked} kubectl auth can-i answers match the README's {} lines",
+        table.len()
+    );
 }
