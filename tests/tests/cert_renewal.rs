@@ -335,7 +335,7 @@ async fn the_shipped_cronjob_renews_and_rotates_while_admissions_run() {
     }
 
     // Not one admission failed while certificates and CAs changed under the API server.
-    let failures = failures.lock().expect("lock");
+    let failures = failures.lock().expect("lock").clone();
     assert!(
         failures.is_empty(),
         "{} of {} rounds failed:\n{}\nwebhook log:\n{}",
