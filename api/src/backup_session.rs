@@ -95,14 +95,17 @@ pub struct BackupSessionStatus {
     /// When the session times out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_deadline: Option<Time>,
-    /// True when a retry session was created for this one.
+    /// The controller's retry decision for a failed session: true once its retry session exists,
+    /// false once it decided none is due (no retries left).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried: Option<bool>,
     /// When the retry session will be created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry: Option<Time>,
     /// Observations of the session's progress.
+    /// A map list keyed by `type`, so each condition can have its own field manager.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Per-target results, in Stash's shape.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

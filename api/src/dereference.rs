@@ -1,6 +1,7 @@
 //! Dereference once: the objects a BackupConfiguration or RestoreSession names (its
 //! Repository, AppBinding, Task and the Task's Functions), looked up in one pure step from
-//! [`Lookups`]. Job resolution reads the [`Dereferenced`] value; so can validation warnings.
+//! [`Lookups`]. Job resolution, admission's reference checks and the controller's conditions all
+//! read the [`Dereferenced`] value.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +31,18 @@ impl<'a> From<&'a crate::BackupConfiguration> for References<'a> {
             repository: &c.spec.repository,
             target: &c.spec.target.r#ref.name,
             task: c.spec.task.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a crate::RestoreSession> for References<'a> {
+    fn from(r: &'a crate::RestoreSession) -> Self {
+        Self {
+            direction: Direction::Restore,
+            namespace: r.metadata.namespace.as_deref().unwrap_or_default(),
+            repository: &r.spec.repository,
+            target: &r.spec.target.r#ref.name,
+            task: r.spec.task.as_ref(),
         }
     }
 }

@@ -163,6 +163,24 @@ impl Backend {
         }
     }
 
+    /// The URL the user wrote for an S3 endpoint or a REST server: (field under `backend`, value).
+    pub fn endpoint_as_written(&self) -> Option<(&'static str, &str)> {
+        match (&self.s3, &self.rest) {
+            (Some(s3), _) => s3.endpoint.as_deref().map(|e| ("s3.endpoint", e)),
+            (None, Some(rest)) => Some(("rest.url", rest.url.as_str())),
+            _ => None,
+        }
+    }
+
+    /// The endpoint without any `user:password@`: all a Job, a preview or a message may show
+    /// (credentials belong in the storage Secret; admission refuses them here, and a Repository
+    /// admitted without the webhook must not leak them either).
+    pub fn endpoint(&self) -> String {
+        self.endpoint_as_written()
+            .map(|(_, url)| crate::appbinding::without_userinfo(url))
+            .unwrap_or_default()
+    }
+
     /// Bucket or container name of the backend, if it has one.
     pub fn bucket(&self) -> Option<&str> {
         if let Some(s) = &self.s3 {
@@ -455,7 +473,9 @@ pub struct RepositoryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Observations of the repository's state.
+    /// A map list keyed by `type`, so each condition can have its own field manager.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Time of the first successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -440,12 +440,7 @@ fn repository_variables(v: &mut Vars, source: &JobSource<'_>, repo: &Repository)
         "REPOSITORY_PREFIX",
         backend.prefix().unwrap_or_default().into(),
     );
-    let endpoint = match (&backend.s3, &backend.rest) {
-        (Some(s3), _) => s3.endpoint.clone().unwrap_or_default(),
-        (None, Some(rest)) => rest.url.clone(),
-        _ => String::new(),
-    };
-    set(v, "REPOSITORY_ENDPOINT", endpoint);
+    set(v, "REPOSITORY_ENDPOINT", backend.endpoint());
     set(
         v,
         "REPOSITORY_REGION",
@@ -620,9 +615,7 @@ pub fn repository_location(backend: &Backend) -> Option<crate::location::Locatio
         Provider::S3 => {
             let s3 = backend.s3.as_ref()?;
             Location::S3 {
-                endpoint: s3
-                    .endpoint
-                    .clone()
+                endpoint: Some(backend.endpoint())
                     .filter(|e| !e.is_empty())
                     .unwrap_or_else(|| "https://s3.amazonaws.com".into())
                     .trim_end_matches('/')
@@ -647,9 +640,9 @@ pub fn repository_location(backend: &Backend) -> Option<crate::location::Locatio
             bucket: b.bucket.clone(),
             prefix: prefix(&b.prefix),
         })?,
-        Provider::Rest => backend.rest.as_ref().map(|r| Location::Rest {
-            url: crate::appbinding::without_userinfo(&r.url),
-        })?,
+        Provider::Rest => Location::Rest {
+            url: backend.endpoint(),
+        },
         Provider::Local => Location::Local(local_repository_path(backend).into()),
     })
 }

@@ -103,7 +103,9 @@ pub struct RestoreSessionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stats: Vec<HostRestoreStats>,
     /// Observations of the restore's progress.
+    /// A map list keyed by `type`, so each condition can have its own field manager.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// What was restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]

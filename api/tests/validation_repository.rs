@@ -388,6 +388,11 @@ fn http_urls() {
             Expect::Err(endpoint, &["contains ' '", "https://s3.amazonaws.com"]),
         ),
         (
+            "s3 with user",
+            s3_endpoint("https://key:secret@minio.example.com:9000"),
+            Expect::Err(endpoint, &["AWS_SECRET_ACCESS_KEY"]),
+        ),
+        (
             "rest with user",
             rest_url("https://user:pw@rest.example.com/repo"),
             Expect::Err("spec.backend.rest.url", &["REST_SERVER_USERNAME"]),

@@ -18,18 +18,18 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::{Value, json};
 use tracing::instrument;
 
 use crate::backup_session::completed_newest_first;
 use crate::conditions::Writer;
-use crate::context::{Context, MANAGER};
+use crate::context::Context;
 use crate::error::Result;
 use crate::metrics::ConfigLabels;
 use crate::scheduling::{Decision, SLOT_WAIT, decide, to_time};
+use crate::status::Manager;
 
 /// Longest wait between two looks at a configuration (a safety net; watches drive the rest).
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -50,16 +50,23 @@ pub async fn reconcile(config: Arc<BackupConfiguration>, ctx: Arc<Context>) -> R
     if ctx.slot_in_progress(Utc::now()) {
         return Ok(Action::requeue(SLOT_WAIT));
     }
-    let current = config.status.clone().unwrap_or_default().conditions;
-    let mut conds = Writer::new(current, config.metadata.generation);
+    let current = owned(config.status.as_ref());
+    let mut conds = Writer::new(current.conditions.clone(), config.metadata.generation);
     let found = dereference(&config, &ctx, &mut conds).await?;
     let valid = validate(&config, &ctx, &mut conds);
-    let phase = decide_phase(valid, found);
-    let mut body = json!({"observedGeneration": config.metadata.generation, "phase": phase});
-    let requeue = schedule_status(&config, &ctx, &decision, &mut conds, &mut body);
-    body["conditions"] = json!(conds.into_conditions());
+    let mut status = BackupConfigurationStatus {
+        observed_generation: config.metadata.generation,
+        phase: Some(decide_phase(valid, found)),
+        ..current.clone()
+    };
+    let requeue = schedule_status(&config, &ctx, &decision, &mut conds, &mut status);
+    status.conditions = conds.into_conditions();
     clean_history(&config, &ctx).await?;
-    write_status(&config, &ctx, &body).await?;
+    if status != current {
+        let api: Api<BackupConfiguration> =
+            Api::namespaced(ctx.client.clone(), &config.namespace().unwrap_or_default());
+        crate::status::apply(&api, config.as_ref(), Manager::Schedule, false, &status).await?;
+    }
     Ok(Action::requeue(requeue))
 }
 
@@ -270,7 +277,7 @@ fn schedule_status(
     ctx: &Context,
     decision: &Result<Decision, String>,
     conds: &mut Writer,
-    body: &mut Value,
+    status: &mut BackupConfigurationStatus,
 ) -> Duration {
     let d = match decision {
         Ok(d) => d,
@@ -282,9 +289,9 @@ fn schedule_status(
     // Every slot dealt with, by this reconcile or an earlier one whose status write this
     // object may not show yet.
     if let Some(last) = ctx.slot_dealt_with(&config.uid().unwrap_or_default()) {
-        body["lastScheduleTime"] = json!(to_time(last));
+        status.last_schedule_time = to_time(last);
     }
-    body["nextScheduleTime"] = json!(d.next.and_then(to_time));
+    status.next_schedule_time = d.next.and_then(to_time);
     let paused = config.spec.paused.unwrap_or(false);
     let message = match (paused, d.next) {
         (true, _) => "paused: no new sessions".to_string(),
@@ -328,34 +335,19 @@ fn export_interval(config: &BackupConfiguration, ctx: &Context, next: Option<Dat
     }
 }
 
-/// Writes the status fields in `body`. An unchanged status is not written (the server would
-/// make nothing of it either). If this object is older than our last write, that write's watch
-/// event brings another reconcile, which compares with it.
-async fn write_status(config: &BackupConfiguration, ctx: &Context, body: &Value) -> Result<()> {
-    if !status_changes(config.status.as_ref(), body) {
-        return Ok(());
-    }
-    let api: Api<BackupConfiguration> =
-        Api::namespaced(ctx.client.clone(), &config.namespace().unwrap_or_default());
-    api.patch_status(
-        &config.name_any(),
-        &PatchParams::apply(MANAGER),
-        &Patch::Merge(json!({ "status": body })),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Whether the merge patch `body` would change the status `current`.
-fn status_changes(current: Option<&BackupConfigurationStatus>, body: &Value) -> bool {
-    let current = current
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or(Value::Null);
-    match body.as_object() {
-        Some(fields) => fields
-            .iter()
-            .any(|(k, v)| current.get(k).unwrap_or(&Value::Null) != v),
-        None => true,
+/// The fields of a configuration's status that its own reconcile writes (the others are the
+/// sessions', see [`crate::status`]). An unchanged set is not written; if this object is older
+/// than our last write, that write's watch event brings another reconcile, which compares with
+/// it.
+fn owned(status: Option<&BackupConfigurationStatus>) -> BackupConfigurationStatus {
+    let s = status.cloned().unwrap_or_default();
+    BackupConfigurationStatus {
+        observed_generation: s.observed_generation,
+        conditions: s.conditions,
+        phase: s.phase,
+        last_schedule_time: s.last_schedule_time,
+        next_schedule_time: s.next_schedule_time,
+        last_successful_session: None,
     }
 }
 
@@ -450,6 +442,7 @@ async fn clean_history(config: &BackupConfiguration, ctx: &Context) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pod(statuses: serde_json::Value) -> Pod {
         serde_json::from_value(
@@ -495,34 +488,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unchanged_status_is_not_written() {
+    fn the_reconcile_owns_all_but_what_sessions_write() {
         let current = status();
-        let mut body = serde_json::to_value(&current).unwrap();
-        // Fields the patch does not name (written by the sessions) do not count.
-        body.as_object_mut()
-            .unwrap()
-            .remove("lastSuccessfulSession");
-        assert!(!status_changes(Some(&current), &body));
-        // A null for a field that is not there is no change either.
-        body["lastScheduleTime"] = Value::Null;
-        assert!(!status_changes(Some(&current), &body));
-    }
-
-    #[test]
-    fn any_named_field_that_differs_is_written() {
-        let current = status();
-        let body = serde_json::to_value(&current).unwrap();
-        for (field, value) in [
-            ("phase", json!("NotReady")),
-            ("observedGeneration", json!(3)),
-            ("nextScheduleTime", json!("2026-11-25T22:01:00Z")),
-            ("lastScheduleTime", json!("2026-11-25T21:59:00Z")),
-            ("conditions", json!([])),
-        ] {
-            let mut changed = body.clone();
-            changed[field] = value;
-            assert!(status_changes(Some(&current), &changed), "{field}");
-        }
-        assert!(status_changes(None, &body));
+        let mine = owned(Some(&current));
+        assert_eq!(mine.last_successful_session, None);
+        assert_eq!(
+            BackupConfigurationStatus {
+                last_successful_session: current.last_successful_session.clone(),
+                ..mine
+            },
+            current,
+            "a field of the reconcile's own was left out"
+        );
+        assert_eq!(owned(None), BackupConfigurationStatus::default());
     }
 }

@@ -9,7 +9,7 @@ use cairn_api::naming::{
 };
 use k8s_openapi::api::batch::v1::{Job, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -136,45 +136,18 @@ pub struct Launch<'a> {
     pub template: &'a JobTemplateSpec,
     /// The session's `timeOut` (a Go duration), which sets its deadline.
     pub time_out: Option<&'a str>,
-    /// The session's conditions and generation, which `JobCreated` joins.
-    pub conditions: Vec<Condition>,
-    pub generation: Option<i64>,
 }
 
 /// Starts a session's work, the same for backups and restores: its interim PVC (when templated)
-/// and its Job, both owned by the session. Returns the status fields of a Running session
-/// (phase, the `JobCreated` condition, the deadline from `timeOut`) and the timeout.
-pub async fn launch(
-    client: &Client,
-    l: Launch<'_>,
-) -> Result<(serde_json::Value, Option<chrono::Duration>)> {
+/// and its Job, both owned by the session. Returns the session's timeout (from `timeOut`).
+pub async fn launch(client: &Client, l: Launch<'_>) -> Result<Option<chrono::Duration>> {
     if let Some(tpl) = l.interim {
         ensure_interim_pvc(client, l.namespace, l.session, l.owner.clone(), tpl).await?;
     }
     let labels = session_labels(l.session);
     ensure_job(client, l.namespace, l.job_name, labels, l.owner, l.template).await?;
-    let timeout = l
-        .time_out
-        .and_then(|t| cairn_api::validation::parse_go_duration(t).ok());
-    let mut conditions = l.conditions;
-    crate::conditions::set(
-        &mut conditions,
-        "JobCreated",
-        true,
-        "JobCreated",
-        format!("Job {} created", l.job_name),
-        l.generation,
-        &crate::conditions::now(),
-    );
-    let mut body = serde_json::json!({
-        "phase": cairn_api::common::SessionPhase::Running,
-        "conditions": conditions,
-    });
-    if let Some(t) = timeout {
-        body["sessionDeadline"] =
-            serde_json::json!(crate::scheduling::to_time(chrono::Utc::now() + t));
-    }
-    Ok((body, timeout))
+    Ok(l.time_out
+        .and_then(|t| cairn_api::validation::parse_go_duration(t).ok()))
 }
 
 /// The outcome of a Job, from the Job and its Pods. Read from the watch caches first; anything

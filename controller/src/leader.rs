@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::metrics::{LeaseLabels, Metrics};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -108,10 +109,22 @@ impl LeaderElector {
         }
     }
 
-    /// Waits until we hold the lease, polling every third of its duration.
-    pub async fn acquire(&self) {
+    /// Waits until we hold the lease, polling every third of its duration; counts each attempt.
+    pub async fn acquire(&self, metrics: &Metrics) {
         loop {
-            match self.try_acquire().await {
+            let outcome = self.try_acquire().await;
+            let label = match &outcome {
+                Ok(true) => "acquired",
+                Ok(false) => "held",
+                Err(_) => "error",
+            };
+            metrics
+                .lease_attempts
+                .get_or_create(&LeaseLabels {
+                    outcome: label.into(),
+                })
+                .inc();
+            match outcome {
                 Ok(true) => {
                     tracing::info!(identity = %self.identity, lease = %self.name, "became leader");
                     return;

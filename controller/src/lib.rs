@@ -1,7 +1,9 @@
 //! cairn-controller: schedules BackupSessions in-process, runs each session as a Job, reads the
 //! agent's result from the Pod, and writes status, events and metrics. Pure decisions live in
 //! [`scheduling`] and [`observe`]; the reconcilers are the I/O shell around them. Both kinds of
-//! session live one life, [`session`]; each kind adds only what is its own.
+//! session live one life, [`session`]; each kind adds only what is its own. Status is written
+//! from the `api` crate's typed structs by server-side apply, one field manager per writer
+//! ([`status`]).
 
 #![forbid(unsafe_code)]
 
@@ -19,4 +21,5 @@ pub mod repository;
 pub mod restore_session;
 pub mod scheduling;
 pub mod session;
+pub mod status;
 pub mod stores;

@@ -15,10 +15,11 @@ use cairn_controller::context::{Context, controller_name, key};
 use cairn_controller::error::error_policy;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
-use cairn_controller::process::{self, InstallFlags, ProcessFlags, shutdown_signal};
+use cairn_controller::process::{self, InstallFlags, ProcessFlags};
 use cairn_controller::session::{self, SessionKind};
 use cairn_controller::stores::{SharedWatch, Stores, keep_all, pod_status_only};
 use cairn_controller::{backup_configuration, repository};
+use cairn_process::{kube_client, shutdown_signal};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -75,7 +76,7 @@ const RECONCILES_IN_FLIGHT: u16 = 32;
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     process::init(&args.process.log_format)?;
-    let client = process::kube_client(args.process.kubeconfig.as_deref()).await?;
+    let client = kube_client(args.process.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
     let (leading_tx, leading_rx) = watch::channel(false);
     process::serve_admin(args.process.admin_listen, metrics.clone(), leading_rx).await?;
@@ -92,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(args.lease_duration_seconds.max(3)),
     ));
     tokio::select! {
-        () = elector.acquire() => {},
+        () = elector.acquire(&metrics) => {},
         () = shutdown_signal() => return Ok(()),
     }
     let _ = leading_tx.send(true);

@@ -36,6 +36,12 @@ pub struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    /// `acquired`, `held` (another instance holds it) or `error`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: String,
     pub error: String,
@@ -63,6 +69,8 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
+    /// Attempts to take the leader lease: a standby's are how one sees it alive and waiting.
+    pub lease_attempts: Family<LeaseLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,6 +95,7 @@ impl Default for Metrics {
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
+            lease_attempts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -158,6 +167,11 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Reconcile duration by controller",
             m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "leader_lease_attempts",
+            "Attempts to take the leader lease, by outcome (acquired, held by another, error)",
+            m.lease_attempts.clone(),
         );
         Self { registry, ..m }
     }

@@ -1,8 +1,9 @@
-//! The process around the controllers: its common flags, logging, the API client, the admin
-//! server and the shutdown signal.
+//! The process around the controllers: its common flags, logging with the TLS provider, and
+//! the admin server (the client and the shutdown signal are `cairn-process`'s, shared with the
+//! webhook).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -11,7 +12,6 @@ use axum::routing::get;
 use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::Policy;
-use kube::Client;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -58,34 +58,12 @@ impl InstallFlags {
     }
 }
 
-/// Logs to stderr in `format` (`json`, or text), filtered by $RUST_LOG (default `info`), and
-/// installs the TLS crypto provider.
+/// Logs (see [`cairn_process::init_logging`]), and installs the TLS crypto provider.
 pub fn init(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        "json" => logs.json().init(),
-        _ => logs.init(),
-    }
+    cairn_process::init_logging(format);
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))
-}
-
-/// A client from `kubeconfig`, or else the in-cluster configuration or $KUBECONFIG.
-pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding the Kubernetes API configuration")?,
-    };
-    Client::try_from(config).context("connecting to the Kubernetes API")
 }
 
 /// Serves /livez, /readyz, /metrics and /leader (`leader` or `standby`) on `listen`, in the
@@ -117,20 +95,4 @@ pub async fn serve_admin(
         .with_context(|| format!("binding {listen}"))?;
     tokio::spawn(async move { axum::serve(listener, admin).await });
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
 }

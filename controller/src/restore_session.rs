@@ -6,11 +6,10 @@ use cairn_api::RestoreSession;
 use cairn_api::common::SessionPhase;
 use cairn_api::naming::restore_job_name;
 use cairn_api::resolve::{ResolveError, resolve_restore_job};
-use cairn_api::restore_session::{RestoreSessionStatus, RestoredSummary};
+use cairn_api::restore_session::{HostRestoreStats, RestoreSessionStatus, RestoredSummary};
 use cairn_api::result::{AgentResult, RestoreResult};
 use k8s_openapi::api::batch::v1::JobTemplateSpec;
 use kube::ResourceExt;
-use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::error::Result;
@@ -54,33 +53,42 @@ impl SessionKind for RestoreSession {
         }
     }
 
-    fn succeeded_status(res: &RestoreResult) -> (String, Value) {
-        let restored = RestoredSummary {
-            snapshot: res.snapshot.clone(),
-            documents: i64::try_from(res.documents).ok(),
-            indices: i64::try_from(res.indices).ok(),
-        };
-        let message = format!(
+    fn succeeded_message(res: &RestoreResult) -> String {
+        format!(
             "restored snapshot {} ({} indices, {} documents)",
             res.snapshot.get(..8).unwrap_or(&res.snapshot),
             res.indices,
             res.documents
-        );
-        (message, json!({"restored": restored}))
+        )
     }
 
-    fn running_status(&self) -> Value {
-        json!({"totalHosts": 1})
+    fn succeeded_status(res: &RestoreResult, status: &mut RestoreSessionStatus) {
+        status.restored = Some(RestoredSummary {
+            snapshot: res.snapshot.clone(),
+            documents: i64::try_from(res.documents).ok(),
+            indices: i64::try_from(res.indices).ok(),
+        });
+    }
+
+    fn running_status(&self, status: &mut RestoreSessionStatus) {
+        status.total_hosts = Some(1);
     }
 
     /// One host, named by the target's alias.
-    fn finished_status(&self, phase: SessionPhase, duration: &str, message: &str) -> Value {
+    fn finished_status(
+        &self,
+        phase: SessionPhase,
+        duration: &str,
+        message: &str,
+        status: &mut RestoreSessionStatus,
+    ) {
         let ok = phase == SessionPhase::Succeeded;
-        let host = self.spec.target.alias.as_deref().unwrap_or("host-0");
-        json!({
-            "totalHosts": 1,
-            "stats": [{"hostname": host, "phase": phase, "duration": duration,
-                       "error": if ok { Value::Null } else { json!(message) }}],
-        })
+        status.total_hosts = Some(1);
+        status.stats = vec![HostRestoreStats {
+            hostname: self.spec.target.alias.as_deref().unwrap_or("host-0").into(),
+            phase: Some(phase),
+            duration: Some(duration.into()),
+            error: (!ok).then(|| message.into()),
+        }];
     }
 }

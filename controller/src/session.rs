@@ -18,15 +18,14 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::JobTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 use tracing::instrument;
 
 use crate::conditions::{self, now};
-use crate::context::{Context, MANAGER};
+use crate::context::Context;
 use crate::error::Result;
 use crate::job::{
     Launch, RESOLVE_RETRY, delete_job, human_duration, job_outcome, launch, owner_of,
@@ -34,7 +33,8 @@ use crate::job::{
 };
 use crate::metrics::SessionLabels;
 use crate::observe::JobObservation;
-use crate::scheduling::{SLOT_WAIT, to_chrono};
+use crate::scheduling::{SLOT_WAIT, to_chrono, to_time};
+use crate::status::{self, Manager};
 
 /// How often a Running session is looked at when no watch event arrives.
 const RECHECK: Duration = Duration::from_secs(60);
@@ -73,7 +73,7 @@ pub trait SessionKind:
     /// Whether a failed session is looked at again at once (for [`SessionKind::retry`]).
     const RETRIES: bool = false;
     /// The agent's result of a successful Job.
-    type Outcome: Send;
+    type Outcome: Send + Sync;
     /// The kind's status, with what every session's status has (see [`SessionStatus`]).
     type Status: SessionStatus;
 
@@ -89,8 +89,10 @@ pub trait SessionKind:
     fn deadline_message(&self, ctx: &Context) -> String;
     /// The agent's result, if it is of this kind.
     fn outcome(result: AgentResult) -> Option<Self::Outcome>;
-    /// The message and status fields of a session that succeeded with `outcome`.
-    fn succeeded_status(outcome: &Self::Outcome) -> (String, Value);
+    /// The message of a session that succeeded with `outcome`.
+    fn succeeded_message(outcome: &Self::Outcome) -> String;
+    /// The status fields of a session that succeeded with `outcome`.
+    fn succeeded_status(outcome: &Self::Outcome, status: &mut Self::Status);
 
     /// What else a successful session updates.
     fn after_success(
@@ -101,17 +103,18 @@ pub trait SessionKind:
         async { Ok(()) }
     }
     /// Status fields of a session whose Job was just created, besides the common ones.
-    fn running_status(&self) -> Value {
-        json!({})
-    }
+    fn running_status(&self, _status: &mut Self::Status) {}
     /// Status fields of a session that ended in `phase`, besides the common ones.
-    fn finished_status(&self, _phase: SessionPhase, _duration: &str, _message: &str) -> Value {
-        json!({})
+    fn finished_status(
+        &self,
+        _phase: SessionPhase,
+        _duration: &str,
+        _message: &str,
+        _status: &mut Self::Status,
+    ) {
     }
     /// Status fields of a session that failed, besides the common ones.
-    fn failed_status(&self, _ctx: &Context) -> Value {
-        json!({})
-    }
+    fn failed_status(&self, _ctx: &Context, _status: &mut Self::Status) {}
     /// What becomes of a Failed session.
     fn retry(&self, _ctx: &Context) -> impl Future<Output = Result<Action>> + Send {
         async { Ok(Action::await_change()) }
@@ -131,11 +134,15 @@ pub trait SessionKind:
     }
 }
 
-/// What every kind of session's status has, and its life reads.
-pub trait SessionStatus {
+/// What every kind of session's status has, and its life reads and writes.
+pub trait SessionStatus: Clone + Default + Serialize + Send + Sync {
     fn phase(&self) -> Option<SessionPhase>;
     fn conditions(&self) -> &[Condition];
     fn deadline(&self) -> Option<&Time>;
+    fn phase_mut(&mut self) -> &mut Option<SessionPhase>;
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    fn deadline_mut(&mut self) -> &mut Option<Time>;
+    fn duration_mut(&mut self) -> &mut Option<String>;
 }
 
 /// The statuses of the session kinds name these fields alike.
@@ -150,6 +157,18 @@ macro_rules! session_status {
             }
             fn deadline(&self) -> Option<&Time> {
                 self.session_deadline.as_ref()
+            }
+            fn phase_mut(&mut self) -> &mut Option<SessionPhase> {
+                &mut self.phase
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+            fn deadline_mut(&mut self) -> &mut Option<Time> {
+                &mut self.session_deadline
+            }
+            fn duration_mut(&mut self) -> &mut Option<String> {
+                &mut self.session_duration
             }
         }
     )*};
@@ -176,16 +195,17 @@ pub fn ns(session: &impl Resource) -> String {
     session.meta().namespace.clone().unwrap_or_default()
 }
 
-/// Merges `fields` into the status of `session`.
-pub async fn patch_status<K: SessionKind>(ctx: &Context, session: &K, fields: Value) -> Result<()> {
+/// Writes the session's status: its current one with `edit` made (the whole status, so only if
+/// the session has not changed since it was read).
+pub async fn update_status<K: SessionKind>(
+    ctx: &Context,
+    session: &K,
+    edit: impl FnOnce(&mut K::Status),
+) -> Result<()> {
+    let mut status = session.status().cloned().unwrap_or_default();
+    edit(&mut status);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns(session));
-    api.patch_status(
-        &session.name_any(),
-        &PatchParams::apply(MANAGER),
-        &Patch::Merge(json!({ "status": fields })),
-    )
-    .await?;
-    Ok(())
+    status::apply(&api, session, Manager::Sessions, true, &status).await
 }
 
 /// `<Work><Phase>`: the condition type and event reason of a session that ended in `phase`.
@@ -198,48 +218,42 @@ fn outcome_name<K: SessionKind>(phase: SessionPhase) -> String {
     format!("{}{ended}", K::WORK)
 }
 
-fn merge(body: &mut Value, fields: Value) {
-    if let (Some(b), Value::Object(f)) = (body.as_object_mut(), fields) {
-        b.extend(f);
-    }
-}
-
-/// Ends the session in `phase`: its status (with `fields`), the outcome condition and event,
-/// and the session metrics.
+/// Ends the session in `phase`: its status (with `edit` made), the outcome condition and
+/// event, and the session metrics.
 pub async fn finish<K: SessionKind>(
     ctx: &Context,
     session: &K,
     phase: SessionPhase,
     reason: &str,
     message: String,
-    fields: Value,
+    edit: impl FnOnce(&mut K::Status),
 ) -> Result<()> {
     let ok = phase == SessionPhase::Succeeded;
     let outcome = outcome_name::<K>(phase);
-    let mut conditions = session.conditions();
     let generation = session.meta().generation;
-    conditions::set(
-        &mut conditions,
-        &outcome,
-        ok,
-        reason,
-        message.clone(),
-        generation,
-        &now(),
-    );
     let started = session.meta().creation_timestamp.as_ref();
     let seconds = started
         .and_then(|c| to_chrono(&c.0))
         .map(|s| (Utc::now() - s).num_seconds())
         .unwrap_or(0);
     let duration = human_duration(seconds);
-    let mut body = json!({"phase": phase, "conditions": conditions, "sessionDuration": duration});
-    merge(
-        &mut body,
-        session.finished_status(phase, &duration, &message),
-    );
-    merge(&mut body, fields);
-    patch_status(ctx, session, body).await?;
+    update_status(ctx, session, |status| {
+        *status.phase_mut() = Some(phase);
+        let conditions = status.conditions_mut();
+        conditions::set(
+            conditions,
+            &outcome,
+            ok,
+            reason,
+            message.clone(),
+            generation,
+            &now(),
+        );
+        *status.duration_mut() = Some(duration.clone());
+        session.finished_status(phase, &duration, &message, status);
+        edit(status);
+    })
+    .await?;
     ctx.event(session, !ok, &outcome, message).await;
     let labels = SessionLabels {
         namespace: ns(session),
@@ -260,8 +274,8 @@ pub async fn fail<K: SessionKind>(
     reason: &str,
     message: String,
 ) -> Result<Action> {
-    let fields = session.failed_status(ctx);
-    finish(ctx, session, SessionPhase::Failed, reason, message, fields).await?;
+    let edit = |status: &mut K::Status| session.failed_status(ctx, status);
+    finish(ctx, session, SessionPhase::Failed, reason, message, edit).await?;
     Ok(if K::RETRIES {
         Action::requeue(Duration::from_secs(1))
     } else {
@@ -279,15 +293,7 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
         Prepared::Run(inputs) => inputs,
         Prepared::Fail(reason, message) => return fail(ctx, session, reason, message).await,
         Prepared::Skip(why) => {
-            finish(
-                ctx,
-                session,
-                SessionPhase::Skipped,
-                "Skipped",
-                why,
-                json!({}),
-            )
-            .await?;
+            finish(ctx, session, SessionPhase::Skipped, "Skipped", why, |_| {}).await?;
             return Ok(Action::await_change());
         }
     };
@@ -304,12 +310,26 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
         job_name: &session.job_name(),
         template: &template,
         time_out: inputs.time_out.as_deref(),
-        conditions: session.conditions(),
-        generation: session.meta().generation,
     };
-    let (mut body, timeout) = launch(&ctx.client, launched).await?;
-    merge(&mut body, session.running_status());
-    patch_status(ctx, session, body).await?;
+    let timeout = launch(&ctx.client, launched).await?;
+    let generation = session.meta().generation;
+    update_status(ctx, session, |status| {
+        *status.phase_mut() = Some(SessionPhase::Running);
+        let message = format!("Job {} created", session.job_name());
+        let conditions = status.conditions_mut();
+        conditions::set(
+            conditions,
+            "JobCreated",
+            true,
+            "JobCreated",
+            message,
+            generation,
+            &now(),
+        );
+        *status.deadline_mut() = timeout.and_then(|t| to_time(Utc::now() + t));
+        session.running_status(status);
+    })
+    .await?;
     let timeout = timeout.and_then(|t| t.to_std().ok());
     Ok(Action::requeue(timeout.unwrap_or(RECHECK).min(RECHECK)))
 }
@@ -378,15 +398,16 @@ async fn succeed<K: SessionKind>(
         );
         return fail(ctx, session, "NoResult", message).await;
     };
-    let (message, fields) = K::succeeded_status(&outcome);
+    let message = K::succeeded_message(&outcome);
     let reason = outcome_name::<K>(SessionPhase::Succeeded);
+    let edit = |status: &mut K::Status| K::succeeded_status(&outcome, status);
     finish(
         ctx,
         session,
         SessionPhase::Succeeded,
         &reason,
         message,
-        fields,
+        edit,
     )
     .await?;
     session.after_success(ctx, outcome).await?;
@@ -410,25 +431,18 @@ mod tests {
     }
 
     #[test]
-    fn fields_merge_into_the_status_and_win() {
-        let mut body = json!({"phase": "Running", "conditions": []});
-        merge(&mut body, json!({"phase": "Failed", "totalHosts": 1}));
-        merge(&mut body, json!({}));
-        assert_eq!(
-            body,
-            json!({"phase": "Failed", "conditions": [], "totalHosts": 1})
-        );
-    }
-
-    #[test]
     fn a_restore_reports_its_one_host() {
         let restore = RestoreSession::new("r", Default::default());
-        let failed = restore.finished_status(SessionPhase::Failed, "5s", "it broke");
-        assert_eq!(failed["totalHosts"], 1);
-        assert_eq!(failed["stats"][0]["hostname"], "host-0");
-        assert_eq!(failed["stats"][0]["error"], "it broke");
-        let ok = restore.finished_status(SessionPhase::Succeeded, "5s", "done");
-        assert!(ok["stats"][0]["error"].is_null());
-        assert_eq!(restore.running_status(), json!({"totalHosts": 1}));
+        let mut failed = RestoreSessionStatus::default();
+        restore.finished_status(SessionPhase::Failed, "5s", "it broke", &mut failed);
+        assert_eq!(failed.total_hosts, Some(1));
+        assert_eq!(failed.stats[0].hostname, "host-0");
+        assert_eq!(failed.stats[0].error.as_deref(), Some("it broke"));
+        let mut ok = RestoreSessionStatus::default();
+        restore.finished_status(SessionPhase::Succeeded, "5s", "done", &mut ok);
+        assert_eq!(ok.stats[0].error, None);
+        let mut running = RestoreSessionStatus::default();
+        restore.running_status(&mut running);
+        assert_eq!(running.total_hosts, Some(1));
     }
 }

@@ -44,10 +44,15 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 impl Webhook {
     /// Starts the webhook against `cp` and waits until its caches have synced (`/readyz`).
     pub fn start(cp: &ControlPlane) -> Result<Self> {
-        with_fresh_ports(|| Self::start_once(cp))
+        Self::start_with(cp, &[])
     }
 
-    fn start_once(cp: &ControlPlane) -> Result<Self> {
+    /// As [`Self::start`], with `extra` flags after the harness' own (e.g. `--idle-timeout=2s`).
+    pub fn start_with(cp: &ControlPlane, extra: &[&str]) -> Result<Self> {
+        with_fresh_ports(|| Self::start_once(cp, extra))
+    }
+
+    fn start_once(cp: &ControlPlane, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-webhook-")
             .tempdir()
@@ -56,7 +61,7 @@ impl Webhook {
         write_serving_cert(&ca, dir.path())?;
         let port = free_port()?;
         let admin_port = free_port()?;
-        let args = vec![
+        let mut args = vec![
             format!("--listen=127.0.0.1:{port}"),
             format!("--admin-listen=127.0.0.1:{admin_port}"),
             format!("--tls-cert-file={}", dir.path().join("tls.crt").display()),
@@ -65,6 +70,7 @@ impl Webhook {
             "--cert-reload-seconds=1".to_string(),
             "--agent-image=cairn-agent:test".to_string(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let process = OwnedProcess::spawn(
             "cairn-webhook",
             &workspace_binary("cairn-webhook")?,
@@ -141,6 +147,11 @@ impl Webhook {
     /// them for its expiry metric): where a Secret volume would be mounted.
     pub fn cert_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The webhook's process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The CA that signs the serving certificate (the webhook configurations' `caBundle`).

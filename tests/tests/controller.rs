@@ -111,6 +111,40 @@ async fn sessions(cp: &ControlPlane, ns: &str) -> Vec<BackupSession> {
         .unwrap_or_default()
 }
 
+/// Sessions of configuration `config` made for the schedule slot at `slot` (Unix seconds), by
+/// their `cairn.dev/slot` annotation: a second run of a slot under another name counts too.
+async fn runs_of_slot(cp: &ControlPlane, ns: &str, config: &str, slot: i64) -> usize {
+    sessions(cp, ns)
+        .await
+        .iter()
+        .filter(|s| s.spec.invoker.name == config)
+        .filter_map(|s| {
+            s.metadata
+                .annotations
+                .as_ref()?
+                .get("cairn.dev/slot")
+                .cloned()
+        })
+        .filter(|a| {
+            a.parse::<k8s_openapi::jiff::Timestamp>()
+                .is_ok_and(|t| t.as_second() == slot)
+        })
+        .count()
+}
+
+/// Waits for the session of `config` for the slot after `slot`: by then the controller has put
+/// `slot` behind it, so what it made for `slot` is final.
+async fn wait_for_next_slot(cp: &ControlPlane, ns: &str, config: &str, slot: i64) {
+    let next = format!("{config}-{}", slot + 60);
+    wait_for(Duration::from_secs(90), &next, || async {
+        sessions(cp, ns)
+            .await
+            .into_iter()
+            .find(|s| s.name_any() == next)
+    })
+    .await;
+}
+
 fn phase(s: &BackupSession) -> Option<String> {
     s.status.as_ref()?.phase.map(|p| p.to_string())
 }
@@ -178,7 +212,12 @@ async fn one_session_per_slot_named_by_the_slot_and_none_when_paused() {
     let ns = env.cp.new_namespace().await.expect("ns");
     let mut objects = secret_and_app(&ns);
     objects.push(repository(&ns));
-    objects.push(configuration(&ns, "every-minute", json!({})));
+    // History kept: every session made for a slot is still there to count.
+    objects.push(configuration(
+        &ns,
+        "every-minute",
+        json!({"backupHistoryLimit": 10}),
+    ));
     objects.push(configuration(&ns, "paused", json!({"paused": true})));
     env.apply(&objects);
     let session = wait_for(Duration::from_secs(80), "a scheduled session", || async {
@@ -232,14 +271,14 @@ async fn one_session_per_slot_named_by_the_slot_and_none_when_paused() {
     let next = status["nextScheduleTime"].as_str().unwrap_or_default();
     assert!(next.ends_with(":00Z"), "{status}");
 
-    // The paused configuration made nothing in the same minute, and the slot did not run twice.
+    // Once the next slot has run: the slot ran once, and the paused configuration made nothing.
+    wait_for_next_slot(env.cp, &ns, "every-minute", slot).await;
+    assert_eq!(runs_of_slot(env.cp, &ns, "every-minute", slot).await, 1);
     let all = sessions(env.cp, &ns).await;
     assert!(
         all.iter().all(|s| s.spec.invoker.name != "paused"),
         "a paused configuration made a session"
     );
-    let same_slot = all.iter().filter(|s| s.name_any() == name).count();
-    assert_eq!(same_slot, 1);
     let metrics = env.controller.metrics().expect("metrics");
     assert!(
         metrics.contains("cairn_scheduling_lag_seconds_count"),
@@ -318,7 +357,15 @@ async fn a_deadline_deletes_the_job_and_a_failure_is_retried_once() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await; // a would-be second retry has had its chance
+    // The retry's own decision: no retries left, recorded in its status (a positive signal; a
+    // second retry would be made by the same reconcile that writes it).
+    wait_for(Duration::from_secs(20), "the retry's decision", || async {
+        sessions(env.cp, &ns).await.into_iter().find(|s| {
+            s.name_any() == "manual-retry"
+                && s.status.as_ref().and_then(|st| st.retried) == Some(false)
+        })
+    })
+    .await;
     let names: Vec<String> = sessions(env.cp, &ns)
         .await
         .iter()
@@ -381,8 +428,21 @@ async fn a_standby_takes_over_from_a_dead_leader() {
     let a = Controller::start(cp, "cairn-system", "a", lease.as_secs()).expect("a");
     a.wait_leader(Duration::from_secs(20)).expect("a leads");
     let b = Controller::start(cp, "cairn-system", "b", lease.as_secs()).expect("b");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // b has tried the lease and found it held (its own count), and a still leads.
+    wait_for(
+        Duration::from_secs(20),
+        "b to find the lease held",
+        || async {
+            b.metrics()
+                .ok()?
+                .lines()
+                .any(|l| l.starts_with("cairn_leader_lease_attempts_total{outcome=\"held\"}"))
+                .then_some(())
+        },
+    )
+    .await;
     assert!(!b.is_leader(), "two leaders");
+    assert!(a.is_leader(), "a lost the lease to nobody");
     let killed = Instant::now();
     a.kill();
     b.wait_leader(lease * 3).expect("b takes over");
@@ -443,7 +503,11 @@ async fn history_keeps_the_newest_completed_sessions() {
         })
         .await;
         // Creation timestamps have a one-second resolution: keep the runs apart.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let second = unix_now().as_secs();
+        wait_for(Duration::from_secs(3), "the next second", || async {
+            (unix_now().as_secs() > second).then_some(())
+        })
+        .await;
     }
     let names = wait_for(Duration::from_secs(20), "history cleaned to 2", || async {
         let names: Vec<String> = sessions(env.cp, &ns)
@@ -579,7 +643,7 @@ async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() 
     let ns = cp.new_namespace().await.expect("ns");
     let mut objects = secret_and_app(&ns);
     objects.push(repository(&ns));
-    objects.push(configuration(&ns, "ha", json!({})));
+    objects.push(configuration(&ns, "ha", json!({"backupHistoryLimit": 10})));
     apply(cp, &objects);
     let lease = Duration::from_secs(4);
     let a = Controller::start(cp, "cairn-system", "a", lease.as_secs()).expect("a");
@@ -620,13 +684,8 @@ async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() 
         "created {}s after the slot",
         created - slot as i64
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let for_slot = sessions(cp, &ns)
-        .await
-        .iter()
-        .filter(|s| s.name_any() == name)
-        .count();
-    assert_eq!(for_slot, 1);
+    wait_for_next_slot(cp, &ns, "ha", slot as i64).await;
+    assert_eq!(runs_of_slot(cp, &ns, "ha", slot as i64).await, 1);
 }
 
 /// `cairn_<name>{kind="Pod"} <value>` from the controller's metrics.

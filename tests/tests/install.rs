@@ -279,6 +279,46 @@ fn job_pod_security_components_set_both_deployments() {
     }
 }
 
+/// The webhook's port 8443 from the API server's range only: the kustomize component and the
+/// Helm value render the same rule, and change nothing else.
+#[test]
+fn webhook_ingress_from_the_api_server_component_and_value_agree() {
+    let dir = tempfile::Builder::new()
+        .prefix(".overlay-")
+        .tempdir_in(repo_root())
+        .expect("tmp");
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../manifests]\ncomponents: [../manifests/components/webhook-ingress-from-apiserver]\n",
+    )
+    .expect("kustomization");
+    let kustomized = kustomize(&dir.path().display().to_string());
+    let helm = render_chart(&[
+        "--set",
+        "networkPolicy.webhook.apiServerCIDRs={192.0.2.0/24}",
+    ]);
+    assert_same_objects(
+        "helm --set networkPolicy.webhook.apiServerCIDRs vs the component",
+        &helm,
+        &kustomized,
+    );
+    let policy = &helm[&key("NetworkPolicy", "cairn-system", "cairn-webhook")]["spec"]["ingress"];
+    assert_eq!(policy[0]["ports"][0]["port"], 8443);
+    assert_eq!(
+        policy[0]["from"],
+        json!([{"ipBlock": {"cidr": "192.0.2.0/24"}}])
+    );
+    // Everything else as without it.
+    let mut plain = kustomize("manifests");
+    let k = key("NetworkPolicy", "cairn-system", "cairn-webhook");
+    plain.insert(k.clone(), kustomized[&k].clone());
+    assert_same_objects(
+        "the component changes the webhook's policy only",
+        &kustomized,
+        &plain,
+    );
+}
+
 /// (b) certMode=certManager: manifests/certs' objects instead of the bootstrap Job and its RBAC,
 /// and cert-manager's CA injection on both webhook configurations.
 #[test]
@@ -413,6 +453,11 @@ fn values_reach_the_objects() {
         assert_eq!(hooks[0]["failurePolicy"], "Ignore", "{name}");
         assert_eq!(hooks[0]["timeoutSeconds"], 12, "{name}");
     }
+    // The webhook answers within the API server's timeout.
+    assert_eq!(
+        env_value(containers(webhook)[0], "CAIRN_REQUEST_TIMEOUT"),
+        Some("11000ms")
+    );
 
     // The ServiceMonitors and the PrometheusRule are manifests/monitoring/, plus the extra label.
     let mut monitoring = kustomize("manifests/monitoring");
@@ -503,6 +548,13 @@ fn invalid_values_are_refused() {
         (
             vec!["--set", "webhook.failurePolicy=Sometimes"],
             "failurePolicy",
+        ),
+        (
+            vec![
+                "--set",
+                "networkPolicy.webhook.apiServerCIDRs={not-a-range}",
+            ],
+            "apiServerCIDRs",
         ),
         // The chart creates the namespace, so the release record cannot be stored in it.
         (vec!["--namespace", "cairn-system"], "namespace.create"),
@@ -799,13 +851,12 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 #[test]
 fn prometheus_rule_reads_metrics_the_code_exports() {
     // A family shows in the text once it has a series: one each, under the names the code gives.
-    let mut webhook = cairn_webhook::metrics::Metrics::default();
     let expiry = cairn_webhook::tls::CertificateExpiry::default();
     let serving = cairn_webhook::tls::CertificateLabels {
         certificate: "serving",
     };
     expiry.get_or_create(&serving).set(1.0);
-    webhook.register_certificate_expiry(expiry);
+    let webhook = cairn_webhook::metrics::Metrics::with_certificate_expiry(expiry);
     let controller = cairn_controller::metrics::Metrics::default();
     let config = cairn_controller::metrics::ConfigLabels {
         namespace: "n".into(),

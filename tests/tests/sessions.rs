@@ -8,9 +8,11 @@ use cairn_api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 use cairn_tests::ControlPlane;
 use cairn_tests::controller::Controller;
 use cairn_tests::jobrunner::{Fault, FaultTarget, JobRunner, Options};
+use cairn_tests::opensearch::OpenSearch;
+use cairn_tests::s3::S3Server;
 use cairn_tests::system::cairn_system;
 use cairn_tests::wait_for;
-use cairn_tests::webhook::Webhook;
+use cairn_tests::webhook::{Webhook, workspace_binary};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 use serde_json::{Value, json};
@@ -18,7 +20,7 @@ use tokio::sync::OnceCell;
 
 struct Env {
     cp: &'static ControlPlane,
-    _webhook: Webhook,
+    webhook: Webhook,
     controller: Controller,
 }
 
@@ -29,7 +31,7 @@ async fn env() -> &'static Env {
         let (webhook, controller) = cairn_system(cp, "sessions").await;
         Env {
             cp,
-            _webhook: webhook,
+            webhook,
             controller,
         }
     })
@@ -400,4 +402,91 @@ async fn a_repository_with_wipe_out_is_wiped_before_it_goes() {
         repos.get_opt("kept").await.expect("get").is_none(),
         "a repository without wipeOut is held"
     );
+}
+
+/// The real agent against a real OpenSearch (which takes the target's credentials without
+/// checking them: it runs without its security plugin), failing where it uses each Secret:
+/// storage keys the S3 server refuses, then a repository password that does not open the
+/// repository. No value of either Secret may reach the session's status, the events, the Job, the
+/// pods' termination messages, or the webhook's and controller's logs.
+#[tokio::test]
+async fn a_failing_agent_leaks_no_secret_value() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    let s3 = S3Server::start().expect("MinIO");
+    s3.create_bucket("leaks").expect("bucket");
+    let search = OpenSearch::shared();
+    let agent = workspace_binary("cairn-agent").expect("cairn-agent");
+    let _runner = JobRunner::start(
+        env.cp,
+        Options::namespace(&ns).command("cairn-agent", agent),
+    );
+    let password = format!("pw-{ns}-repository");
+    let bad_key = format!("AKIA{}", ns.to_uppercase().replace('-', ""));
+    let bad_secret = format!("sk-{ns}-storage");
+    let (user, es_password) = (format!("u-{ns}-target"), format!("pw-{ns}-target"));
+    let repo_secret = |key: &str, secret: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "repo-secret", "namespace": ns},
+               "stringData": {"RESTIC_PASSWORD": password, "AWS_ACCESS_KEY_ID": key,
+                              "AWS_SECRET_ACCESS_KEY": secret}})
+    };
+    let mut objects = fixture(
+        &ns,
+        "elasticsearch-backup",
+        json!({"backupHistoryLimit": 10}),
+    );
+    objects.retain(|o| o["kind"] != "Secret" && o["kind"] != "Repository");
+    objects.push(repo_secret(&bad_key, &bad_secret));
+    objects.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "es-auth", "namespace": ns},
+                        "stringData": {"username": user, "password": es_password}}));
+    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "repo", "namespace": ns},
+        "spec": {"backend": {"storageSecretName": "repo-secret",
+                 "s3": {"endpoint": s3.endpoint(), "bucket": "leaks", "region": s3.region()}}}}));
+    for o in &mut objects {
+        if o["kind"] == "AppBinding" {
+            o["spec"]["clientConfig"]["url"] = json!(search.url());
+            o["spec"]["secret"] = json!({"name": "es-auth"});
+        }
+    }
+    apply(env.cp, &objects);
+    ready(env.cp, &ns).await;
+    apply(env.cp, &[session(&ns, "refused-keys")]);
+    let refused = finished(env.cp, &ns, "refused-keys").await;
+    assert_eq!(
+        failure(&refused).0,
+        "ContainerFailed",
+        "{:?}",
+        refused.status
+    );
+
+    // Right keys now, and a repository made with another password.
+    let repository = s3.restic_repository("leaks");
+    let init = std::process::Command::new("restic")
+        .args(["-r", &repository, "init"])
+        .envs(s3.env())
+        .env("RESTIC_PASSWORD", "another-password")
+        .output()
+        .expect("restic (cargo xtask search-testbed installs it)");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    apply(env.cp, &[repo_secret(s3.access_key(), s3.secret_key())]);
+    apply(env.cp, &[session(&ns, "wrong-password")]);
+    let wrong = finished(env.cp, &ns, "wrong-password").await;
+    assert_eq!(failure(&wrong).0, "ContainerFailed", "{:?}", wrong.status);
+
+    let mut seen = String::new();
+    for kind in ["backupsessions", "events", "jobs", "pods"] {
+        let out = env.cp.kubectl(["get", kind, "-n", &ns, "-o", "json"]);
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(seen.contains("terminated"), "no pod ran: {seen}");
+    seen.push_str(&env.controller.log_tail(10_000));
+    seen.push_str(&env.webhook.log_tail(10_000));
+    for value in [&password, &bad_key, &bad_secret, &user, &es_password] {
+        assert!(!seen.contains(value.as_str()), "{value:?} leaked:\n{seen}");
+    }
+    assert!(!seen.contains(s3.secret_key()), "the S3 secret key leaked");
 }

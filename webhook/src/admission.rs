@@ -157,8 +157,16 @@ pub fn review(
 }
 
 fn typed<K: DeserializeOwned>(kind: Kind, v: &Value) -> Result<K, String> {
-    // Read from the borrowed tree: no copy of the object first.
-    K::deserialize(v).map_err(|e| format!("{} does not match its schema: {e}", kind.name()))
+    // Read from the borrowed tree: no copy of the object first. The error names the field
+    // (`spec.backend.s3.bucket: invalid type: ...`), not only what was wrong.
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        format!(
+            "{} does not match its schema at {}: {}",
+            kind.name(),
+            e.path(),
+            e.inner()
+        )
+    })
 }
 
 fn validate(

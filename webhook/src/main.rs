@@ -12,6 +12,8 @@ use anyhow::Context;
 use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::Policy;
+use cairn_process::{init_logging, kube_client, shutdown_signal};
+use cairn_webhook::bounds::Limits;
 use cairn_webhook::cache::Caches;
 use cairn_webhook::metrics::Metrics;
 use cairn_webhook::read_through::ApiFetch;
@@ -57,9 +59,9 @@ struct Args {
     /// Pull policy of the Jobs' containers (default: the cluster's).
     #[arg(long, env = "CAIRN_IMAGE_PULL_POLICY")]
     image_pull_policy: Option<String>,
-    /// Longest time to answer one request, in seconds.
-    #[arg(long, default_value_t = 10)]
-    request_timeout_seconds: u64,
+    /// The server's bounds: connections, requests in flight, sizes and timeouts.
+    #[command(flatten)]
+    limits: Limits,
     /// On SIGTERM, how long requests in flight may still take, in seconds.
     #[arg(long, default_value_t = 20)]
     drain_seconds: u64,
@@ -71,52 +73,11 @@ struct Args {
     log_format: String,
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-}
-
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .context("kubeconfig")?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding the Kubernetes API configuration")?,
-    };
-    kube::Client::try_from(config).context("connecting to the Kubernetes API")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_format);
+    args.limits.check().map_err(anyhow::Error::msg)?;
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
@@ -131,8 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let caches = Caches::start(client.clone());
     let ready_caches = caches.clone();
-    let mut metrics = Metrics::default();
-    metrics.register_certificate_expiry(cert.expiry());
+    let metrics = Metrics::with_certificate_expiry(cert.expiry());
     let state = Arc::new(AppState {
         lookups: Arc::new(caches),
         fetch: Some(Arc::new(ApiFetch::new(client))),
@@ -166,10 +126,13 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
+    let metrics = state.metrics.clone();
     serve_tls(
         listener,
         acceptor,
-        admission_router(state, Duration::from_secs(args.request_timeout_seconds)),
+        admission_router(state, &args.limits),
+        args.limits.clone(),
+        metrics,
         stopped(stop_rx),
         Duration::from_secs(args.drain_seconds),
     )

@@ -1,5 +1,6 @@
 //! The admission decision on real AdmissionReview JSON: every kind, both endpoints, the
-//! never-in-the-way rules, and bad bodies (including arbitrary bytes) without a panic.
+//! never-in-the-way rules, and bad bodies without a panic (hostile and mutated input at large:
+//! `fuzz.rs`).
 
 use std::path::Path;
 
@@ -9,7 +10,6 @@ use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::LookupTable;
 use cairn_webhook::admission::{Endpoint, Outcome, review};
 use cairn_webhook::server::decode;
-use proptest::prelude::*;
 use serde_json::{Value, json};
 
 fn example_cluster() -> LookupTable {
@@ -303,7 +303,8 @@ fn an_object_that_does_not_parse_is_denied_not_panicked() {
         v["response"]["status"]["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("does not match its schema")
+            .contains("does not match its schema at spec.retentionPolicy: invalid type"),
+        "the denial names the field: {v}"
     );
     // The mutating endpoint leaves it to the API server's schema validation.
     let (_, outcome) = run(
@@ -311,56 +312,6 @@ fn an_object_that_does_not_parse_is_denied_not_panicked() {
         &review_json("CREATE", "BackupConfiguration", bad, None),
     );
     assert_eq!(outcome, Outcome::Allowed);
-}
-
-fn arbitrary_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        ".{0,12}".prop_map(Value::from),
-    ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-            prop::collection::btree_map(
-                prop_oneof![
-                    Just("spec".to_string()),
-                    Just("schedule".to_string()),
-                    Just("backend".to_string()),
-                    Just("steps".to_string()),
-                    "[a-zA-Z]{1,10}"
-                ],
-                inner,
-                0..5
-            )
-            .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
-proptest! {
-    #[test]
-    fn decoder_survives_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = decode(&bytes);
-    }
-
-    #[test]
-    fn every_kind_survives_arbitrary_specs(
-        spec in arbitrary_json(),
-        kind in prop::sample::select(vec!["Repository", "BackupConfiguration", "BackupSession", "RestoreSession", "Task", "Function"]),
-        endpoint in prop::sample::select(vec![Endpoint::Validate, Endpoint::Mutate]),
-    ) {
-        let object = json!({
-            "apiVersion": "cairn.dev/v1alpha1", "kind": kind,
-            "metadata": {"name": "x", "namespace": "demo"},
-            "spec": spec,
-        });
-        let body = serde_json::to_vec(&review_json("CREATE", kind, object, None)).expect("json");
-        if let Ok(req) = decode(&body) {
-            let _ = review(endpoint, &req, &example_cluster(), &InstallSettings::default());
-        }
-    }
 }
 
 fn denial(resp: &Value) -> String {

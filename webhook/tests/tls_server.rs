@@ -13,8 +13,9 @@ use cairn_api::manifest::{Object, parse_documents, typed};
 use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::LookupTable;
 use cairn_certs::{Ca, ServingCert, generate_ca, issue_serving_cert, write_files};
+use cairn_webhook::bounds::{Limits, MAX_BODY_BYTES};
 use cairn_webhook::metrics::Metrics;
-use cairn_webhook::server::{AppState, MAX_BODY_BYTES, admission_router, serve_tls};
+use cairn_webhook::server::{AppState, admission_router, serve_tls};
 use cairn_webhook::tls::{ReloadingCert, server_config};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -131,6 +132,14 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Self::start_with(Limits {
+            request_timeout: Duration::from_secs(10),
+            ..Limits::default()
+        })
+        .await
+    }
+
+    async fn start_with(limits: Limits) -> Server {
         install_provider();
         let tmp = tempfile::Builder::new()
             .prefix("cairn-tls-server-")
@@ -155,10 +164,13 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
+        let metrics = state.metrics.clone();
         let task = tokio::spawn(serve_tls(
             listener,
             acceptor,
-            admission_router(state, Duration::from_secs(10)),
+            admission_router(state, &limits),
+            limits,
+            metrics,
             async move {
                 let _ = stopped.await;
             },
@@ -690,5 +702,48 @@ async fn certificate_reload_under_load_loses_no_request() {
         "{} of {} requests failed: {failures:?}",
         failures.len(),
         ok.load(Ordering::SeqCst) + failures.len()
+    );
+}
+
+/// An HTTP/2 client that answers the server's pings (as the API server's does) and has no
+/// request in flight: its connection is closed (GOAWAY) once idle for the idle timeout, not
+/// before, and the request it made before was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let server = Server::start_with(Limits {
+        idle_timeout: idle,
+        ..Limits::default()
+    })
+    .await;
+    let mut config = (*server.client()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tls_connect(server.addr, Arc::new(config))
+        .await
+        .expect("TLS");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::post("https://localhost/validate/backupconfigurations")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(interim_review("h2-idle"))))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("an answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.into_body().collect().await.expect("the body");
+    let answered = Instant::now();
+    timeout(idle + SLACK, conn)
+        .await
+        .expect("the idle connection was closed")
+        .expect("the connection task")
+        .expect("closed cleanly (GOAWAY)");
+    let took = answered.elapsed();
+    assert!(
+        took >= idle - Duration::from_millis(50),
+        "closed after {took:?}, before the idle timeout"
     );
 }

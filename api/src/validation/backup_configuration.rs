@@ -17,6 +17,7 @@ use super::shared::{
 use super::{Lookups, Policy, Verdict};
 use crate::BackupConfiguration;
 use crate::common::RetentionPolicy;
+use crate::dereference::{Dereferenced, References};
 use crate::schedule::{Schedule, parse_time_zone};
 
 /// Schedules running more often than this get a warning.
@@ -71,9 +72,11 @@ pub fn validate_backup_configuration(
         "seconds a missed slot may still start late",
     );
 
-    check_target(&mut v, "spec.target", ns, &spec.target.r#ref, lookups);
-    check_repository(&mut v, "spec.repository", ns, &spec.repository, lookups);
-    check_task(&mut v, "spec.task", spec.task.as_ref(), lookups);
+    // The objects it names, looked up once (as resolution does).
+    let found = Dereferenced::of(&References::from(new), lookups, None);
+    check_target(&mut v, "spec.target", ns, &spec.target.r#ref, &found);
+    check_repository(&mut v, "spec.repository", ns, &spec.repository, &found);
+    check_task(&mut v, "spec.task", spec.task.as_ref(), &found);
     check_runtime_settings(
         &mut v,
         "spec.runtimeSettings",

@@ -39,7 +39,7 @@ pub fn validate_repository(
 
     let backend = &new.spec.backend;
     check_providers(backend, &mut v);
-    check_rest_userinfo(backend, &mut v);
+    check_endpoint_userinfo(backend, &mut v);
     check_storage_secret(new, &mut v);
 
     if let Some(s3) = &backend.s3 {
@@ -67,16 +67,23 @@ pub fn validate_repository(
     v
 }
 
-/// A REST URL never carries credentials.
-fn check_rest_userinfo(backend: &Backend, v: &mut Verdict) {
-    if let Some(rest) = &backend.rest
-        && crate::appbinding::url_has_userinfo(&rest.url)
+/// An S3 endpoint or REST URL never carries credentials.
+fn check_endpoint_userinfo(backend: &Backend, v: &mut Verdict) {
+    if let Some((field, url)) = backend.endpoint_as_written()
+        && crate::appbinding::url_has_userinfo(url)
     {
+        let keys = if field == "rest.url" {
+            "REST_SERVER_USERNAME, REST_SERVER_PASSWORD"
+        } else {
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"
+        };
         v.error(
-            format!("{BACKEND}.rest.url"),
-            "holds a user name or password: credentials go in the storage Secret \
-             (REST_SERVER_USERNAME, REST_SERVER_PASSWORD), never in the Repository, whose spec \
-             any reader of the object and every Job's arguments would show",
+            format!("{BACKEND}.{field}"),
+            format!(
+                "holds a user name or password: credentials go in the storage Secret ({keys}), \
+                 never in the Repository, whose spec any reader of the object and every Job's \
+                 arguments would show"
+            ),
         );
     }
 }

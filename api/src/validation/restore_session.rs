@@ -13,6 +13,7 @@ use super::shared::{
 use super::{Lookups, Policy, Verdict};
 use crate::RestoreSession;
 use crate::common::Rule;
+use crate::dereference::{Dereferenced, References};
 
 /// Every error and warning of a RestoreSession (`old` is set on UPDATE).
 pub fn validate_restore_session(
@@ -36,7 +37,9 @@ pub fn validate_restore_session(
     let ns = new.metadata.namespace.as_deref().unwrap_or_default();
     let spec = &new.spec;
 
-    check_target(&mut v, "spec.target", ns, &spec.target.r#ref, lookups);
+    // The objects it names, looked up once (as resolution does).
+    let found = Dereferenced::of(&References::from(new), lookups, None);
+    check_target(&mut v, "spec.target", ns, &spec.target.r#ref, &found);
     if !spec.rules.is_empty() {
         v.warn(
             "spec.rules",
@@ -50,8 +53,8 @@ pub fn validate_restore_session(
         .chain((spec.rules.iter().enumerate()).map(|(i, r)| (format!("spec.rules[{i}]"), r)))
         .collect();
     check_rules(&mut v, &rules);
-    check_repository(&mut v, "spec.repository", ns, &spec.repository, lookups);
-    check_task(&mut v, "spec.task", spec.task.as_ref(), lookups);
+    check_repository(&mut v, "spec.repository", ns, &spec.repository, &found);
+    check_task(&mut v, "spec.task", spec.task.as_ref(), &found);
     check_runtime_settings(
         &mut v,
         "spec.runtimeSettings",

@@ -13,11 +13,12 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::{Lookups, Verdict};
+use super::Verdict;
 use crate::common::{
     EmptyDirSettings, ObjectReference, PersistentVolumeClaimTemplate, RuntimeSettings, TargetRef,
     TaskRef,
 };
+use crate::dereference::Dereferenced;
 use crate::duration::parse_go_duration;
 use crate::naming::{MAX_LABEL_LEN, MAX_TEMPLATE_NAME_LEN, is_dns_label, is_dns_subdomain};
 use crate::repository::FromNamespaces;
@@ -72,11 +73,11 @@ pub(crate) fn check_target(
     path: &str,
     own_namespace: &str,
     target: &TargetRef,
-    lookups: &dyn Lookups,
+    found: &Dereferenced,
 ) {
     let ref_path = format!("{path}.ref");
     if check_target_ref(v, &ref_path, own_namespace, target) {
-        warn_about_target(v, &ref_path, own_namespace, target, lookups);
+        warn_about_target(v, &ref_path, own_namespace, target, found);
     }
 }
 
@@ -154,9 +155,9 @@ fn warn_about_target(
     ref_path: &str,
     own_namespace: &str,
     target: &TargetRef,
-    lookups: &dyn Lookups,
+    found: &Dereferenced,
 ) {
-    match lookups.app_binding(own_namespace, &target.name) {
+    match found.app_binding.as_deref() {
         None => v.warn(
             ref_path,
             format!(
@@ -166,7 +167,7 @@ fn warn_about_target(
             ),
         ),
         Some(binding) => {
-            warn_about_transport(v, ref_path, own_namespace, &binding);
+            warn_about_transport(v, ref_path, own_namespace, binding);
             if binding.spec.client_config.insecure_skip_tls_verify == Some(true) {
                 v.warn(
                     ref_path,
@@ -231,7 +232,7 @@ pub(crate) fn check_repository(
     path: &str,
     own_namespace: &str,
     repo_ref: &ObjectReference,
-    lookups: &dyn Lookups,
+    found: &Dereferenced,
 ) {
     if repo_ref.name.is_empty() {
         v.error(
@@ -240,8 +241,8 @@ pub(crate) fn check_repository(
         );
         return;
     }
-    let repo_ns = repo_ref.namespace_or(own_namespace);
-    let Some(repo) = lookups.repository(repo_ns, &repo_ref.name) else {
+    let repo_ns = &found.repository_key.0;
+    let Some(repo) = found.repository.as_deref() else {
         v.warn(
             path,
             format!(
@@ -252,15 +253,14 @@ pub(crate) fn check_repository(
         );
         return;
     };
-    let labels = lookups.namespace_labels(own_namespace);
-    match usage_policy_admits(&repo, own_namespace, labels.as_ref()) {
+    match usage_policy_admits(repo, own_namespace, found.namespace_labels.as_ref()) {
         Some(true) => {}
         Some(false) => v.error(
             path,
             format!(
                 "Repository {repo_ns}/{} does not admit namespace {own_namespace:?}: {}",
                 repo_ref.name,
-                describe_refusal(&repo, own_namespace)
+                describe_refusal(repo, own_namespace)
             ),
         ),
         None => v.warn(
@@ -380,11 +380,11 @@ pub(crate) fn check_task(
     v: &mut Verdict,
     path: &str,
     task: Option<&TaskRef>,
-    lookups: &dyn Lookups,
+    found: &Dereferenced,
 ) {
     let Some(task) = task else { return };
     if let Some(name) = task.given_name()
-        && lookups.task(name).is_none()
+        && found.task.is_none()
     {
         v.warn(
             format!("{path}.name"),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cairn_api::resolve::InstallSettings;
+use cairn_webhook::bounds::Limits;
 use cairn_webhook::metrics::Metrics;
 use cairn_webhook::server::{AppState, admission_router, serve_tls};
 use cairn_webhook::tls::{ReloadingCert, server_config};
@@ -92,10 +93,18 @@ pub fn webhook(args: &[String]) -> anyhow::Result<()> {
             ready: Box::new(|| true),
         });
         let listener = bind(args.port).await?;
+        // The bench measures admission, not refusals: no request cap below its 64 clients.
+        let limits = Limits {
+            max_requests_in_flight: 1024,
+            ..Limits::default()
+        };
+        let metrics = state.metrics.clone();
         serve_tls(
             listener,
             acceptor,
-            admission_router(state, Duration::from_secs(10)),
+            admission_router(state, &limits),
+            limits,
+            metrics,
             stdin_closed(),
             Duration::from_secs(1),
         )
