@@ -140,6 +140,10 @@ pub struct BackupConfigurationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// RepositoryFound, BackendSecretFound, TargetFound, TaskFound, ValidationPassed, Scheduled.
+    /// BackendSecretFound comes from the newest session's pod, as the controller reads no
+    /// Secret: `True` (SessionStarted) once a container started, `False`
+    /// (CreateContainerConfigError) while one waits for the storage Secret, `Unknown`
+    /// (NoSessionYet) before; it does not hold the configuration back from Ready.
     /// A map list keyed by `type`, so each condition can have its own field manager.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

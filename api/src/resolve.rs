@@ -1051,10 +1051,16 @@ fn build_pod_spec(
         }),
         ..Default::default()
     };
-    volumes.push(secret_volume(
-        VOL_REPOSITORY_SECRET,
-        &backend.storage_secret_name,
-    ));
+    // Optional as a volume: a missing storage Secret then stops the pod at the `envFrom` (not
+    // optional), which the kubelet reports on the container status as
+    // `CreateContainerConfigError` naming the Secret; the controller reads that for
+    // `BackendSecretFound` (a volume that cannot mount shows only in events). Either way the
+    // container never starts without the Secret.
+    let mut repository_secret = secret_volume(VOL_REPOSITORY_SECRET, &backend.storage_secret_name);
+    if let Some(source) = repository_secret.secret.as_mut() {
+        source.optional = Some(true);
+    }
+    volumes.push(repository_secret);
     if let Some(secret) = &resolved.app_binding.spec.secret {
         volumes.push(secret_volume(VOL_TARGET_SECRET, &secret.name));
     }

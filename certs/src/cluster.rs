@@ -3,9 +3,10 @@
 //! Two Secrets of type `kubernetes.io/tls` in the webhook's namespace:
 //!
 //! - `NAME` (e.g. `cairn-webhook-tls`): `tls.crt`, `tls.key`, `ca.crt`; mounted by the webhook.
-//! - `NAME-ca` ([`ca_secret_name`]): the CA's `tls.crt` and `tls.key`. Kept apart so that the
-//!   webhook pod never holds the key that can mint certificates its callers trust; only the
-//!   bootstrap Job reads it.
+//! - `NAME-ca` ([`ca_secret_name`]): the active CA's `tls.crt` and `tls.key`; during a rotation
+//!   the next CA's `next.crt` and `next.key`, and the previous CA's `previous.crt` (see
+//!   [`pki::plan`]). Kept apart so that the webhook pod never holds the key that can mint
+//!   certificates its callers trust; only the bootstrap Job and the renewal CronJob read it.
 //!
 //! Writes are server-side apply with field manager [`FIELD_MANAGER`], carrying the
 //! resourceVersion that was read so that two concurrent runs cannot interleave a CA with a
@@ -29,7 +30,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::pki::{self, Ca, CertRequest, Plan, ServingCert};
+use crate::pki::{self, Ca, CaSet, CertRequest, Plan, ServingCert};
 use crate::{Error, Result};
 
 /// The server-side apply field manager of every write made here.
@@ -45,8 +46,9 @@ pub fn ca_secret_name(name: &str) -> String {
 
 /// Make sure Secret `name` (and its CA Secret, [`ca_secret_name`]) in `namespace` hold a valid
 /// serving certificate for `request`, rotating only what [`pki::plan`] finds missing,
-/// unparsable, for other names, or within `request.renew_before` of expiry. The CA in the
-/// Secret is reused when it is still good, so existing caBundles stay valid.
+/// unparsable, for other names, or within its renewal window; a CA near expiry is rotated in
+/// steps with an overlap in the caBundle. `trusted` is what the webhook configurations' caBundles
+/// hold now ([`current_bundles`]).
 ///
 /// Returns the plan: what was kept or made (the `*_rotation` fields say which was written, and
 /// why) and the `ca_bundle` to give [`inject_ca_bundle`].
@@ -54,6 +56,7 @@ pub async fn ensure_secret(
     client: &Client,
     namespace: &str,
     name: &str,
+    trusted: &[String],
     request: &CertRequest,
 ) -> Result<Plan> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -62,9 +65,16 @@ pub async fn ensure_secret(
     let serving_secret = get_tls_secret(&secrets, namespace, name).await?;
 
     let existing_ca = ca_secret.as_ref().and_then(|s| {
-        Some(Ca {
-            cert_pem: entry(s, "tls.crt")?,
-            key_pem: entry(s, "tls.key")?,
+        let pair = |cert: &str, key: &str| {
+            Some(Ca {
+                cert_pem: entry(s, cert)?,
+                key_pem: entry(s, key)?,
+            })
+        };
+        Some(CaSet {
+            active: pair("tls.crt", "tls.key")?,
+            next: pair("next.crt", "next.key"),
+            previous: entry(s, "previous.crt"),
         })
     });
     let existing_serving = serving_secret.as_ref().and_then(|s| {
@@ -78,6 +88,7 @@ pub async fn ensure_secret(
     let plan = pki::plan(
         existing_ca.as_ref(),
         existing_serving.as_ref(),
+        trusted,
         request,
         SystemTime::now(),
     )?;
@@ -85,10 +96,18 @@ pub async fn ensure_secret(
     // The CA first: a crash between the two writes leaves a certificate that no longer verifies
     // against the stored CA, which the next run reissues.
     if plan.ca_rotation.is_some() {
-        let data = [
-            ("tls.crt", &plan.ca.cert_pem),
-            ("tls.key", &plan.ca.key_pem),
+        let cas = &plan.cas;
+        let mut data = vec![
+            ("tls.crt", &cas.active.cert_pem),
+            ("tls.key", &cas.active.key_pem),
         ];
+        if let Some(next) = &cas.next {
+            data.extend([("next.crt", &next.cert_pem), ("next.key", &next.key_pem)]);
+        }
+        if let Some(previous) = &cas.previous {
+            data.push(("previous.crt", previous));
+        }
+        // Server-side apply drops the entries this manager set before and leaves out now.
         apply(
             &secrets,
             namespace,
@@ -132,6 +151,55 @@ pub async fn apply_tls_secret(
         ("ca.crt", &serving.ca_pem),
     ];
     apply(&secrets, namespace, name, &data, None).await
+}
+
+/// The caBundle of every entry of the two webhook configurations (an empty name skips one), as
+/// text: what the API servers trust now. A missing configuration is an error.
+pub async fn current_bundles(
+    client: &Client,
+    validating_name: &str,
+    mutating_name: &str,
+) -> Result<Vec<String>> {
+    let text = |b: &Option<ByteString>| {
+        b.as_ref()
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    let mut bundles = Vec::new();
+    if !validating_name.is_empty() {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        let config = get_configuration(&api, validating_name).await?;
+        bundles.extend(
+            config
+                .webhooks
+                .iter()
+                .flatten()
+                .map(|w| text(&w.client_config.ca_bundle)),
+        );
+    }
+    if !mutating_name.is_empty() {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let config = get_configuration(&api, mutating_name).await?;
+        bundles.extend(
+            config
+                .webhooks
+                .iter()
+                .flatten()
+                .map(|w| text(&w.client_config.ca_bundle)),
+        );
+    }
+    Ok(bundles)
+}
+
+async fn get_configuration<K>(api: &Api<K>, name: &str) -> Result<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let kind = K::kind(&());
+    api.get_opt(name)
+        .await
+        .map_err(kube_err(format!("reading {kind} {name}")))?
+        .ok_or_else(|| Error::Cluster(format!("{kind} {name} not found")))
 }
 
 /// Set `webhooks[*].clientConfig.caBundle` of the ValidatingWebhookConfiguration
@@ -184,11 +252,7 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     let kind = K::kind(&());
-    let config = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err(format!("reading {kind} {name}")))?
-        .ok_or_else(|| Error::Cluster(format!("{kind} {name} not found")))?;
+    let config = get_configuration(api, name).await?;
     let entries = webhooks(&config);
     let Some((patch, count)) = ca_bundle_patch(&entries, ca_pem)? else {
         return Ok(0);

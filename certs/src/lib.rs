@@ -10,7 +10,8 @@
 //! - [`files`]: write a serving certificate to a directory (`ca.crt`, `tls.crt`, `tls.key`), the
 //!   layout of a mounted `kubernetes.io/tls` Secret, for the test harness and the demo.
 //!
-//! The binary `cairn-certs` wraps them: `bootstrap` for the install Job, `generate` for local runs.
+//! The binary `cairn-certs` wraps them: `bootstrap` for the install Job and the renewal CronJob,
+//! `generate` for local runs.
 //! The cert-manager alternative lives in `manifests/certs/`.
 
 #![forbid(unsafe_code)]
@@ -20,13 +21,13 @@ pub mod files;
 pub mod pki;
 
 pub use cluster::{
-    FIELD_MANAGER, TLS_SECRET_TYPE, apply_tls_secret, ca_secret_name, ensure_secret,
-    inject_ca_bundle,
+    FIELD_MANAGER, TLS_SECRET_TYPE, apply_tls_secret, ca_secret_name, current_bundles,
+    ensure_secret, inject_ca_bundle,
 };
 pub use files::write_files;
 pub use pki::{
-    Ca, CertInfo, CertRequest, Plan, ServingCert, cert_info, generate_ca, issue_serving_cert,
-    needs_renewal, plan, service_dns_names, verify_serving_cert,
+    Ca, CaSet, CertInfo, CertRequest, Plan, ServingCert, cert_info, generate_ca,
+    issue_serving_cert, needs_renewal, plan, service_dns_names, verify_serving_cert,
 };
 
 /// Everything that can go wrong here.

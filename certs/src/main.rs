@@ -1,7 +1,8 @@
 //! `cairn-certs`: serving certificates for the cairn webhook.
 //!
-//! - `bootstrap`: what the install's bootstrap Job (or a periodic CronJob, for rotation) runs:
-//!   keep the webhook's TLS Secret valid and put its CA into the webhook configurations.
+//! - `bootstrap`: what the install's bootstrap Job and its renewal CronJob run: keep the
+//!   webhook's TLS Secret valid, rotate the CA in steps, and keep the webhook configurations'
+//!   caBundle in step.
 //! - `generate`: write a CA and a serving certificate to a directory, for running the webhook
 //!   outside a cluster (tests, the demo).
 //!
@@ -15,24 +16,34 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use cairn_certs::{CertRequest, ensure_secret, generate_ca, inject_ca_bundle, issue_serving_cert};
+use cairn_certs::{
+    CertRequest, current_bundles, ensure_secret, generate_ca, inject_ca_bundle, issue_serving_cert,
+};
 
 const USAGE: &str = "\
 cairn-certs: serving certificates for the cairn admission webhook
 
 USAGE:
     cairn-certs bootstrap [OPTIONS]
-        Create or rotate the webhook's kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt; the CA
+        Create or renew the webhook's kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt; the CA
         in Secret <secret>-ca) and set the caBundle of the webhook configurations. Idempotent:
-        rotates only what is missing, unparsable, for other names or near expiry.
+        renews only what is missing, unparsable, for other names or near expiry. A CA near
+        expiry is rotated over three runs, each at least --overlap after the previous step: a
+        next CA joins the caBundle; it signs a new serving certificate; the old CA leaves.
+        Durations: Go's syntax (90s, 10m, 8760h) or seconds; the -days flags take days.
         --namespace NS             namespace of the Service and Secrets [cairn-system]
         --service NAME             webhook Service [cairn-webhook]
         --secret NAME              serving Secret [cairn-webhook-tls]
         --validating NAME          ValidatingWebhookConfiguration; \"\" skips [cairn-validating]
         --mutating NAME            MutatingWebhookConfiguration; \"\" skips [cairn-mutating]
-        --validity-days N          serving certificate lifetime [365]
-        --ca-validity-days N       CA lifetime [3650]
-        --renew-before-days N      renew this long before expiry [30]
+        --dns NAME, --ip ADDR      more names for the certificate, beside the Service's
+        --validity D               serving certificate lifetime [8760h]; or --validity-days N
+        --ca-validity D            CA lifetime [87600h]; or --ca-validity-days N
+        --renew-before D           renew the serving certificate this long before expiry [720h];
+                                   or --renew-before-days N
+        --ca-renew-before D        rotate the CA from this long before expiry [twice
+                                   --renew-before]; or --ca-renew-before-days N
+        --overlap D                wait between rotation steps [10m]
 
     cairn-certs generate --out-dir DIR (--dns NAME | --ip ADDR)... [OPTIONS]
         Write ca.crt, tls.crt and tls.key (mode 0600) into DIR, for a new CA.
@@ -87,9 +98,17 @@ const BOOTSTRAP_FLAGS: &[&str] = &[
     "secret",
     "validating",
     "mutating",
+    "dns",
+    "ip",
+    "validity",
     "validity-days",
+    "ca-validity",
     "ca-validity-days",
+    "renew-before",
     "renew-before-days",
+    "ca-renew-before",
+    "ca-renew-before-days",
+    "overlap",
 ];
 
 fn bootstrap(flags: &Flags) -> Result<()> {
@@ -98,11 +117,19 @@ fn bootstrap(flags: &Flags) -> Result<()> {
     let secret = flags.one("secret").unwrap_or("cairn-webhook-tls");
     let validating = flags.one("validating").unwrap_or("cairn-validating");
     let mutating = flags.one("mutating").unwrap_or("cairn-mutating");
+    let defaults = CertRequest::for_service(service, namespace);
+    let renew_before = flags.duration("renew-before", defaults.renew_before)?;
+    let mut dns_names = defaults.dns_names.clone();
+    dns_names.extend(flags.list("dns").map(str::to_string));
     let request = CertRequest {
-        validity: flags.days("validity-days", 365)?,
-        ca_validity: flags.days("ca-validity-days", 3650)?,
-        renew_before: flags.days("renew-before-days", 30)?,
-        ..CertRequest::for_service(service, namespace)
+        dns_names,
+        ip_addresses: ips(flags)?,
+        validity: flags.duration("validity", defaults.validity)?,
+        ca_validity: flags.duration("ca-validity", defaults.ca_validity)?,
+        renew_before,
+        ca_renew_before: flags.duration("ca-renew-before", renew_before.saturating_mul(2))?,
+        overlap: flags.duration("overlap", defaults.overlap)?,
+        ..defaults
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -113,9 +140,10 @@ fn bootstrap(flags: &Flags) -> Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
-        let plan = ensure_secret(&client, namespace, secret, &request).await?;
+        let trusted = current_bundles(&client, validating, mutating).await?;
+        let plan = ensure_secret(&client, namespace, secret, &trusted, &request).await?;
         match &plan.ca_rotation {
-            Some(why) => println!("CA: new, in Secret {namespace}/{secret}-ca ({why})"),
+            Some(why) => println!("CA: Secret {namespace}/{secret}-ca written ({why})"),
             None => println!("CA: kept"),
         }
         match &plan.serving_rotation {
@@ -135,10 +163,7 @@ const GENERATE_FLAGS: &[&str] = &["dns", "ip", "out-dir", "validity-days", "ca-c
 fn generate(flags: &Flags) -> Result<()> {
     let out_dir = PathBuf::from(flags.one("out-dir").context("--out-dir is required")?);
     let dns: Vec<String> = flags.list("dns").map(str::to_string).collect();
-    let ips = flags
-        .list("ip")
-        .map(|ip| ip.parse::<IpAddr>().with_context(|| format!("--ip {ip:?}")))
-        .collect::<Result<Vec<_>>>()?;
+    let ips = ips(flags)?;
     if dns.is_empty() && ips.is_empty() {
         bail!("give at least one --dns or --ip");
     }
@@ -154,6 +179,13 @@ fn generate(flags: &Flags) -> Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+fn ips(flags: &Flags) -> Result<Vec<IpAddr>> {
+    flags
+        .list("ip")
+        .map(|ip| ip.parse::<IpAddr>().with_context(|| format!("--ip {ip:?}")))
+        .collect()
 }
 
 /// `--name value` / `--name=value` pairs, in order; only the names a command knows.
@@ -214,6 +246,18 @@ impl Flags {
             .map(Duration::from_secs)
             .with_context(|| format!("--{name} {days} is too large"))
     }
+
+    /// `--name D` (Go's duration syntax, or seconds) or `--name-days N`; one of them at most.
+    fn duration(&self, name: &str, default: Duration) -> Result<Duration> {
+        let days_name = format!("{name}-days");
+        match (self.one(name), self.one(&days_name)) {
+            (Some(_), Some(_)) => bail!("give --{name} or --{days_name}, not both"),
+            (Some(v), None) => cairn_api::duration::parse_std_duration(v)
+                .map_err(|e| anyhow!("--{name} {v:?}: {e} (a duration such as 90s, 10m or 720h)")),
+            (None, Some(_)) => self.days(&days_name, 0),
+            (None, None) => Ok(default),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -252,5 +296,32 @@ mod tests {
         let flags =
             Flags::parse(&args(&["--validity-days", "soon"]), GENERATE_FLAGS).expect("parse");
         assert!(flags.days("validity-days", 1).is_err());
+    }
+
+    #[test]
+    fn durations_take_minutes_or_days_not_both() {
+        let parse = |list: &[&str]| Flags::parse(&args(list), BOOTSTRAP_FLAGS).expect("parse");
+        let flags = parse(&[
+            "--validity",
+            "10m",
+            "--renew-before=300",
+            "--ca-validity-days=2",
+        ]);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            flags.duration("validity", hour).expect("10m"),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            flags.duration("renew-before", hour).expect("300"),
+            Duration::from_secs(300)
+        );
+        assert_eq!(flags.duration("ca-validity", hour).expect("days"), 2 * DAY);
+        assert_eq!(flags.duration("overlap", hour).expect("default"), hour);
+        let both = parse(&["--validity", "10m", "--validity-days", "1"]);
+        assert!(both.duration("validity", hour).is_err());
+        let bad = parse(&["--overlap", "soon"]);
+        let message = format!("{:#}", bad.duration("overlap", hour).expect_err("bad"));
+        assert!(message.contains("--overlap"), "{message}");
     }
 }

@@ -333,13 +333,23 @@ pub struct CertRequest {
     pub validity: Duration,
     /// Lifetime of a new CA.
     pub ca_validity: Duration,
-    /// Renew the CA or the serving certificate this long before it expires.
+    /// Renew the serving certificate this long before it expires.
     pub renew_before: Duration,
+    /// Start rotating the CA this long before it expires. Wider than `renew_before`, so the
+    /// rotation (three runs: publish, switch, drop) ends before a certificate the old CA
+    /// signed falls due.
+    pub ca_renew_before: Duration,
+    /// How long a change must have been out before the next step builds on it: a new CA in
+    /// the caBundle before it signs (the API servers' webhook clients pick the bundle up), a
+    /// new serving certificate before the previous CA leaves the bundle (the kubelet refreshes a
+    /// Secret volume after a minute or two).
+    pub overlap: Duration,
 }
 
 impl CertRequest {
     /// The defaults for a Service: [`service_dns_names`], a one-year serving certificate, a
-    /// ten-year CA, renewal 30 days before expiry.
+    /// ten-year CA, renewal 30 days before expiry, CA rotation from 60 days before its expiry,
+    /// 10 minutes of overlap.
     pub fn for_service(service: &str, namespace: &str) -> Self {
         Self {
             ca_common_name: format!("{service}.{namespace} webhook CA"),
@@ -348,6 +358,8 @@ impl CertRequest {
             validity: 365 * DAY,
             ca_validity: 3650 * DAY,
             renew_before: 30 * DAY,
+            ca_renew_before: 60 * DAY,
+            overlap: Duration::from_secs(600),
         }
     }
 
@@ -356,64 +368,76 @@ impl CertRequest {
         check_validity(self.ca_validity)?;
         check_names(&self.dns_names, &self.ip_addresses)?;
         // Otherwise every run would find the fresh certificate due and rotate it again.
-        if self.validity <= self.renew_before || self.ca_validity <= self.renew_before {
+        if self.validity <= self.renew_before || self.ca_validity <= self.ca_renew_before {
             return Err(Error::Invalid(format!(
-                "the validity ({}s serving, {}s CA) must exceed the renewal window ({}s)",
+                "the validity must exceed the renewal window: {}s serving against {}s, {}s CA against {}s",
                 self.validity.as_secs(),
+                self.renew_before.as_secs(),
                 self.ca_validity.as_secs(),
-                self.renew_before.as_secs()
+                self.ca_renew_before.as_secs()
             )));
         }
         Ok(())
     }
 }
 
+/// The CA Secret's contents: the CA that signs (`active`), during a rotation the one that will
+/// sign next (`next`, already in the caBundle), and the one that signed before (`previous`,
+/// certificate only, kept in the caBundle while a certificate it signed may still be served).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaSet {
+    pub active: Ca,
+    pub next: Option<Ca>,
+    pub previous: Option<String>,
+}
+
 /// The outcome of [`plan`]: what the Secrets and the caBundle should hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    pub ca: Ca,
-    /// Why a new CA was made; `None` when the existing one is kept.
+    pub cas: CaSet,
+    /// Why the CA Secret changes; `None` when it is kept as it is.
     pub ca_rotation: Option<String>,
     pub serving: ServingCert,
     /// Why a new serving certificate was issued; `None` when the existing one is kept.
     pub serving_rotation: Option<String>,
-    /// PEM for the webhook configurations' `caBundle`: the current CA, then any earlier CA that
-    /// signed a certificate possibly still served (not yet expired). The kubelet refreshes a
-    /// Secret volume after a delay, so the server may present the old certificate for a while.
+    /// PEM for the webhook configurations' `caBundle`: the active CA, then the next one (during
+    /// a rotation), then the previous one (while a certificate it signed may still be served).
     pub ca_bundle: String,
 }
 
-/// Decide what to keep and what to make new, from what the Secrets hold now.
+/// Decide what to keep and what to make new, from what the Secrets hold now and the caBundles
+/// the webhook configurations hold now (`trusted`, one per webhook entry).
 ///
-/// The CA is kept when it parses, is a CA, its key matches, and it is not within
-/// `renew_before` of expiry; keeping it keeps every existing caBundle valid. The serving
-/// certificate is kept when it parses, its key matches, its subjectAltName is exactly the
-/// requested names, it is not within `renew_before` of expiry, it verifies against the kept CA,
-/// and `ca.crt` is that CA.
+/// A CA rotation takes three runs, each only after `overlap` since the previous step, so no
+/// client ever meets a certificate from a CA it does not trust:
+/// 1. the active CA is within `ca_renew_before` of expiry: a next CA is made and added to the
+///    caBundle; nothing signs with it yet;
+/// 2. the next CA is in every caBundle and was made `overlap` ago: it becomes active and the
+///    serving certificate is reissued by it; the old CA stays in the caBundle as `previous`;
+/// 3. the serving certificate was issued by the active CA `overlap` ago: `previous` leaves.
+///
+/// A CA that is unusable (missing, unparsable, key mismatch) is replaced at once, as there is
+/// nothing to overlap with. The serving certificate is kept when it parses, its key matches,
+/// its subjectAltName is exactly the requested names, it is not within `renew_before` of
+/// expiry, it verifies against the active CA, and `ca.crt` is that CA.
 pub fn plan(
-    existing_ca: Option<&Ca>,
+    existing_ca: Option<&CaSet>,
     existing_serving: Option<&ServingCert>,
+    trusted: &[String],
     request: &CertRequest,
     now: SystemTime,
 ) -> Result<Plan> {
     request.check()?;
-    let ca_problem = match existing_ca {
-        None => Some("no CA yet".to_string()),
-        Some(ca) => usable_ca(ca, now, request.renew_before).err(),
-    };
-    let ca = match (&ca_problem, existing_ca) {
-        (None, Some(ca)) => ca.clone(),
-        _ => generate_ca_at(&request.ca_common_name, request.ca_validity, now)?,
-    };
+    let (mut cas, mut ca_rotation) = next_cas(existing_ca, trusted, request, now)?;
 
     let serving_problem = match existing_serving {
         None => Some("no serving certificate yet".to_string()),
-        Some(serving) => usable_serving(serving, &ca, request, now).err(),
+        Some(serving) => usable_serving(serving, &cas.active, request, now).err(),
     };
     let serving = match (&serving_problem, existing_serving) {
         (None, Some(serving)) => serving.clone(),
         _ => issue_serving_cert_at(
-            &ca,
+            &cas.active,
             &request.dns_names,
             &request.ip_addresses,
             request.validity,
@@ -421,36 +445,126 @@ pub fn plan(
         )?,
     };
 
-    let mut bundle = vec![ca.cert_pem.trim().to_string()];
-    let earlier = [
-        existing_ca.map(|c| c.cert_pem.as_str()),
-        existing_serving.map(|s| s.ca_pem.as_str()),
+    // The CA of a replaced certificate stays trusted while that certificate may be served.
+    let served_ca = existing_serving.map(|s| s.ca_pem.trim().to_string());
+    if serving_problem.is_some()
+        && let Some(old) = served_ca.as_deref().filter(|old| valid_ca_at(old, now))
+        && old != cas.active.cert_pem.trim()
+    {
+        if cas.previous.as_deref().map(str::trim) != Some(old) {
+            ca_rotation.get_or_insert_with(|| "the previous CA stays trusted".into());
+        }
+        cas.previous = Some(old.to_string());
+    } else if let Some(previous) = &cas.previous {
+        let switched_long_ago = existing_serving.is_some_and(|s| {
+            s.ca_pem.trim() == cas.active.cert_pem.trim()
+                && issued_at(&s.cert_pem).is_some_and(|at| at + request.overlap <= now)
+        });
+        if switched_long_ago || !valid_ca_at(previous, now) {
+            cas.previous = None;
+            ca_rotation.get_or_insert_with(|| "the previous CA leaves the caBundle".into());
+        }
+    }
+
+    let mut bundle = vec![cas.active.cert_pem.trim().to_string()];
+    let others = [
+        cas.next.as_ref().map(|c| c.cert_pem.trim()),
+        cas.previous.as_deref().map(str::trim),
     ];
-    for pem in earlier.into_iter().flatten() {
-        let pem = pem.trim();
-        let still_valid = cert_info(pem).is_ok_and(|info| info.is_ca && info.not_after > now);
-        if still_valid && !bundle.iter().any(|b| b == pem) {
+    for pem in others.into_iter().flatten() {
+        if !bundle.iter().any(|b| b == pem) {
             bundle.push(pem.to_string());
         }
     }
-    let ca_bundle = bundle.join("\n") + "\n";
-
     Ok(Plan {
-        ca,
-        ca_rotation: ca_problem,
+        cas,
+        ca_rotation,
         serving,
         serving_rotation: serving_problem,
-        ca_bundle,
+        ca_bundle: bundle.join("\n") + "\n",
     })
 }
 
-/// `Ok` when the CA can stay, else why not.
-fn usable_ca(ca: &Ca, now: SystemTime, renew_before: Duration) -> Result<(), String> {
-    let info = ca.check().map_err(|e| format!("the CA is unusable: {e}"))?;
-    if due(&info, now, renew_before) {
-        return Err("the CA expires soon".into());
+/// The CA step of [`plan`]: the CA set after this run, and why it changed.
+fn next_cas(
+    existing: Option<&CaSet>,
+    trusted: &[String],
+    request: &CertRequest,
+    now: SystemTime,
+) -> Result<(CaSet, Option<String>)> {
+    let fresh = |why: String| -> Result<(CaSet, Option<String>)> {
+        let active = generate_ca_at(&request.ca_common_name, request.ca_validity, now)?;
+        let previous = existing
+            .map(|set| set.active.cert_pem.trim().to_string())
+            .filter(|pem| valid_ca_at(pem, now));
+        Ok((
+            CaSet {
+                active,
+                next: None,
+                previous,
+            },
+            Some(why),
+        ))
+    };
+    let Some(set) = existing else {
+        return fresh("no CA yet".into());
+    };
+    let info = match set.active.check() {
+        Ok(info) => info,
+        Err(e) => return fresh(format!("the CA is unusable: {e}")),
+    };
+    let mut cas = set.clone();
+    // A next CA that cannot sign is useless: start over with another.
+    let next_usable = |ca: &Ca| ca.check().is_ok_and(|i| i.not_after > now);
+    if cas.next.as_ref().is_some_and(|ca| !next_usable(ca)) {
+        cas.next = None;
     }
-    Ok(())
+    if !due(&info, now, request.ca_renew_before) {
+        let changed = (cas.next != set.next).then(|| "the next CA was unusable".to_string());
+        return Ok((cas, changed));
+    }
+    match cas.next.take() {
+        None => {
+            cas.next = Some(generate_ca_at(
+                &request.ca_common_name,
+                request.ca_validity,
+                now,
+            )?);
+            Ok((
+                cas,
+                Some("the CA expires soon: a next CA joins the caBundle".into()),
+            ))
+        }
+        Some(next) if published(&next, trusted, request.overlap, now) => {
+            cas.active = next;
+            Ok((
+                cas,
+                Some("the next CA, trusted for long enough, now signs".into()),
+            ))
+        }
+        Some(next) => {
+            cas.next = Some(next);
+            let changed = (cas.next != set.next).then(|| "the next CA was unusable".to_string());
+            Ok((cas, changed))
+        }
+    }
+}
+
+/// Whether `next` was made at least `overlap` ago and every caBundle holds it.
+fn published(next: &Ca, trusted: &[String], overlap: Duration, now: SystemTime) -> bool {
+    let pem = next.cert_pem.trim();
+    issued_at(&next.cert_pem).is_some_and(|at| at + overlap <= now)
+        && trusted.iter().all(|bundle| bundle.contains(pem))
+}
+
+/// When a certificate made here was made: its notBefore is back-dated by [`CLOCK_SKEW`].
+fn issued_at(cert_pem: &str) -> Option<SystemTime> {
+    let info = cert_info(cert_pem).ok()?;
+    info.not_before.checked_add(CLOCK_SKEW)
+}
+
+fn valid_ca_at(pem: &str, now: SystemTime) -> bool {
+    cert_info(pem).is_ok_and(|info| info.is_ca && info.not_after > now)
 }
 
 /// `Ok` when the serving certificate can stay, else why not.
@@ -483,11 +597,11 @@ fn usable_serving(
         (None, Some(ip)) => ip.to_string(),
         (None, None) => return Err("no name to verify".into()),
     };
+    if serving.ca_pem.trim() != ca.cert_pem.trim() {
+        return Err("ca.crt is not the active CA".into());
+    }
     verify_serving_cert(&serving.cert_pem, &ca.cert_pem, &name, now)
         .map_err(|e| format!("the serving certificate does not verify against the CA: {e}"))?;
-    if serving.ca_pem.trim() != ca.cert_pem.trim() {
-        return Err("ca.crt is not the current CA".into());
-    }
     Ok(())
 }
 
@@ -796,11 +910,11 @@ mod tests {
     #[test]
     fn plan_from_nothing_makes_both() {
         let now = SystemTime::now();
-        let plan = plan(None, None, &request(), now).expect("plan");
+        let plan = plan(None, None, &[], &request(), now).expect("plan");
         assert!(plan.ca_rotation.is_some());
         assert!(plan.serving_rotation.is_some());
-        assert_eq!(plan.ca_bundle.trim(), plan.ca.cert_pem.trim());
-        assert_eq!(plan.serving.ca_pem, plan.ca.cert_pem);
+        assert_eq!(plan.ca_bundle.trim(), plan.cas.active.cert_pem.trim());
+        assert_eq!(plan.serving.ca_pem, plan.cas.active.cert_pem);
         verify_serving_cert(
             &plan.serving.cert_pem,
             &plan.ca_bundle,
@@ -813,12 +927,18 @@ mod tests {
     #[test]
     fn plan_keeps_what_is_still_good() {
         let now = SystemTime::now();
-        let first = plan(None, None, &request(), now).expect("plan");
-        let second =
-            plan(Some(&first.ca), Some(&first.serving), &request(), now + DAY).expect("plan");
+        let first = plan(None, None, &[], &request(), now).expect("plan");
+        let second = plan(
+            Some(&first.cas),
+            Some(&first.serving),
+            std::slice::from_ref(&first.ca_bundle),
+            &request(),
+            now + DAY,
+        )
+        .expect("plan");
         assert_eq!(second.ca_rotation, None);
         assert_eq!(second.serving_rotation, None);
-        assert_eq!(second.ca, first.ca);
+        assert_eq!(second.cas, first.cas);
         assert_eq!(second.serving, first.serving);
         assert_eq!(second.ca_bundle, first.ca_bundle);
     }
@@ -826,15 +946,15 @@ mod tests {
     #[test]
     fn plan_reissues_for_other_names_under_the_same_ca() {
         let now = SystemTime::now();
-        let first = plan(None, None, &request(), now).expect("plan");
+        let first = plan(None, None, &[], &request(), now).expect("plan");
         let moved = CertRequest {
             ip_addresses: Vec::new(),
             ..CertRequest::for_service("cairn-webhook", "elsewhere")
         };
-        let second = plan(Some(&first.ca), Some(&first.serving), &moved, now).expect("plan");
+        let second = plan(Some(&first.cas), Some(&first.serving), &[], &moved, now).expect("plan");
         assert_eq!(second.ca_rotation, None);
         assert!(second.serving_rotation.is_some_and(|r| r.contains("not")));
-        assert_eq!(second.ca, first.ca);
+        assert_eq!(second.cas, first.cas);
         let info = cert_info(&second.serving.cert_pem).expect("parse");
         assert_eq!(
             info.dns_names,
@@ -845,67 +965,180 @@ mod tests {
     #[test]
     fn plan_renews_the_serving_cert_near_expiry() {
         let now = SystemTime::now();
-        let first = plan(None, None, &request(), now).expect("plan");
+        let first = plan(None, None, &[], &request(), now).expect("plan");
         let later = now + 340 * DAY;
-        let second = plan(Some(&first.ca), Some(&first.serving), &request(), later).expect("plan");
+        let second = plan(
+            Some(&first.cas),
+            Some(&first.serving),
+            &[],
+            &request(),
+            later,
+        )
+        .expect("plan");
         assert_eq!(second.ca_rotation, None);
         assert_eq!(
             second.serving_rotation.as_deref(),
             Some("the serving certificate expires soon")
         );
+        assert_eq!(second.ca_bundle, first.ca_bundle);
         assert!(
             !needs_renewal(&second.serving.cert_pem, later, request().renew_before).expect("parse")
         );
     }
 
+    /// The whole rotation, run by run: at every step the certificate a client may meet (the
+    /// one stored before the run, and the one stored after it) verifies against the caBundle
+    /// the run leaves, and the steps wait for `overlap` and for the caBundle to hold the next CA.
     #[test]
-    fn plan_rotates_the_ca_near_expiry_and_bundles_both() {
-        let now = SystemTime::now();
-        let first = plan(None, None, &request(), now).expect("plan");
-        let later = now + 3640 * DAY;
-        let second = plan(Some(&first.ca), Some(&first.serving), &request(), later).expect("plan");
-        assert_eq!(second.ca_rotation.as_deref(), Some("the CA expires soon"));
-        assert!(second.serving_rotation.is_some());
-        assert_ne!(second.ca, first.ca);
-        assert!(second.ca_bundle.contains(first.ca.cert_pem.trim()));
-        assert!(second.ca_bundle.starts_with(second.ca.cert_pem.trim()));
-        assert_eq!(second.serving.ca_pem, second.ca.cert_pem);
+    fn ca_rotation_publishes_switches_then_drops_with_an_overlap() {
+        let name = "cairn-webhook.cairn-system.svc";
+        let start = SystemTime::now();
+        let t1 = start + (3650 - 59) * DAY;
+        let made = plan(None, None, &[], &request(), start).expect("plan");
+        // Years later, a serving certificate issued shortly before the CA falls due.
+        let first = plan(
+            Some(&made.cas),
+            Some(&made.serving),
+            &[],
+            &request(),
+            t1 - 2 * DAY,
+        )
+        .expect("plan");
+        assert_eq!(first.cas, made.cas);
+        let old_ca = first.cas.active.cert_pem.clone();
+        let overlap = request().overlap;
+        let both_served_verify = |before: &Plan, after: &Plan, at: SystemTime| {
+            for served in [&before.serving, &after.serving] {
+                verify_serving_cert(&served.cert_pem, &after.ca_bundle, name, at)
+                    .expect("a served certificate verifies against the new caBundle");
+            }
+        };
+
+        // 1. Near the CA's expiry: a next CA joins the bundle; the old CA still signs.
+        let publish = plan(
+            Some(&first.cas),
+            Some(&first.serving),
+            std::slice::from_ref(&first.ca_bundle),
+            &request(),
+            t1,
+        )
+        .expect("plan");
+        let next = publish.cas.next.clone().expect("a next CA");
+        assert!(publish.ca_rotation.is_some());
+        assert_eq!(publish.cas.active, first.cas.active);
+        assert_eq!(publish.serving.ca_pem, old_ca);
+        assert!(publish.ca_bundle.starts_with(old_ca.trim()));
+        assert!(publish.ca_bundle.contains(next.cert_pem.trim()));
+        both_served_verify(&first, &publish, t1);
+
+        // Not yet: the bundle the API server holds lacks the next CA, or it is too fresh.
+        for (bundle, at) in [
+            (first.ca_bundle.clone(), t1 + DAY),
+            (publish.ca_bundle.clone(), t1 + overlap / 2),
+        ] {
+            let wait = plan(
+                Some(&publish.cas),
+                Some(&publish.serving),
+                &[bundle],
+                &request(),
+                at,
+            )
+            .expect("plan");
+            assert_eq!(wait.cas, publish.cas, "promoted too early");
+            assert_eq!(wait.ca_rotation, None);
+        }
+
+        // 2. Trusted for long enough: the next CA signs; the old one stays as previous.
+        let t2 = t1 + overlap;
+        let switch = plan(
+            Some(&publish.cas),
+            Some(&publish.serving),
+            std::slice::from_ref(&publish.ca_bundle),
+            &request(),
+            t2,
+        )
+        .expect("plan");
+        assert_eq!(switch.cas.active, next);
+        assert_eq!(switch.cas.next, None);
+        assert_eq!(switch.cas.previous.as_deref(), Some(old_ca.trim()));
+        assert!(switch.serving_rotation.is_some());
+        assert_eq!(switch.serving.ca_pem, next.cert_pem);
+        assert!(switch.ca_bundle.starts_with(next.cert_pem.trim()));
+        both_served_verify(&publish, &switch, t2);
+
+        // The previous CA stays until the new certificate has been out for `overlap`.
+        let early = plan(
+            Some(&switch.cas),
+            Some(&switch.serving),
+            std::slice::from_ref(&switch.ca_bundle),
+            &request(),
+            t2 + overlap / 2,
+        )
+        .expect("plan");
+        assert_eq!(early.cas, switch.cas);
+        assert!(early.ca_bundle.contains(old_ca.trim()));
+
+        // 3. Then it leaves.
+        let t3 = t2 + overlap;
+        let drop = plan(
+            Some(&switch.cas),
+            Some(&switch.serving),
+            std::slice::from_ref(&switch.ca_bundle),
+            &request(),
+            t3,
+        )
+        .expect("plan");
+        assert_eq!(drop.cas.previous, None);
+        assert!(drop.ca_rotation.is_some());
+        assert_eq!(drop.ca_bundle.trim(), next.cert_pem.trim());
+        both_served_verify(&switch, &drop, t3);
     }
 
     #[test]
     fn plan_replaces_unparsable_or_mismatched_material() {
         let now = SystemTime::now();
-        let first = plan(None, None, &request(), now).expect("plan");
-        let broken_ca = Ca {
-            cert_pem: "junk".into(),
-            key_pem: first.ca.key_pem.clone(),
+        let first = plan(None, None, &[], &request(), now).expect("plan");
+        let broken = CaSet {
+            active: Ca {
+                cert_pem: "junk".into(),
+                key_pem: first.cas.active.key_pem.clone(),
+            },
+            next: None,
+            previous: None,
         };
-        let second = plan(Some(&broken_ca), Some(&first.serving), &request(), now).expect("plan");
+        let second = plan(Some(&broken), Some(&first.serving), &[], &request(), now).expect("plan");
         assert!(second.ca_rotation.is_some());
         assert!(second.serving_rotation.is_some());
         // The old serving certificate's CA stays trusted until the new one is served.
-        assert!(second.ca_bundle.contains(first.ca.cert_pem.trim()));
+        assert!(second.ca_bundle.contains(first.cas.active.cert_pem.trim()));
 
-        let other =
-            issue_serving_cert(&first.ca, &request().dns_names, &loopback(), DAY).expect("serving");
+        let other = issue_serving_cert(&first.cas.active, &request().dns_names, &loopback(), DAY)
+            .expect("serving");
         let mismatched = ServingCert {
             key_pem: other.key_pem,
             ..first.serving.clone()
         };
-        let third = plan(Some(&first.ca), Some(&mismatched), &request(), now).expect("plan");
+        let third = plan(Some(&first.cas), Some(&mismatched), &[], &request(), now).expect("plan");
         assert_eq!(third.ca_rotation, None);
         assert!(third.serving_rotation.is_some_and(|r| r.contains("key")));
     }
 
     #[test]
     fn plan_refuses_a_window_as_long_as_the_validity() {
-        let bad = CertRequest {
-            renew_before: 365 * DAY,
-            ..request()
-        };
-        assert!(matches!(
-            plan(None, None, &bad, SystemTime::now()),
-            Err(Error::Invalid(_))
-        ));
+        for bad in [
+            CertRequest {
+                renew_before: 365 * DAY,
+                ..request()
+            },
+            CertRequest {
+                ca_renew_before: 3650 * DAY,
+                ..request()
+            },
+        ] {
+            assert!(matches!(
+                plan(None, None, &[], &bad, SystemTime::now()),
+                Err(Error::Invalid(_))
+            ));
+        }
     }
 }

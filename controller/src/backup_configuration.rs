@@ -11,10 +11,12 @@ use cairn_api::dereference::{Dereferenced, References};
 use cairn_api::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, label_value, session_name_for_slot,
 };
+use cairn_api::schedule::Schedule;
 use cairn_api::validation::validate_backup_configuration;
 use cairn_api::{BackupConfiguration, BackupSession, Repository};
-use chrono::Utc;
-use k8s_openapi::api::core::v1::Secret;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
@@ -123,7 +125,7 @@ async fn dereference(
     let (repo_ns, repo_name) = &found.repository_key;
     let what = format!("Repository {repo_ns}/{repo_name}");
     conds.found("RepositoryFound", found.repository.is_some(), what);
-    let secret = backend_secret(found.repository.as_deref(), repo_ns, ctx, conds).await?;
+    backend_secret(config, found.repository.as_deref(), ctx, conds);
     let target = &config.spec.target.r#ref;
     let namespace = config.namespace().unwrap_or_default();
     let what = format!("{} {namespace}/{}", target.kind, target.name);
@@ -134,41 +136,113 @@ async fn dereference(
         found.task.is_some(),
         format!("Task {task_name}"),
     );
-    Ok(found.repository.is_some() && secret && found.app_binding.is_some() && found.task.is_some())
+    Ok(found.repository.is_some() && found.app_binding.is_some() && found.task.is_some())
 }
 
-/// Whether the Repository's storage Secret exists, with the `BackendSecretFound` condition.
-async fn backend_secret(
+/// The `BackendSecretFound` condition, from what the configuration's own sessions met: the
+/// controller reads no Secret (not even its metadata), so the kubelet is the witness. A pod of
+/// the newest session that started a container had the storage Secret (its `envFrom`); one
+/// waiting in `CreateContainerConfigError` for `secret "<name>"` did not; before any session ran,
+/// `Unknown`. Informational: it does not hold the configuration back from Ready (which would
+/// stop the sessions that bring it up to date).
+fn backend_secret(
+    config: &BackupConfiguration,
     repo: Option<&Repository>,
-    repo_ns: &str,
     ctx: &Context,
     conds: &mut Writer,
-) -> Result<bool> {
+) {
+    const TYPE: &str = "BackendSecretFound";
     let Some(repo) = repo else {
         let message = "the Repository is missing";
-        conds.set("BackendSecretFound", false, "RepositoryNotFound", message);
-        return Ok(false);
+        conds.set(TYPE, false, "RepositoryNotFound", message);
+        return;
     };
     let secret = &repo.spec.backend.storage_secret_name;
-    let found = secret_exists(ctx, repo_ns, secret).await?;
-    let what = format!("storage Secret {repo_ns}/{secret}");
-    conds.found("BackendSecretFound", found, what);
-    Ok(found)
+    let pods = session_pods(config, ctx);
+    let newest = pods
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    let (ok, reason, message) = match newest.map(|pod| secret_seen(pod, secret)) {
+        Some(Some(true)) => (
+            Some(true),
+            "SessionStarted",
+            format!("storage Secret {secret} was there when a session's pod started"),
+        ),
+        Some(Some(false)) => (
+            Some(false),
+            "CreateContainerConfigError",
+            format!("a session's pod waits for storage Secret {secret}: not found"),
+        ),
+        _ => (
+            None,
+            "NoSessionYet",
+            format!(
+                "the controller reads no Secret; a session's pod tells whether storage Secret {secret} exists"
+            ),
+        ),
+    };
+    conds.set_known(TYPE, ok, reason, message);
 }
 
-/// Whether a Secret exists: remembered for a while, or looked up (its metadata only).
-async fn secret_exists(ctx: &Context, namespace: &str, name: &str) -> Result<bool> {
-    if let Some(found) = ctx.secret_known(namespace, name) {
-        return Ok(found);
+/// The Pods of this configuration's sessions that count: labelled by cairn for it, and
+/// controlled by a Job cairn made (one in the store of cairn's Jobs, same uid).
+fn session_pods(config: &BackupConfiguration, ctx: &Context) -> Vec<Arc<Pod>> {
+    let namespace = config.namespace().unwrap_or_default();
+    let name = label_value(&config.name_any());
+    let jobs = ctx.stores.jobs.state();
+    ctx.stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|pod| {
+            let labels = pod.labels();
+            pod.namespace().as_deref() == Some(namespace.as_str())
+                && labels.get(LABEL_INVOKER_KIND).map(String::as_str)
+                    == Some(BackupConfiguration::kind(&()).as_ref())
+                && labels.get(LABEL_INVOKER_NAME) == Some(&name)
+                && jobs.iter().any(|job| controls(job, pod))
+        })
+        .collect()
+}
+
+fn controls(job: &Job, pod: &Pod) -> bool {
+    let uid = job.metadata.uid.as_deref().unwrap_or_default();
+    job.metadata.namespace == pod.metadata.namespace
+        && !uid.is_empty()
+        && pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.kind == "Job" && o.uid == uid)
+}
+
+/// What a pod tells of the storage Secret `secret`: `Some(true)` once a container started (it
+/// had its `envFrom`), `Some(false)` while one waits in `CreateContainerConfigError` naming it,
+/// `None` otherwise.
+fn secret_seen(pod: &Pod, secret: &str) -> Option<bool> {
+    let status = pod.status.as_ref()?;
+    let statuses = status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten();
+    let named = format!("secret {secret:?}");
+    let mut seen = None;
+    for s in statuses {
+        let state = s.state.as_ref();
+        if state.is_some_and(|st| st.running.is_some() || st.terminated.is_some()) {
+            return Some(true);
+        }
+        let waiting = state.and_then(|st| st.waiting.as_ref());
+        if waiting.is_some_and(|w| {
+            w.reason.as_deref() == Some("CreateContainerConfigError")
+                && w.message.as_deref().is_some_and(|m| m.contains(&named))
+        }) {
+            seen = Some(false);
+        }
     }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let found = secrets.get_metadata_opt(name).await?.is_some();
-    // Only a found Secret is remembered: a missing one is looked for again at once, so a
-    // Secret applied a moment later makes the configuration Ready.
-    if found {
-        ctx.remember_secret(namespace, name, found);
-    }
-    Ok(found)
+    seen
 }
 
 /// The same rules as admission, for objects admitted before a rule existed: whether they
@@ -226,12 +300,39 @@ fn schedule_status(
     };
     let reason = if paused { "Paused" } else { "Scheduled" };
     conds.set("Scheduled", !paused, reason, message);
+    export_interval(config, ctx, if paused { None } else { d.next });
     d.next.map_or(MAX_WAIT, |next| {
         (next - Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO)
             .min(MAX_WAIT)
     })
+}
+
+/// The seconds between the slot `next` and the one after it, as a metric (removed when there is
+/// none: paused, or a schedule without further slots).
+fn export_interval(config: &BackupConfiguration, ctx: &Context, next: Option<DateTime<Utc>>) {
+    let labels = ConfigLabels {
+        namespace: config.namespace().unwrap_or_default(),
+        configuration: config.name_any(),
+    };
+    let spec = &config.spec;
+    let interval = next.and_then(|next| {
+        let schedule = Schedule::parse(&spec.schedule, spec.time_zone.as_deref()).ok()?;
+        let after = schedule.next_slot(next)?;
+        Some((after - next).num_milliseconds() as f64 / 1000.0)
+    });
+    match interval {
+        Some(seconds) => {
+            ctx.metrics
+                .schedule_interval
+                .get_or_create(&labels)
+                .set(seconds);
+        }
+        None => {
+            ctx.metrics.schedule_interval.remove(&labels);
+        }
+    }
 }
 
 /// The fields of a configuration's status that its own reconcile writes (the others are the
@@ -342,6 +443,38 @@ async fn clean_history(config: &BackupConfiguration, ctx: &Context) -> Result<()
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn pod(statuses: serde_json::Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "status": {"containerStatuses": statuses}}),
+        )
+        .expect("a Pod")
+    }
+
+    #[test]
+    fn a_pod_tells_of_the_storage_secret_only_by_what_its_containers_met() {
+        let waiting = |reason: &str, message: &str| {
+            pod(
+                json!([{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}}}]),
+            )
+        };
+        let missing = waiting(
+            "CreateContainerConfigError",
+            r#"secret "s3-creds" not found"#,
+        );
+        assert_eq!(secret_seen(&missing, "s3-creds"), Some(false));
+        // Another Secret missing, or another reason: nothing said of this one.
+        assert_eq!(secret_seen(&missing, "other"), None);
+        let pulling = waiting("ImagePullBackOff", r#"secret "s3-creds" not found"#);
+        assert_eq!(secret_seen(&pulling, "s3-creds"), None);
+        let started = pod(
+            json!([{"name": "c", "image": "i", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 1}}}]),
+        );
+        assert_eq!(secret_seen(&started, "s3-creds"), Some(true));
+        assert_eq!(secret_seen(&pod(json!([])), "s3-creds"), None);
+    }
 
     fn status() -> BackupConfigurationStatus {
         serde_json::from_value(json!({

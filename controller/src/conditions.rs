@@ -15,6 +15,19 @@ pub fn set(
     now: &Time,
 ) {
     let status = if ok { "True" } else { "False" };
+    set_status(conditions, type_, status, reason, message, generation, now);
+}
+
+/// As [`set`], with the status spelled out (`True`, `False` or `Unknown`).
+fn set_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) {
     let message = message.into();
     if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
         if c.status != status {
@@ -64,6 +77,31 @@ impl Writer {
             &mut self.conditions,
             type_,
             ok,
+            reason,
+            message,
+            generation,
+            &self.now,
+        );
+    }
+
+    /// Sets condition `type_` to `True`, `False` or `Unknown` (`None`).
+    pub fn set_known(
+        &mut self,
+        type_: &str,
+        ok: Option<bool>,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let status = match ok {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        };
+        let generation = self.generation;
+        set_status(
+            &mut self.conditions,
+            type_,
+            status,
             reason,
             message,
             generation,

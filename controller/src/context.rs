@@ -25,9 +25,6 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Recently seen existence of storage Secrets: (namespace, name) -> (exists, when).
-    /// Metadata GETs, not a watch: a watch on Secrets would need list access to all of them.
-    secrets: Mutex<HashMap<(String, String), (bool, std::time::Instant)>>,
     /// The newest schedule slot this process dealt with, per configuration UID. The watch
     /// cache can hand a reconcile the object from before our own `lastScheduleTime` write;
     /// without this, a missed slot would be counted (and evented) twice.
@@ -36,9 +33,6 @@ pub struct Context {
     /// still has sessions to create, work that can wait a moment waits (see `slot_in_progress`).
     upcoming: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
 }
-
-/// How long a storage Secret's existence is trusted before it is looked up again.
-const SECRET_TTL: Duration = Duration::from_secs(30);
 
 /// First and longest wait after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -63,30 +57,9 @@ impl Context {
             install,
             metrics,
             failures: Mutex::new(HashMap::new()),
-            secrets: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             upcoming: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Whether the Secret exists, if looked up less than 30 s ago.
-    pub fn secret_known(&self, namespace: &str, name: &str) -> Option<bool> {
-        let map = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(namespace.to_string(), name.to_string()))
-            .filter(|(_, at)| at.elapsed() < SECRET_TTL)
-            .map(|(found, _)| *found)
-    }
-
-    /// Remembers a Secret lookup.
-    pub fn remember_secret(&self, namespace: &str, name: &str, found: bool) {
-        let mut map = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 10_000 {
-            map.clear();
-        }
-        map.insert(
-            (namespace.to_string(), name.to_string()),
-            (found, std::time::Instant::now()),
-        );
     }
 
     /// The newest slot dealt with for the configuration of `uid`, as far as this process knows.

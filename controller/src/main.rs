@@ -177,17 +177,17 @@ impl Watches {
     }
 
     /// Starts every watch; each route must be in place by then.
-    fn run(self) {
-        tokio::spawn(self.sessions.run(keep_all));
-        tokio::spawn(self.restores.run(keep_all));
-        tokio::spawn(self.configurations.run(keep_all));
-        tokio::spawn(self.repositories.run(keep_all));
-        tokio::spawn(self.apps.run(keep_all));
-        tokio::spawn(self.tasks.run(keep_all));
-        tokio::spawn(self.functions.run(keep_all));
-        tokio::spawn(self.namespaces.run(keep_all));
-        tokio::spawn(self.jobs.run(keep_all));
-        tokio::spawn(self.pods.run(pod_status_only));
+    fn run(self, metrics: &Arc<Metrics>) {
+        tokio::spawn(self.sessions.run(keep_all, metrics.clone()));
+        tokio::spawn(self.restores.run(keep_all, metrics.clone()));
+        tokio::spawn(self.configurations.run(keep_all, metrics.clone()));
+        tokio::spawn(self.repositories.run(keep_all, metrics.clone()));
+        tokio::spawn(self.apps.run(keep_all, metrics.clone()));
+        tokio::spawn(self.tasks.run(keep_all, metrics.clone()));
+        tokio::spawn(self.functions.run(keep_all, metrics.clone()));
+        tokio::spawn(self.namespaces.run(keep_all, metrics.clone()));
+        tokio::spawn(self.jobs.run(keep_all, metrics.clone()));
+        tokio::spawn(self.pods.run(pod_status_only, metrics.clone()));
     }
 }
 
@@ -200,9 +200,9 @@ async fn run_controllers(mut w: Watches, ctx: Arc<Context>, stop: watch::Receive
     let repositories = controller(w.repositories.store.clone(), &stop)
         .reconcile_on(w.repositories.route_self())
         .reconcile_on(w.jobs.route_owner())
-        .run(timed!(repository::reconcile), error_policy, ctx)
+        .run(timed!(repository::reconcile), error_policy, ctx.clone())
         .for_each(log_result);
-    w.run();
+    w.run(&ctx.metrics);
     tracing::info!("cairn-controller running");
     futures::join!(backups, restores, configurations, repositories);
 }
@@ -276,8 +276,16 @@ fn configurations(
         let ns = s.namespace().unwrap_or_default();
         Some(ObjectRef::<BackupConfiguration>::new(&s.spec.invoker.name).within(&ns))
     };
+    // A session's pod tells whether the storage Secret exists (BackendSecretFound).
+    let sessions = w.sessions.store.clone();
+    let of_pod = move |p: &Pod| {
+        let ns = p.namespace().unwrap_or_default();
+        let session = sessions.get(&ObjectRef::new(p.labels().get(LABEL_SESSION)?).within(&ns))?;
+        of_session(&session)
+    };
     controller(configs.clone(), stop)
         .reconcile_on(w.configurations.route_self())
+        .reconcile_on(w.pods.route(of_pod))
         .reconcile_on(
             w.repositories
                 .route(move |r| by_repo(r.namespace(), r.name_any())),

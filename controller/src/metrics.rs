@@ -26,6 +26,11 @@ pub struct SessionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
     pub controller: String,
 }
@@ -47,6 +52,14 @@ pub struct Metrics {
     pub sessions: Family<SessionLabels, Counter>,
     pub session_duration: Family<SessionLabels, Histogram>,
     pub last_success: Family<ConfigLabels, Gauge<f64, AtomicU64>>,
+    /// Seconds between a configuration's next two slots (absent while paused): with
+    /// `last_success`, what the shipped alert "no successful backup for twice the interval" reads.
+    pub schedule_interval: Family<ConfigLabels, Gauge<f64, AtomicU64>>,
+    /// Watch events each watch delivered, by kind: a Pod the watch's selector leaves out is
+    /// never counted (the test of the Pod watch's label selector reads it).
+    pub watch_events: Family<KindLabels, Counter>,
+    /// Objects in each watch's store, by kind.
+    pub watch_objects: Family<KindLabels, Gauge>,
     pub last_backup_bytes: Family<ConfigLabels, Gauge>,
     pub last_backup_documents: Family<ConfigLabels, Gauge>,
     /// Snapshots of the configuration's own identity in its repository after its last backup.
@@ -69,6 +82,9 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(1.0, 2.0, 16))
             }),
             last_success: Family::default(),
+            schedule_interval: Family::default(),
+            watch_events: Family::default(),
+            watch_objects: Family::default(),
             last_backup_bytes: Family::default(),
             last_backup_documents: Family::default(),
             snapshots: Family::default(),
@@ -96,6 +112,21 @@ impl Default for Metrics {
             "backup_last_success_timestamp_seconds",
             "Time of the last successful backup per configuration",
             m.last_success.clone(),
+        );
+        registry.register(
+            "backup_schedule_interval_seconds",
+            "Seconds between the next two schedule slots per configuration (absent while paused)",
+            m.schedule_interval.clone(),
+        );
+        registry.register(
+            "watch_events",
+            "Watch events received by kind (only cairn's Jobs and their Pods are watched)",
+            m.watch_events.clone(),
+        );
+        registry.register(
+            "watch_objects",
+            "Objects in each watch's store by kind",
+            m.watch_objects.clone(),
         );
         registry.register(
             "backup_last_bytes",

@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+use crate::metrics::{KindLabels, Metrics};
+
 type Route<K> = Box<dyn Fn(&K) + Send + Sync>;
 
 /// One watch of a kind: a store to read, routes that trigger controllers, and the watch
@@ -94,9 +96,18 @@ where
         self.route(|obj: &K| owner::<T>(obj))
     }
 
-    /// Runs the watch (until the process ends), trimming each object with `trim` as well.
-    pub fn run(self, trim: fn(&mut K)) -> impl Future<Output = ()> + Send + 'static {
+    /// Runs the watch (until the process ends), trimming each object with `trim` as well, and
+    /// counting its events in `metrics`.
+    pub fn run(
+        self,
+        trim: fn(&mut K),
+        metrics: Arc<Metrics>,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let kind = K::kind(&()).to_string();
+        let labels = KindLabels { kind: kind.clone() };
+        let events = metrics.watch_events.get_or_create(&labels).clone();
+        let objects = metrics.watch_objects.get_or_create(&labels).clone();
+        let store = self.store.clone();
         let routes = self.routes;
         let mut writer = self.writer;
         watcher(self.api, self.config)
@@ -105,7 +116,12 @@ where
                 match event {
                     Ok(event) => {
                         if let Some(event) = valid(event, &kind, trim) {
+                            if let Event::Apply(_) | Event::InitApply(_) | Event::Delete(_) = &event
+                            {
+                                events.inc();
+                            }
                             writer.apply_watcher_event(&event);
+                            objects.set(i64::try_from(store.len()).unwrap_or(i64::MAX));
                             if let Event::Apply(obj) | Event::InitApply(obj) | Event::Delete(obj) =
                                 &event
                             {

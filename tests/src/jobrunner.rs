@@ -33,7 +33,8 @@
 //!   is looked up in `PATH`. A program that is not found ends the container with reason
 //!   `StartError`, exit code 128, like a missing binary in an image.
 //! - the environment: a clean one with the machine's `PATH`, `HOSTNAME=<pod>`, [`Options::env`],
-//!   then the container's `envFrom` (Secrets, ConfigMaps) and `env` (`value`, `secretKeyRef`,
+//!   `KUBECONFIG` when [`Options::service_account_credentials`] is set and the Pod mounts a token
+//!   (see there), then the container's `envFrom` (Secrets, ConfigMaps) and `env` (`value`, `secretKeyRef`,
 //!   `configMapKeyRef`, simple `fieldRef`s), read from the API. A missing Secret or key leaves the
 //!   container waiting with `CreateContainerConfigError`, retried until it appears.
 //!   `CAIRN_TERMINATION_LOG` names a file per container, read back as the termination message
@@ -94,8 +95,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, KeyToPath, Pod, PodSpec, Secret, ServiceAccount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -155,6 +159,17 @@ pub struct Options {
     /// The longest a deleted Pod's processes get between SIGTERM and SIGKILL (the Pod's own grace
     /// period, usually 30 s, is cut to this).
     pub max_grace_period: Duration,
+    /// The label selector of the Jobs (and their Pods) this runner runs.
+    pub job_selector: String,
+    /// Where a Pod's service account token takes its process: the API server's URL and CA.
+    pub api_access: Option<ApiAccess>,
+}
+
+/// The API server a Pod's process reaches with its service account's token.
+#[derive(Clone, Debug)]
+pub struct ApiAccess {
+    pub server: String,
+    pub ca_pem: String,
 }
 
 impl Default for Options {
@@ -166,6 +181,8 @@ impl Default for Options {
             images: BTreeMap::new(),
             env: BTreeMap::new(),
             max_grace_period: Duration::from_secs(2),
+            job_selector: JOB_SELECTOR.to_string(),
+            api_access: None,
         }
     }
 }
@@ -188,6 +205,28 @@ impl Options {
     /// Runs `program` as the entrypoint of `image` (for containers without `command`).
     pub fn image(mut self, image: &str, program: impl Into<PathBuf>) -> Self {
         self.images.insert(image.to_string(), program.into());
+        self
+    }
+
+    /// Runs the Jobs `selector` selects instead of cairn's.
+    pub fn job_selector(mut self, selector: &str) -> Self {
+        self.job_selector = selector.to_string();
+        self
+    }
+
+    /// Gives each Pod that mounts a service account token (`automountServiceAccountToken` not
+    /// false) its service account's credentials, as a kubelet does. **The one difference:** a
+    /// kubelet mounts the token at `/var/run/secrets/kubernetes.io/serviceaccount/` and the
+    /// program finds the API through `KUBERNETES_SERVICE_HOST`; kube's in-cluster configuration
+    /// reads that fixed path, which a local process cannot be given. So the runner requests a
+    /// token for the Pod's service account (TokenRequest, one hour) and names it, with `server`
+    /// and its CA, in a kubeconfig file that `KUBECONFIG` points to. The process has exactly the
+    /// service account's rights.
+    pub fn service_account_credentials(mut self, server: &str, ca_pem: &str) -> Self {
+        self.api_access = Some(ApiAccess {
+            server: server.to_string(),
+            ca_pem: ca_pem.to_string(),
+        });
         self
     }
 
@@ -550,7 +589,7 @@ impl Ctx {
 }
 
 async fn watch_jobs(ctx: Arc<Ctx>) {
-    let config = watcher::Config::default().labels(JOB_SELECTOR);
+    let config = watcher::Config::default().labels(&ctx.options.job_selector);
     let mut events = watcher(ctx.api::<Job>(), config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
@@ -566,7 +605,7 @@ async fn watch_jobs(ctx: Arc<Ctx>) {
 
 async fn watch_pods(ctx: Arc<Ctx>) {
     // The Pods carry the template's labels, the Job's included.
-    let config = watcher::Config::default().labels(JOB_SELECTOR);
+    let config = watcher::Config::default().labels(&ctx.options.job_selector);
     let mut events = watcher(ctx.api::<Pod>(), config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
@@ -1415,6 +1454,52 @@ impl JobRun {
         Ok(())
     }
 
+    /// A kubeconfig with a token of the Pod's service account (see
+    /// [`Options::service_account_credentials`]), when the Pod mounts one.
+    async fn service_account_kubeconfig(&self, pod: &PodState) -> Result<Option<String>, Setup> {
+        let Some(access) = &self.ctx.options.api_access else {
+            return Ok(None);
+        };
+        if pod.spec.automount_service_account_token == Some(false) {
+            return Ok(None);
+        }
+        let account = pod
+            .spec
+            .service_account_name
+            .as_deref()
+            .unwrap_or("default");
+        let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &pod.namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let token = api
+            .create_token_request(account, &PostParams::default(), &request)
+            .await
+            .map_err(|e| Setup::Config(format!("service account {account:?}: {e}")))?
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| Setup::Config(format!("no token for service account {account:?}")))?;
+        let ca = k8s_openapi::ByteString(access.ca_pem.as_bytes().to_vec());
+        let doc = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "in-cluster", "cluster": {
+                "server": access.server, "certificate-authority-data": ca}}],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [{"name": "in-cluster", "context": {
+                "cluster": "in-cluster", "user": account, "namespace": pod.namespace}}],
+            "current-context": "in-cluster",
+        });
+        let path = pod.dir.join("serviceaccount.kubeconfig");
+        std::fs::write(&path, doc.to_string())
+            .map_err(|e| Setup::Config(format!("writing {}: {e}", path.display())))?;
+        Ok(Some(path.display().to_string()))
+    }
+
     /// The program, arguments, environment and working dir of container `i`.
     async fn setup_container(&self, pod: &PodState, i: usize) -> Result<Launch, Setup> {
         let slot = &pod.slots[i];
@@ -1434,6 +1519,9 @@ impl JobRun {
         set(&mut env, "HOSTNAME".into(), pod.name.clone());
         for (k, v) in &self.ctx.options.env {
             set(&mut env, k.clone(), v.clone());
+        }
+        if let Some(kubeconfig) = self.service_account_kubeconfig(pod).await? {
+            set(&mut env, "KUBECONFIG".into(), kubeconfig);
         }
         for source in c.env_from.iter().flatten() {
             let prefix = source.prefix.clone().unwrap_or_default();

@@ -25,6 +25,7 @@
 
 pub mod binaries;
 pub mod controller;
+pub mod controller_manager;
 pub mod controlplane;
 pub mod demo;
 pub mod forward;

@@ -148,6 +148,12 @@ impl Webhook {
         self.port
     }
 
+    /// The directory the webhook serves `tls.crt` and `tls.key` from (and reads `ca.crt` beside
+    /// them for its expiry metric): where a Secret volume would be mounted.
+    pub fn cert_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The webhook's process id (for `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.process.pid()

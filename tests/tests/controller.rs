@@ -687,3 +687,68 @@ async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() 
     wait_for_next_slot(cp, &ns, "ha", slot as i64).await;
     assert_eq!(runs_of_slot(cp, &ns, "ha", slot as i64).await, 1);
 }
+
+/// `cairn_<name>{kind="Pod"} <value>` from the controller's metrics.
+fn pod_metric(env: &Env, name: &str) -> Option<i64> {
+    let text = env.controller.metrics().ok()?;
+    let prefix = format!("cairn_{name}{{kind=\"Pod\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The controller's Pod watch selects cairn's label: a Pod without it never reaches the
+/// controller. The proof is positive: a labelled Pod created after the stranger, and deleted,
+/// is counted (two events) and brings the store back to its size before; a watch that saw the
+/// stranger would hold it (and count it) before the labelled Pod's events, so its store would
+/// stay one larger.
+#[tokio::test]
+async fn the_pod_watch_sees_only_pods_with_cairns_label() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    let (events, objects) = wait_for(
+        Duration::from_secs(30),
+        "the Pod watch's metrics",
+        || async {
+            Some((
+                pod_metric(env, "watch_events_total")?,
+                pod_metric(env, "watch_objects")?,
+            ))
+        },
+    )
+    .await;
+    let pod = |name: &str, labels: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": ns, "labels": labels},
+               "spec": {"containers": [{"name": "c", "image": "registry.example/none:1"}]}})
+    };
+    apply(env.cp, &[pod("stranger", json!({"app": "not-cairn"}))]);
+    apply(
+        env.cp,
+        &[pod(
+            "marker",
+            json!({"app.kubernetes.io/managed-by": "cairn"}),
+        )],
+    );
+    let out = env
+        .cp
+        .kubectl(["delete", "pod", "marker", "-n", &ns, "--wait=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The marker's creation and deletion were processed (the stranger's creation came first).
+    wait_for(
+        Duration::from_secs(30),
+        "the marker's two events",
+        || async {
+            let now = (
+                pod_metric(env, "watch_events_total")?,
+                pod_metric(env, "watch_objects")?,
+            );
+            (now.0 >= events + 2 && now.1 == objects).then_some(())
+        },
+    )
+    .await;
+}

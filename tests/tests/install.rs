@@ -9,7 +9,7 @@ use cairn_tests::binaries::{Binaries, testbed_cache};
 use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -162,11 +162,20 @@ fn key(kind: &str, namespace: &str, name: &str) -> Key {
     (kind.to_string(), namespace.to_string(), name.to_string())
 }
 
+/// The pod template of a workload (a CronJob's inside its Job template).
+fn pod_template(object: &Value) -> &Value {
+    match object.pointer("/spec/jobTemplate/spec/template") {
+        Some(template) => template,
+        None => &object["spec"]["template"],
+    }
+}
+
 /// Every container (and init container) of a workload's pod template.
 fn containers(object: &Value) -> Vec<&Value> {
+    let spec = &pod_template(object)["spec"];
     ["containers", "initContainers"]
         .iter()
-        .filter_map(|field| object.pointer(&format!("/spec/template/spec/{field}")))
+        .filter_map(|field| spec.get(field))
         .filter_map(Value::as_array)
         .flatten()
         .collect()
@@ -342,7 +351,7 @@ fn cert_manager_mode_renders_cert_manager_objects() {
     }
     let got = render_chart(&["--set", "certMode=certManager"]);
     assert!(
-        !got.keys().any(|k| k.0 == "Job"),
+        !got.keys().any(|k| k.0 == "Job" || k.0 == "CronJob"),
         "certManager mode renders a Job"
     );
     assert_same_objects(
@@ -380,6 +389,10 @@ fn non_default_values() -> Vec<&'static str> {
         "webhook.resources.limits.memory=1Gi,controller.resources.requests.cpu=200m",
         "--set",
         "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=prom",
+        "--set",
+        "metrics.prometheusRule.enabled=true,metrics.prometheusRule.labels.release=prom",
+        "--set",
+        "bootstrap.schedule=5 1 * * *",
         "--set-json",
         r#"networkPolicy.metrics.from=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
     ]
@@ -399,9 +412,10 @@ fn values_reach_the_objects() {
         webhook,
         controller,
         &got[&key("Job", ns, "cairn-certs-bootstrap")],
+        &got[&key("CronJob", ns, "cairn-certs-renewal")],
     ] {
         assert_eq!(
-            workload["spec"]["template"]["spec"]["imagePullSecrets"],
+            pod_template(workload)["spec"]["imagePullSecrets"],
             json!([{"name": "regcred"}])
         );
         for container in containers(workload) {
@@ -409,6 +423,10 @@ fn values_reach_the_objects() {
             assert_eq!(container["imagePullPolicy"], "IfNotPresent");
         }
     }
+    assert_eq!(
+        got[&key("CronJob", ns, "cairn-certs-renewal")]["spec"]["schedule"],
+        "5 1 * * *"
+    );
     for workload in [webhook, controller] {
         assert_eq!(
             env_value(containers(workload)[0], "CAIRN_AGENT_IMAGE"),
@@ -441,16 +459,22 @@ fn values_reach_the_objects() {
         Some("11000ms")
     );
 
-    // The ServiceMonitor is manifests/controller/servicemonitor.yaml, plus the extra label.
-    let text =
-        std::fs::read_to_string(repo_root().join("manifests/controller/servicemonitor.yaml"))
-            .expect("manifests/controller/servicemonitor.yaml");
-    let mut monitor = objects(&text)
-        .into_values()
-        .next()
-        .expect("a ServiceMonitor");
-    monitor["metadata"]["labels"]["release"] = json!("prom");
-    assert_eq!(got[&key("ServiceMonitor", ns, "cairn-controller")], monitor);
+    // The ServiceMonitors and the PrometheusRule are manifests/monitoring/, plus the extra label.
+    let mut monitoring = kustomize("manifests/monitoring");
+    for object in monitoring.values_mut() {
+        object["metadata"]["labels"]["release"] = json!("prom");
+    }
+    let got_monitoring: BTreeMap<Key, Value> = got
+        .iter()
+        .filter(|(k, _)| k.0 == "ServiceMonitor" || k.0 == "PrometheusRule")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_same_objects(
+        "the chart's monitoring objects vs manifests/monitoring",
+        &got_monitoring,
+        &monitoring,
+    );
+    assert!(!defaults.keys().any(|k| k.0 == "PrometheusRule"));
     assert!(!defaults.keys().any(|k| k.0 == "ServiceMonitor"));
 
     // The metrics ports admit the monitoring namespace only; 8443 still anyone.
@@ -467,6 +491,7 @@ fn values_reach_the_objects() {
     let touched = [
         "Deployment",
         "Job",
+        "CronJob",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
         "NetworkPolicy",
@@ -479,8 +504,8 @@ fn values_reach_the_objects() {
     }
     assert_eq!(
         got.len(),
-        defaults.len() + 1,
-        "the values add the ServiceMonitor, nothing else"
+        defaults.len() + 3,
+        "the values add the two ServiceMonitors and the PrometheusRule, nothing else"
     );
 
     // NetworkPolicies off.
@@ -594,9 +619,12 @@ async fn kustomize_tree_passes_a_server_dry_run() {
     );
 
     // The chart with other values (types and enums the API server checks: pull policy, peers,
-    // failure policy, timeouts), without the ServiceMonitor whose CRD is not installed.
+    // failure policy, timeouts), without the monitoring objects whose CRDs are not installed.
     let mut args = non_default_values();
-    args.extend(["--set", "metrics.serviceMonitor.enabled=false"]);
+    args.extend([
+        "--set",
+        "metrics.serviceMonitor.enabled=false,metrics.prometheusRule.enabled=false",
+    ]);
     let rendered: Vec<Value> = render_chart(&args).into_values().collect();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": rendered});
     let out = cp.kubectl_stdin(
@@ -789,4 +817,83 @@ fn list_keys(cp: &ControlPlane, args: &[&str]) -> Result<Vec<Key>, String> {
         .as_array()
         .map(|items| items.iter().map(key_of).collect())
         .unwrap_or_default())
+}
+
+/// The metric names an expression reads: its identifiers starting with `cairn_`.
+fn cairn_metrics_in(expr: &str) -> BTreeSet<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("cairn_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The series names an OpenMetrics text can hold: each `# TYPE` family with its type's suffixes.
+fn exported_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        }
+    }
+    names
+}
+
+/// Every metric the shipped alerts read is one the controller or the webhook exports: the names
+/// come from their own registries, so renaming a metric without its alert fails here.
+#[test]
+fn prometheus_rule_reads_metrics_the_code_exports() {
+    // A family shows in the text once it has a series: one each, under the names the code gives.
+    let expiry = cairn_webhook::tls::CertificateExpiry::default();
+    let serving = cairn_webhook::tls::CertificateLabels {
+        certificate: "serving",
+    };
+    expiry.get_or_create(&serving).set(1.0);
+    let webhook = cairn_webhook::metrics::Metrics::with_certificate_expiry(expiry);
+    let controller = cairn_controller::metrics::Metrics::default();
+    let config = cairn_controller::metrics::ConfigLabels {
+        namespace: "n".into(),
+        configuration: "c".into(),
+    };
+    controller.last_success.get_or_create(&config).set(1.0);
+    controller
+        .schedule_interval
+        .get_or_create(&config)
+        .set(60.0);
+    let exported: BTreeSet<String> = exported_names(&webhook.encode())
+        .into_iter()
+        .chain(exported_names(&controller.encode()))
+        .collect();
+    assert!(
+        exported.contains("cairn_backup_last_success_timestamp_seconds"),
+        "{exported:?}"
+    );
+    let rules = kustomize("manifests/monitoring");
+    let rule = &rules[&key("PrometheusRule", "cairn-system", "cairn")];
+    let mut alerts = 0;
+    for group in rule["spec"]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let expr = rule["expr"].as_str().expect("an expr");
+            let used = cairn_metrics_in(expr);
+            assert!(!used.is_empty(), "{expr} reads no cairn metric");
+            let unknown: Vec<_> = used.difference(&exported).collect();
+            assert!(
+                unknown.is_empty(),
+                "alert {} reads {unknown:?}, which no cairn component exports (exported: {exported:?})",
+                rule["alert"]
+            );
+            alerts += 1;
+        }
+    }
+    assert_eq!(
+        alerts, 3,
+        "the certificate alerts and the overdue-backup alert"
+    );
 }

@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let caches = Caches::start(client.clone());
     let ready_caches = caches.clone();
+    let metrics = Metrics::with_certificate_expiry(cert.expiry());
     let state = Arc::new(AppState {
         lookups: Arc::new(caches),
         fetch: Some(Arc::new(ApiFetch::new(client))),
@@ -103,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
             image_pull_policy: args.image_pull_policy.clone(),
             ..Default::default()
         },
-        metrics: Metrics::default(),
+        metrics,
         ready: Box::new(move || ready_caches.is_ready()),
     });
 

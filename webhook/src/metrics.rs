@@ -1,5 +1,6 @@
 //! Prometheus metrics of the webhook: request counts and latency by kind, operation and verdict,
-//! the cache misses read through to the API server, and what the server's bounds refused.
+//! the cache misses read through to the API server, what the server's bounds refused, and the
+//! expiry of the certificates it serves (kept by [`crate::tls::ReloadingCert`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +47,26 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::build(None)
+    }
+}
+
+impl Metrics {
+    /// The metrics, with `cairn_webhook_certificate_expiry_timestamp_seconds{certificate}`
+    /// read from `expiry` (kept by [`crate::tls::ReloadingCert`]).
+    pub fn with_certificate_expiry(expiry: crate::tls::CertificateExpiry) -> Self {
+        Self::build(Some(expiry))
+    }
+
+    fn build(expiry: Option<crate::tls::CertificateExpiry>) -> Self {
         let mut registry = Registry::with_prefix("cairn_webhook");
+        if let Some(expiry) = expiry {
+            registry.register(
+                "certificate_expiry_timestamp_seconds",
+                "notAfter of the certificate the webhook serves (serving) and of the CA in ca.crt beside it (ca), Unix seconds",
+                expiry,
+            );
+        }
         let requests = Family::<RequestLabels, Counter>::default();
         // 50 µs .. ~0.8 s: admission should sit in the lowest buckets.
         let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {

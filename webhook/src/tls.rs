@@ -1,16 +1,23 @@
 //! The serving certificate, reloaded when its files change (a Secret volume update or a
 //! rotation) without a restart: each handshake takes the current key under a short read lock.
+//! Each load also exports the expiry of what is served (`tls.crt`'s leaf) and of the CA beside it
+//! (`ca.crt` in the same directory, as a mounted `kubernetes.io/tls` Secret has it), so an alert
+//! fires before either runs out, whoever renews them.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -34,6 +41,52 @@ pub struct ReloadingCert {
     key_path: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
     stamp: RwLock<Option<(SystemTime, SystemTime)>>,
+    expiry: CertificateExpiry,
+}
+
+/// notAfter (Unix seconds) by `certificate`: `serving` (the leaf of `tls.crt`) and `ca` (the
+/// soonest of `ca.crt`, when that file exists).
+pub type CertificateExpiry = Family<CertificateLabels, Gauge<f64, AtomicU64>>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub certificate: &'static str,
+}
+
+/// The expiry of the first certificate of each PEM block list, in Unix seconds.
+fn not_afters(pem: &str) -> Vec<f64> {
+    pem.split_inclusive("-----END CERTIFICATE-----")
+        .filter(|block| block.contains("-----BEGIN CERTIFICATE-----"))
+        .filter_map(|block| cairn_certs::cert_info(block).ok())
+        .filter_map(|info| info.not_after.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .collect()
+}
+
+impl ReloadingCert {
+    /// Sets the expiry gauges from the files now on disk.
+    fn export_expiry(&self) {
+        let read = |p: &Path| std::fs::read_to_string(p).ok();
+        let serving = read(&self.cert_path).and_then(|pem| not_afters(&pem).first().copied());
+        let ca_path = self.cert_path.with_file_name("ca.crt");
+        let ca = read(&ca_path).and_then(|pem| not_afters(&pem).into_iter().reduce(f64::min));
+        for (certificate, at) in [("serving", serving), ("ca", ca)] {
+            let labels = CertificateLabels { certificate };
+            match at {
+                Some(at) => {
+                    self.expiry.get_or_create(&labels).set(at);
+                }
+                None => {
+                    self.expiry.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// The expiry gauges, to register with the metrics.
+    pub fn expiry(&self) -> CertificateExpiry {
+        self.expiry.clone()
+    }
 }
 
 fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -75,12 +128,15 @@ impl ReloadingCert {
     pub fn new(cert_path: PathBuf, key_path: PathBuf) -> Result<Arc<Self>, TlsError> {
         let current = load(&cert_path, &key_path)?;
         let stamp = mtimes(&cert_path, &key_path);
-        Ok(Arc::new(Self {
+        let me = Self {
             cert_path,
             key_path,
             current: RwLock::new(current),
             stamp: RwLock::new(stamp),
-        }))
+            expiry: CertificateExpiry::default(),
+        };
+        me.export_expiry();
+        Ok(Arc::new(me))
     }
 
     /// Reloads when the files changed. A half-written pair (a key that does not match yet) is
@@ -99,6 +155,7 @@ impl ReloadingCert {
                 if let Ok(mut s) = self.stamp.write() {
                     *s = now;
                 }
+                self.export_expiry();
                 tracing::info!(cert = %self.cert_path.display(), "serving certificate reloaded");
                 true
             }
