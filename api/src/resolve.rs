@@ -1023,16 +1023,9 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn build_pod_spec(
-    source: &JobSource<'_>,
-    resolved: &Resolved<'_>,
-    main: Option<Container>,
-    init_containers: Option<Vec<Container>>,
-    task_volumes: Vec<Volume>,
-) -> PodSpec {
-    let pod = source.runtime_settings.and_then(|r| r.pod.as_ref());
+/// The pod's own volumes: scratch, the Secrets, the interim claim, a local repository.
+fn pod_volumes(source: &JobSource<'_>, resolved: &Resolved<'_>) -> Vec<Volume> {
     let backend = &resolved.repository.spec.backend;
-
     let mut volumes = vec![Volume {
         name: VOL_TMP.to_string(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -1078,6 +1071,18 @@ fn build_pod_spec(
     if let Some(local) = &backend.local {
         volumes.push(local.volume(VOL_REPOSITORY));
     }
+    volumes
+}
+
+fn build_pod_spec(
+    source: &JobSource<'_>,
+    resolved: &Resolved<'_>,
+    main: Option<Container>,
+    init_containers: Option<Vec<Container>>,
+    task_volumes: Vec<Volume>,
+) -> PodSpec {
+    let pod = source.runtime_settings.and_then(|r| r.pod.as_ref());
+    let mut volumes = pod_volumes(source, resolved);
     volumes.extend(task_volumes);
 
     let security = pod_security::pod_context(pod.and_then(|p| p.security_context.as_ref()));

@@ -76,7 +76,16 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("cairn");
-        let m = Self {
+        let m = Self::unregistered();
+        m.register(&mut registry);
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The metrics, not registered yet.
+    fn unregistered() -> Self {
+        Self {
             sessions: Family::default(),
             session_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(1.0, 2.0, 16))
@@ -97,7 +106,12 @@ impl Default for Metrics {
             }),
             lease_attempts: Family::default(),
             registry: Registry::default(),
-        };
+        }
+    }
+
+    /// Registers every metric (with its help text) in `registry`.
+    fn register(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "sessions",
             "Finished sessions by kind, invoker and phase",
@@ -173,11 +187,8 @@ impl Default for Metrics {
             "Attempts to take the leader lease, by outcome (acquired, held by another, error)",
             m.lease_attempts.clone(),
         );
-        Self { registry, ..m }
     }
-}
 
-impl Metrics {
     pub fn reconciled(&self, controller: &str, elapsed: Duration) {
         let l = ReconcileLabels {
             controller: controller.into(),

@@ -3,7 +3,7 @@
 
 use cairn_api::result::AgentResult;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// The outcome of a Job as far as it is known.
@@ -143,81 +143,11 @@ fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
 /// The failure a pod shows, if any.
 fn pod_failure(pod: &Pod) -> Option<JobObservation> {
     let status = pod.status.as_ref()?;
-    if status.reason.as_deref() == Some("Evicted") {
-        return Some(JobObservation::Failed {
-            reason: "Evicted".into(),
-            message: status
-                .message
-                .clone()
-                .unwrap_or_else(|| "the pod was evicted".into()),
-        });
+    if let Some(evicted) = eviction(status) {
+        return Some(evicted);
     }
-    // An eviction through the Eviction API (or preemption, or the kubelet under pressure in
-    // newer versions) marks the Pod before it deletes it; its container then dies of SIGTERM
-    // or SIGKILL, which must not read as the agent's own failure.
-    if let Some(c) = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
-    {
-        return Some(JobObservation::Failed {
-            reason: "Evicted".into(),
-            message: format!(
-                "the pod was evicted ({}): {}",
-                c.reason.as_deref().unwrap_or("DisruptionTarget"),
-                c.message.as_deref().unwrap_or("no message")
-            ),
-        });
-    }
-    for cs in statuses(pod) {
-        let state = cs.state.as_ref();
-        if let Some(w) = state.and_then(|s| s.waiting.as_ref())
-            && let Some(reason) = w.reason.as_deref().filter(|r| STUCK_WAITING.contains(r))
-        {
-            return Some(JobObservation::Failed {
-                reason: reason.to_string(),
-                message: format!(
-                    "container {} cannot start: {}",
-                    cs.name,
-                    w.message.clone().unwrap_or_else(|| reason.to_string())
-                ),
-            });
-        }
-        if let Some(t) = state.and_then(|s| s.terminated.as_ref())
-            && t.exit_code != 0
-        {
-            let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
-            let said = t
-                .message
-                .as_deref()
-                .map(|m| match AgentResult::from_termination_message(m) {
-                    Some(AgentResult::Failure(f)) => format!("{}: {}", f.phase, f.reason),
-                    _ => last_line(m),
-                })
-                .unwrap_or_default();
-            let message = if reason == "OOMKilled" {
-                format!(
-                    "container {} was killed for using too much memory (OOMKilled); raise runtimeSettings.container.resources.limits.memory",
-                    cs.name
-                )
-            } else if said.is_empty() {
-                format!("container {} exited with code {}", cs.name, t.exit_code)
-            } else {
-                format!(
-                    "container {} exited with code {}: {said}",
-                    cs.name, t.exit_code
-                )
-            };
-            return Some(JobObservation::Failed {
-                reason: if reason == "OOMKilled" {
-                    reason
-                } else {
-                    "ContainerFailed".into()
-                },
-                message,
-            });
-        }
+    if let Some(failed) = statuses(pod).find_map(container_failure) {
+        return Some(failed);
     }
     if status.phase.as_deref() == Some("Failed") {
         return Some(JobObservation::Failed {
@@ -229,6 +159,84 @@ fn pod_failure(pod: &Pod) -> Option<JobObservation> {
         });
     }
     None
+}
+
+/// An eviction: by the kubelet (`reason: Evicted`), or through the Eviction API, preemption or
+/// the kubelet under pressure in newer versions, which mark the Pod (`DisruptionTarget`) before
+/// they delete it: its container then dies of SIGTERM or SIGKILL, which must not read as the
+/// agent's own failure.
+fn eviction(status: &PodStatus) -> Option<JobObservation> {
+    if status.reason.as_deref() == Some("Evicted") {
+        return Some(JobObservation::Failed {
+            reason: "Evicted".into(),
+            message: status
+                .message
+                .clone()
+                .unwrap_or_else(|| "the pod was evicted".into()),
+        });
+    }
+    let c = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")?;
+    Some(JobObservation::Failed {
+        reason: "Evicted".into(),
+        message: format!(
+            "the pod was evicted ({}): {}",
+            c.reason.as_deref().unwrap_or("DisruptionTarget"),
+            c.message.as_deref().unwrap_or("no message")
+        ),
+    })
+}
+
+/// A container stuck waiting for good, or ended with a non-zero code.
+fn container_failure(cs: &ContainerStatus) -> Option<JobObservation> {
+    let state = cs.state.as_ref();
+    if let Some(w) = state.and_then(|s| s.waiting.as_ref())
+        && let Some(reason) = w.reason.as_deref().filter(|r| STUCK_WAITING.contains(r))
+    {
+        return Some(JobObservation::Failed {
+            reason: reason.to_string(),
+            message: format!(
+                "container {} cannot start: {}",
+                cs.name,
+                w.message.clone().unwrap_or_else(|| reason.to_string())
+            ),
+        });
+    }
+    let t = state.and_then(|s| s.terminated.as_ref())?;
+    if t.exit_code == 0 {
+        return None;
+    }
+    let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
+    if reason == "OOMKilled" {
+        let message = format!(
+            "container {} was killed for using too much memory (OOMKilled); raise runtimeSettings.container.resources.limits.memory",
+            cs.name
+        );
+        return Some(JobObservation::Failed { reason, message });
+    }
+    let said = t
+        .message
+        .as_deref()
+        .map(|m| match AgentResult::from_termination_message(m) {
+            Some(AgentResult::Failure(f)) => format!("{}: {}", f.phase, f.reason),
+            _ => last_line(m),
+        })
+        .unwrap_or_default();
+    let message = if said.is_empty() {
+        format!("container {} exited with code {}", cs.name, t.exit_code)
+    } else {
+        format!(
+            "container {} exited with code {}: {said}",
+            cs.name, t.exit_code
+        )
+    };
+    Some(JobObservation::Failed {
+        reason: "ContainerFailed".into(),
+        message,
+    })
 }
 
 /// The termination message of the pod's main (last) container.
