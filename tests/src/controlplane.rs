@@ -375,6 +375,21 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.binaries.kubectl.display()))
     }
 
+    /// `kubectl apply` of `objects` as one YAML stream (through the webhook when one is
+    /// registered); the error is kubectl's standard error.
+    pub fn apply_objects(&self, objects: &[serde_json::Value]) -> Result<(), String> {
+        let yaml: Vec<String> = objects
+            .iter()
+            .map(|o| serde_yaml::to_string(o).expect("a JSON value is YAML"))
+            .collect();
+        let out = self.kubectl_stdin(["apply", "-f", "-"], &yaml.join("---\n"));
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// Runs `kubectl args...` with `stdin` as its standard input (e.g. `apply -f -`).
     ///
     /// # Panics

@@ -41,28 +41,15 @@ async fn env() -> &'static Env {
 }
 
 fn apply(cp: &ControlPlane, objects: &[Value]) {
-    if let Err(e) = try_apply(cp, objects) {
+    if let Err(e) = cp.apply_objects(objects) {
         panic!("apply: {e}");
-    }
-}
-
-fn try_apply(cp: &ControlPlane, objects: &[Value]) -> Result<(), String> {
-    let yaml: Vec<String> = objects
-        .iter()
-        .map(|o| serde_yaml::to_string(o).expect("yaml"))
-        .collect();
-    let out = cp.kubectl_stdin(["apply", "-f", "-"], &yaml.join("---\n"));
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
 impl Env {
     /// `kubectl apply` through the webhook; a refusal shows the webhook's log too.
     fn apply(&self, objects: &[Value]) {
-        if let Err(e) = try_apply(self.cp, objects) {
+        if let Err(e) = self.cp.apply_objects(objects) {
             panic!("apply: {e}\nwebhook log:\n{}", self.webhook.log_tail(30));
         }
     }

@@ -60,16 +60,9 @@ async fn restricted_namespace(cp: &ControlPlane) -> String {
 }
 
 fn apply(cp: &ControlPlane, objects: &[Value]) {
-    let yaml: Vec<String> = objects
-        .iter()
-        .map(|o| serde_yaml::to_string(o).expect("yaml"))
-        .collect();
-    let out = cp.kubectl_stdin(["apply", "-f", "-"], &yaml.join("---\n"));
-    assert!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = cp.apply_objects(objects) {
+        panic!("apply: {e}");
+    }
 }
 
 /// Secret, AppBinding (`url` through the bridge), S3 Repository.

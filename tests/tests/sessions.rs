@@ -47,16 +47,9 @@ async fn env() -> &'static Env {
 }
 
 fn apply(cp: &ControlPlane, objects: &[Value]) {
-    let yaml: Vec<String> = objects
-        .iter()
-        .map(|o| serde_yaml::to_string(o).expect("yaml"))
-        .collect();
-    let out = cp.kubectl_stdin(["apply", "-f", "-"], &yaml.join("---\n"));
-    assert!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = cp.apply_objects(objects) {
+        panic!("apply: {e}");
+    }
 }
 
 const SNAPSHOT: &str = "4f2c1d0e9b8a7f6e5d4c3b2a190817263544536271809a8b7c6d5e4f3a2b1c0d";
