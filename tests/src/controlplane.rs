@@ -535,24 +535,10 @@ extern "C" fn stop_shared() {
 }
 
 /// Removes the temp dirs of control planes whose test process died without cleaning up (killed:
-/// its etcd and kube-apiserver died with it, but files stay). Each dir names its owner in
-/// `owner.pid`; dirs without one (being created right now) are left alone.
+/// its etcd and kube-apiserver died with it, but files stay).
 fn sweep_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
-            continue;
-        }
-        let owner = std::fs::read_to_string(entry.path().join("owner.pid"))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok());
-        if let Some(pid) = owner
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+    for dir in crate::process::stale_dirs(DIR_PREFIX) {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

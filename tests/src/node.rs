@@ -912,22 +912,9 @@ fn children_of(parent: u32) -> Vec<u32> {
 /// Cleans up the nodes of test processes that died without doing it (killed: kubelet and
 /// containerd died with them, shims, mounts and the bridge did not).
 fn sweep_stale_nodes() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
-            continue;
-        }
-        let owner = std::fs::read_to_string(entry.path().join("owner.pid"))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok());
-        if let Some(pid) = owner
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            clean_up(&entry.path());
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+    for dir in crate::process::stale_dirs(DIR_PREFIX) {
+        clean_up(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

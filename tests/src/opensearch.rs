@@ -567,21 +567,8 @@ pub(crate) fn owned_temp_dir(prefix: &str) -> Result<TempDir> {
 /// Removes the temp dirs `<prefix>*` of test processes that died without cleaning up (their
 /// servers died with them, but files stay). Dirs without an `owner.pid` are left alone.
 pub(crate) fn sweep_stale_dirs(prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(prefix) {
-            continue;
-        }
-        let owner = std::fs::read_to_string(entry.path().join("owner.pid"))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok());
-        if let Some(pid) = owner
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+    for dir in crate::process::stale_dirs(prefix) {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

@@ -193,3 +193,23 @@ pub fn free_port() -> Result<u16> {
         }
     }
 }
+
+/// The temp dirs `<prefix>*` of test processes that died without cleaning up (their servers
+/// died with them, but files, mounts and devices may stay). Each dir names its owner in
+/// `owner.pid`; dirs without one (being created right now) are left alone.
+pub fn stale_dirs(prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("owner.pid"))
+                .ok()
+                .and_then(|pid| pid.trim().parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|e| e.path())
+        .collect()
+}
