@@ -17,7 +17,7 @@ use reqwest::Method;
 use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
 use serde_json::{Map, Value, json};
 
-use crate::client::{Client, Distribution, ServerInfo, encode_path};
+use crate::client::{Body, Client, Distribution, ServerInfo, encode_path};
 use crate::error::{AgentError, Failed, InPhase, Result};
 use crate::layout::{self, IndexMeta, Manifest, ServerMeta, TemplateCounts};
 use crate::location::{Location, RepoOptions};
@@ -55,6 +55,8 @@ pub struct IndexPlan {
     pub hidden: bool,
     pub primaries: u32,
     pub slices: u32,
+    /// Its documents when the backup started (`_count`).
+    pub documents: u64,
 }
 
 /// What the cluster holds that we save.
@@ -77,7 +79,7 @@ async fn templates(
     list_key: &str,
     item_key: &str,
 ) -> Result<Map<String, Value>> {
-    let (status, body) = client.send(Method::GET, path, None, path).await?;
+    let (status, body) = client.send_retried(Method::GET, path, None, path).await?;
     if status == reqwest::StatusCode::NOT_FOUND {
         return Ok(Map::new());
     }
@@ -193,6 +195,7 @@ async fn index_plan(
         name,
         hidden,
         slices,
+        documents: docs,
     }))
 }
 
@@ -207,33 +210,36 @@ pub async fn read_mode(client: &Client, info: &ServerInfo, probe_index: Option<&
     let Some(index) = probe_index else {
         return ReadMode::Pit(dist);
     };
-    // OpenSearch's PIT sort support differs between releases: try it once.
+    // OpenSearch's PIT sort support differs between releases: try it once (through transient
+    // failures: a lost answer must not choose scroll, whose pages are less retriable).
     let enc = encode_path(index);
-    let Ok(open) = client
-        .json::<Value>(
-            Method::POST,
-            &format!("/{enc}/_search/point_in_time?keep_alive=1m"),
-            None,
-            "probe point in time",
-        )
-        .await
-    else {
+    let path = format!("/{enc}/_search/point_in_time?keep_alive=1m");
+    let open = client
+        .send_retried(Method::POST, &path, None, "probe point in time")
+        .await;
+    let Ok((status, bytes)) = open else {
         return ReadMode::Scroll;
     };
-    let Some(id) = open["pit_id"].as_str() else {
+    let open: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let Some(id) = open["pit_id"].as_str().filter(|_| status.is_success()) else {
         return ReadMode::Scroll;
     };
     let body =
         json!({"size": 1, "pit": {"id": id, "keep_alive": "1m"}, "sort": [{"_shard_doc": "asc"}]});
-    let ok = client
-        .json::<Value>(Method::POST, "/_search", Some(body), "probe _shard_doc")
-        .await
-        .is_ok();
+    let probe = client
+        .send_retried(
+            Method::POST,
+            "/_search",
+            Some(Body::Json(body)),
+            "probe _shard_doc",
+        )
+        .await;
+    let ok = matches!(probe, Ok((status, _)) if status.is_success());
     let _ = client
-        .send(
+        .send_retried(
             Method::DELETE,
             "/_search/point_in_time",
-            Some(crate::client::Body::Json(json!({"pit_id": [id]}))),
+            Some(Body::Json(json!({"pit_id": [id]}))),
             "close probe",
         )
         .await;
@@ -307,12 +313,24 @@ async fn stage_all(
         }
     });
     let mut out = BTreeMap::new();
+    let mut first_err = None;
     let mut results = futures::stream::iter(jobs).buffer_unordered(STAGE_PARALLEL);
+    // Drained to the end: after a failure the others stop at their next page, releasing
+    // their search contexts on the way (see `DumpState::stage`).
     while let Some(r) = results.next().await {
-        let (name, staged) = r?;
-        out.insert(name, staged);
+        match r {
+            Ok((name, staged)) => {
+                out.insert(name, staged);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
     }
-    Ok(out)
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// The plan's retention over its own snapshots; none without an identity, since a snapshot
@@ -364,7 +382,8 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         manifest,
         gate,
     );
-    let progress = progress(&state);
+    let total = dump.indices.iter().map(|i| i.documents).sum();
+    let progress = progress(&state, total);
     // Removes the staged files whatever happens below.
     let staging = match &plan.interim_dir {
         Some(dir) => Some(stage(&rt, &state, &dump, dir, &mut entries)?),
@@ -395,7 +414,7 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let documents = state.docs.load(Ordering::Relaxed);
     tracing::info!(snapshot = %snap.id, documents, "snapshot saved");
 
-    let (outcome, totals) = finish(&repository, plan, lock)?;
+    let done = finish(&repository, plan, lock);
     Ok(BackupResult {
         snapshot: snap.id.to_hex().to_string(),
         time: snap.time.timestamp().to_string(),
@@ -405,27 +424,56 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         total_bytes: summary.total_bytes_processed,
         added_bytes: summary.data_added,
         duration_seconds: started.elapsed().as_secs_f64(),
-        snapshots_kept: outcome.kept,
-        snapshots_removed: outcome.removed,
-        repository: totals,
+        snapshots_kept: done.outcome.kept,
+        snapshots_removed: done.outcome.removed,
+        repository: done.totals,
+        retention_error: done.retention_error,
+        totals_error: done.totals_error,
     })
 }
 
-/// After the snapshot: retention, the repository's totals, the lock released.
-fn finish(
-    repository: &repo::OpenRepo,
-    plan: &BackupPlan,
-    lock: crate::lock::RepoLock,
-) -> Result<(repo::RetentionOutcome, RepositoryTotals), Failed> {
-    let outcome = retention(repository, plan, &lock).phase("retention")?;
-    let (snapshot_count, size_bytes) = repo::totals(repository).phase("retention")?;
-    lock.release().phase("retention")?;
-    let totals = RepositoryTotals {
-        snapshot_count,
-        size_bytes,
-        integrity: None,
+/// What happened after the snapshot was saved.
+struct Finished {
+    outcome: repo::RetentionOutcome,
+    totals: RepositoryTotals,
+    retention_error: Option<String>,
+    totals_error: Option<String>,
+}
+
+/// After the snapshot: retention, the repository's totals, the lock released. The snapshot is
+/// saved by then, so nothing here fails the backup: a failure is reported next to the snapshot
+/// (a failed backup would hide it from the status, and its retry would save it again).
+fn finish(repository: &repo::OpenRepo, plan: &BackupPlan, lock: crate::lock::RepoLock) -> Finished {
+    let (outcome, retention_error) = match retention(repository, plan, &lock) {
+        Ok(o) => (o, None),
+        Err(e) => {
+            tracing::warn!(error = %e, "retention failed after the snapshot was saved");
+            (repo::RetentionOutcome::default(), Some(e.to_string()))
+        }
     };
-    Ok((outcome, totals))
+    let (totals, totals_error) = match repo::totals(repository) {
+        Ok((snapshot_count, size_bytes)) => (
+            RepositoryTotals {
+                snapshot_count,
+                size_bytes,
+                integrity: None,
+            },
+            None,
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "the repository's totals could not be read");
+            (RepositoryTotals::default(), Some(e.to_string()))
+        }
+    };
+    if let Err(e) = lock.release() {
+        tracing::warn!(error = %e, "could not remove the repository lock");
+    }
+    Finished {
+        outcome,
+        totals,
+        retention_error,
+        totals_error,
+    }
 }
 
 /// The repository, initialised on first use, behind `gate` (see [`GatedBackend`]), and a
@@ -525,9 +573,10 @@ fn entries(dump: &ClusterDump) -> Result<Vec<Entry>> {
 }
 
 /// Reports documents and bytes read while the backup runs.
-fn progress(state: &Arc<DumpState>) -> crate::output::Progress {
+fn progress(state: &Arc<DumpState>, total: u64) -> crate::output::Progress {
     crate::output::Progress::start(
-        "backup",
+        "dump",
+        total,
         Arc::new({
             let s = state.clone();
             move || {

@@ -71,9 +71,19 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     if s.trim().is_empty() {
         return Ok(Duration::from_secs(300));
     }
-    cairn_api::duration::parse_std_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}): write it like 300s, 5m or 1h30m"))
+    let d = cairn_api::duration::parse_std_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): write it like 300s, 5m or 1h30m"))?;
+    // A deadline this far away is a mistake, and past the clock's range a panic.
+    if d > MAX_WAIT {
+        return Err(format!(
+            "{s:?} is longer than 24h, the most a wait may last"
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest wait a duration flag accepts.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// `auto` (or empty) or a number of slices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -583,6 +593,19 @@ mod tests {
             ])
             .is_err()
         );
+        // A huge wait is an error naming its flag, not a panic later.
+        let e = parse(&[
+            "backup",
+            "--repository=local:/r",
+            "--url=http://x",
+            "--wait-timeout=18446744073709551615",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--wait-timeout") && e.contains("longer than 24h"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -630,6 +653,16 @@ mod tests {
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert_eq!(parse_duration("").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("24h").unwrap(), MAX_WAIT);
+        for huge in [
+            "18446744073709551615",
+            "2562047h",
+            "24h1s",
+            "99999999999999999999s",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.starts_with(&format!("{huge:?}")), "{e}");
+        }
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m").is_err());
         // Huge values are an error, not a panic.

@@ -1,7 +1,8 @@
 //! A small Elasticsearch/OpenSearch HTTP client: what backup and restore need and nothing more.
 //!
 //! reqwest with rustls (see [`crate::tls`]), basic auth or an API key read from the mounted
-//! credentials, JSON in and out, error answers shortened and without credentials.
+//! credentials, JSON in and out, error answers shortened and without credentials; transient
+//! failures retried under one policy ([`Retry`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{AgentError, Result, redact_url, short};
+use crate::retry::{Attempt, Retry};
 
 /// How the agent authenticates.
 #[derive(Clone, Default)]
@@ -143,6 +145,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     auth: Auth,
+    retry: Retry,
 }
 
 impl Client {
@@ -193,7 +196,14 @@ impl Client {
             http,
             base: clean.as_str().trim_end_matches('/').to_string(),
             auth,
+            retry: Retry::default(),
         })
+    }
+
+    /// The same connection with another retry policy.
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// The server's URL without credentials, for messages.
@@ -210,7 +220,18 @@ impl Client {
         }
     }
 
-    /// Sends a request; `body` is JSON or, for `_bulk`, NDJSON bytes.
+    fn request(&self, method: Method, path: &str, body: Option<Body>) -> reqwest::RequestBuilder {
+        let rb = self.builder(method, path);
+        match body {
+            Some(Body::Json(v)) => rb.json(&v),
+            Some(Body::Ndjson(b)) => rb
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .body(b),
+            None => rb,
+        }
+    }
+
+    /// Sends a request once; `body` is JSON or, for `_bulk`, NDJSON bytes.
     pub async fn send(
         &self,
         method: Method,
@@ -218,26 +239,72 @@ impl Client {
         body: Option<Body>,
         what: &str,
     ) -> Result<(StatusCode, Bytes)> {
-        let mut rb = self.builder(method, path);
-        match body {
-            Some(Body::Json(v)) => rb = rb.json(&v),
-            Some(Body::Ndjson(b)) => {
-                rb = rb
-                    .header(header::CONTENT_TYPE, "application/x-ndjson")
-                    .body(b)
-            }
-            None => {}
-        }
-        let resp = rb.send().await.map_err(|e| AgentError::Http {
-            what: what.to_string(),
-            reason: http_reason(&e),
-        })?;
+        let resp = self
+            .request(method, path, body)
+            .send()
+            .await
+            .map_err(|e| AgentError::Http {
+                what: what.to_string(),
+                reason: http_reason(&e),
+            })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| AgentError::Http {
             what: what.to_string(),
             reason: http_reason(&e),
         })?;
         Ok((status, bytes))
+    }
+
+    /// Sends a request under the [`Retry`] policy: on 429, 502, 503, 504 and failed connections
+    /// it is sent again, so it must be one that may reach the server twice (a read, a bulk of
+    /// documents with their ids), or one whose repetition the caller checks (a scroll page).
+    /// The answer is any other status.
+    pub async fn send_retried(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        what: &str,
+    ) -> Result<(StatusCode, Bytes)> {
+        self.retry
+            .run(what, || {
+                self.attempt(method.clone(), path, body.clone(), what)
+            })
+            .await
+    }
+
+    /// One attempt of a request that [`Retry::run`] may repeat: a transient failure is an
+    /// [`Attempt::Transient`], any other answer the status and body.
+    pub async fn attempt(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        what: &str,
+    ) -> Result<(StatusCode, Bytes), Attempt> {
+        let resp = self
+            .request(method, path, body)
+            .send()
+            .await
+            .map_err(|e| failed_attempt(what, &e))?;
+        let status = resp.status();
+        let retry_after = crate::retry::retry_after(resp.headers());
+        let bytes = resp.bytes().await.map_err(|e| failed_attempt(what, &e))?;
+        if transient_status(status) {
+            return Err(Attempt::Transient {
+                reason: format!(
+                    "HTTP {status}: {}",
+                    short(&String::from_utf8_lossy(&bytes), 200)
+                ),
+                retry_after,
+            });
+        }
+        Ok((status, bytes))
+    }
+
+    /// The policy [`Client::send_retried`] follows.
+    pub fn retry(&self) -> &Retry {
+        &self.retry
     }
 
     /// A request whose answer must be a success; the JSON answer is decoded.
@@ -248,7 +315,13 @@ impl Client {
         body: Option<Value>,
         what: &str,
     ) -> Result<T> {
-        let (status, bytes) = self.send(method, path, body.map(Body::Json), what).await?;
+        let body = body.map(Body::Json);
+        // Reads are sent again on transient failures; writes once, as their callers decide.
+        let (status, bytes) = if matches!(method, Method::GET | Method::HEAD) {
+            self.send_retried(method, path, body, what).await?
+        } else {
+            self.send(method, path, body, what).await?
+        };
         if !status.is_success() {
             return Err(server_error(what, status, &bytes));
         }
@@ -257,7 +330,7 @@ impl Client {
 
     /// Whether a path exists (`HEAD`).
     pub async fn exists(&self, path: &str, what: &str) -> Result<bool> {
-        let (status, bytes) = self.send(Method::HEAD, path, None, what).await?;
+        let (status, bytes) = self.send_retried(Method::HEAD, path, None, what).await?;
         match status {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -265,9 +338,14 @@ impl Client {
         }
     }
 
-    /// `GET /`.
+    /// `GET /`, once: [`Client::wait_ready`] has its own patience.
     pub async fn info(&self) -> Result<ServerInfo> {
-        let root: Value = self.json(Method::GET, "/", None, "GET /").await?;
+        let (status, bytes) = self.send(Method::GET, "/", None, "GET /").await?;
+        if !status.is_success() {
+            return Err(server_error("GET /", status, &bytes));
+        }
+        let root: Value =
+            serde_json::from_slice(&bytes).map_err(|e| AgentError::json("GET /", e))?;
         ServerInfo::from_root(&root)
     }
 
@@ -279,8 +357,8 @@ impl Client {
         loop {
             match self.info().await {
                 Ok(info) => {
-                    let health: Result<Value> = self
-                        .json(
+                    let health = self
+                        .send(
                             Method::GET,
                             "/_cluster/health?wait_for_status=yellow&timeout=5s",
                             None,
@@ -288,8 +366,16 @@ impl Client {
                         )
                         .await;
                     match health {
-                        Ok(h) if h["status"] != "red" => return Ok(info),
-                        Ok(h) => last = format!("cluster health is {}", h["status"]),
+                        Ok((status, b)) if !status.is_success() => {
+                            last = server_error("cluster health", status, &b).to_string()
+                        }
+                        Ok((_, b)) => {
+                            let h: Value = serde_json::from_slice(&b).unwrap_or_default();
+                            if h["status"].is_string() && h["status"] != "red" {
+                                return Ok(info);
+                            }
+                            last = format!("cluster health is {}", h["status"]);
+                        }
                         Err(e) => last = e.to_string(),
                     }
                 }
@@ -327,9 +413,31 @@ impl Client {
 }
 
 /// A request body.
+#[derive(Clone)]
 pub enum Body {
     Json(Value),
     Ndjson(Bytes),
+}
+
+/// Whether an answer with `status` is a transient failure worth trying again: a rejection for
+/// load or a gateway's error.
+fn transient_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// A failed connection or exchange as an attempt: transient, unless a certificate was refused.
+fn failed_attempt(what: &str, e: &reqwest::Error) -> Attempt {
+    let reason = http_reason(e);
+    if is_certificate_error(&reason) {
+        return Attempt::Fatal(AgentError::Http {
+            what: what.to_string(),
+            reason,
+        });
+    }
+    Attempt::Transient {
+        reason,
+        retry_after: None,
+    }
 }
 
 /// Whether a connection failed because the server's certificate was refused (rustls's

@@ -9,6 +9,11 @@ pub enum AgentError {
     /// Bad command line or environment.
     #[error("{0}")]
     Usage(String),
+    /// SIGTERM ended the run (the pod was deleted, evicted or reached its deadline).
+    #[error(
+        "terminated by SIGTERM (the pod was deleted, evicted or reached its deadline): the run stopped and removed its repository lock"
+    )]
+    Terminated,
     /// Credentials could not be read.
     #[error("credentials: {0}")]
     Credentials(String),
@@ -24,6 +29,14 @@ pub enum AgentError {
         what: String,
         status: u16,
         body: String,
+    },
+    /// A request kept failing transiently until its retries were spent.
+    #[error("{what}: gave up after {attempts} attempts in {seconds}s: {reason}")]
+    GaveUp {
+        what: String,
+        attempts: u32,
+        seconds: u64,
+        reason: String,
     },
     /// The server was not ready within the wait timeout.
     #[error("server {url} not ready within {seconds}s: {last}")]
@@ -76,9 +89,11 @@ impl AgentError {
     /// A rustic error in one line (rustic's `Display` is a multi-line report).
     pub fn rustic(what: &str, err: impl fmt::Display) -> Self {
         let text = err.to_string();
+        // With RUST_BACKTRACE set, rustic appends a backtrace: not for a result.
         let line = text
             .lines()
             .map(str::trim)
+            .take_while(|l| !l.starts_with("Backtrace:"))
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
@@ -130,4 +145,19 @@ pub fn short(text: &str, max: usize) -> String {
 pub fn redact_url(text: &str) -> String {
     let re = regex::Regex::new(r"(?i)(https?://)[^/@\s]+@").expect("static regex");
     re.replace_all(text, "$1").into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rustic_error_is_one_line_without_its_backtrace() {
+        let text = "`rustic_core` experienced an error.\n\n  Message: the storage did not answer\n\nBacktrace:\n 0: rustic_core::error::RusticError::new\n 1: x";
+        let e = AgentError::rustic("save snapshot", text).to_string();
+        assert_eq!(
+            e,
+            "repository: save snapshot: `rustic_core` experienced an error. Message: the storage did not answer"
+        );
+    }
 }

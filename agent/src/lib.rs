@@ -10,9 +10,10 @@
 //!   archiver) and `layout` (what a snapshot holds);
 //! - repository: `repo` (open, retention, totals, check) over `lock` (restic locks) over
 //!   `files` (raw repository files) over `location` (where, options, credentials);
-//! - server: `search` (reading indices) over `skim` (search answers) and `client` (HTTP), and
+//! - server: `search` (reading indices) over `skim` (search answers) and `client` (HTTP, with
+//!   `retry`'s policy), and
 //!   `bulk` (the `_bulk` wire format);
-//! - shared: `select`, `settings`, `identity`, `output`, `tls`, `error`.
+//! - shared: `select`, `settings`, `identity`, `output`, `terminate`, `tls`, `error`.
 
 pub mod backup;
 pub mod bulk;
@@ -27,11 +28,13 @@ pub mod lock;
 pub mod output;
 pub mod repo;
 pub mod restore;
+pub mod retry;
 pub mod search;
 pub mod select;
 pub mod settings;
 pub mod skim;
 pub mod stream;
+pub mod terminate;
 pub mod tls;
 
 pub use error::{AgentError, Failed};

@@ -80,6 +80,17 @@ impl LockFile {
         self.hostname == host && !process_alive(self.pid)
     }
 
+    /// A decrypted lock file: JSON, or (restic in a version 2 repository) the byte 2 and the
+    /// JSON compressed with zstd.
+    pub fn parse(plain: &[u8]) -> Result<Self> {
+        let json = match plain.split_first() {
+            Some((2, compressed)) => zstd::decode_all(compressed)
+                .map_err(|e| AgentError::Repository(format!("a lock file does not unpack: {e}")))?,
+            _ => plain.to_vec(),
+        };
+        serde_json::from_slice(&json).map_err(|e| AgentError::json("lock", e))
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} lock of {} pid {} since {}",
@@ -88,6 +99,59 @@ impl LockFile {
             self.pid,
             self.time
         )
+    }
+}
+
+/// What the controller knew when it launched this run's Job: the pods of cairn's sessions
+/// that were not finished (`CAIRN_LIVE_PODS`, comma-separated names) and the launch time
+/// (`CAIRN_LAUNCHED_AT`, RFC 3339). A lock of a session's pod (its host name is the pod's
+/// name) that is none of them and is older than the launch has no live holder: the pod ended
+/// (killed, evicted, deleted) without removing it. Anything else follows restic's rules.
+#[derive(Clone, Debug, Default)]
+pub struct LivePods {
+    launched_at: Option<DateTime<Utc>>,
+    names: Vec<String>,
+}
+
+impl LivePods {
+    pub fn new(launched_at: DateTime<Utc>, names: Vec<String>) -> Self {
+        Self {
+            launched_at: Some(launched_at),
+            names,
+        }
+    }
+
+    /// From the environment the controller sets; without `CAIRN_LAUNCHED_AT`, none.
+    pub fn from_env() -> Self {
+        let Some(at) = std::env::var("CAIRN_LAUNCHED_AT")
+            .ok()
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        else {
+            return Self::default();
+        };
+        let names = std::env::var("CAIRN_LIVE_PODS").unwrap_or_default();
+        let names = names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        Self::new(at.with_timezone(&Utc), names)
+    }
+
+    /// Whether `lock` was left by a session's pod that no longer runs.
+    pub fn left_by_dead_pod(&self, lock: &LockFile) -> bool {
+        let Some(launched_at) = self.launched_at else {
+            return false;
+        };
+        if !cairn_api::naming::is_session_pod_hostname(&lock.hostname) {
+            return false;
+        }
+        // A pod's host name is its name cut to 63 characters.
+        if self.names.iter().any(|n| n.starts_with(&lock.hostname)) {
+            return false;
+        }
+        DateTime::parse_from_rfc3339(&lock.time).is_ok_and(|t| t.with_timezone(&Utc) < launched_at)
     }
 }
 
@@ -170,6 +234,7 @@ fn random(buf: &mut [u8]) -> Result<()> {
 
 struct Inner {
     store: Store,
+    live_pods: LivePods,
     crypto: Crypto,
     /// The id of our lock file and whether it is exclusive.
     current: Mutex<Option<(String, bool)>>,
@@ -192,9 +257,7 @@ impl Inner {
                 // Removed meanwhile by its owner.
                 Err(_) => continue,
             };
-            let lock = match self.crypto.decrypt(&data).and_then(|p| {
-                serde_json::from_slice::<LockFile>(&p).map_err(|e| AgentError::json("lock", e))
-            }) {
+            let lock = match self.crypto.decrypt(&data).and_then(|p| LockFile::parse(&p)) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(lock = %id, error = %e, "ignoring a lock file that cannot be read");
@@ -203,6 +266,15 @@ impl Inner {
             };
             if lock.is_stale(now, &host) {
                 tracing::info!(lock = %id, "removing a stale lock: {}", lock.describe());
+                self.store.remove("locks", &id)?;
+                continue;
+            }
+            if self.live_pods.left_by_dead_pod(&lock) {
+                tracing::info!(
+                    lock = %id,
+                    "removing the lock of a session's pod that no longer runs: {}",
+                    lock.describe()
+                );
                 self.store.remove("locks", &id)?;
                 continue;
             }
@@ -281,10 +353,11 @@ fn locked(store: &Store, l: &LockFile) -> AgentError {
     ))
 }
 
-/// A lock we hold, refreshed in the background, removed on drop.
+/// A lock we hold, refreshed in the background, removed on drop and on SIGTERM.
 pub struct RepoLock {
     inner: Arc<Inner>,
     refresher: Option<std::thread::JoinHandle<()>>,
+    _on_terminate: crate::terminate::Registered,
 }
 
 impl RepoLock {
@@ -292,6 +365,7 @@ impl RepoLock {
     pub fn acquire(store: Store, repo: &Repository<OpenStatus>, exclusive: bool) -> Result<Self> {
         let inner = Arc::new(Inner {
             store,
+            live_pods: LivePods::from_env(),
             crypto: Crypto::of(repo)?,
             current: Mutex::new(None),
             stop: Mutex::new(false),
@@ -320,9 +394,16 @@ impl RepoLock {
                 }
             })
             .map_err(|e| AgentError::io("start the lock refresher", e))?;
+        let weak = Arc::downgrade(&inner);
+        let on_terminate = crate::terminate::on_terminate(move || {
+            if let Some(inner) = weak.upgrade() {
+                remove_within(&inner, UNLOCK_ON_TERM);
+            }
+        });
         Ok(Self {
             inner,
             refresher: Some(refresher),
+            _on_terminate: on_terminate,
         })
     }
 
@@ -377,12 +458,40 @@ impl RepoLock {
     }
 }
 
+/// How long a run that did not release its lock (it failed) waits to remove it: a storage that
+/// does not answer leaves the lock to the next run's stale-lock rule rather than hold back the
+/// failure's report for minutes.
+const UNLOCK_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long a terminated run waits to remove its lock: well within the pod's grace period.
+const UNLOCK_ON_TERM: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes our current lock file, waiting at most `within` for the storage.
+fn remove_within(inner: &Arc<Inner>, within: Duration) {
+    let Some((id, _)) = inner.current.lock().ok().and_then(|mut c| c.take()) else {
+        return;
+    };
+    let inner = inner.clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let removing = std::thread::Builder::new()
+        .name("unlock".into())
+        .spawn(move || {
+            let _ = tx.send(inner.store.remove("locks", &id));
+        });
+    match removing.map(|_| rx.recv_timeout(within)) {
+        Ok(Ok(Ok(()))) => tracing::info!("repository unlocked"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not remove the repository lock"),
+        _ => tracing::warn!(
+            "the storage did not answer within {}s: the lock is left to the next run",
+            within.as_secs()
+        ),
+    }
+}
+
 impl Drop for RepoLock {
     fn drop(&mut self) {
         self.stop_refresher();
-        if let Err(e) = self.remove() {
-            tracing::warn!(error = %e, "could not remove the repository lock");
-        }
+        remove_within(&self.inner, UNLOCK_WITHIN);
     }
 }
 
@@ -409,11 +518,43 @@ mod tests {
     }
 
     #[test]
+    fn locks_of_pods_that_no_longer_run() {
+        let launched = Utc::now();
+        let live = LivePods::new(launched, vec!["cairn-backup-nightly-1-abcde".into()]);
+        let mut l = LockFile::ours(false);
+        l.time = (launched - chrono::Duration::minutes(2)).to_rfc3339();
+        l.hostname = "cairn-backup-nightly-0-xyzab".into();
+        assert!(live.left_by_dead_pod(&l), "a session's pod not in the list");
+        assert!(
+            !LivePods::default().left_by_dead_pod(&l),
+            "no list: restic's rules"
+        );
+        l.hostname = "cairn-backup-nightly-1-abcde".into();
+        assert!(!live.left_by_dead_pod(&l), "a live pod");
+        l.hostname = "cairn-backup-nightly-1-ab".into();
+        assert!(!live.left_by_dead_pod(&l), "a live pod's name cut to 63");
+        l.hostname = "laptop".into();
+        assert!(
+            !live.left_by_dead_pod(&l),
+            "not a session's pod (restic's own)"
+        );
+        l.hostname = "cairn-restore-r-12345".into();
+        assert!(live.left_by_dead_pod(&l));
+        l.time = (launched + chrono::Duration::seconds(1)).to_rfc3339();
+        assert!(!live.left_by_dead_pod(&l), "written after the launch");
+    }
+
+    #[test]
     fn restic_json() {
         let text = r#"{"time":"2024-05-01T10:00:00.5+02:00","exclusive":true,"hostname":"h","username":"u","pid":42}"#;
         let l: LockFile = serde_json::from_str(text).unwrap();
         assert!(l.exclusive);
         assert_eq!(l.pid, 42);
         assert_eq!(l.uid, 0);
+        assert_eq!(LockFile::parse(text.as_bytes()).unwrap(), l);
+        // restic 0.14+ in a version 2 repository: compressed.
+        let mut packed = vec![2u8];
+        packed.extend(zstd::encode_all(text.as_bytes(), 3).unwrap());
+        assert_eq!(LockFile::parse(&packed).unwrap(), l);
     }
 }

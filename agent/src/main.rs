@@ -57,6 +57,17 @@ fn main() -> ExitCode {
         }
     };
     apply_priority();
+    let terminated = || {
+        emit(&failure(&Failed {
+            phase: "terminated",
+            error: AgentError::Terminated,
+        }));
+        // 128 + SIGTERM, as a shell reports a process the signal ended.
+        std::process::exit(143);
+    };
+    if let Err(e) = cairn_agent::terminate::listen(terminated) {
+        tracing::warn!(error = %e, "SIGTERM is not handled: a terminated run leaves its lock");
+    }
     // Before any thread exists: it may set SSL_CERT_FILE for the storage backend.
     let tmp = std::env::var("CAIRN_TMP_DIR")
         .ok()
@@ -74,6 +85,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let outcome = run(cli.command);
+    while cairn_agent::terminate::terminating() {
+        // The SIGTERM thread reports and exits.
+        std::thread::park();
+    }
     match outcome {
         Ok(Some(result)) => {
             emit(&result);

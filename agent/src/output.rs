@@ -1,9 +1,8 @@
-//! What the agent prints and leaves behind: log lines on stderr, progress lines on long runs,
-//! and the result (termination log and the last line on stdout).
+//! What the agent prints and leaves behind: log lines on stderr, progress lines on stdout, and
+//! the result (termination log and the last line on stdout).
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_api::result::{AgentResult, FailureResult, TERMINATION_LOG};
@@ -49,37 +48,106 @@ pub fn failure(f: &Failed) -> AgentResult {
 
 type Counter = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
 
-/// Logs documents/s and MB/s every 10 seconds while a run lasts.
+/// How often a progress line is written.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// One progress line: a JSON object on a line of its own on stdout, `"kind": "progress"`
+/// (the result, the last line, has another kind). A contract: `kubectl cairn` reads it (see
+/// the README, "Progress lines").
+#[derive(serde::Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressLine {
+    pub kind: &'static str,
+    /// What the agent is doing: `dump` while a backup reads and saves the documents.
+    pub phase: &'static str,
+    pub documents: u64,
+    /// The documents the run expects in all (counted before it started).
+    pub documents_total: u64,
+    /// Bytes of documents read so far.
+    pub bytes: u64,
+    /// Since the previous line.
+    pub documents_per_second: f64,
+    pub bytes_per_second: f64,
+    pub elapsed_seconds: f64,
+    /// `true` on the phase's last line.
+    pub done: bool,
+}
+
+impl ProgressLine {
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Writes a [`ProgressLine`] every [`PROGRESS_EVERY`] while a phase lasts, and its last one
+/// when it ends.
 pub struct Progress {
-    stop: Arc<AtomicBool>,
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Counts between two lines.
+struct Ticker {
+    phase: &'static str,
+    total: u64,
+    counter: Counter,
+    started: Instant,
+    last: (u64, u64, Instant),
+}
+
+impl Ticker {
+    fn line(&mut self, done: bool) -> ProgressLine {
+        let (docs, bytes) = (self.counter)();
+        let secs = self.last.2.elapsed().as_secs_f64().max(0.001);
+        let line = ProgressLine {
+            kind: "progress",
+            phase: self.phase,
+            documents: docs,
+            documents_total: self.total,
+            bytes,
+            documents_per_second: (docs.saturating_sub(self.last.0)) as f64 / secs,
+            bytes_per_second: (bytes.saturating_sub(self.last.1)) as f64 / secs,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            done,
+        };
+        self.last = (docs, bytes, Instant::now());
+        line
+    }
+}
+
+fn print_line(line: &ProgressLine) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line.to_line());
+    let _ = out.flush();
+}
+
 impl Progress {
-    pub fn start(what: &'static str, counter: Counter) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
+    /// `counter` gives the documents and bytes done; `total` the documents expected.
+    pub fn start(phase: &'static str, total: u64, counter: Counter) -> Self {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
+        let mut ticker = Ticker {
+            phase,
+            total,
+            counter,
+            started: Instant::now(),
+            last: (0, 0, Instant::now()),
+        };
         let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut last = (0u64, 0u64, Instant::now());
-            let mut ticks = 0u32;
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(250));
-                ticks += 1;
-                if !ticks.is_multiple_of(40) {
-                    continue;
+            let (lock, wake) = &*flag;
+            let Ok(mut stopped) = lock.lock() else {
+                return;
+            };
+            while !*stopped {
+                let Ok((guard, timeout)) = wake.wait_timeout(stopped, PROGRESS_EVERY) else {
+                    return;
+                };
+                stopped = guard;
+                if timeout.timed_out() && !*stopped {
+                    print_line(&ticker.line(false));
                 }
-                let (docs, bytes) = counter();
-                let secs = last.2.elapsed().as_secs_f64().max(0.001);
-                tracing::info!(
-                    "{what}: {docs} documents, {:.1} MB, {:.0} docs/s, {:.1} MB/s, {:.0}s elapsed",
-                    bytes as f64 / 1e6,
-                    (docs - last.0) as f64 / secs,
-                    (bytes - last.1) as f64 / 1e6 / secs,
-                    started.elapsed().as_secs_f64()
-                );
-                last = (docs, bytes, Instant::now());
             }
+            print_line(&ticker.line(true));
         });
         Self {
             stop,
@@ -87,17 +155,25 @@ impl Progress {
         }
     }
 
+    /// Ends the phase: its last line is written.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.signal();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    fn signal(&self) {
+        if let Ok(mut s) = self.stop.0.lock() {
+            *s = true;
+        }
+        self.stop.1.notify_all();
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.signal();
     }
 }
 
@@ -128,5 +204,55 @@ pub fn apply_priority() {
         if rc != 0 {
             tracing::warn!(class, data, "could not set the I/O priority");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_line_is_one_json_object_of_the_contract() {
+        let mut t = Ticker {
+            phase: "dump",
+            total: 1000,
+            counter: Arc::new(|| (250, 1_000_000)),
+            started: Instant::now(),
+            last: (50, 0, Instant::now() - Duration::from_secs(10)),
+        };
+        let text = t.line(false).to_line();
+        assert!(!text.contains('\n'), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "bytes",
+                "bytesPerSecond",
+                "documents",
+                "documentsPerSecond",
+                "documentsTotal",
+                "done",
+                "elapsedSeconds",
+                "kind",
+                "phase"
+            ]
+        );
+        assert_eq!(
+            (v["kind"].as_str(), v["phase"].as_str()),
+            (Some("progress"), Some("dump"))
+        );
+        assert_eq!(
+            (v["documents"].as_u64(), v["documentsTotal"].as_u64()),
+            (Some(250), Some(1000))
+        );
+        let rate = v["documentsPerSecond"].as_f64().unwrap();
+        assert!(
+            (19.0..=20.1).contains(&rate),
+            "200 documents in 10 s: {rate}"
+        );
+        assert!(t.line(true).done);
+        // Not an agent result: a reader tells them apart by kind.
+        assert!(cairn_api::result::AgentResult::from_termination_message(&text).is_none());
     }
 }

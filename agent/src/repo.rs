@@ -1,5 +1,6 @@
-//! Repository operations: the rustic backend for a location, opening (and initialising on
-//! first use), retention, totals, checks and finding a snapshot.
+//! Repository operations: the rustic backend for a location (an object store's with a deadline
+//! on every request), opening (and initialising on first use), retention, totals, checks and
+//! finding a snapshot.
 //!
 //! rustic_core takes no locks (it is lock-free by design, with two-phase deletion that we turn
 //! into restic's instant deletion for prune); backup and forget hold a restic lock of their own
@@ -9,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rustic_backend::{LocalBackend, OpenDALBackend, RestBackend};
@@ -53,9 +55,115 @@ pub fn backend(loc: &Location, opts: &RepoOptions) -> Result<Arc<dyn WriteBacken
             let Some((service, o)) = opendal_options(loc, opts)? else {
                 return Err(AgentError::Usage("no backend".into()));
             };
-            Arc::new(OpenDALBackend::new(service, o).map_err(map)?)
+            Arc::new(TimedBackend {
+                inner: Arc::new(OpenDALBackend::new(service, o).map_err(map)?),
+            })
         }
     })
+}
+
+/// The base deadline of one storage request.
+const STORAGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The deadline of a storage request carrying `bytes`: the base, and a second more per MiB
+/// (a link of at least 1 MiB/s).
+fn storage_deadline(bytes: usize) -> Duration {
+    STORAGE_TIMEOUT + Duration::from_secs((bytes >> 20) as u64)
+}
+
+/// Gives every request to an object store a deadline. rustic's OpenDAL backend has none: a
+/// storage server that stops answering (frozen, or a connection silently gone) would hang the
+/// agent for ever. Each request runs on a thread of its own; past its deadline the call fails
+/// and the thread is left to the process's exit.
+#[derive(Debug)]
+pub struct TimedBackend {
+    inner: Arc<dyn WriteBackend>,
+}
+
+impl TimedBackend {
+    fn timed<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        bytes: usize,
+        op: impl FnOnce(&dyn WriteBackend) -> RusticResult<T> + Send + 'static,
+    ) -> RusticResult<T> {
+        let inner = self.inner.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("storage-request".into())
+            .spawn(move || {
+                let _ = tx.send(op(inner.as_ref()));
+            })
+            .map_err(|e| {
+                RusticError::with_source(ErrorKind::Backend, "cannot start a storage request", e)
+            })?;
+        let limit = storage_deadline(bytes);
+        rx.recv_timeout(limit).unwrap_or_else(|_| {
+            // rustic reads `{...}` in a message as a placeholder: none here.
+            Err(RusticError::new(
+                ErrorKind::Backend,
+                format!(
+                    "the storage did not answer a {what} request within {}s",
+                    limit.as_secs()
+                ),
+            ))
+        })
+    }
+}
+
+impl ReadBackend for TimedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
+        self.timed("list", 0, move |b| b.list_with_size(tpe))
+    }
+    fn list(&self, tpe: FileType) -> RusticResult<Vec<Id>> {
+        self.timed("list", 0, move |b| b.list(tpe))
+    }
+    fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
+        let id = *id;
+        self.timed("read", 0, move |b| b.read_full(tpe, &id))
+    }
+    fn read_partial(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        cacheable: bool,
+        offset: u32,
+        length: u32,
+    ) -> RusticResult<Bytes> {
+        let id = *id;
+        self.timed("read", length as usize, move |b| {
+            b.read_partial(tpe, &id, cacheable, offset, length)
+        })
+    }
+    fn warmup_path(&self, tpe: FileType, id: &Id) -> String {
+        self.inner.warmup_path(tpe, id)
+    }
+    fn needs_warm_up(&self) -> bool {
+        self.inner.needs_warm_up()
+    }
+    fn warm_up(&self, tpe: FileType, id: &Id) -> RusticResult<()> {
+        let id = *id;
+        self.timed("warm-up", 0, move |b| b.warm_up(tpe, &id))
+    }
+}
+
+impl WriteBackend for TimedBackend {
+    fn create(&self) -> RusticResult<()> {
+        self.timed("create", 0, |b| b.create())
+    }
+    fn write_bytes(&self, tpe: FileType, id: &Id, cacheable: bool, buf: Bytes) -> RusticResult<()> {
+        let id = *id;
+        self.timed("write", buf.len(), move |b| {
+            b.write_bytes(tpe, &id, cacheable, buf)
+        })
+    }
+    fn remove(&self, tpe: FileType, id: &Id, cacheable: bool) -> RusticResult<()> {
+        let id = *id;
+        self.timed("remove", 0, move |b| b.remove(tpe, &id, cacheable))
+    }
 }
 
 /// Refuses to write a snapshot file until the dump says it is complete: rustic's archiver skips
@@ -254,12 +362,22 @@ pub fn apply_retention(
         );
         return Ok(outcome);
     }
-    // Nothing to do, or not now: everything is kept.
-    if (forget.is_empty() && !r.prune) || !exclusive(lock) {
+    // Nothing to do: everything is kept.
+    if forget.is_empty() && !r.prune {
         return Ok(RetentionOutcome {
             kept: total,
             removed: 0,
         });
+    }
+    // restic's rule: forget and prune hold the repository alone (the caller reports a
+    // failure, and the next run applies the retention again).
+    if let Some(lock) = lock {
+        lock.upgrade().map_err(|e| match e {
+            AgentError::Repository(why) => {
+                AgentError::Repository(format!("retention not applied: {why}"))
+            }
+            e => e,
+        })?;
     }
     if !forget.is_empty() {
         repo.delete_snapshots(&forget)
@@ -275,17 +393,6 @@ pub fn apply_retention(
             .map_err(|e| AgentError::rustic("prune", e))?;
     }
     Ok(outcome)
-}
-
-/// Makes `lock` exclusive; `false` (with a warning) when another process holds the repository.
-fn exclusive(lock: Option<&RepoLock>) -> bool {
-    match lock.map(RepoLock::upgrade) {
-        None | Some(Ok(())) => true,
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "retention postponed to a later run");
-            false
-        }
-    }
 }
 
 /// Snapshot count and stored bytes.

@@ -3,10 +3,13 @@
 //! own values put back after), aliases last; counts and checksums compared with the manifest.
 //! Two indices are loaded at once, their requests sharing the `--workers` slots, so the server
 //! keeps working while one index drains, is refreshed and counted; the first failure stops the
-//! other load and fails the restore.
+//! other load and fails the restore, and the indices it created are deleted again.
 //!
 //! Nothing is written when an index exists and `--existing=fail` (the default): all targets are
-//! checked before the first write.
+//! checked before the first write. Nor before the snapshot's metadata (templates, every index's
+//! `index.json`) has been read and its names checked: a snapshot that cannot be restored whole
+//! fails before `--existing=overwrite` deletes anything, and no name from it reaches a request
+//! unless it is a plain name (no `*`, `_all` or `..`).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,6 +31,7 @@ use crate::error::{AgentError, Failed, InPhase, Result, short};
 use crate::layout::{self, IndexEntry, IndexMeta, Manifest};
 use crate::location::{Location, RepoOptions};
 use crate::repo;
+use crate::retry::Attempt;
 use crate::select::{Rename, Selector};
 use crate::settings;
 
@@ -76,6 +80,8 @@ struct Target {
     source: String,
     target: String,
     entry: IndexEntry,
+    /// Its `index.json`, read and checked before anything is written.
+    meta: IndexMeta,
     exists: bool,
 }
 
@@ -100,6 +106,10 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
     let rt = crate::output::runtime().phase("connect")?;
     let be = repo::backend(&plan.location, &plan.repo).phase("repository")?;
     let repository = repo::open(be, &plan.repo, false).phase("repository")?;
+    // Shared, as restic's restore: a prune (which needs the repository alone) cannot delete
+    // the packs being read.
+    let store = crate::files::Store::new(&plan.location, &plan.repo).phase("repository")?;
+    let lock = crate::lock::RepoLock::acquire(store, &repository, false).phase("repository")?;
     let snap = repo::find_snapshot(
         &repository,
         &plan.snapshot,
@@ -113,16 +123,20 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         .map_err(|e| AgentError::rustic("read index", e))
         .phase("repository")?;
     let manifest = read_manifest(&repository, &snap)?;
+    // Everything the snapshot says is read and checked before the first request: a snapshot
+    // that cannot be restored whole touches nothing (`existing=overwrite` deletes nothing).
+    let templates = read_templates(&repository, &snap)?;
+    let mut targets = select_targets(&repository, &snap, plan, &manifest)?;
 
     let info = rt
         .block_on(client.wait_ready(plan.wait_timeout))
         .phase("connect")?;
     tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
 
-    let targets = plan_targets(&rt, client, plan, &manifest)?;
+    check_existing(&rt, client, plan, &mut targets)?;
     // Templates first, so they are there when indices are created.
     let overwrite = plan.existing == Existing::Overwrite;
-    put_templates(&rt, &repository, &snap, client, overwrite)?;
+    put_templates(&rt, client, templates, overwrite)?;
     let todo: Vec<&Target> = targets
         .iter()
         .filter(|t| {
@@ -133,14 +147,33 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
             !skip
         })
         .collect();
-    let loaded = load_indices(&rt, &repository, &snap, client, plan, &todo)?;
-    let mut documents = 0;
-    let mut restored = Vec::new();
-    for (k, (docs, meta)) in loaded {
-        documents += docs;
-        restored.push((todo[k], meta));
+    let shared = Arc::new(Shared {
+        slots: Arc::new(tokio::sync::Semaphore::new(plan.workers.max(1))),
+        stop: AtomicBool::new(false),
+        created: Mutex::new(Vec::new()),
+    });
+    let _on_terminate = shared.on_terminate(client, plan.workers.max(1));
+    let loaded =
+        load_indices(&rt, &repository, &snap, client, &todo, plan, &shared).and_then(|loaded| {
+            let mut documents = 0;
+            let mut restored = Vec::new();
+            for (k, (docs, meta)) in loaded {
+                documents += docs;
+                restored.push((todo[k], meta));
+            }
+            put_aliases(&rt, client, plan, &restored)?;
+            Ok((documents, restored))
+        });
+    let (documents, restored) = match loaded {
+        Ok(l) => l,
+        Err(f) => {
+            shared.remove_created(&rt, client);
+            return Err(f);
+        }
+    };
+    if let Err(e) = lock.release() {
+        tracing::warn!(error = %e, "could not remove the repository lock");
     }
-    put_aliases(&rt, client, plan, &restored)?;
 
     Ok(RestoreResult {
         snapshot: snap.id.to_hex().to_string(),
@@ -177,11 +210,11 @@ fn read_manifest<S: IndexedFull>(
     Ok(manifest)
 }
 
-/// Every selected index with its target name, checked before anything is written: no two
-/// onto one name, and none existing when `--existing=fail`.
-fn plan_targets(
-    rt: &tokio::runtime::Runtime,
-    client: &Client,
+/// Every selected index with its target name and metadata, read from the snapshot and checked
+/// before any request: valid names (its own and its aliases'), no two onto one name.
+fn select_targets<S: IndexedFull>(
+    repository: &Repository<S>,
+    snap: &SnapshotFile,
     plan: &RestorePlan,
     manifest: &Manifest,
 ) -> Result<Vec<Target>, Failed> {
@@ -198,15 +231,51 @@ fn plan_targets(
             )))
             .phase("restore");
         }
-        let exists = rt
-            .block_on(client.exists(&format!("/{}", encode_path(&target)), "check index"))
-            .phase("restore")?;
+        let meta: IndexMeta = serde_json::from_slice(
+            &read_small(
+                repository,
+                snap,
+                &layout::index_path(name, layout::INDEX_META),
+            )
+            .phase("restore")?,
+        )
+        .map_err(|e| AgentError::json(format!("index.json of {name}"), e))
+        .phase("restore")?;
+        for alias in meta.aliases.keys() {
+            checked_name("alias", alias).phase("restore")?;
+        }
         targets.push(Target {
             source: name.clone(),
             target,
             entry: entry.clone(),
-            exists,
+            meta,
+            exists: false,
         });
+    }
+    Ok(targets)
+}
+
+/// Whether a name from the snapshot is one the server can only read as itself.
+fn checked_name(kind: &str, name: &str) -> Result<()> {
+    crate::select::validate_name(name).map_err(|why| {
+        AgentError::Snapshot(format!(
+            "{kind} name {:?} is not a valid name ({why}); nothing was restored",
+            short(name, 100)
+        ))
+    })
+}
+
+/// Which targets exist; none may when `--existing=fail`.
+fn check_existing(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    plan: &RestorePlan,
+    targets: &mut [Target],
+) -> Result<(), Failed> {
+    for t in targets.iter_mut() {
+        t.exists = rt
+            .block_on(client.exists(&format!("/{}", encode_path(&t.target)), "check index"))
+            .phase("restore")?;
     }
     let existing: Vec<&str> = targets
         .iter()
@@ -226,17 +295,18 @@ fn plan_targets(
         )))
         .phase("restore");
     }
-    Ok(targets)
+    Ok(())
 }
 
-/// Component, composable and legacy templates, in that order.
-fn put_templates<S: IndexedFull>(
-    rt: &tokio::runtime::Runtime,
+/// The snapshot's templates of each kind (its API path), their names checked.
+type Templates = Vec<(&'static str, Map<String, Value>)>;
+
+/// Component, composable and legacy templates, in that order, read from the snapshot.
+fn read_templates<S: IndexedFull>(
     repository: &Repository<S>,
     snap: &SnapshotFile,
-    client: &Client,
-    overwrite: bool,
-) -> Result<(), Failed> {
+) -> Result<Templates, Failed> {
+    let mut out = Vec::new();
     for (file, kind) in [
         (layout::COMPONENT_TEMPLATES, "_component_template"),
         (layout::INDEX_TEMPLATES, "_index_template"),
@@ -246,6 +316,22 @@ fn put_templates<S: IndexedFull>(
         let map: Map<String, Value> = serde_json::from_slice(&bytes)
             .map_err(|e| AgentError::json(file, e))
             .phase("restore")?;
+        for name in map.keys() {
+            checked_name("template", name).phase("restore")?;
+        }
+        out.push((kind, map));
+    }
+    Ok(out)
+}
+
+/// Puts the templates read by [`read_templates`], in their order.
+fn put_templates(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    templates: Templates,
+    overwrite: bool,
+) -> Result<(), Failed> {
+    for (kind, map) in templates {
         for (name, body) in map {
             rt.block_on(put_template(client, kind, &name, body, overwrite))
                 .phase("restore")?;
@@ -262,13 +348,10 @@ fn load_indices<S: IndexedFull + Sync>(
     repository: &Repository<S>,
     snap: &SnapshotFile,
     client: &Client,
-    plan: &RestorePlan,
     todo: &[&Target],
+    plan: &RestorePlan,
+    shared: &Shared,
 ) -> Result<Loaded, Failed> {
-    let shared = Shared {
-        slots: std::sync::Arc::new(tokio::sync::Semaphore::new(plan.workers.max(1))),
-        stop: AtomicBool::new(false),
-    };
     let next = AtomicUsize::new(0);
     let outcomes: Mutex<Vec<(usize, IndexOutcome)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -282,7 +365,7 @@ fn load_indices<S: IndexedFull + Sync>(
                     let Some(t) = todo.get(k) else {
                         break;
                     };
-                    let r = restore_index(rt, repository, snap, client, plan, t, &shared);
+                    let r = restore_index(rt, repository, snap, client, plan, t, shared);
                     if r.is_err() {
                         shared.stop.store(true, Ordering::SeqCst);
                     }
@@ -387,6 +470,64 @@ struct Shared {
     slots: Arc<tokio::sync::Semaphore>,
     /// Set by the first failure: the other loads stop sending.
     stop: AtomicBool,
+    /// The indices this run created.
+    created: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    /// After a failure: deletes the indices this run created, so that a failed restore leaves
+    /// no index half loaded (with refresh off and no replicas) and a rerun starts clean.
+    fn remove_created(&self, rt: &tokio::runtime::Runtime, client: &Client) {
+        let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()));
+        for name in created {
+            let path = format!("/{}", encode_path(&name));
+            let what = format!("delete the partly restored index {name}");
+            match rt.block_on(client.send_retried(Method::DELETE, &path, None, &what)) {
+                Ok((s, _)) if s.is_success() || s == StatusCode::NOT_FOUND => {
+                    tracing::info!(index = %name, "deleted the partly restored index")
+                }
+                Ok((s, b)) => {
+                    tracing::warn!(error = %server_error(&what, s, &b), "could not {what}")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not {what}"),
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// On SIGTERM: the loads stop, and once no `_bulk` is in flight (one could create an index
+    /// again) the indices this run created are deleted, as after a failure.
+    fn on_terminate(
+        self: &Arc<Self>,
+        client: &Client,
+        workers: usize,
+    ) -> crate::terminate::Registered {
+        let (client, shared) = (client.clone(), self.clone());
+        crate::terminate::on_terminate(move || {
+            shared.stop.store(true, Ordering::SeqCst);
+            // A runtime of its own: the run's may be shutting down under it.
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::warn!(error = %e, "no runtime to delete the indices"),
+            };
+            let all = u32::try_from(workers).unwrap_or(u32::MAX);
+            let drained = rt.block_on(async {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    shared.slots.acquire_many(all),
+                )
+                .await
+            });
+            if drained.is_err() {
+                tracing::warn!("bulk requests still in flight after 10 s: deleting anyway");
+            }
+            shared.remove_created(&rt, &client);
+        })
+    }
 }
 
 /// Creates one index, loads its documents, puts its settings back and verifies it.
@@ -400,7 +541,15 @@ fn restore_index<S: IndexedFull + Sync>(
     shared: &Shared,
 ) -> IndexOutcome {
     let enc = encode_path(&t.target);
-    let (meta, after) = create_index(rt, repository, snap, client, t)?;
+    let created = create_index(rt, client, t);
+    if created.is_ok() {
+        shared
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(t.target.clone());
+    }
+    let (meta, after) = created?;
     let node = repository
         .node_from_snapshot_and_path(snap, &layout::index_path(&t.source, layout::DOCUMENTS))
         .map_err(|e| AgentError::rustic("find documents", e))
@@ -431,10 +580,8 @@ fn restore_index<S: IndexedFull + Sync>(
 
 /// Deletes the index when it is to be overwritten, then creates it with its settings for
 /// loading and its mappings. Returns its metadata and the settings to put back after.
-fn create_index<S: IndexedFull>(
+fn create_index(
     rt: &tokio::runtime::Runtime,
-    repository: &Repository<S>,
-    snap: &SnapshotFile,
     client: &Client,
     t: &Target,
 ) -> Result<(IndexMeta, Map<String, Value>), Failed> {
@@ -445,16 +592,7 @@ fn create_index<S: IndexedFull>(
             .block_on(client.json(Method::DELETE, &format!("/{enc}"), None, "delete index"))
             .phase("restore")?;
     }
-    let meta: IndexMeta = serde_json::from_slice(
-        &read_small(
-            repository,
-            snap,
-            &layout::index_path(&t.source, layout::INDEX_META),
-        )
-        .phase("restore")?,
-    )
-    .map_err(|e| AgentError::json("index.json", e))
-    .phase("restore")?;
+    let meta = t.meta.clone();
     let (create, after) = settings::load_and_after(&meta.settings);
     let mut body = json!({ "settings": create });
     if meta.mappings.as_object().is_some_and(|m| !m.is_empty()) {
@@ -706,51 +844,33 @@ async fn load_documents(
     Ok((loader.sent, hex::encode(hasher.finalize())))
 }
 
-/// Sends one batch, retrying with backoff while the server rejects for load.
+/// Sends one batch under the client's retry policy: also while the server rejects some of its
+/// documents for load (each has its id, so sending a batch twice does no harm).
 async fn send_bulk(client: &Client, target: &str, body: Bytes, docs: u64) -> Result<u64> {
     let what = format!("bulk into {target}");
-    let mut delay = Duration::from_millis(500);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let res = client
-            .send(
-                Method::POST,
-                "/_bulk",
-                Some(Body::Ndjson(body.clone())),
-                &what,
-            )
-            .await;
-        let retry_reason = match res {
-            Err(e @ AgentError::Http { .. }) => e.to_string(),
-            Err(e) => return Err(e),
-            Ok((status, bytes))
-                if status == StatusCode::TOO_MANY_REQUESTS
-                    || status == StatusCode::SERVICE_UNAVAILABLE =>
-            {
-                format!(
-                    "HTTP {status}: {}",
-                    short(&String::from_utf8_lossy(&bytes), 200)
-                )
+    let what = what.as_str();
+    client
+        .retry()
+        .run(what, || {
+            let body = body.clone();
+            async move {
+                let (status, bytes) = client
+                    .attempt(Method::POST, "/_bulk", Some(Body::Ndjson(body)), what)
+                    .await?;
+                if !status.is_success() {
+                    return Err(Attempt::Fatal(server_error(what, status, &bytes)));
+                }
+                match bulk_outcome(target, &bytes).map_err(Attempt::Fatal)? {
+                    BulkOutcome::Done => Ok(docs),
+                    BulkOutcome::Failed(reason) => Err(Attempt::Fatal(AgentError::Restore(reason))),
+                    BulkOutcome::Retry => Err(Attempt::Transient {
+                        reason: "documents rejected with 429".into(),
+                        retry_after: None,
+                    }),
+                }
             }
-            Ok((status, bytes)) if !status.is_success() => {
-                return Err(server_error(&what, status, &bytes));
-            }
-            Ok((_, bytes)) => match bulk_outcome(target, &bytes)? {
-                BulkOutcome::Done => return Ok(docs),
-                BulkOutcome::Failed(reason) => return Err(AgentError::Restore(reason)),
-                BulkOutcome::Retry => "documents rejected with 429".to_string(),
-            },
-        };
-        if attempt >= 10 {
-            return Err(AgentError::Restore(format!(
-                "{what}: gave up after {attempt} attempts: {retry_reason}"
-            )));
-        }
-        tracing::warn!(%what, attempt, reason = %retry_reason, "retrying after {delay:?}");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -132,8 +132,18 @@ impl Rename {
     }
 }
 
-/// Elasticsearch's rules for index names.
+/// Elasticsearch's rules for index names: those of every name, and lowercase.
 pub fn validate_index_name(name: &str) -> std::result::Result<(), &'static str> {
+    validate_name(name)?;
+    if name.chars().any(|c| c.is_uppercase()) {
+        return Err("must be lowercase");
+    }
+    Ok(())
+}
+
+/// The rules every index, alias or template name follows: no wildcard, no `_all`, no path.
+/// A name read from a snapshot is checked with them before it goes into any request.
+pub fn validate_name(name: &str) -> std::result::Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty");
     }
@@ -145,9 +155,6 @@ pub fn validate_index_name(name: &str) -> std::result::Result<(), &'static str> 
     }
     if name.starts_with(['-', '_', '+']) {
         return Err("must not start with '-', '_' or '+'");
-    }
-    if name.chars().any(|c| c.is_uppercase()) {
-        return Err("must be lowercase");
     }
     if name.contains(['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':']) {
         return Err("contains one of \\ / * ? \" < > | space , # :");
@@ -224,5 +231,10 @@ mod tests {
         assert!(validate_index_name("_x").is_err());
         assert!(validate_index_name("a b").is_err());
         assert!(validate_index_name("..").is_err());
+        for bad in ["*", "_all", "..", "a/../b", "logs-*", "a,b", "", "x#y"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        assert!(validate_name("Mixed-Case_alias.1").is_ok());
+        assert!(validate_index_name("Mixed").is_err());
     }
 }

@@ -16,6 +16,25 @@ pub struct Page {
     pub last_sort: Option<Value>,
     pub scroll_id: Option<String>,
     pub pit_id: Option<String>,
+    /// The exact number of hits of the whole search, when the server counted them all.
+    pub total: Option<u64>,
+}
+
+/// `hits.total`: a number (Elasticsearch 6) or `{"value", "relation"}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Total {
+    Exact(u64),
+    Counted { value: u64, relation: String },
+}
+
+impl Total {
+    fn exact(&self) -> Option<u64> {
+        match self {
+            Total::Exact(n) => Some(*n),
+            Total::Counted { value, relation } => (relation == "eq").then_some(*value),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -40,6 +59,8 @@ struct Shards {
 
 #[derive(Deserialize)]
 struct Hits<'a> {
+    #[serde(default)]
+    total: Option<Total>,
     #[serde(borrow, default)]
     hits: Vec<Hit<'a>>,
 }
@@ -290,6 +311,11 @@ fn skim_page(index: &str, body: &[u8]) -> Option<Result<Page>> {
                 failed = shards.failed;
             }
             b"\"hits\"" => sk.object(|sk, key| {
+                if key == b"\"total\"" {
+                    let total: Total = serde_json::from_slice(sk.value()?).ok()?;
+                    page.total = total.exact();
+                    return Some(());
+                }
                 if key != b"\"hits\"" {
                     sk.value()?;
                     return Some(());
@@ -349,6 +375,7 @@ fn parse_page_serde(index: &str, body: &[u8]) -> Result<Page> {
     let mut page = Page {
         scroll_id: resp._scroll_id,
         pit_id: resp.pit_id,
+        total: resp.hits.total.as_ref().and_then(Total::exact),
         ..Default::default()
     };
     let mut out = Vec::with_capacity(body.len());
@@ -398,6 +425,19 @@ mod tests {
             {"_index":"a","_id":"q\"2","_routing":"r","_source":{},"sort":[7]}]}}"#;
         let p = parse_page("a", body).unwrap();
         assert_eq!(p.docs, 2);
+        assert_eq!(p.total, None);
+        for (total, exact) in [
+            (r#"{"value":10000,"relation":"gte"}"#, None),
+            (r#"{"value":2,"relation":"eq"}"#, Some(2)),
+            ("2", Some(2)),
+        ] {
+            let body = format!(r#"{{"hits":{{"total":{total},"hits":[]}}}}"#);
+            assert_eq!(
+                skim_page("a", body.as_bytes()).unwrap().unwrap().total,
+                exact
+            );
+            assert_eq!(parse_page_serde("a", body.as_bytes()).unwrap().total, exact);
+        }
         assert_eq!(p.scroll_id.as_deref(), Some("s1"));
         assert_eq!(p.last_sort, Some(json!([7])));
         let text = String::from_utf8(p.ndjson).unwrap();
@@ -426,6 +466,7 @@ mod tests {
         assert_eq!(skimmed.docs, 3);
         assert_eq!(skimmed.scroll_id.as_deref(), Some("s\"1"));
         assert_eq!(skimmed.last_sort, None);
+        assert_eq!((skimmed.total, serde.total), (Some(3), Some(3)));
         let decode = |b: &[u8]| -> Vec<Value> {
             std::str::from_utf8(b)
                 .unwrap()

@@ -96,6 +96,15 @@ impl DumpState {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// An error once the dump failed elsewhere: readers stop at their next page (and
+    /// release their search contexts) rather than read what will not be saved.
+    fn stop_if_failed(&self) -> Result<(), AgentError> {
+        match self.failure() {
+            Some(f) => Err(AgentError::Dump(format!("stopped: {f}"))),
+            None => Ok(()),
+        }
+    }
+
     fn fail(&self, reason: String) {
         if let Ok(mut f) = self.failure.lock()
             && f.is_none()
@@ -195,6 +204,7 @@ impl DumpState {
                 let out = out.clone();
                 let progress = progress.clone();
                 async move {
+                    progress.stop_if_failed()?;
                     progress.docs.fetch_add(page.docs, Ordering::Relaxed);
                     progress
                         .bytes
@@ -219,7 +229,12 @@ impl DumpState {
             sink,
         )
         .await
-        .map_err(|e| AgentError::Dump(format!("reading index {index}: {e}")))?;
+        .map_err(|e| {
+            let reason = format!("reading index {index}: {e}");
+            // The indices staged meanwhile stop at their next page.
+            self.fail(reason.clone());
+            AgentError::Dump(reason)
+        })?;
         let mut guard = out.lock().await;
         let (writer, hasher, bytes) = &mut *guard;
         writer
@@ -415,6 +430,7 @@ fn start_documents(state: Arc<DumpState>, index: String, slices: u32) -> DocRead
             let tx = data_tx.clone();
             let progress = progress.clone();
             async move {
+                progress.stop_if_failed()?;
                 progress.docs.fetch_add(page.docs, Ordering::Relaxed);
                 progress
                     .bytes

@@ -403,11 +403,10 @@ fn locks_are_restic_locks() -> Result<()> {
         "{}",
         next.stderr()
     );
-    assert!(
-        !next.stderr().contains("postponed to a later run"),
-        "{}",
-        next.stderr()
-    );
+    let Some(AgentResult::Backup(b)) = &next.result else {
+        anyhow::bail!("no backup result: {}", next.stderr());
+    };
+    assert_eq!(b.retention_error, None, "{}", next.stderr());
     assert!(lock_ids(&repo_dir).is_empty());
     restic_ok(&repo, &["check"], &[])?;
 
@@ -424,7 +423,8 @@ fn locks_are_restic_locks() -> Result<()> {
         reason.contains("locked") && reason.contains("other-host"),
         "{reason}"
     );
-    // A live shared lock: the backup runs, the prune waits for a later run.
+    // A live shared lock: the backup runs and reports its snapshot (exit 0), and that the
+    // retention was not applied, naming the lock; a later run applies it.
     std::fs::remove_file(repo_dir.join("locks").join(&live))?;
     other.exclusive = false;
     let shared = plant_lock(&repo_dir, &other)?;
@@ -434,11 +434,16 @@ fn locks_are_restic_locks() -> Result<()> {
         "backup next to a shared lock: {}",
         postponed.stderr()
     );
+    let Some(AgentResult::Backup(b)) = &postponed.result else {
+        anyhow::bail!("no backup result: {}", postponed.stderr());
+    };
+    assert_eq!(b.snapshot.len(), 64, "{b:?}");
+    let why = b.retention_error.as_deref().unwrap_or_default();
     assert!(
-        postponed.stderr().contains("postponed to a later run"),
-        "{}",
-        postponed.stderr()
+        why.contains("retention not applied") && why.contains("other-host"),
+        "{b:?}"
     );
+    assert_eq!(b.totals_error, None, "{b:?}");
     assert_eq!(lock_ids(&repo_dir), std::slice::from_ref(&shared));
     // The same lock 31 minutes old is stale: removed, and the prune runs.
     std::fs::remove_file(repo_dir.join("locks").join(&shared))?;
@@ -465,5 +470,52 @@ fn locks_are_restic_locks() -> Result<()> {
     );
     assert!(lock_ids(&repo_dir).is_empty());
     restic_ok(&repo, &["check", "--read-data"], &[])?;
+    Ok(())
+}
+
+#[test]
+fn a_lock_of_a_pod_that_no_longer_runs_is_removed() -> Result<()> {
+    let os = search()?;
+    os.index_with_docs("pod-lock-docs", 100)?;
+    let tmp = tempfile::tempdir()?;
+    let repo_dir = tmp.path().join("repo");
+    let repo = format!("local:{}", repo_dir.display());
+    let args = backup_args(&repo, &os.url, "pod-lock-docs");
+    let first = agent(&args, &[], tmp.path())?;
+    ensure!(first.ok(), "first backup: {}", first.stderr());
+
+    // A session's pod died holding an exclusive lock two minutes before this launch.
+    let mut dead = LockFile::ours(true);
+    dead.hostname = "cairn-backup-nightly-1700000000-x7k2p".into();
+    dead.pid = 1;
+    dead.time = (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339();
+    let planted = plant_lock(&repo_dir, &dead)?;
+    let launched = chrono::Utc::now().to_rfc3339();
+    // While the controller lists it as live, it blocks, as any live lock does.
+    let listed = [
+        ("CAIRN_LAUNCHED_AT", launched.clone()),
+        (
+            "CAIRN_LIVE_PODS",
+            "cairn-restore-r-abcde,cairn-backup-nightly-1700000000-x7k2p".to_string(),
+        ),
+    ];
+    let refused = agent(&args, &listed, tmp.path())?;
+    let (phase, reason) = refused.failure()?;
+    assert_eq!(phase, "repository", "{reason}");
+    assert!(reason.contains("locked"), "{reason}");
+    assert_eq!(lock_ids(&repo_dir), std::slice::from_ref(&planted));
+    // Not listed: removed at the start, and the backup runs.
+    let gone = [
+        ("CAIRN_LAUNCHED_AT", launched),
+        ("CAIRN_LIVE_PODS", "cairn-restore-r-abcde".to_string()),
+    ];
+    let next = agent(&args, &gone, tmp.path())?;
+    ensure!(next.ok(), "backup after the pod died: {}", next.stderr());
+    assert!(
+        next.stderr().contains("no longer runs"),
+        "{}",
+        next.stderr()
+    );
+    assert!(lock_ids(&repo_dir).is_empty());
     Ok(())
 }

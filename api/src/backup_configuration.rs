@@ -52,7 +52,8 @@ use crate::common::{
     ),
     printcolumn(
         name = "Next",
-        type_ = "date",
+        // A `date` column prints `<invalid>` for any time in the future.
+        type_ = "string",
         json_path = ".status.nextScheduleTime",
         description = "Next scheduled backup"
     ),
@@ -73,6 +74,10 @@ pub struct BackupConfigurationSpec {
     /// No new sessions are created while true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// Stash's driver: `Restic` (the default) is what cairn does; `VolumeSnapshotter` is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<crate::common::Driver>,
     /// The Repository the snapshots go to. Its namespace defaults to this object's.
     pub repository: ObjectReference,
     /// The database to back up.

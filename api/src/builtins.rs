@@ -110,6 +110,8 @@ pub const RESERVED_ENV: &[&str] = &[
     "CAIRN_IONICE_CLASS",
     "CAIRN_IONICE_CLASS_DATA",
     "CAIRN_TERMINATION_LOG",
+    "CAIRN_LIVE_PODS",
+    "CAIRN_LAUNCHED_AT",
 ];
 /// Prefixes of environment variables that carry the repository's credentials, password and
 /// CA, which come only from the storage Secret (restic's and its backends' names).

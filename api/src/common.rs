@@ -375,6 +375,29 @@ impl PersistentVolumeClaimTemplate {
     }
 }
 
+/// Stash's `driver` of a backup or restore: how the data is taken.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Driver {
+    /// Through a restic repository (the default, and what cairn does).
+    Restic,
+    /// Volume snapshots: refused; cairn reads the database through its API.
+    VolumeSnapshotter,
+}
+
+impl Driver {
+    /// Why a driver cairn does not run is refused, if it is.
+    pub fn refusal(self) -> Option<&'static str> {
+        match self {
+            Driver::Restic => None,
+            Driver::VolumeSnapshotter => Some(
+                "VolumeSnapshotter is not supported: cairn backs up Elasticsearch and OpenSearch \
+                 through their API into a restic repository (driver: Restic, the default); for \
+                 volume snapshots use your CSI driver's VolumeSnapshots or Velero",
+            ),
+        }
+    }
+}
+
 /// Phase of a session or a host within it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum SessionPhase {

@@ -36,6 +36,29 @@ pub struct CatalogDefaults {
     pub restore_task: String,
 }
 
+impl CatalogDefaults {
+    /// This catalog's Task for one of Stash's versioned catalog names, which Stash manifests
+    /// and KubeDB's AppBindings (`stash.addon.*Task.name`) carry: `elasticsearch-backup-7.3.2`,
+    /// `elasticsearch-restore-7.3.2-v6`, `opensearch-backup-2.5.0`, ... cairn's one agent reads
+    /// every version, so each maps to the catalog's Task of its direction. `None` for any other
+    /// name.
+    pub fn stash_task(&self, name: &str) -> Option<&str> {
+        let rest = name
+            .strip_prefix("elasticsearch-")
+            .or_else(|| name.strip_prefix("opensearch-"))?;
+        let (task, version) = if let Some(v) = rest.strip_prefix("backup-") {
+            (&self.backup_task, v)
+        } else {
+            (&self.restore_task, rest.strip_prefix("restore-")?)
+        };
+        let versioned = version.starts_with(|c: char| c.is_ascii_digit())
+            && version
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == 'v');
+        versioned.then_some(task.as_str())
+    }
+}
+
 impl Default for CatalogDefaults {
     fn default() -> Self {
         Self {
@@ -90,8 +113,9 @@ pub fn default_task_name(
         })
 }
 
-/// Defaults of a Repository: `usagePolicy.allowedNamespaces.from: Same`, and prefixes without
-/// leading or trailing `/` (restic and the object stores disagree on them).
+/// Defaults of a Repository: `usagePolicy.allowedNamespaces.from: Same`. Prefixes are kept as
+/// written (re-applying must be a no-op) and used without leading or trailing `/`
+/// ([`Backend::prefix`](crate::repository::Backend::prefix)).
 pub fn default_repository(repo: &mut Repository) {
     let policy = repo
         .spec
@@ -101,21 +125,6 @@ pub fn default_repository(repo: &mut Repository) {
         .allowed_namespaces
         .get_or_insert_with(AllowedNamespaces::default);
     allowed.from.get_or_insert(FromNamespaces::Same);
-
-    let b = &mut repo.spec.backend;
-    let prefixes = [
-        b.s3.as_mut().map(|s| &mut s.prefix),
-        b.gcs.as_mut().map(|s| &mut s.prefix),
-        b.azure.as_mut().map(|s| &mut s.prefix),
-        b.swift.as_mut().map(|s| &mut s.prefix),
-        b.b2.as_mut().map(|s| &mut s.prefix),
-    ];
-    for p in prefixes.into_iter().flatten().flatten() {
-        let trimmed = p.trim_matches('/');
-        if trimmed.len() != p.len() {
-            *p = trimmed.to_string();
-        }
-    }
 }
 
 fn default_repository_ref(repo: &mut ObjectReference, own_namespace: Option<&str>) {
@@ -228,8 +237,8 @@ impl BackupConfiguration {
     }
 }
 
-/// Defaults of a RestoreSession at CREATE: deprecated `spec.rules` moved into
-/// `spec.target.rules`, the repository namespace, the alias and the Task.
+/// Defaults of a RestoreSession at CREATE: the repository namespace, the alias and the Task
+/// (deprecated `spec.rules` stays where it was written: see [`RestoreSessionSpec::rules`]).
 pub fn default_restore_session(
     restore: &mut RestoreSession,
     lookups: &dyn Lookups,
@@ -237,10 +246,6 @@ pub fn default_restore_session(
 ) {
     let namespace = restore.meta().namespace.clone();
     let spec = &mut restore.spec;
-    if !spec.rules.is_empty() {
-        let moved = std::mem::take(&mut spec.rules);
-        spec.target.rules.extend(moved);
-    }
     default_repository_ref(&mut spec.repository, namespace.as_deref());
     default_alias(&mut spec.target.alias);
     let app = lookups.app_binding(
@@ -354,6 +359,26 @@ mod tests {
     }
 
     #[test]
+    fn stashs_versioned_task_names_map_to_the_catalog() {
+        let c = CatalogDefaults::default();
+        for (name, want) in [
+            ("elasticsearch-backup-7.3.2", Some("elasticsearch-backup")),
+            (
+                "elasticsearch-backup-7.3.2-v6",
+                Some("elasticsearch-backup"),
+            ),
+            ("elasticsearch-restore-8.2.0", Some("elasticsearch-restore")),
+            ("opensearch-backup-2.5.0", Some("elasticsearch-backup")),
+            ("elasticsearch-backup", None),
+            ("elasticsearch-backup-latest", None),
+            ("mongodb-backup-4.4.6", None),
+            ("elasticsearch-backup-7.3.2;rm", None),
+        ] {
+            assert_eq!(c.stash_task(name), want, "{name}");
+        }
+    }
+
+    #[test]
     fn defaulting_twice_gives_an_empty_patch_for_every_kind() {
         let lookups = LookupTable::default().with_backup_configuration(bc());
         let catalog = CatalogDefaults::default();
@@ -370,15 +395,14 @@ mod tests {
             "spec": {"backend": {"storageSecretName": "s", "s3": {"bucket": "b", "prefix": "/a/b/"}}}
         }))
         .expect("valid object");
+        let written = repo.clone();
         default_repository(&mut repo);
-        assert_eq!(
-            repo.spec
-                .backend
-                .s3
-                .as_ref()
-                .and_then(|s| s.prefix.as_deref()),
-            Some("a/b")
-        );
+        // What the user wrote stays (a rewrite would show as drift on every apply); the prefix
+        // is normalised where it is used.
+        only_adds(&written, &repo);
+        let s3 = |r: &Repository| r.spec.backend.s3.as_ref().and_then(|s| s.prefix.clone());
+        assert_eq!(s3(&repo).as_deref(), Some("/a/b/"));
+        assert_eq!(repo.spec.backend.prefix(), Some("a/b"));
         let mut again = repo.clone();
         default_repository(&mut again);
         assert!(patch(&repo, &again).expect("patch").0.is_empty());
@@ -408,9 +432,15 @@ mod tests {
                      "rules": [{"snapshots": ["latest"]}]}
         }))
         .expect("valid object");
+        let written = rs.clone();
         default_restore_session(&mut rs, &lookups, &catalog);
-        assert!(rs.spec.rules.is_empty());
-        assert_eq!(rs.spec.target.rules.len(), 1);
+        only_adds(&written, &rs);
+        assert_eq!(
+            rs.spec.rules.len(),
+            1,
+            "deprecated rules stay where written"
+        );
+        assert_eq!(rs.spec.rules().len(), 1, "and are the rules that apply");
         assert_eq!(
             rs.spec.task.as_ref().and_then(|t| t.name.as_deref()),
             Some("elasticsearch-restore")
@@ -418,6 +448,17 @@ mod tests {
         let mut again = rs.clone();
         default_restore_session(&mut again, &lookups, &catalog);
         assert!(patch(&rs, &again).expect("patch").0.is_empty());
+    }
+
+    /// Defaulting `written` into `defaulted` only adds fields.
+    fn only_adds<T: Serialize>(written: &T, defaulted: &T) {
+        let p = patch(written, defaulted).expect("patch");
+        let text = serde_json::to_string(&p).expect("json");
+        assert!(
+            p.0.iter()
+                .all(|op| matches!(op, json_patch::PatchOperation::Add(_))),
+            "defaulting rewrote what was written: {text}"
+        );
     }
 
     #[test]

@@ -83,7 +83,13 @@ impl Dereferenced {
             .and_then(|_| lookups.namespace_labels(refs.namespace));
         let app_binding = lookups.app_binding(refs.namespace, refs.target);
         let task_name = task_name(refs, app_binding.as_deref(), catalog);
-        let task = task_name.as_deref().and_then(|n| lookups.task(n));
+        // A Task of that name, else the catalog's for one of Stash's versioned names.
+        let task = task_name.as_deref().and_then(|n| {
+            lookups.task(n).or_else(|| {
+                let stash = catalog.cloned().unwrap_or_default();
+                lookups.task(stash.stash_task(n)?)
+            })
+        });
         let mut found = Self {
             repository_key,
             repository,

@@ -93,6 +93,18 @@ pub fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|_| "it is negative".to_owned())
 }
 
+/// Whole seconds as Go prints a duration, `1h2m3s` (what `sessionDuration` shows); negative
+/// values as `0s`.
+pub fn format_seconds(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +125,13 @@ mod tests {
         // Huge values are errors, never a panic.
         assert!(parse_std_duration("99999999999999999999999h").is_err());
         assert!(parse_std_duration("999999999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn seconds_print_as_go_and_parse_back() {
+        for (secs, text) in [(5, "5s"), (125, "2m5s"), (3725, "1h2m5s"), (-3, "0s")] {
+            assert_eq!(format_seconds(secs), text);
+            assert_eq!(parse_go_duration(text), Ok(Duration::seconds(secs.max(0))));
+        }
     }
 }

@@ -51,6 +51,15 @@ const HASH_LEN: usize = 5;
 const BACKUP_JOB_PREFIX: &str = "cairn-backup-";
 const RESTORE_JOB_PREFIX: &str = "cairn-restore-";
 
+/// Whether `hostname` is the host name of a pod of a session's Job (a pod's host name is its
+/// name, cut to 63 characters): the agent may judge such a lock holder by the controller's
+/// list of live pods.
+pub fn is_session_pod_hostname(hostname: &str) -> bool {
+    [BACKUP_JOB_PREFIX, RESTORE_JOB_PREFIX]
+        .iter()
+        .any(|p| hostname.len() > p.len() && hostname.starts_with(p))
+}
+
 /// The scheduled BackupSession of `config` for the slot at `slot_unix_seconds`:
 /// `<config>-<slot>`, or `<config prefix>-<hash>-<slot>` when that would not be a DNS label of
 /// at most 63 characters (too long, or dots in the configuration name). Always ends in

@@ -201,7 +201,8 @@ impl Backend {
         None
     }
 
-    /// Prefix (folder) inside the bucket or container, if any.
+    /// Prefix (folder) inside the bucket or container, if any, without leading or trailing `/`
+    /// (restic and the object stores disagree on them; the object keeps what the user wrote).
     pub fn prefix(&self) -> Option<&str> {
         let p = if let Some(s) = &self.s3 {
             &s.prefix
@@ -216,7 +217,7 @@ impl Backend {
         } else {
             &None
         };
-        p.as_deref()
+        p.as_deref().map(|p| p.trim_matches('/'))
     }
 
     /// `maxConnections` of the providers that have it.

@@ -19,8 +19,7 @@ use crate::appbinding::AppBinding;
 use crate::builtins::is_built_in_variable;
 use crate::common::{
     BackupTarget, ContainerRuntimeSettings, EmptyDirSettings, ObjectReference,
-    PersistentVolumeClaimTemplate, RestoreTarget, RetentionPolicy, RuntimeSettings, TargetRef,
-    TaskRef,
+    PersistentVolumeClaimTemplate, RetentionPolicy, Rule, RuntimeSettings, TargetRef, TaskRef,
 };
 use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction};
 use crate::dereference::{Dereferenced, References};
@@ -152,8 +151,8 @@ pub struct JobSource<'a> {
     pub temp_dir: Option<&'a EmptyDirSettings>,
     pub interim_volume_template: Option<&'a PersistentVolumeClaimTemplate>,
     pub retention: Option<&'a RetentionPolicy>,
-    /// Restore only: the rules of `spec.target.rules`.
-    pub restore_target: Option<&'a RestoreTarget>,
+    /// Restore only: its rules ([`RestoreSessionSpec::rules`](crate::restore_session::RestoreSessionSpec::rules)).
+    pub restore_rules: Option<&'a [Rule]>,
 }
 
 impl<'a> JobSource<'a> {
@@ -175,7 +174,7 @@ impl<'a> JobSource<'a> {
             temp_dir: config.spec.temp_dir.as_ref(),
             interim_volume_template: config.spec.interim_volume_template.as_ref(),
             retention: Some(&config.spec.retention_policy),
-            restore_target: None,
+            restore_rules: None,
         }
     }
 
@@ -197,7 +196,7 @@ impl<'a> JobSource<'a> {
             temp_dir: restore.spec.temp_dir.as_ref(),
             interim_volume_template: restore.spec.interim_volume_template.as_ref(),
             retention: None,
-            restore_target: Some(&restore.spec.target),
+            restore_rules: Some(restore.spec.rules()),
         }
     }
 
@@ -232,6 +231,25 @@ impl<'a> JobSource<'a> {
         self.alias
             .filter(|a| !a.is_empty())
             .unwrap_or(DEFAULT_ALIAS)
+    }
+
+    /// Restore only: the rule that applies to this host.
+    fn restore_rule(&self) -> Option<&'a Rule> {
+        self.restore_rules
+            .and_then(|rules| rule_for_host(rules, self.alias()))
+    }
+
+    /// The catalog params a restore rule sets for this host: its `include` and `exclude`
+    /// (index patterns, comma-joined), which replace the Task's and the steps' values.
+    fn rule_params(&self) -> Vec<(&'static str, String)> {
+        let Some(rule) = self.restore_rule() else {
+            return Vec::new();
+        };
+        [("include", &rule.include), ("exclude", &rule.exclude)]
+            .into_iter()
+            .filter(|(_, patterns)| !patterns.is_empty())
+            .map(|(name, patterns)| (name, patterns.join(",")))
+            .collect()
     }
 }
 
@@ -518,9 +536,10 @@ fn target_variables(v: &mut Vars, source: &JobSource<'_>, app: &AppBinding) {
 /// The host (alias) and, for a restore, the rule that applies to it.
 fn host_variables(v: &mut Vars, source: &JobSource<'_>) {
     let alias = source.alias().to_string();
-    let rule = source
-        .restore_target
-        .and_then(|t| rule_for_host(&t.rules, &alias));
+    let rule = source.restore_rule();
+    for (name, value) in source.rule_params() {
+        set(v, name, value);
+    }
     set(
         v,
         "SOURCE_HOSTNAME",
@@ -584,10 +603,7 @@ fn bool_str(b: Option<bool>) -> String {
 }
 
 /// The rule that applies to `host`: one naming it, else the one with no target hosts.
-fn rule_for_host<'r>(
-    rules: &'r [crate::common::Rule],
-    host: &str,
-) -> Option<&'r crate::common::Rule> {
+fn rule_for_host<'r>(rules: &'r [Rule], host: &str) -> Option<&'r Rule> {
     rules
         .iter()
         .find(|r| r.target_hosts.iter().any(|h| h == host))
@@ -776,14 +792,17 @@ fn step_containers(
     Ok(containers)
 }
 
-/// The variables of one step: `vars` plus the step's params (unless the source's Task params
-/// or a built-in set them), with `$(` escaped.
+/// The variables of one step: `vars` plus the step's params (unless the source's Task params,
+/// a restore rule or a built-in set them), with `$(` escaped.
 fn step_variables(vars: &Vars, step: &crate::task::FunctionRef, source: &JobSource<'_>) -> Vars {
     let mut step_vars = vars.clone();
-    let overriding: Vec<&str> = source
-        .task
-        .map(|t| t.params.iter().map(|p| p.name.as_str()).collect())
-        .unwrap_or_default();
+    let rule_params = source.rule_params();
+    let overriding: Vec<&str> = (source.task.map(|t| t.params.as_slice()))
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain(rule_params.iter().map(|(name, _)| *name))
+        .collect();
     for p in &step.params {
         if !overriding.contains(&p.name.as_str()) && !is_built_in_variable(&p.name) {
             step_vars.insert(p.name.clone(), p.value.clone());

@@ -54,6 +54,10 @@ use crate::common::{
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSessionSpec {
+    /// Stash's driver: `Restic` (the default) is what cairn does; `VolumeSnapshotter` is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<crate::common::Driver>,
     /// The Repository to restore from. Its namespace defaults to this object's.
     pub repository: ObjectReference,
     /// The database to restore into, and the rules saying which snapshots to restore.
@@ -61,7 +65,8 @@ pub struct RestoreSessionSpec {
     /// The Task that performs the restore, and its parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskRef>,
-    /// Deprecated: rules belong in `target.rules`; the webhook moves them there.
+    /// Deprecated: rules belong in `target.rules`. Kept as written (re-applying must be a
+    /// no-op) and read as `target.rules` where used ([`RestoreSessionSpec::rules`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
     /// Settings of the restore Job's pod and containers.
@@ -141,4 +146,16 @@ pub struct RestoredSummary {
     /// Indices restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indices: Option<i64>,
+}
+
+impl RestoreSessionSpec {
+    /// The rules that apply: `target.rules`, or the deprecated `spec.rules` as written (setting
+    /// both is refused by admission).
+    pub fn rules(&self) -> &[Rule] {
+        if self.target.rules.is_empty() {
+            &self.rules
+        } else {
+            &self.target.rules
+        }
+    }
 }

@@ -43,7 +43,19 @@ pub struct BackupResult {
     /// Repository totals after the backup and the retention.
     #[serde(default)]
     pub repository: RepositoryTotals,
+    /// Why the retention failed after the snapshot was saved (the snapshot stands; the next
+    /// backup applies the retention again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_error: Option<String>,
+    /// Why the repository's totals could not be read after the snapshot was saved (`repository`
+    /// is then zero and says nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals_error: Option<String>,
 }
+
+/// The most a backup result's error reason takes as JSON in the termination message: two
+/// of them and the rest of the result stay under [`MAX_TERMINATION_MESSAGE`].
+const BACKUP_REASON_BUDGET: usize = 1500;
 
 /// Totals of a repository.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -75,9 +87,30 @@ pub struct FailureResult {
     pub reason: String,
 }
 
+/// `text` cut, with `...`, so that it takes at most `budget` bytes as JSON: what counts is
+/// the text as JSON, where a quote takes two bytes and a control character six.
+fn cut_json(text: &str, budget: usize) -> String {
+    let size = |c: char| serde_json::to_string(&c).map_or(6, |t| t.len() - 2);
+    if text.chars().map(size).sum::<usize>() <= budget {
+        return text.to_string();
+    }
+    let budget = budget.saturating_sub("...".len());
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        used += size(c);
+        if used > budget {
+            break;
+        }
+        out.push(c);
+    }
+    out.push_str("...");
+    out
+}
+
 impl AgentResult {
-    /// The JSON text, cut to fit the termination log: a long failure reason is shortened
-    /// rather than the JSON broken.
+    /// The JSON text, cut to fit the termination log: a long failure reason (or a backup's
+    /// retention or totals error) is shortened rather than the JSON broken.
     pub fn to_termination_message(&self) -> String {
         let text = serde_json::to_string(self).unwrap_or_default();
         if text.len() <= MAX_TERMINATION_MESSAGE {
@@ -85,15 +118,25 @@ impl AgentResult {
         }
         match self {
             AgentResult::Failure(f) => {
-                let mut short = f.clone();
-                let budget = MAX_TERMINATION_MESSAGE.saturating_sub(200);
-                let mut cut = budget.min(short.reason.len());
-                while !short.reason.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                short.reason.truncate(cut);
-                short.reason.push_str("...");
+                let mut short = FailureResult {
+                    phase: f.phase.clone(),
+                    reason: String::new(),
+                };
+                let frame = serde_json::to_string(&AgentResult::Failure(short.clone()))
+                    .map_or(0, |t| t.len());
+                let budget = MAX_TERMINATION_MESSAGE.saturating_sub(frame);
+                short.reason = cut_json(&f.reason, budget);
                 serde_json::to_string(&AgentResult::Failure(short)).unwrap_or_default()
+            }
+            AgentResult::Backup(b) => {
+                let mut short = b.clone();
+                for e in [&mut short.retention_error, &mut short.totals_error]
+                    .into_iter()
+                    .flatten()
+                {
+                    *e = cut_json(e, BACKUP_REASON_BUDGET);
+                }
+                serde_json::to_string(&AgentResult::Backup(short)).unwrap_or_default()
             }
             _ => text,
         }
@@ -131,6 +174,55 @@ mod tests {
             AgentResult::from_termination_message(&text),
             Some(AgentResult::Failure(_))
         ));
+        // Characters that JSON escapes count as escaped: quotes, backslashes, control bytes.
+        for c in ["\"", "\\", "\n", "\u{1}", "a\u{1f}é\"🚀"] {
+            let long = AgentResult::Failure(FailureResult {
+                phase: "dump".into(),
+                reason: c.repeat(5000),
+            });
+            let text = long.to_termination_message();
+            assert!(
+                text.len() <= MAX_TERMINATION_MESSAGE,
+                "{c:?}: {}",
+                text.len()
+            );
+            assert!(
+                text.len() > MAX_TERMINATION_MESSAGE - 16,
+                "{c:?}: {}",
+                text.len()
+            );
+            let Some(AgentResult::Failure(f)) = AgentResult::from_termination_message(&text) else {
+                panic!("{c:?}: {text}");
+            };
+            assert!(f.reason.starts_with(c) && f.reason.ends_with("..."));
+        }
         assert_eq!(AgentResult::from_termination_message("panic: oops\n"), None);
+    }
+
+    #[test]
+    fn a_backup_with_failed_retention_fits() {
+        let reason = "\"é\u{1}".repeat(3000);
+        let r = AgentResult::Backup(BackupResult {
+            snapshot: "a".repeat(64),
+            retention_error: Some(reason.clone()),
+            totals_error: Some(reason),
+            ..Default::default()
+        });
+        let text = r.to_termination_message();
+        assert!(text.len() <= MAX_TERMINATION_MESSAGE, "{}", text.len());
+        let Some(AgentResult::Backup(b)) = AgentResult::from_termination_message(&text) else {
+            panic!("{text}");
+        };
+        let e = b.retention_error.expect("kept");
+        assert!(e.starts_with("\"é\u{1}") && e.ends_with("..."), "{e}");
+        let small = AgentResult::Backup(BackupResult {
+            retention_error: Some("locked".into()),
+            ..Default::default()
+        });
+        let text = small.to_termination_message();
+        assert!(text.contains("\"retentionError\":\"locked\""), "{text}");
+        assert_eq!(AgentResult::from_termination_message(&text), Some(small));
+        let plain = AgentResult::Backup(BackupResult::default()).to_termination_message();
+        assert!(!plain.contains("Error"), "{plain}");
     }
 }

@@ -569,3 +569,64 @@ fn a_repository_that_refuses_the_namespace_lends_no_job_its_storage() {
         "{message}"
     );
 }
+
+/// Stash's versioned catalog names (in Stash manifests and KubeDB's AppBindings) run cairn's
+/// catalog Task of the same direction: the same Job as the catalog name.
+#[test]
+fn stashs_versioned_task_names_resolve_to_the_catalog() {
+    let named = |task: &str| {
+        let cluster = cluster_with(|c| {
+            c.spec.task.get_or_insert_with(Default::default).name = Some(task.to_string())
+        });
+        resolve_backup_job(&session("es-backup"), &cluster, &install())
+    };
+    let catalog = named("elasticsearch-backup").expect("the catalog name");
+    for stash in [
+        "elasticsearch-backup-7.3.2",
+        "elasticsearch-backup-7.3.2-v6",
+    ] {
+        let job = named(stash).unwrap_or_else(|e| panic!("{stash}: {e}"));
+        assert_eq!(job, catalog, "{stash}");
+    }
+    assert!(named("elasticsearch-backup-someday").is_err());
+}
+
+/// A restore rule's `include` and `exclude` (Stash's restore paths; index patterns here) reach
+/// the agent for the hosts the rule applies to, over the Task's params; a rule without them
+/// leaves the Task's.
+#[test]
+fn restore_rules_include_and_exclude_reach_the_agent() {
+    let cluster = example_cluster();
+    let with = |rule: serde_json::Value, params: serde_json::Value| {
+        let mut r = restore();
+        r.spec.target.rules = vec![serde_json::from_value(rule).expect("rule")];
+        r.spec.task.get_or_insert_with(Default::default).params =
+            serde_json::from_value(params).expect("params");
+        let job = resolve_restore_job(&r, &cluster, &install()).expect("resolves");
+        let c = pod(&job).containers[0].clone();
+        (
+            arg(&c, "--include").map(str::to_string),
+            arg(&c, "--exclude").map(str::to_string),
+        )
+    };
+    let task = serde_json::json!([{"name": "include", "value": "all-*"}]);
+    assert_eq!(
+        with(
+            serde_json::json!({"include": ["logs-*", "metrics"], "exclude": ["logs-old"]}),
+            task.clone()
+        ),
+        (Some("logs-*,metrics".into()), Some("logs-old".into()))
+    );
+    assert_eq!(
+        with(serde_json::json!({"snapshots": ["latest"]}), task.clone()),
+        (Some("all-*".into()), Some("".into()))
+    );
+    // A rule for another host leaves this one's alone.
+    assert_eq!(
+        with(
+            serde_json::json!({"targetHosts": ["elsewhere"], "include": ["logs-*"]}),
+            task
+        ),
+        (Some("all-*".into()), Some("".into()))
+    );
+}

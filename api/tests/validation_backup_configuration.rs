@@ -555,6 +555,15 @@ fn task_ref() {
             Err("spec.task.params[0].name", &["must not be empty"]),
         ),
         c(
+            "Stash's elasticdump args",
+            json!({"task": {"params": [{"name": "args",
+                "value": "--match=^(?![.])(?!searchguard).+ --ignoreType=template"}]}}),
+            Warn(
+                "spec.task.params[0].value",
+                &["--match, --ignoreType", "include and exclude"],
+            ),
+        ),
+        c(
             "param that no ${} can reach",
             json!({"task": {"params": [{"name": "not-a-var", "value": "1"}]}}),
             Warn(

@@ -408,9 +408,42 @@ async fn create_session(
             tracing::info!(configuration = %config.name_any(), session = %name, lag_seconds = lag, "session created");
             Ok(())
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get_opt(&name).await?;
+            if !existing.is_some_and(|s| made_for_slot(&s, config, slot)) {
+                let message = format!(
+                    "a BackupSession named {name} exists that cairn did not make for this \
+                     configuration's slot at {slot}: the slot did not run; delete that session \
+                     (or give manual sessions other names)"
+                );
+                ctx.event(config, true, "SlotTaken", message).await;
+            }
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether `session` is the one cairn made for `config`'s `slot`: its invoker, its controller
+/// (the configuration, by uid) and its slot annotation. A 409 from another object of that name
+/// (a user's manual session) must not count as the slot done without a word.
+fn made_for_slot(
+    session: &BackupSession,
+    config: &BackupConfiguration,
+    slot: chrono::DateTime<Utc>,
+) -> bool {
+    let owned = session.owner_references().iter().any(|o| {
+        o.controller == Some(true) && Some(o.uid.as_str()) == config.metadata.uid.as_deref()
+    });
+    let same_slot = session
+        .annotations()
+        .get("cairn.dev/slot")
+        .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
+        .is_some_and(|t| t.timestamp() == slot.timestamp());
+    owned
+        && same_slot
+        && session.spec.invoker.kind == "BackupConfiguration"
+        && session.spec.invoker.name == config.name_any()
 }
 
 /// Keeps `backupHistoryLimit` completed sessions (at least the newest), deleting older ones.

@@ -19,12 +19,12 @@ use k8s_openapi::api::batch::v1::JobTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
-use crate::conditions::now;
+use crate::conditions::{self, now};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::job::human_bytes;
+use crate::job::{human_bytes, young};
 use crate::metrics::ConfigLabels;
 use crate::scheduling::{to_chrono, to_time};
 use crate::session::{JobInputs, Prepared, SessionKind, ns, update_status};
@@ -53,7 +53,11 @@ impl SessionKind for BackupSession {
     /// The configuration makes the Job; the session is skipped while another of it runs, or
     /// while it is not Ready.
     async fn prepare(&self, ctx: &Context) -> Result<Prepared> {
-        let Some(config) = invoker(self, ctx) else {
+        let young = young(self.meta().creation_timestamp.as_ref());
+        let Some(config) = ready_invoker(self, ctx).await? else {
+            if young {
+                return Ok(Prepared::Wait);
+            }
             let message = format!(
                 "BackupConfiguration {:?} not found in namespace {:?}",
                 self.spec.invoker.name,
@@ -61,6 +65,10 @@ impl SessionKind for BackupSession {
             );
             return Ok(Prepared::Fail("InvokerNotFound", message));
         };
+        if young && config.status.as_ref().and_then(|s| s.phase).is_none() {
+            // Applied together with the session: the configuration's first evaluation decides.
+            return Ok(Prepared::Wait);
+        }
         if let Some(why) = skip_reason(self, &config, ctx).await? {
             return Ok(Prepared::Skip(why));
         }
@@ -70,12 +78,8 @@ impl SessionKind for BackupSession {
         })))
     }
 
-    fn deadline_message(&self, ctx: &Context) -> String {
-        let time_out = invoker(self, ctx).and_then(|c| c.spec.time_out.clone());
-        format!(
-            "the session ran past its timeOut ({}); its Job was deleted",
-            time_out.unwrap_or_default()
-        )
+    fn time_out(&self, ctx: &Context) -> Option<String> {
+        invoker(self, ctx).and_then(|c| c.spec.time_out.clone())
     }
 
     fn outcome(result: AgentResult) -> Option<BackupResult> {
@@ -98,10 +102,25 @@ impl SessionKind for BackupSession {
 
     fn succeeded_status(b: &BackupResult, status: &mut BackupSessionStatus) {
         status.snapshot = Some(snapshot_summary(b));
+        if let Some((reason, message)) = after_snapshot_failure(b) {
+            let conditions = &mut status.conditions;
+            conditions::set(
+                conditions,
+                RETENTION_FAILED,
+                true,
+                reason,
+                message,
+                None,
+                &now(),
+            );
+        }
     }
 
     /// The Repository's status, the configuration's metrics and its last successful session.
     async fn after_success(&self, ctx: &Context, b: BackupResult) -> Result<()> {
+        if let Some((reason, message)) = after_snapshot_failure(&b) {
+            ctx.event(self, true, reason, message).await;
+        }
         update_repository(self, ctx, &b).await?;
         record_success(self, ctx, &b);
         let Some(config) = invoker(self, ctx) else {
@@ -132,9 +151,47 @@ impl SessionKind for BackupSession {
     }
 }
 
+/// The condition a Succeeded session carries when the retention or the repository's totals
+/// failed after its snapshot was saved: the snapshot stands, the next backup retries them.
+pub const RETENTION_FAILED: &str = "RetentionFailed";
+
+/// The reason and message of [`RETENTION_FAILED`] (and of its Warning event), if the agent
+/// reported such a failure.
+fn after_snapshot_failure(b: &BackupResult) -> Option<(&'static str, String)> {
+    let snapshot = short(&b.snapshot);
+    if let Some(e) = &b.retention_error {
+        let message = format!(
+            "snapshot {snapshot} saved, but its retention failed (the next backup applies it again): {e}"
+        );
+        return Some(("RetentionFailed", message));
+    }
+    let e = b.totals_error.as_ref()?;
+    let message = format!(
+        "snapshot {snapshot} saved, but the repository's totals could not be read (the Repository's counts are not updated): {e}"
+    );
+    Some(("TotalsFailed", message))
+}
+
 fn invoker(session: &BackupSession, ctx: &Context) -> Option<Arc<BackupConfiguration>> {
     ctx.stores
         .backup_configuration(&ns(session), &session.spec.invoker.name)
+}
+
+/// The session's configuration: from the cache when it is Ready there, else read live (a cache
+/// that lags behind the configuration's own Ready status must not skip the session).
+async fn ready_invoker(
+    session: &BackupSession,
+    ctx: &Context,
+) -> Result<Option<Arc<BackupConfiguration>>> {
+    let cached = invoker(session, ctx);
+    let ready = |c: &BackupConfiguration| {
+        c.status.as_ref().and_then(|s| s.phase) == Some(ConfigurationPhase::Ready)
+    };
+    if cached.as_deref().is_some_and(ready) {
+        return Ok(cached);
+    }
+    let api: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &ns(session));
+    Ok(api.get_opt(&session.spec.invoker.name).await?.map(Arc::new))
 }
 
 /// Why the session is skipped, if it is: one running session per configuration, and only
@@ -215,9 +272,12 @@ fn record_success(session: &BackupSession, ctx: &Context, b: &BackupResult) {
         .last_backup_documents
         .get_or_create(&labels)
         .set(documents);
-    // The agent's retention counts only this configuration's own snapshots.
-    let own = i64::try_from(b.snapshots_kept).unwrap_or(i64::MAX);
-    metrics.snapshots.get_or_create(&labels).set(own);
+    // The agent's retention counts only this configuration's own snapshots (and nothing when
+    // it failed).
+    if b.retention_error.is_none() {
+        let own = i64::try_from(b.snapshots_kept).unwrap_or(i64::MAX);
+        metrics.snapshots.get_or_create(&labels).set(own);
+    }
 }
 
 fn short(id: &str) -> &str {
@@ -237,15 +297,32 @@ async fn update_repository(session: &BackupSession, ctx: &Context, b: &BackupRes
     let current = repo.status.clone().unwrap_or_default();
     let t = now();
     let count = |n: u64| i64::try_from(n).ok();
-    // Every field this writer owns, each time (server-side apply drops what it stops sending).
+    // Every field this writer owns, each time (server-side apply drops what it stops sending);
+    // totals the agent could not read keep their last values.
+    let (snapshot_count, total_size_bytes, total_size) = if b.totals_error.is_some() {
+        (
+            current.snapshot_count,
+            current.total_size_bytes,
+            current.total_size.clone(),
+        )
+    } else {
+        (
+            count(b.repository.snapshot_count),
+            count(b.repository.size_bytes),
+            Some(human_bytes(b.repository.size_bytes)),
+        )
+    };
     let status = RepositoryStatus {
         observed_generation: repo.metadata.generation,
         first_backup_time: current.first_backup_time.or_else(|| Some(t.clone())),
         last_backup_time: Some(t),
-        snapshot_count: count(b.repository.snapshot_count),
-        total_size_bytes: count(b.repository.size_bytes),
-        total_size: Some(human_bytes(b.repository.size_bytes)),
-        snapshots_removed_on_last_cleanup: count(b.snapshots_removed),
+        snapshot_count,
+        total_size_bytes,
+        total_size,
+        snapshots_removed_on_last_cleanup: match b.retention_error {
+            Some(_) => current.snapshots_removed_on_last_cleanup,
+            None => count(b.snapshots_removed),
+        },
         integrity: b.repository.integrity.or(current.integrity),
         ..Default::default()
     };
@@ -344,4 +421,38 @@ pub fn completed_newest_first(sessions: &[Arc<BackupSession>]) -> Vec<Arc<Backup
             .then_with(|| b.name_any().cmp(&a.name_any()))
     });
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_retention_keeps_the_snapshot_and_says_so() {
+        let mut b = BackupResult {
+            snapshot: "0123456789abcdef".repeat(4),
+            ..Default::default()
+        };
+        let mut status = BackupSessionStatus::default();
+        BackupSession::succeeded_status(&b, &mut status);
+        assert!(status.conditions.is_empty(), "{status:?}");
+        b.retention_error = Some("retention not applied: locked by restic".into());
+        BackupSession::succeeded_status(&b, &mut status);
+        assert_eq!(
+            status.snapshot.as_ref().map(|s| s.id.as_str()),
+            Some(b.snapshot.as_str())
+        );
+        let c = &status.conditions[0];
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str()),
+            (RETENTION_FAILED, "True")
+        );
+        assert_eq!(c.reason, "RetentionFailed");
+        assert!(c.message.contains("01234567") && c.message.contains("locked by restic"));
+        b.retention_error = None;
+        b.totals_error = Some("repository info: timed out".into());
+        let mut status = BackupSessionStatus::default();
+        BackupSession::succeeded_status(&b, &mut status);
+        assert_eq!(status.conditions[0].reason, "TotalsFailed");
+    }
 }

@@ -16,11 +16,31 @@ use crate::stores::Stores;
 /// Field manager of every write the controller makes.
 pub const MANAGER: &str = "cairn-controller";
 
+/// How long a session may wait to start and to run, when nothing else says (install settings:
+/// the controller's `--pending-timeout` and `--default-session-deadline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// How long a session's Pod may take to exist and start its containers.
+    pub start: Duration,
+    /// The deadline of a session with no `timeOut`: long native snapshots must fit.
+    pub deadline: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            start: Duration::from_secs(10 * 60),
+            deadline: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 pub struct Context {
     pub client: Client,
     /// Every object the controller reads, from its watches (also the lookups of validation).
     pub stores: Stores,
     pub install: InstallSettings,
+    pub limits: SessionLimits,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object, for exponential backoff.
@@ -34,6 +54,11 @@ pub struct Context {
     upcoming: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
 }
 
+/// A map's guard; a panic elsewhere while it was held leaves nothing half-written here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// First and longest wait after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -43,6 +68,7 @@ impl Context {
         client: Client,
         stores: Stores,
         install: InstallSettings,
+        limits: SessionLimits,
         metrics: Arc<Metrics>,
         instance: String,
     ) -> Self {
@@ -55,6 +81,7 @@ impl Context {
             client,
             stores,
             install,
+            limits,
             metrics,
             failures: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
@@ -62,15 +89,28 @@ impl Context {
         }
     }
 
+    /// Forgets a deleted configuration: its slots, its backoff, its metric series.
+    pub fn forget_configuration(&self, config: &cairn_api::BackupConfiguration) {
+        let uid = config.metadata.uid.clone().unwrap_or_default();
+        lock(&self.slots).remove(&uid);
+        lock(&self.upcoming).remove(&uid);
+        lock(&self.failures).remove(&key(config));
+        self.metrics
+            .forget_configuration(&crate::metrics::ConfigLabels {
+                namespace: config.namespace().unwrap_or_default(),
+                configuration: config.name_any(),
+            });
+    }
+
     /// The newest slot dealt with for the configuration of `uid`, as far as this process knows.
     pub fn slot_dealt_with(&self, uid: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-        let map = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let map = lock(&self.slots);
         map.get(uid).copied()
     }
 
     /// Remembers that every slot up to `slot` of the configuration of `uid` was dealt with.
     pub fn remember_slot(&self, uid: &str, slot: chrono::DateTime<chrono::Utc>) {
-        let mut map = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.slots);
         // Deleted configurations are not reported here; a bound keeps their entries from
         // piling up (losing the memory only falls back to the status).
         if map.len() > 100_000 {
@@ -82,7 +122,7 @@ impl Context {
 
     /// Records the next slot of the configuration of `uid` (`None`: none, or paused).
     pub fn expect_slot(&self, uid: &str, next: Option<chrono::DateTime<chrono::Utc>>) {
-        let mut map = self.upcoming.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.upcoming);
         match next {
             Some(next) => {
                 map.insert(uid.to_string(), next);
@@ -98,14 +138,14 @@ impl Context {
     /// the creations are what the schedule promises, and they share the API server with
     /// everything else.
     pub fn slot_in_progress(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
-        let upcoming = self.upcoming.lock().unwrap_or_else(|e| e.into_inner());
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let upcoming = lock(&self.upcoming);
+        let slots = lock(&self.slots);
         crate::scheduling::slot_in_progress(&upcoming, &slots, now)
     }
 
     /// The wait before retrying `key` after one more failure: 1 s, 2 s, 4 s ... up to 5 min.
     pub fn backoff(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = lock(&self.failures);
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         BACKOFF_BASE
@@ -115,7 +155,7 @@ impl Context {
 
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn succeeded(&self, key: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = lock(&self.failures);
         failures.remove(key);
     }
 

@@ -24,15 +24,20 @@ pub const RESOLVE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// How often a session waiting for such an object looks again.
 pub const RESOLVE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Whether a session created at `created` is within [`RESOLVE_GRACE`]: what it needs may yet
+/// reach the controller's caches.
+pub fn young(created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> bool {
+    created
+        .and_then(|c| crate::scheduling::to_chrono(&c.0))
+        .is_none_or(|c| chrono::Utc::now() - c < RESOLVE_GRACE)
+}
+
 /// Whether a session created at `created` should wait for `error` to go away.
 pub fn wait_for_resolution(
     error: &cairn_api::resolve::ResolveError,
     created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 ) -> bool {
-    let young = created
-        .and_then(|c| crate::scheduling::to_chrono(&c.0))
-        .is_none_or(|c| chrono::Utc::now() - c < RESOLVE_GRACE);
-    error.may_resolve_later() && young
+    error.may_resolve_later() && young(created)
 }
 
 /// The owner reference that ties a Job or PVC to its session (deleted with it).
@@ -136,18 +141,97 @@ pub struct Launch<'a> {
     pub template: &'a JobTemplateSpec,
     /// The session's `timeOut` (a Go duration), which sets its deadline.
     pub time_out: Option<&'a str>,
+    /// The deadline without a `timeOut`.
+    pub default_deadline: std::time::Duration,
+    /// The names of cairn's pods that were not finished at the launch (see [`live_pods`]).
+    pub live_pods: Vec<String>,
 }
 
+/// The names of cairn's pods that have not finished, from the pod cache: what the agent
+/// needs to tell a lock of a pod that no longer runs from a live one (`CAIRN_LIVE_PODS`,
+/// `CAIRN_LAUNCHED_AT`). All of them, whatever their Repository: two Repositories may name the
+/// same storage. A pod that wrote a lock before this launch has been in the cache for the
+/// seconds its start took, far longer than the cache lags.
+pub fn live_pods(ctx: &Context) -> Vec<String> {
+    let mut names: Vec<String> = ctx
+        .stores
+        .pods
+        .state()
+        .iter()
+        .filter(|p| !pod_ended(p))
+        .map(|p| p.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether no process of `pod` runs any more: its phase says so, or (the kubelet reports
+/// container states before the phase) every container has terminated.
+fn pod_ended(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return true;
+    }
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    !containers.is_empty()
+        && containers
+            .iter()
+            .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+}
+
+/// Tells every container of the Job which pods were live at its launch, and when that was.
+fn add_live_pods(template: &mut JobTemplateSpec, live: &[String]) {
+    use k8s_openapi::api::core::v1::EnvVar;
+    let env = [
+        ("CAIRN_LIVE_PODS", live.join(",")),
+        ("CAIRN_LAUNCHED_AT", chrono::Utc::now().to_rfc3339()),
+    ];
+    let pod = template
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut());
+    for c in pod.into_iter().flat_map(|p| p.containers.iter_mut()) {
+        let vars = c.env.get_or_insert_with(Vec::new);
+        for (name, value) in &env {
+            vars.retain(|v| v.name != *name);
+            vars.push(EnvVar {
+                name: (*name).into(),
+                value: Some(value.clone()),
+                value_from: None,
+            });
+        }
+    }
+}
+
+/// How long after the session's deadline the Job's own `activeDeadlineSeconds` ends it: the
+/// controller ends it at the deadline; the Job's deadline holds when no controller runs.
+const JOB_DEADLINE_MARGIN: i64 = 60;
+
 /// Starts a session's work, the same for backups and restores: its interim PVC (when templated)
-/// and its Job, both owned by the session. Returns the session's timeout (from `timeOut`).
-pub async fn launch(client: &Client, l: Launch<'_>) -> Result<Option<chrono::Duration>> {
+/// and its Job, both owned by the session. Returns the session's timeout (from `timeOut`, or
+/// the default deadline).
+pub async fn launch(client: &Client, l: Launch<'_>) -> Result<chrono::Duration> {
+    let timeout = l
+        .time_out
+        .and_then(|t| cairn_api::validation::parse_go_duration(t).ok())
+        .or_else(|| chrono::Duration::from_std(l.default_deadline).ok())
+        .unwrap_or(chrono::Duration::MAX);
     if let Some(tpl) = l.interim {
         ensure_interim_pvc(client, l.namespace, l.session, l.owner.clone(), tpl).await?;
     }
+    let mut template = l.template.clone();
+    if let Some(spec) = template.spec.as_mut() {
+        spec.active_deadline_seconds = timeout
+            .num_seconds()
+            .checked_add(JOB_DEADLINE_MARGIN)
+            .filter(|s| *s > 0);
+    }
+    add_live_pods(&mut template, &l.live_pods);
     let labels = session_labels(l.session);
-    ensure_job(client, l.namespace, l.job_name, labels, l.owner, l.template).await?;
-    Ok(l.time_out
-        .and_then(|t| cairn_api::validation::parse_go_duration(t).ok()))
+    ensure_job(client, l.namespace, l.job_name, labels, l.owner, &template).await?;
+    Ok(timeout)
 }
 
 /// The outcome of a Job, from the Job and its Pods. Read from the watch caches first; anything
@@ -174,8 +258,10 @@ pub async fn job_outcome(
         })
         .map(|p| p.as_ref().clone())
         .collect();
+    let bound = k8s_openapi::jiff::SignedDuration::try_from(ctx.limits.start)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
     let now = k8s_openapi::jiff::Timestamp::now();
-    let cached = observe(job.as_deref(), &pods, now, owner_uid);
+    let cached = observe(job.as_deref(), &pods, now, owner_uid, bound);
     if matches!(cached, JobObservation::Running) {
         return Ok(cached);
     }
@@ -190,6 +276,7 @@ pub async fn job_outcome(
         &list.items,
         k8s_openapi::jiff::Timestamp::now(),
         owner_uid,
+        bound,
     ))
 }
 
@@ -204,17 +291,6 @@ pub async fn delete_job(client: &Client, namespace: &str, job_name: &str) -> Res
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// A duration as `1h2m3s` (what `sessionDuration` shows).
-pub fn human_duration(seconds: i64) -> String {
-    let s = seconds.max(0);
-    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
     }
 }
 
@@ -239,10 +315,92 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pod_ends_with_its_phase_or_its_last_container() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,
+            PodStatus,
+        };
+        let pod = |phase: &str, states: Vec<ContainerState>| Pod {
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: Some(
+                    states
+                        .into_iter()
+                        .map(|s| ContainerStatus {
+                            state: Some(s),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let running = || ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..Default::default()
+        };
+        let killed = || ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 137,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(!pod_ended(&Pod::default()), "no status yet: may start");
+        assert!(!pod_ended(&pod("Pending", vec![])));
+        assert!(!pod_ended(&pod("Running", vec![running()])));
+        assert!(!pod_ended(&pod("Running", vec![killed(), running()])));
+        assert!(
+            pod_ended(&pod("Running", vec![killed()])),
+            "phase not updated yet"
+        );
+        assert!(pod_ended(&pod("Failed", vec![])));
+        assert!(pod_ended(&pod("Succeeded", vec![running()])));
+    }
+
+    #[test]
+    fn every_container_learns_the_live_pods() {
+        use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+        let container = |name: &str| Container {
+            name: name.into(),
+            // A value a template may carry is replaced, never doubled.
+            env: Some(vec![EnvVar {
+                name: "CAIRN_LIVE_PODS".into(),
+                value: Some("forged".into()),
+                value_from: None,
+            }]),
+            ..Default::default()
+        };
+        let mut t = JobTemplateSpec {
+            spec: Some(k8s_openapi::api::batch::v1::JobSpec {
+                template: PodTemplateSpec {
+                    spec: Some(PodSpec {
+                        containers: vec![container("a"), container("b")],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        add_live_pods(&mut t, &["p-1".into(), "p-2".into()]);
+        let pod = t.spec.unwrap().template.spec.unwrap();
+        for c in pod.containers {
+            let env = c.env.unwrap();
+            let value = |n: &str| {
+                let found: Vec<_> = env.iter().filter(|v| v.name == n).collect();
+                assert_eq!(found.len(), 1, "{n}: {env:?}");
+                found[0].value.clone().unwrap()
+            };
+            assert_eq!(value("CAIRN_LIVE_PODS"), "p-1,p-2");
+            assert!(chrono::DateTime::parse_from_rfc3339(&value("CAIRN_LAUNCHED_AT")).is_ok());
+        }
+    }
+
+    #[test]
     fn humane_numbers() {
-        assert_eq!(human_duration(5), "5s");
-        assert_eq!(human_duration(125), "2m5s");
-        assert_eq!(human_duration(3725), "1h2m5s");
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
     }

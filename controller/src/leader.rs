@@ -2,12 +2,13 @@
 //! `resourceVersion`: only the holder schedules and reconciles; standbys poll and take over once
 //! the lease expires; a graceful shutdown releases it so a standby takes over at once.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::metrics::{LeaseLabels, Metrics};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -17,25 +18,48 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     duration: Duration,
+    /// The other holder's record as last seen, and when, on this process's monotonic clock.
+    observed: Mutex<Option<Observed>>,
 }
 
-/// Whether the lease can be taken by `identity` at `now`: free, ours, or expired.
-pub fn can_take(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> bool {
+/// Another holder's lease record and the local instant it was first seen unchanged since.
+/// Expiry is judged by how long the record has stood still here, never by comparing the
+/// holder's `renewTime` with this machine's clock (client-go judges it the same way): a skewed
+/// clock on either side cannot hand the lease over early.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    record: (Option<String>, Option<MicroTime>, Option<MicroTime>),
+    since: Instant,
+}
+
+/// Whether the lease can be taken by `identity` at `now`: free, ours, or another holder's
+/// record unchanged here for longer than its duration. Updates `observed`.
+pub fn can_take(
+    spec: Option<&LeaseSpec>,
+    identity: &str,
+    observed: &mut Option<Observed>,
+    now: Instant,
+) -> bool {
     let Some(spec) = spec else { return true };
     let holder = spec.holder_identity.as_deref().unwrap_or("");
     if holder.is_empty() || holder == identity {
         return true;
     }
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .map(|t| t.0)
-        .or(spec.acquire_time.as_ref().map(|t| t.0));
-    match renewed.and_then(|r| r.checked_add(SignedDuration::from_secs(secs)).ok()) {
-        Some(expiry) => now > expiry,
-        None => true,
+    let record = (
+        spec.holder_identity.clone(),
+        spec.renew_time.clone(),
+        spec.acquire_time.clone(),
+    );
+    let seen = observed.get_or_insert_with(|| Observed {
+        record: record.clone(),
+        since: now,
+    });
+    if seen.record != record {
+        *seen = Observed { record, since: now };
+        return false;
     }
+    let secs = u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15);
+    now.duration_since(seen.since) > Duration::from_secs(secs)
 }
 
 impl LeaderElector {
@@ -51,6 +75,7 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             duration,
+            observed: Mutex::new(None),
         }
     }
 
@@ -91,7 +116,16 @@ impl LeaderElector {
                 }
             }
             Some(mut lease) => {
-                if !can_take(lease.spec.as_ref(), &self.identity, now) {
+                let free = {
+                    let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+                    can_take(
+                        lease.spec.as_ref(),
+                        &self.identity,
+                        &mut observed,
+                        Instant::now(),
+                    )
+                };
+                if !free {
                     return Ok(false);
                 }
                 lease.spec = Some(self.spec(lease.spec.as_ref(), now));
@@ -136,28 +170,35 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the lease until it is lost; the receiver turns `false` then. A holder that cannot
-    /// renew within the lease duration steps down before another may take over.
+    /// Renews the lease until it is lost; the receiver turns `false` then. A holder that has not
+    /// renewed for two thirds of the lease steps down before another may take over; no renewal
+    /// request outlives that deadline (a hung connection counts as a failure).
     pub fn keep(self: std::sync::Arc<Self>) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(true);
         tokio::spawn(async move {
+            let renew_deadline = self.duration * 2 / 3;
             let mut last_ok = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(self.duration / 3).await;
-                match self.try_acquire().await {
-                    Ok(true) => last_ok = tokio::time::Instant::now(),
-                    Ok(false) => {
+                let left = renew_deadline.saturating_sub(last_ok.elapsed());
+                let renewed = tokio::time::timeout(left, self.try_acquire()).await;
+                match renewed {
+                    Ok(Ok(true)) => {
+                        last_ok = tokio::time::Instant::now();
+                        continue;
+                    }
+                    Ok(Ok(false)) => {
                         tracing::warn!("lease taken by another instance");
                         let _ = tx.send(false);
                         return;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "lease: renew failed");
-                        if last_ok.elapsed() >= self.duration * 2 / 3 {
-                            let _ = tx.send(false);
-                            return;
-                        }
-                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "lease: renew failed"),
+                    Err(_) => tracing::warn!("lease: renew timed out"),
+                }
+                if last_ok.elapsed() >= renew_deadline {
+                    tracing::warn!("lease: not renewed within the renew deadline; stepping down");
+                    let _ = tx.send(false);
+                    return;
                 }
             }
         });
@@ -195,18 +236,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lease_is_taken_when_free_ours_or_expired() {
-        let now = Timestamp::from_second(1_000).expect("t");
+    fn a_lease_is_taken_when_free_ours_or_unchanged_for_its_duration() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // The holder's clock says anything: only how long its record stands still here counts.
         let spec = |holder: &str, renewed: i64| LeaseSpec {
             holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(15),
             renew_time: Some(MicroTime(Timestamp::from_second(renewed).expect("t"))),
             ..Default::default()
         };
-        assert!(can_take(None, "a", now));
-        assert!(can_take(Some(&spec("", 990)), "a", now));
-        assert!(can_take(Some(&spec("a", 990)), "a", now));
-        assert!(!can_take(Some(&spec("b", 990)), "a", now));
-        assert!(can_take(Some(&spec("b", 980)), "a", now));
+        let mut seen = None;
+        assert!(can_take(None, "a", &mut seen, at(0)));
+        assert!(can_take(Some(&spec("", 990)), "a", &mut seen, at(0)));
+        assert!(can_take(Some(&spec("a", 990)), "a", &mut seen, at(0)));
+        // A renewal dated long ago (a clock behind ours) is not expired when first seen.
+        assert!(!can_take(Some(&spec("b", 10)), "a", &mut seen, at(0)));
+        assert!(!can_take(Some(&spec("b", 10)), "a", &mut seen, at(15)));
+        // Renewed (any time, even earlier by its clock): the wait starts again.
+        assert!(!can_take(Some(&spec("b", 5)), "a", &mut seen, at(14)));
+        assert!(!can_take(Some(&spec("b", 5)), "a", &mut seen, at(29)));
+        assert!(can_take(Some(&spec("b", 5)), "a", &mut seen, at(30)));
     }
 }

@@ -15,7 +15,7 @@ use cairn_controller::context::{Context, controller_name, key};
 use cairn_controller::error::error_policy;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
-use cairn_controller::process::{self, InstallFlags, ProcessFlags};
+use cairn_controller::process::{self, InstallFlags, ProcessFlags, SessionLimitFlags};
 use cairn_controller::session::{self, SessionKind};
 use cairn_controller::stores::{SharedWatch, Stores, keep_all, pod_status_only};
 use cairn_controller::{backup_configuration, repository};
@@ -50,6 +50,8 @@ struct Args {
     lease_duration_seconds: u64,
     #[command(flatten)]
     install: InstallFlags,
+    #[command(flatten)]
+    limits: SessionLimitFlags,
 }
 
 /// Wraps a reconcile with the reconcile metrics, and forgets its backoff when it succeeds.
@@ -97,11 +99,19 @@ async fn main() -> anyhow::Result<()> {
         () = shutdown_signal() => return Ok(()),
     }
     let _ = leading_tx.send(true);
+    metrics.leading.set(1);
     let stop = stop_on_signal_or_lost_lease(elector.clone());
 
     let watches = Watches::new(&client);
     let stores = watches.stores();
-    let ctx = Context::new(client, stores, args.install.settings(), metrics, identity);
+    let ctx = Context::new(
+        client,
+        stores,
+        args.install.settings(),
+        args.limits.limits(),
+        metrics,
+        identity,
+    );
     run_controllers(watches, Arc::new(ctx), stop).await;
     elector.release().await;
     Ok(())
@@ -203,6 +213,12 @@ async fn run_controllers(mut w: Watches, ctx: Arc<Context>, stop: watch::Receive
         .run(timed!(repository::reconcile), error_policy, ctx.clone())
         .for_each(log_result);
     w.run(&ctx.metrics);
+    // Reconciles start once every cache they read is complete (what triggers them meanwhile
+    // waits in the routes).
+    tokio::select! {
+        () = ctx.stores.synced() => {},
+        () = stopped(&stop) => return,
+    }
     tracing::info!("cairn-controller running");
     futures::join!(backups, restores, configurations, repositories);
 }
@@ -283,6 +299,9 @@ fn configurations(
         let session = sessions.get(&ObjectRef::new(p.labels().get(LABEL_SESSION)?).within(&ns))?;
         of_session(&session)
     };
+    let forget = ctx.clone();
+    w.configurations
+        .on_delete(move |c| forget.forget_configuration(c));
     controller(configs.clone(), stop)
         .reconcile_on(w.configurations.route_self())
         .reconcile_on(w.pods.route(of_pod))

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     /// Attempts to take the leader lease: a standby's are how one sees it alive and waiting.
     pub lease_attempts: Family<LeaseLabels, Counter>,
+    /// 1 while this instance leads, 0 while it stands by.
+    pub leading: Gauge,
 }
 
 impl Default for Metrics {
@@ -105,8 +107,20 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
             lease_attempts: Family::default(),
+            leading: Gauge::default(),
             registry: Registry::default(),
         }
+    }
+
+    /// Removes every series of a deleted configuration: a deleted object leaves no series (nor
+    /// would the alert on its last success go on firing).
+    pub fn forget_configuration(&self, labels: &ConfigLabels) {
+        self.last_success.remove(labels);
+        self.schedule_interval.remove(labels);
+        self.last_backup_bytes.remove(labels);
+        self.last_backup_documents.remove(labels);
+        self.snapshots.remove(labels);
+        self.missed_slots.remove(labels);
     }
 
     /// Registers every metric (with its help text) in `registry`.
@@ -114,7 +128,7 @@ impl Metrics {
         let m = self;
         registry.register(
             "sessions",
-            "Finished sessions by kind, invoker and phase",
+            "Finished sessions by kind, invoker (the BackupConfiguration, or the Repository a restore reads) and phase",
             m.sessions.clone(),
         );
         registry.register(
@@ -186,6 +200,11 @@ impl Metrics {
             "leader_lease_attempts",
             "Attempts to take the leader lease, by outcome (acquired, held by another, error)",
             m.lease_attempts.clone(),
+        );
+        registry.register(
+            "leading",
+            "1 while this instance leads (runs the controllers), 0 while it stands by",
+            m.leading.clone(),
         );
     }
 

@@ -1,6 +1,7 @@
 //! What a session's Job and Pod say about its outcome, as a pure function of the objects:
 //! every way a pod can die ends in `Failed` with a reason, so no session stays `Running`.
 
+use cairn_api::duration::format_seconds;
 use cairn_api::result::AgentResult;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
@@ -29,19 +30,24 @@ const STUCK_WAITING: &[&str] = &[
     "CrashLoopBackOff",
 ];
 
-/// How long a Job may exist without any Pod before its session fails: a Pod that can never be
-/// created (a missing ServiceAccount, a quota, an admission policy) must not leave the session
-/// Running forever.
-pub const POD_CREATION_GRACE: SignedDuration = SignedDuration::from_secs(300);
-
 /// Reads the outcome from the Job and its Pods at `now` (newest first does not matter: a Job
-/// of ours has `backoffLimit: 0`, so one Pod).
+/// of ours has `backoffLimit: 0`, so one Pod). Its Pod must exist and have started its
+/// containers within `start_bound` of the Job's and the Pod's creation (the install's
+/// `--pending-timeout`): a Pod that can never be created (a missing ServiceAccount, a quota, a
+/// policy), scheduled (a nodeSelector no node has) or started (a volume that never attaches)
+/// must not leave the session Running forever.
 ///
 /// Only what cairn made counts: a Job whose controller is not `owner` (the session or
 /// Repository, by uid) fails the session, and a Pod counts only when its controller is that
 /// Job. A namespace user may create Jobs and Pods, with any name and labels; their termination
 /// messages must not become a session's result.
-pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp, owner: &str) -> JobObservation {
+pub fn observe(
+    job: Option<&Job>,
+    pods: &[Pod],
+    now: Timestamp,
+    owner: &str,
+    start_bound: SignedDuration,
+) -> JobObservation {
     let Some(job) = job else {
         return JobObservation::Missing;
     };
@@ -63,20 +69,27 @@ pub fn observe(job: Option<&Job>, pods: &[Pod], now: Timestamp, owner: &str) -> 
     let pods = pods.as_slice();
     if pods.is_empty()
         && let Some(created) = job.metadata.creation_timestamp.as_ref()
-        && now.duration_since(created.0) > POD_CREATION_GRACE
+        && now.duration_since(created.0) > start_bound
     {
         return JobObservation::Failed {
             reason: "PodNotCreated".into(),
             message: format!(
-                "Job {} has had no Pod for {} minutes; `kubectl describe job` shows why (e.g. a missing ServiceAccount, a quota or a policy)",
+                "Job {} has had no Pod for {}; `kubectl describe job` shows why (e.g. a missing ServiceAccount, a quota or a policy)",
                 job.metadata.name.as_deref().unwrap_or_default(),
-                POD_CREATION_GRACE.as_secs() / 60
+                format_seconds(start_bound.as_secs())
             ),
         };
     }
-    // A pod that failed tells more than the Job's condition: look at pods first.
+    // A pod that failed tells more than the Job's condition: look at pods first. A Job that
+    // retries (the wipe Job's `backoffLimit`) replaces a pod that died; only one that cannot
+    // start is final before the Job says so.
+    let retries = job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6) > 0;
     for &pod in pods {
-        if let Some(failure) = pod_failure(pod) {
+        let died = if retries { None } else { pod_failure(pod) };
+        let failure = died
+            .or_else(|| statuses(pod).find_map(container_stuck))
+            .or_else(|| not_started(pod, now, start_bound));
+        if let Some(failure) = failure {
             return failure;
         }
     }
@@ -161,6 +174,44 @@ fn pod_failure(pod: &Pod) -> Option<JobObservation> {
     None
 }
 
+/// A pod still `Pending` beyond `bound` after its creation, with the reason it gives: the
+/// scheduler's (`Unschedulable`), or its container's (`ContainerCreating`, `PodInitializing`).
+fn not_started(pod: &Pod, now: Timestamp, bound: SignedDuration) -> Option<JobObservation> {
+    let status = pod.status.as_ref()?;
+    let created = pod.metadata.creation_timestamp.as_ref()?;
+    if status.phase.as_deref() != Some("Pending") || now.duration_since(created.0) <= bound {
+        return None;
+    }
+    let waited = format_seconds(bound.as_secs());
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unscheduled {
+        let reason = c.reason.clone().unwrap_or_else(|| "Unschedulable".into());
+        let said = c.message.as_deref().unwrap_or("no reason given");
+        return Some(JobObservation::Failed {
+            message: format!(
+                "the pod was not scheduled within {waited} ({reason}: {said}); check \
+                 runtimeSettings.pod (nodeSelector, affinity, tolerations) and the resources it \
+                 requests"
+            ),
+            reason,
+        });
+    }
+    let reason = statuses(pod)
+        .find_map(|cs| cs.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .unwrap_or_else(|| "PodPending".into());
+    Some(JobObservation::Failed {
+        message: format!(
+            "the pod was still {reason} after {waited}; `kubectl describe pod` shows why (e.g. \
+             a volume that does not attach, an image still pulling)"
+        ),
+        reason,
+    })
+}
+
 /// An eviction: by the kubelet (`reason: Evicted`), or through the Eviction API, preemption or
 /// the kubelet under pressure in newer versions, which mark the Pod (`DisruptionTarget`) before
 /// they delete it: its container then dies of SIGTERM or SIGKILL, which must not read as the
@@ -190,22 +241,26 @@ fn eviction(status: &PodStatus) -> Option<JobObservation> {
     })
 }
 
+/// A container stuck waiting for good.
+fn container_stuck(cs: &ContainerStatus) -> Option<JobObservation> {
+    let w = cs.state.as_ref()?.waiting.as_ref()?;
+    let reason = w.reason.as_deref().filter(|r| STUCK_WAITING.contains(r))?;
+    Some(JobObservation::Failed {
+        reason: reason.to_string(),
+        message: format!(
+            "container {} cannot start: {}",
+            cs.name,
+            w.message.clone().unwrap_or_else(|| reason.to_string())
+        ),
+    })
+}
+
 /// A container stuck waiting for good, or ended with a non-zero code.
 fn container_failure(cs: &ContainerStatus) -> Option<JobObservation> {
-    let state = cs.state.as_ref();
-    if let Some(w) = state.and_then(|s| s.waiting.as_ref())
-        && let Some(reason) = w.reason.as_deref().filter(|r| STUCK_WAITING.contains(r))
-    {
-        return Some(JobObservation::Failed {
-            reason: reason.to_string(),
-            message: format!(
-                "container {} cannot start: {}",
-                cs.name,
-                w.message.clone().unwrap_or_else(|| reason.to_string())
-            ),
-        });
+    if let Some(stuck) = container_stuck(cs) {
+        return Some(stuck);
     }
-    let t = state.and_then(|s| s.terminated.as_ref())?;
+    let t = cs.state.as_ref()?.terminated.as_ref()?;
     if t.exit_code == 0 {
         return None;
     }
@@ -268,6 +323,8 @@ mod tests {
 
     const SESSION: &str = "session-uid";
     const JOB: &str = "job-uid";
+    /// The start bound of these tests.
+    const BOUND: SignedDuration = SignedDuration::from_secs(300);
 
     fn owned(uid: &str) -> serde_json::Value {
         json!([{"apiVersion": "v1", "kind": "X", "name": "o", "uid": uid, "controller": true}])
@@ -292,17 +349,90 @@ mod tests {
             .checked_add(SignedDuration::from_secs(301))
             .expect("t");
         assert_eq!(
-            observe(Some(&job), &[], just_after, SESSION),
+            observe(Some(&job), &[], just_after, SESSION, BOUND),
             JobObservation::Running
         );
         assert!(
-            matches!(observe(Some(&job), &[], long_after, SESSION), JobObservation::Failed { reason, .. } if reason == "PodNotCreated")
+            matches!(observe(Some(&job), &[], long_after, SESSION, BOUND), JobObservation::Failed { reason, .. } if reason == "PodNotCreated")
         );
     }
 
+    #[test]
+    fn a_pod_pending_beyond_the_bound_fails_with_its_reason() {
+        let running = job(json!([]));
+        let created = "2027-01-15T08:00:00Z";
+        let at = |secs: i64| Timestamp::from_second(1_800_000_000 + secs).expect("t");
+        let unschedulable = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+            "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."}]});
+        let creating = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]});
+        for (status, want) in [
+            (unschedulable, "Unschedulable"),
+            (creating, "ContainerCreating"),
+        ] {
+            let mut p = pod(status);
+            p.metadata.creation_timestamp = serde_json::from_value(json!(created)).expect("time");
+            // 2027-01-15T08:00:00Z is 1_800_000_000.
+            assert_eq!(
+                observe(
+                    Some(&running),
+                    std::slice::from_ref(&p),
+                    at(300),
+                    SESSION,
+                    BOUND
+                ),
+                JobObservation::Running,
+                "{want} within the bound"
+            );
+            match observe(Some(&running), &[p], at(301), SESSION, BOUND) {
+                JobObservation::Failed { reason, message } => {
+                    assert_eq!(reason, want);
+                    assert!(message.contains("5m0s"), "{message}");
+                }
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_retrying_jobs_dead_pod_is_not_final_until_the_job_fails() {
+        let mut retrying = job(json!([]));
+        retrying.spec = Some(
+            serde_json::from_value(json!({"backoffLimit": 2,
+            "template": {"spec": {"containers": []}}}))
+            .expect("spec"),
+        );
+        let died = json!({"phase": "Failed", "containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]});
+        assert_eq!(
+            observe(Some(&retrying), &[pod(died.clone())], now(), SESSION, BOUND),
+            JobObservation::Running
+        );
+        let stuck = json!({"phase": "Pending", "containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]});
+        assert!(matches!(
+            observe(Some(&retrying), &[pod(stuck)], now(), SESSION, BOUND),
+            JobObservation::Failed { reason, .. } if reason == "ImagePullBackOff"
+        ));
+        let mut failed = retrying.clone();
+        failed.status = Some(
+            serde_json::from_value(json!({"conditions": [{"type": "Failed",
+            "status": "True", "reason": "BackoffLimitExceeded"}]}))
+            .expect("status"),
+        );
+        assert!(matches!(
+            observe(Some(&failed), &[pod(died)], now(), SESSION, BOUND),
+            JobObservation::Failed { reason, .. } if reason == "BackoffLimitExceeded"
+        ));
+    }
+
+    /// A session's Job (`backoffLimit: 0`, as cairn makes them) with `conditions`.
     fn job(conditions: serde_json::Value) -> Job {
         serde_json::from_value(
             json!({"metadata": {"name": "j", "uid": JOB, "ownerReferences": owned(SESSION)},
+                   "spec": {"backoffLimit": 0, "template": {"spec": {"containers": []}}},
                    "status": {"conditions": conditions}}),
         )
         .expect("job")
@@ -326,12 +456,12 @@ mod tests {
         let complete = job(json!([{"type": "Complete", "status": "True"}]));
         // A user's Pod with the Job's labels is no Pod of the Job.
         assert_eq!(
-            observe(Some(&complete), &[forged], now(), SESSION),
+            observe(Some(&complete), &[forged], now(), SESSION, BOUND),
             JobObservation::Succeeded { result: None }
         );
         // A Job of that name that the session does not control is not run, nor believed.
         assert!(matches!(
-            observe(Some(&complete), &[], now(), "another-uid"),
+            observe(Some(&complete), &[], now(), "another-uid", BOUND),
             JobObservation::Failed { reason, .. } if reason == "JobNotOurs"
         ));
     }
@@ -348,6 +478,7 @@ mod tests {
             &[p],
             now(),
             SESSION,
+            BOUND,
         );
         match o {
             JobObservation::Succeeded {
@@ -390,7 +521,7 @@ mod tests {
             ),
         ];
         for (status, reason) in cases {
-            match observe(Some(&running), &[pod(status)], now(), SESSION) {
+            match observe(Some(&running), &[pod(status)], now(), SESSION, BOUND) {
                 JobObservation::Failed { reason: r, message } => {
                     assert_eq!(r, reason);
                     assert!(!message.is_empty());
@@ -398,16 +529,19 @@ mod tests {
                 other => panic!("{reason}: {other:?}"),
             }
         }
-        assert_eq!(observe(None, &[], now(), SESSION), JobObservation::Missing);
         assert_eq!(
-            observe(Some(&running), &[], now(), SESSION),
+            observe(None, &[], now(), SESSION, BOUND),
+            JobObservation::Missing
+        );
+        assert_eq!(
+            observe(Some(&running), &[], now(), SESSION, BOUND),
             JobObservation::Running
         );
         let failed = job(
             json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]),
         );
         assert!(matches!(
-            observe(Some(&failed), &[], now(), SESSION),
+            observe(Some(&failed), &[], now(), SESSION, BOUND),
             JobObservation::Failed { .. }
         ));
     }
@@ -419,7 +553,7 @@ mod tests {
             "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "{\"kind\":\"failure\",\"phase\":\"connect\",\"reason\":\"connection refused\"}"}}}]}),
         );
         let JobObservation::Failed { message, .. } =
-            observe(Some(&job(json!([]))), &[p], now(), SESSION)
+            observe(Some(&job(json!([]))), &[p], now(), SESSION, BOUND)
         else {
             panic!("not failed");
         };

@@ -5,15 +5,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
+use cairn_api::duration::parse_std_duration;
 use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::Policy;
 use tokio::sync::watch;
 
+use crate::context::SessionLimits;
 use crate::metrics::Metrics;
 
 /// How the process logs, reaches the API server and is looked at.
@@ -54,6 +57,29 @@ impl InstallFlags {
                 job_pod_security: self.job_pod_security,
             },
             ..Default::default()
+        }
+    }
+}
+
+/// How long a session may wait to start and to run (see [`SessionLimits`]).
+#[derive(clap::Args, Debug)]
+pub struct SessionLimitFlags {
+    /// How long a session's Pod may stay without starting (not created, unschedulable,
+    /// ContainerCreating) before the session fails with the Pod's reason: a Go duration.
+    #[arg(long, env = "CAIRN_PENDING_TIMEOUT", default_value = "10m", value_parser = parse_std_duration)]
+    pub pending_timeout: Duration,
+    /// The deadline of a session whose configuration or restore sets no `timeOut`: a Go
+    /// duration. Its Job also gets `activeDeadlineSeconds` a minute beyond the deadline, in
+    /// case no controller is there to end it.
+    #[arg(long, env = "CAIRN_DEFAULT_SESSION_DEADLINE", default_value = "24h", value_parser = parse_std_duration)]
+    pub default_session_deadline: Duration,
+}
+
+impl SessionLimitFlags {
+    pub fn limits(&self) -> SessionLimits {
+        SessionLimits {
+            start: self.pending_timeout,
+            deadline: self.default_session_deadline,
         }
     }
 }

@@ -28,8 +28,9 @@ impl SessionKind for RestoreSession {
         restore_job_name(&self.name_any())
     }
     /// A restore is its own invoker.
+    /// The Repository restored from.
     fn invoker_name(&self) -> String {
-        self.name_any()
+        self.spec.repository.name.clone()
     }
     fn resolve(&self, ctx: &Context) -> Result<JobTemplateSpec, ResolveError> {
         resolve_restore_job(self, &ctx.stores, &ctx.install)
@@ -42,8 +43,8 @@ impl SessionKind for RestoreSession {
         })))
     }
 
-    fn deadline_message(&self, _ctx: &Context) -> String {
-        "the restore ran past its timeOut; its Job was deleted".into()
+    fn time_out(&self, _ctx: &Context) -> Option<String> {
+        self.spec.time_out.clone()
     }
 
     fn outcome(result: AgentResult) -> Option<RestoreResult> {

@@ -28,8 +28,7 @@ use crate::conditions::{self, now};
 use crate::context::Context;
 use crate::error::Result;
 use crate::job::{
-    Launch, RESOLVE_RETRY, delete_job, human_duration, job_outcome, launch, owner_of,
-    wait_for_resolution,
+    Launch, RESOLVE_RETRY, delete_job, job_outcome, launch, owner_of, wait_for_resolution,
 };
 use crate::metrics::SessionLabels;
 use crate::observe::JobObservation;
@@ -55,6 +54,8 @@ pub enum Prepared {
     Skip(String),
     /// It ends Failed with this reason and message.
     Fail(&'static str, String),
+    /// It looks again in a moment: what decides it may not have reached the caches yet.
+    Wait,
 }
 
 /// What a kind of session has of its own; the life of [`reconcile`] is the same for all.
@@ -79,14 +80,15 @@ pub trait SessionKind:
 
     fn status(&self) -> Option<&Self::Status>;
     fn job_name(&self) -> String;
-    /// The `invoker` label of the session metrics.
+    /// The `invoker` label of the session metrics: bounded by the objects an admin keeps, never
+    /// a session's own name (restores are made by the thousand).
     fn invoker_name(&self) -> String;
     /// The Job's template, resolved now from the current objects.
     fn resolve(&self, ctx: &Context) -> Result<JobTemplateSpec, ResolveError>;
     /// Looks up what the Job is made with (the invoker), and whether the session runs at all.
     fn prepare(&self, ctx: &Context) -> impl Future<Output = Result<Prepared>> + Send;
-    /// The message of a session that ran past its deadline.
-    fn deadline_message(&self, ctx: &Context) -> String;
+    /// The `timeOut` that sets the session's deadline, if any.
+    fn time_out(&self, ctx: &Context) -> Option<String>;
     /// The agent's result, if it is of this kind.
     fn outcome(result: AgentResult) -> Option<Self::Outcome>;
     /// The message of a session that succeeded with `outcome`.
@@ -236,7 +238,7 @@ pub async fn finish<K: SessionKind>(
         .and_then(|c| to_chrono(&c.0))
         .map(|s| (Utc::now() - s).num_seconds())
         .unwrap_or(0);
-    let duration = human_duration(seconds);
+    let duration = cairn_api::duration::format_seconds(seconds);
     update_status(ctx, session, |status| {
         *status.phase_mut() = Some(phase);
         let conditions = status.conditions_mut();
@@ -296,6 +298,7 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
             finish(ctx, session, SessionPhase::Skipped, "Skipped", why, |_| {}).await?;
             return Ok(Action::await_change());
         }
+        Prepared::Wait => return Ok(Action::requeue(RESOLVE_RETRY)),
     };
     let template = match resolve(session, ctx).await? {
         ControlFlow::Continue(template) => template,
@@ -310,6 +313,8 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
         job_name: &session.job_name(),
         template: &template,
         time_out: inputs.time_out.as_deref(),
+        default_deadline: ctx.limits.deadline,
+        live_pods: crate::job::live_pods(ctx),
     };
     let timeout = launch(&ctx.client, launched).await?;
     let generation = session.meta().generation;
@@ -326,12 +331,11 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
             generation,
             &now(),
         );
-        *status.deadline_mut() = timeout.and_then(|t| to_time(Utc::now() + t));
+        *status.deadline_mut() = Utc::now().checked_add_signed(timeout).and_then(to_time);
         session.running_status(status);
     })
     .await?;
-    let timeout = timeout.and_then(|t| t.to_std().ok());
-    Ok(Action::requeue(timeout.unwrap_or(RECHECK).min(RECHECK)))
+    Ok(Action::requeue(recheck(ctx, timeout.to_std().ok())))
 }
 
 /// The Job's template, or what to do instead: wait a little for an object that may yet come,
@@ -365,16 +369,14 @@ async fn follow<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
     let deadline = session.deadline();
     if deadline.is_some_and(|d| Utc::now() >= d) {
         delete_job(&ctx.client, &namespace, &job_name).await?;
-        let message = session.deadline_message(ctx);
+        let message = deadline_message(session.time_out(ctx), ctx.limits.deadline);
         return fail(ctx, session, "DeadlineExceeded", message).await;
     }
     let uid = session.meta().uid.clone().unwrap_or_default();
     match job_outcome(ctx, &namespace, &job_name, &uid).await? {
         JobObservation::Running => {
             let until_deadline = deadline.and_then(|d| (d - Utc::now()).to_std().ok());
-            Ok(Action::requeue(
-                until_deadline.unwrap_or(RECHECK).min(RECHECK),
-            ))
+            Ok(Action::requeue(recheck(ctx, until_deadline)))
         }
         JobObservation::Missing => {
             let message = format!("Job {job_name} was deleted before it finished");
@@ -382,6 +384,25 @@ async fn follow<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
         }
         JobObservation::Failed { reason, message } => fail(ctx, session, &reason, message).await,
         JobObservation::Succeeded { result } => succeed(session, ctx, result).await,
+    }
+}
+
+/// When a Running session is looked at next: at its deadline, within the start bound (a Pod
+/// that stays Pending changes nothing a watch would see), and at least every [`RECHECK`].
+fn recheck(ctx: &Context, until_deadline: Option<Duration>) -> Duration {
+    let soonest = RECHECK.min(ctx.limits.start + Duration::from_secs(1));
+    until_deadline.map_or(soonest, |d| d.min(soonest))
+}
+
+/// Why a session that ran past its deadline failed: its `timeOut`, or the install's default.
+fn deadline_message(time_out: Option<String>, default: Duration) -> String {
+    match time_out {
+        Some(t) => format!("the session ran past its timeOut ({t}); its Job was deleted"),
+        None => format!(
+            "the session ran past the default deadline of {} (it sets no timeOut; set one for a \
+             longer deadline); its Job was deleted",
+            cairn_api::duration::format_seconds(default.as_secs().try_into().unwrap_or(i64::MAX))
+        ),
     }
 }
 

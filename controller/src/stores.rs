@@ -38,6 +38,7 @@ where
     api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
     routes: Vec<Route<K>>,
+    on_delete: Vec<Route<K>>,
 }
 
 impl<K> SharedWatch<K>
@@ -60,7 +61,15 @@ where
             api,
             config,
             routes: Vec::new(),
+            on_delete: Vec::new(),
         }
+    }
+
+    /// Calls `forget` with each deleted object (a controller never reconciles an object that
+    /// is gone): what was kept about it goes. A deletion missed while the watch was down and
+    /// re-listed is not seen here.
+    pub fn on_delete(&mut self, forget: impl Fn(&K) + Send + Sync + 'static) {
+        self.on_delete.push(Box::new(forget));
     }
 
     /// The objects of kind `T` that each changed or deleted object concerns, as a stream for
@@ -109,6 +118,7 @@ where
         let objects = metrics.watch_objects.get_or_create(&labels).clone();
         let store = self.store.clone();
         let routes = self.routes;
+        let on_delete = self.on_delete;
         let mut writer = self.writer;
         watcher(self.api, self.config)
             .default_backoff()
@@ -126,6 +136,9 @@ where
                                 &event
                             {
                                 routes.iter().for_each(|route| route(obj));
+                            }
+                            if let Event::Delete(obj) = &event {
+                                on_delete.iter().for_each(|forget| forget(obj));
                             }
                         }
                     }
@@ -207,6 +220,25 @@ pub struct Stores {
     pub jobs: Store<k8s_openapi::api::batch::v1::Job>,
     /// The Pods of cairn's Jobs.
     pub pods: Store<Pod>,
+}
+
+impl Stores {
+    /// Resolves once every store holds its first full list: before that, a reconcile could
+    /// take an object not listed yet for one that is gone (after a failover, a session's
+    /// configuration or Job).
+    pub async fn synced(&self) {
+        let _ = futures::join!(
+            self.sessions.wait_until_ready(),
+            self.configurations.wait_until_ready(),
+            self.repositories.wait_until_ready(),
+            self.app_bindings.wait_until_ready(),
+            self.tasks.wait_until_ready(),
+            self.functions.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.jobs.wait_until_ready(),
+            self.pods.wait_until_ready(),
+        );
+    }
 }
 
 fn get<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>

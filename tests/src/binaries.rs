@@ -2,7 +2,11 @@
 //! `cargo xtask testbed` builds them into (`${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed`).
 
 use anyhow::{Result, anyhow, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use crate::controlplane::repo_root;
 
 /// The pinned versions, shared with `cargo xtask testbed`.
 const VERSIONS_ENV: &str = include_str!("../../testbed/versions.env");
@@ -154,6 +158,53 @@ impl Binaries {
         }
         Ok(bins)
     }
+}
+
+/// The helm binary: `$CAIRN_HELM`, else the one `cargo xtask helm` builds into
+/// `${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed/helm-<ver>/helm` (the version is the one
+/// `testbed/helm/go.mod` requires).
+pub fn helm_binary() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        if let Some(path) = std::env::var_os("CAIRN_HELM").filter(|p| !p.is_empty()) {
+            return PathBuf::from(path);
+        }
+        let gomod = repo_root().join("testbed/helm/go.mod");
+        let text = std::fs::read_to_string(&gomod)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", gomod.display()));
+        let version = text
+            .lines()
+            .find_map(|line| {
+                let line = line.trim();
+                let line = line.strip_prefix("require ").unwrap_or(line);
+                line.strip_prefix("helm.sh/helm/v3 ")
+                    .and_then(|rest| rest.split_whitespace().next())
+            })
+            .unwrap_or_else(|| panic!("{} requires no helm.sh/helm/v3", gomod.display()));
+        let cache = testbed_cache().unwrap_or_else(|e| panic!("no testbed cache: {e:#}"));
+        let path = cache.join(format!("helm-{}/helm", version.trim_start_matches('v')));
+        assert!(
+            path.is_file(),
+            "no helm at {}: run `cargo xtask helm` (builds helm {version} once, 2-3 minutes), or set \
+             CAIRN_HELM",
+            path.display()
+        );
+        path
+    })
+}
+
+/// Runs helm with a private, empty configuration (no repositories, no plugins).
+pub fn helm(args: &[&str]) -> Output {
+    let home = tempfile::tempdir().expect("a temp dir for helm");
+    Command::new(helm_binary())
+        .args(args)
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", helm_binary().display()))
 }
 
 #[cfg(test)]

@@ -40,7 +40,22 @@ impl Controller {
         lease_seconds: u64,
         agent_image: &str,
     ) -> Result<Self> {
-        with_fresh_ports(|| Self::start_once(cp, lease_ns, identity, lease_seconds, agent_image))
+        Self::start_with(cp, lease_ns, identity, lease_seconds, agent_image, &[])
+    }
+
+    /// [`Controller::start_with_image`] with `extra` flags after the harness' own (e.g.
+    /// `--pending-timeout=20s`).
+    pub fn start_with(
+        cp: &ControlPlane,
+        lease_ns: &str,
+        identity: &str,
+        lease_seconds: u64,
+        agent_image: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        with_fresh_ports(|| {
+            Self::start_once(cp, lease_ns, identity, lease_seconds, agent_image, extra)
+        })
     }
 
     fn start_once(
@@ -49,13 +64,14 @@ impl Controller {
         identity: &str,
         lease_seconds: u64,
         agent_image: &str,
+        extra: &[&str],
     ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-controller-")
             .tempdir()
             .context("temp dir")?;
         let admin_port = free_port()?;
-        let args = vec![
+        let mut args = vec![
             format!("--admin-listen=127.0.0.1:{admin_port}"),
             format!("--kubeconfig={}", cp.kubeconfig().display()),
             format!("--lease-namespace={lease_ns}"),
@@ -63,6 +79,7 @@ impl Controller {
             format!("--lease-duration-seconds={lease_seconds}"),
             format!("--agent-image={agent_image}"),
         ];
+        args.extend(extra.iter().map(|f| f.to_string()));
         let process = OwnedProcess::spawn(
             &format!("cairn-controller {identity}"),
             &workspace_binary("cairn-controller")?,

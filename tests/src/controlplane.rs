@@ -63,6 +63,10 @@ impl Default for Options {
     }
 }
 
+/// The `kubernetes` Service's cluster IP: the first of the service range (in the serving
+/// certificate; `Node::serve_kubernetes_service` answers it on the node's bridge).
+pub const KUBERNETES_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
+
 /// A running etcd + kube-apiserver pair, stopped (and its files removed) on drop.
 pub struct ControlPlane {
     // Fields drop in order: the node, the API server, then etcd, then the directory they use.
@@ -138,7 +142,7 @@ impl ControlPlane {
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
-                "10.0.0.1",
+                &KUBERNETES_SERVICE_IP.to_string(),
             ],
         )?;
         let admin = ca.client_cert("cairn-admin", &["system:masters"])?;
@@ -188,6 +192,7 @@ impl ControlPlane {
             format!("--tls-cert-file={}", path("apiserver.crt").display()),
             format!("--tls-private-key-file={}", path("apiserver.key").display()),
             format!("--client-ca-file={}", path("ca.crt").display()),
+            // Its first address is KUBERNETES_SERVICE_IP.
             "--service-cluster-ip-range=10.0.0.0/24".to_string(),
             // Node: the kubelet of `node()` may read only what its Pods need.
             "--authorization-mode=Node,RBAC".to_string(),
@@ -415,7 +420,7 @@ impl ControlPlane {
     }
 
     /// Creates a fresh namespace (`test-<n>-<random>`) with its `default` ServiceAccount (which
-    /// kube-controller-manager would create in a real cluster).
+    /// kube-controller-manager makes where a node runs, and nothing makes without one).
     pub async fn new_namespace(&self) -> Result<String> {
         self.new_namespace_with_prefix("test").await
     }
@@ -448,11 +453,16 @@ impl ControlPlane {
             },
             ..Default::default()
         };
-        Api::<ServiceAccount>::namespaced(client, &name)
+        // A node's serviceaccount-controller may have made it first.
+        match Api::<ServiceAccount>::namespaced(client, &name)
             .create(&PostParams::default(), &account)
             .await
-            .with_context(|| format!("creating the default ServiceAccount in {name}"))?;
-        Ok(name)
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(name),
+            created => created
+                .map(|_| name.clone())
+                .with_context(|| format!("creating the default ServiceAccount in {name}")),
+        }
     }
 
     /// Applies (server-side) every CustomResourceDefinition in the `*.yaml`/`*.yml` files of `dir`

@@ -34,7 +34,12 @@ impl Forward {
     /// Listens on a free port of `ip` and forwards every connection to `127.0.0.1:target`. The
     /// gate starts open.
     pub fn start(ip: Ipv4Addr, target: u16) -> Result<Self> {
-        let listener = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+        Self::start_at(SocketAddr::from((ip, 0)), target)
+    }
+
+    /// As [`Forward::start`], listening on `addr` (a port of 0 picks a free one).
+    pub fn start_at(addr: SocketAddr, target: u16) -> Result<Self> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         listener
             .set_nonblocking(true)
             .context("making the listener non-blocking")?;

@@ -6,9 +6,10 @@
 //! layer, owner root, fixed mtimes: the same input gives the same digest) that
 //! `ctr -n k8s.io images import` takes.
 //!
-//! Two images use it: the node's pause image ([`pause_image`]) and cairn's test image
+//! Three images use it: the node's pause image ([`pause_image`]), cairn's test image
 //! ([`cairn_image`], `cargo xtask image`), which mirrors the Dockerfile's final stage: the four
-//! binaries, the CA bundle, a passwd/group entry for 65534, `USER 65534:65534`, no shell.
+//! binaries, the CA bundle, a passwd/group entry for 65534, `USER 65534:65534`, no shell; and
+//! the fake agent's ([`fake_agent_image`]), for tests that need exact agent results.
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
@@ -21,6 +22,9 @@ pub const PAUSE_IMAGE: &str = "cairn.test/pause:1";
 
 /// The test image's reference (`--agent-image` of the controller and webhook on the node).
 pub const CAIRN_IMAGE: &str = "cairn.test/cairn:dev";
+
+/// The fake agent's image reference (see [`fake_agent_image`]).
+pub const FAKE_AGENT_IMAGE: &str = "cairn.test/fake-agent:dev";
 
 /// The user (and group) cairn's image runs as, as the Dockerfile's `USER 65534:65534`.
 pub const NOBODY: u32 = 65534;
@@ -219,16 +223,34 @@ pub fn cairn_image(bin_dir: &Path) -> ImageSpec {
         reference: CAIRN_IMAGE.to_string(),
         programs,
         host_files: vec![PathBuf::from("/etc/ssl/certs/ca-certificates.crt")],
-        files: vec![
-            (
-                "/etc/passwd".to_string(),
-                format!("nobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"),
-            ),
-            ("/etc/group".to_string(), format!("nogroup:x:{NOBODY}:\n")),
-        ],
+        files: nobody_files(),
         entrypoint: vec!["cairn-controller".to_string()],
         user: Some(format!("{NOBODY}:{NOBODY}")),
     }
+}
+
+/// The image of `cairn-fake-agent` (in `bin_dir`), for the tests that feed the controller exact
+/// agent results: that program alone, as 65534, no shell.
+pub fn fake_agent_image(bin_dir: &Path) -> ImageSpec {
+    ImageSpec {
+        reference: FAKE_AGENT_IMAGE.to_string(),
+        programs: vec![bin_dir.join("cairn-fake-agent")],
+        host_files: Vec::new(),
+        files: nobody_files(),
+        entrypoint: vec!["cairn-fake-agent".to_string()],
+        user: Some(format!("{NOBODY}:{NOBODY}")),
+    }
+}
+
+/// `/etc/passwd` and `/etc/group` with `nobody`/`nogroup` as 65534.
+fn nobody_files() -> Vec<(String, String)> {
+    vec![
+        (
+            "/etc/passwd".to_string(),
+            format!("nobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"),
+        ),
+        ("/etc/group".to_string(), format!("nogroup:x:{NOBODY}:\n")),
+    ]
 }
 
 /// Where the test image archive of the binaries in `bin_dir` goes: `<bin_dir>/cairn-image.tar`.

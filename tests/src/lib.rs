@@ -6,9 +6,14 @@
 //!   a kubeconfig, the matching `kubectl`, per-test namespaces and CRD installation;
 //! - [`node`]: a real node (containerd, kubelet, kube-controller-manager, kube-scheduler) for a
 //!   control plane, [`ControlPlane::node`], and local PersistentVolumes;
-//! - [`image`]: OCI images from host binaries (the node's pause image, cairn's test image);
+//! - [`image`]: OCI images from host binaries (the node's pause image, cairn's test image, the
+//!   fake agent's);
+//! - [`forward`]: forwarders from the node's bridge to loopback servers;
+//! - [`objects`] and [`system`]: cairn installed for a test, the objects tests apply, the states
+//!   they wait for;
 //! - [`pki`]: a throwaway CA issuing serving and client certificates;
-//! - [`process`]: child processes that die with the test.
+//! - [`process`]: child processes that die with the test;
+//! - [`faultproxy`]: an HTTP proxy that injects 429s, 503s, resets and delays, and counts them.
 //!
 //! Build the binaries once with `cargo xtask testbed`, then in a test:
 //!
@@ -25,13 +30,13 @@
 
 pub mod binaries;
 pub mod controller;
-pub mod controller_manager;
 pub mod controlplane;
 pub mod demo;
+pub mod faultproxy;
 pub mod forward;
 pub mod image;
-pub mod jobrunner;
 pub mod node;
+pub mod objects;
 pub mod opensearch;
 pub mod pki;
 pub mod process;

@@ -28,6 +28,7 @@
 
 use crate::binaries::NodeBinaries;
 use crate::controlplane::ControlPlane;
+use crate::forward::Forward;
 use crate::image::{ImageSpec, pause_image};
 use crate::process::{OwnedProcess, free_port};
 use anyhow::{Context, Result, anyhow, bail};
@@ -311,6 +312,32 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Answers the `kubernetes` Service's cluster IP on the node's bridge, port 443, by a
+    /// forwarder to the API server: what kube-proxy would do for this one Service, so that Pods
+    /// using the in-cluster configuration (cairn's controller, webhook and certificate Jobs)
+    /// reach the API server, which listens on loopback. The address goes with the bridge; the
+    /// forwarder stops when the returned value is dropped.
+    pub fn serve_kubernetes_service(&self, cp: &ControlPlane) -> Result<Forward> {
+        let ip = crate::controlplane::KUBERNETES_SERVICE_IP;
+        run(
+            "ip",
+            &[
+                "addr",
+                "replace",
+                &format!("{ip}/32"),
+                "dev",
+                &self.bridge.name,
+            ],
+        )?;
+        let port = cp
+            .server_url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("the API server's port")?;
+        Forward::start_at((ip, 443).into(), port)
+    }
+
     /// Stops everything and removes what the node made outside its dir. Idempotent.
     pub fn stop(&self) {
         self.recycler_stop.store(true, Ordering::Relaxed);
@@ -522,6 +549,16 @@ state = "{state}"
         let kubeconfig = self.kubeconfig(cp, "system:kube-controller-manager", &[])?;
         let controllers = [
             "job-controller",
+            // cairn's install (tests/tests/install_on_node.rs): Deployments, the webhook's
+            // Service endpoints (the API server routes to them), the certificate CronJob, the
+            // CA bundle every projected service account volume needs, default accounts.
+            "deployment-controller",
+            "replicaset-controller",
+            "endpoints-controller",
+            "endpointslice-controller",
+            "cronjob-controller",
+            "root-ca-certificate-publisher-controller",
+            "serviceaccount-controller",
             "garbage-collector-controller",
             "persistentvolume-binder-controller",
             // The StorageObjectInUseProtection admission plugin puts finalizers on PVs and

@@ -209,6 +209,11 @@ impl S3Server {
         self.process.log_tail(lines)
     }
 
+    /// The server's process id, also its process group's (to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Kills the server at once (SIGKILL). Idempotent.
     pub fn kill(&self) {
         self.process.stop();

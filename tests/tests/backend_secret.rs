@@ -1,8 +1,8 @@
 //! `BackendSecretFound` without the controller reading a Secret: `Unknown` before any session
 //! ran, `False` while a session's pod waits in `CreateContainerConfigError` for the storage
 //! Secret, `True` once its container started. `cairn-webhook` + `cairn-controller` on a real
-//! kube-apiserver, the job runner playing the node (its kubelet reports a missing `envFrom`
-//! Secret as a real kubelet does).
+//! kube-apiserver with the real node: the kubelet reports the missing `envFrom` Secret; the
+//! session's container is the fake agent (`cairn-fake-agent`), as only its start matters.
 //!
 //! Its own test binary, so its own control plane.
 
@@ -10,17 +10,11 @@ use std::time::Duration;
 
 use cairn_api::BackupConfiguration;
 use cairn_tests::ControlPlane;
-use cairn_tests::jobrunner::{JobRunner, Options};
-use cairn_tests::system::cairn_system;
+use cairn_tests::objects::{apply, fake_task};
+use cairn_tests::system::{on_node, restricted_namespace};
 use cairn_tests::wait_for;
 use kube::Api;
-use serde_json::{Value, json};
-
-fn apply(cp: &ControlPlane, objects: &[Value]) {
-    if let Err(e) = cp.apply_objects(objects) {
-        panic!("apply: {e}");
-    }
-}
+use serde_json::json;
 
 /// (status, reason) of the configuration's `BackendSecretFound`.
 async fn condition(api: &Api<BackupConfiguration>) -> Option<(String, String)> {
@@ -49,25 +43,18 @@ async fn wait_condition(api: &Api<BackupConfiguration>, status: &str, reason: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_secret_found_follows_what_the_session_pod_met() {
     let cp = ControlPlane::shared();
-    let (_webhook, _controller) = cairn_system(cp, "backend-secret").await;
-    let ns = cp.new_namespace().await.expect("ns");
-    let _runner = JobRunner::start(cp, Options::namespace(&ns));
+    let _cairn = on_node(cp, "backend-secret", &[]).await;
+    let ns = restricted_namespace(cp, "backend-secret").await;
     let task = format!("fake-{ns}");
     let result = json!({"kind": "backup", "snapshot": "4f2c1d0e9b8a7f6e5d4c3b2a190817263544536271809a8b7c6d5e4f3a2b1c0d",
         "time": "2026-11-25T10:00:00Z", "host": "host-0", "indices": 1, "documents": 1,
         "totalBytes": 1, "addedBytes": 1, "durationSeconds": 0.1, "snapshotsKept": 1,
         "snapshotsRemoved": 0, "repository": {"snapshotCount": 1, "sizeBytes": 1, "integrity": true}});
-    let script = format!("printf '%s' '{result}' > \"$CAIRN_TERMINATION_LOG\"");
+    let mut objects = fake_task(&task, &["--result", &result.to_string()]);
     let secret = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "repo-secret", "namespace": ns},
         "stringData": {"RESTIC_PASSWORD": "p"}});
-    apply(
-        cp,
-        &[
-            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Function", "metadata": {"name": task},
-                   "spec": {"image": "${AGENT_IMAGE}", "command": ["sh", "-c", script]}}),
-            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Task", "metadata": {"name": task},
-                   "spec": {"steps": [{"name": task}]}}),
+    objects.extend([
             json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
                    "metadata": {"name": "es", "namespace": ns},
                    "spec": {"clientConfig": {"url": "http://127.0.0.1:9"}}}),
@@ -82,8 +69,8 @@ async fn backend_secret_found_follows_what_the_session_pod_met() {
                                                "kind": "AppBinding", "name": "es"}},
                             "task": {"name": task}, "retentionPolicy": {"name": "keep", "keepLast": 1},
                             "retryConfig": {"maxRetry": 0}}}),
-        ],
-    );
+        ]);
+    apply(cp, &objects);
     let configs: Api<BackupConfiguration> = Api::namespaced(cp.client(), &ns);
     // No session yet: nobody knows, and the configuration is Ready all the same.
     wait_condition(&configs, "Unknown", "NoSessionYet").await;

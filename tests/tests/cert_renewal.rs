@@ -1,17 +1,18 @@
 //! The shipped certificate renewal, end to end: the install's bootstrap Job and its CronJob
-//! `cairn-certs-renewal` (from `manifests/bootstrap/`), run by the real CronJob controller of
-//! kube-controller-manager, each run a real `cairn-certs` process with the least-privilege
-//! service account's own token (the job runner plays the node), renew a serving certificate of
-//! a few minutes and rotate a CA near expiry while admissions run through a real kube-apiserver.
-//! None fails; the webhook reloads each certificate; the caBundle holds the next CA before it
-//! signs and the old one until the new certificate is served, then drops it.
+//! `cairn-certs-renewal` (from `manifests/bootstrap/`), run by the real CronJob and Job
+//! controllers, each run a real Pod on the test node from cairn's image, as the least-privilege
+//! service account (its projected token, the in-cluster configuration), renew a serving
+//! certificate of a few minutes and rotate a CA near expiry while admissions run through a real
+//! kube-apiserver. None fails; the webhook reloads each certificate; the caBundle holds the next
+//! CA before it signs and the old one until the new certificate is served, then drops it.
 //!
 //! What differs from a cluster, each forced by the testbed and named here:
 //! - the durations (`--validity 3m ...`) and the schedule (every minute) are patched into the
-//!   shipped objects, and `--ip=127.0.0.1` added: the API server dials the webhook by URL on
-//!   loopback, not through the Service (there is no cluster network);
-//! - the job runner hands each pod its service account token through `KUBECONFIG` instead of
-//!   the in-cluster token path (see `Options::service_account_credentials`);
+//!   shipped objects, the image is the test image, and `--ip=127.0.0.1` is added: the API
+//!   server dials the webhook (a process of the test) by URL on loopback, not through the
+//!   Service;
+//! - the pods reach the API server through the node's answer for the `kubernetes` Service
+//!   (`Node::serve_kubernetes_service`: there is no kube-proxy);
 //! - the test copies the Secret into the webhook's certificate directory as the kubelet's Secret
 //!   volume would.
 //!
@@ -28,9 +29,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use cairn_api::Repository;
 use cairn_certs::ServingCert;
-use cairn_tests::controller_manager::ControllerManager;
-use cairn_tests::jobrunner::{JobRunner, Options};
-use cairn_tests::webhook::{Webhook, workspace_binary};
+use cairn_tests::image::CAIRN_IMAGE;
+use cairn_tests::system::import_images;
+use cairn_tests::webhook::Webhook;
 use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -77,7 +78,9 @@ fn bootstrap_objects() -> Vec<Value> {
             _ => None,
         };
         if let Some(spec) = spec {
-            let args = spec["containers"][0]["args"].as_array_mut().expect("args");
+            let container = &mut spec["containers"][0];
+            container["image"] = json!(CAIRN_IMAGE);
+            let args = container["args"].as_array_mut().expect("args");
             args.extend(FLAGS.iter().map(|f| json!(f)));
         }
         objects.push(v);
@@ -206,17 +209,14 @@ async fn the_shipped_cronjob_renews_and_rotates_while_admissions_run() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let node = cp.node();
+    import_images(node);
+    let _api = node
+        .serve_kubernetes_service(cp)
+        .expect("the kubernetes Service on the bridge");
     let webhook = Webhook::start(cp).expect("webhook starts");
     webhook.register(cp).expect("webhook registered");
     let _mirror = mirror_secret(cp, webhook.cert_dir());
-    let certs = workspace_binary("cairn-certs").expect("cairn-certs built");
-    let runner = JobRunner::start(
-        cp,
-        Options::namespace(NS)
-            .job_selector("app.kubernetes.io/name=cairn-certs")
-            .command("cairn-certs", certs)
-            .service_account_credentials(cp.server_url(), &cp.ca().cert_pem()),
-    );
 
     // The install: RBAC, the bootstrap Job and the CronJob, as shipped (plus the test's flags).
     let docs: Vec<String> = bootstrap_objects()
@@ -256,8 +256,6 @@ async fn the_shipped_cronjob_renews_and_rotates_while_admissions_run() {
         },
     )
     .await;
-    let kcm =
-        ControllerManager::start(cp, &["cronjob-controller"]).expect("kube-controller-manager");
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -294,7 +292,6 @@ async fn the_shipped_cronjob_renews_and_rotates_while_admissions_run() {
     let deadline = Instant::now() + Duration::from_secs(420);
     let first = first_ca.trim().to_string();
     loop {
-        kcm.check_running().expect("kube-controller-manager runs");
         if let Ok(secret) = secrets.get("cairn-webhook-tls").await
             && let Some(leaf) = der(&text(&secret, "tls.crt"))
         {
@@ -321,13 +318,15 @@ async fn the_shipped_cronjob_renews_and_rotates_while_admissions_run() {
         }
         assert!(
             Instant::now() < deadline,
-            "no complete rotation within 7 minutes; looks: {:?}\nrunner errors: {:?}\nkube-controller-manager:\n{}",
+            "no complete rotation within 7 minutes; looks: {:?}\n{}",
             looks
                 .iter()
                 .map(|l| (l.ca.is_some(), l.bundle.len()))
                 .collect::<Vec<_>>(),
-            runner.errors(),
-            kcm.log_tail(20)
+            String::from_utf8_lossy(
+                &cp.kubectl(["get", "cronjobs,jobs,pods", "-n", NS, "-o", "wide"])
+                    .stdout
+            )
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -393,9 +392,21 @@ async fn the_shipped_cronjob_renews_and_rotates_while_admissions_run() {
         }
     }
 
-    // Every run was a Job of the CronJob, run as the service account (the runner saw no error).
+    // Every run was a Job of the CronJob, and none failed.
     let jobs: Api<Job> = Api::namespaced(cp.client(), NS);
     let jobs = jobs.list(&ListParams::default()).await.expect("Jobs");
+    let failed: Vec<String> = jobs
+        .items
+        .iter()
+        .filter(|j| j.status.as_ref().and_then(|s| s.failed).unwrap_or(0) > 0)
+        .map(|j| j.name_any())
+        .collect();
+    let pods = cp.kubectl(["get", "pods", "-n", NS, "-o", "wide"]);
+    assert!(
+        failed.is_empty(),
+        "failed runs {failed:?}:\n{}",
+        String::from_utf8_lossy(&pods.stdout)
+    );
     assert!(
         jobs.items.iter().any(|j| j
             .owner_references()
@@ -403,7 +414,6 @@ async fn the_shipped_cronjob_renews_and_rotates_while_admissions_run() {
             .any(|o| o.kind == "CronJob" && o.name == "cairn-certs-renewal")),
         "no Job of the CronJob is left"
     );
-    assert!(runner.errors().is_empty(), "{:?}", runner.errors());
 
     // The webhook exports the expiry of what it serves (the Secret's, once reloaded).
     cairn_tests::wait_for(Duration::from_secs(20), "the expiry metric", || async {

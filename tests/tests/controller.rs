@@ -14,7 +14,6 @@ use cairn_tests::controller::Controller;
 use cairn_tests::system::{cairn_system, install};
 use cairn_tests::wait_for;
 use cairn_tests::webhook::Webhook;
-use k8s_openapi::api::batch::v1::Job;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -62,6 +61,13 @@ fn secret_and_app(ns: &str) -> Vec<Value> {
         json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "metadata": {"name": "es", "namespace": ns},
                "spec": {"clientConfig": {"url": "http://127.0.0.1:9"}}}),
     ]
+}
+
+/// The Secret, the AppBinding and the Repository every configuration here names.
+fn storage(ns: &str) -> Vec<Value> {
+    let mut objects = secret_and_app(ns);
+    objects.push(repository(ns));
+    objects
 }
 
 fn repository(ns: &str) -> Value {
@@ -136,14 +142,6 @@ fn phase(s: &BackupSession) -> Option<String> {
     s.status.as_ref()?.phase.map(|p| p.to_string())
 }
 
-fn condition_reason(s: &BackupSession) -> String {
-    s.status
-        .as_ref()
-        .and_then(|st| st.conditions.iter().find(|c| c.status == "False"))
-        .map(|c| c.reason.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn configuration_status_follows_what_it_references() {
     let env = env().await;
@@ -176,8 +174,7 @@ async fn configuration_status_follows_what_it_references() {
 
     // The Repository, its Secret and the AppBinding appear: Ready without any edit of the
     // configuration (watch-driven).
-    let mut objects = secret_and_app(&ns);
-    objects.push(repository(&ns));
+    let objects = storage(&ns);
     env.apply(&objects);
     let (_, status) = wait_for(Duration::from_secs(20), "Ready", || async {
         config_phase(env.cp, &ns, "nightly")
@@ -191,14 +188,78 @@ async fn configuration_status_follows_what_it_references() {
             "{c}"
         );
     }
+
+    // Its series go with it: a deleted configuration leaves no metric behind.
+    let series = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("namespace=\"{ns}\""))
+                    && l.contains("configuration=\"nightly\"")
+            })
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "the schedule interval series",
+        || async { (series(&env.controller.metrics().ok()?) > 0).then_some(()) },
+    )
+    .await;
+    let out = env.cp.kubectl(["delete", "bc", "nightly", "-n", &ns]);
+    assert!(out.status.success());
+    wait_for(
+        Duration::from_secs(20),
+        "no series of the deleted configuration",
+        || async { (series(&env.controller.metrics().ok()?) == 0).then_some(()) },
+    )
+    .await;
+}
+
+/// A session of the slot's name that cairn did not make for the slot (a user's, made ahead)
+/// does not pass for the slot's own run: the configuration gets a `SlotTaken` warning.
+#[tokio::test]
+async fn a_slot_whose_name_is_taken_is_reported() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    let mut objects = storage(&ns);
+    objects.push(configuration(
+        &ns,
+        "squatted",
+        json!({"backupHistoryLimit": 10}),
+    ));
+    env.apply(&objects);
+    // The slot after the next one: created well before the controller gets there.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let slot = (now / 60 + 2) * 60;
+    let name = cairn_api::naming::session_name_for_slot("squatted", slot);
+    env.apply(&[json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "squatted"}}})]);
+    wait_for(Duration::from_secs(200), "a SlotTaken event", || async {
+        let out = env.cp.kubectl([
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "reason=SlotTaken",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains(&name).then_some(text)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn one_session_per_slot_named_by_the_slot_and_none_when_paused() {
     let env = env().await;
     let ns = env.cp.new_namespace().await.expect("ns");
-    let mut objects = secret_and_app(&ns);
-    objects.push(repository(&ns));
+    let mut objects = storage(&ns);
     // History kept: every session made for a slot is still there to count.
     objects.push(configuration(
         &ns,
@@ -274,138 +335,6 @@ async fn one_session_per_slot_named_by_the_slot_and_none_when_paused() {
 }
 
 #[tokio::test]
-async fn a_deadline_deletes_the_job_and_a_failure_is_retried_once() {
-    let env = env().await;
-    let ns = env.cp.new_namespace().await.expect("ns");
-    let mut objects = secret_and_app(&ns);
-    objects.push(repository(&ns));
-    objects.push(configuration(
-        &ns,
-        "short",
-        json!({"schedule": "0 0 1 1 *", "timeOut": "2s", "backupHistoryLimit": 5,
-        "retryConfig": {"maxRetry": 1, "delay": "1s"}}),
-    ));
-    env.apply(&objects);
-    wait_for(Duration::from_secs(20), "Ready", || async {
-        config_phase(env.cp, &ns, "short")
-            .await
-            .filter(|(p, _)| p == "Ready")
-    })
-    .await;
-    env.apply(
-        &[
-            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
-        "metadata": {"name": "manual", "namespace": ns},
-        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "short"}}}),
-        ],
-    );
-    let jobs: Api<Job> = Api::namespaced(env.cp.client(), &ns);
-    wait_for(Duration::from_secs(20), "the Job", || async {
-        jobs.get_opt("cairn-backup-manual").await.ok()?
-    })
-    .await;
-    let failed = wait_for(Duration::from_secs(30), "DeadlineExceeded", || async {
-        sessions(env.cp, &ns)
-            .await
-            .into_iter()
-            .find(|s| s.name_any() == "manual" && phase(s).as_deref() == Some("Failed"))
-    })
-    .await;
-    assert_eq!(condition_reason(&failed), "DeadlineExceeded");
-    // Foreground deletion: the Job is gone or going.
-    let job = jobs.get_opt("cairn-backup-manual").await.expect("get");
-    assert!(
-        job.is_none_or(|j| j.metadata.deletion_timestamp.is_some()),
-        "the Job was not deleted"
-    );
-
-    // Exactly one retry, which fails the same way and is not retried again.
-    let retry = wait_for(Duration::from_secs(30), "the retry to fail", || async {
-        sessions(env.cp, &ns)
-            .await
-            .into_iter()
-            .find(|s| s.name_any() == "manual-retry" && phase(s).as_deref() == Some("Failed"))
-    })
-    .await;
-    assert_eq!(retry.spec.retry_left, Some(0));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sessions(env.cp, &ns).await.iter().any(|s| {
-        s.name_any() == "manual" && s.status.as_ref().and_then(|st| st.retried) == Some(true)
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "retried=true never set: {:?}\n{}",
-            sessions(env.cp, &ns)
-                .await
-                .iter()
-                .map(|s| (s.name_any(), s.status.clone()))
-                .collect::<Vec<_>>(),
-            env.controller.log_tail(40)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // The retry's own decision: no retries left, recorded in its status (a positive signal; a
-    // second retry would be made by the same reconcile that writes it).
-    wait_for(Duration::from_secs(20), "the retry's decision", || async {
-        sessions(env.cp, &ns).await.into_iter().find(|s| {
-            s.name_any() == "manual-retry"
-                && s.status.as_ref().and_then(|st| st.retried) == Some(false)
-        })
-    })
-    .await;
-    let names: Vec<String> = sessions(env.cp, &ns)
-        .await
-        .iter()
-        .map(|s| s.name_any())
-        .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
-}
-
-#[tokio::test]
-async fn a_deleted_job_fails_its_session() {
-    let env = env().await;
-    let ns = env.cp.new_namespace().await.expect("ns");
-    let mut objects = secret_and_app(&ns);
-    objects.push(repository(&ns));
-    objects.push(configuration(
-        &ns,
-        "long",
-        json!({"schedule": "0 0 1 1 *", "retryConfig": {"maxRetry": 0}}),
-    ));
-    env.apply(&objects);
-    wait_for(Duration::from_secs(20), "Ready", || async {
-        config_phase(env.cp, &ns, "long")
-            .await
-            .filter(|(p, _)| p == "Ready")
-    })
-    .await;
-    env.apply(
-        &[
-            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
-        "metadata": {"name": "doomed", "namespace": ns},
-        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "long"}}}),
-        ],
-    );
-    let jobs: Api<Job> = Api::namespaced(env.cp.client(), &ns);
-    wait_for(Duration::from_secs(20), "the Job", || async {
-        jobs.get_opt("cairn-backup-doomed").await.ok()?
-    })
-    .await;
-    let out = env
-        .cp
-        .kubectl(["delete", "job", "cairn-backup-doomed", "-n", &ns]);
-    assert!(out.status.success());
-    let s = wait_for(Duration::from_secs(30), "Failed", || async {
-        sessions(env.cp, &ns)
-            .await
-            .into_iter()
-            .find(|s| s.name_any() == "doomed" && phase(s).as_deref() == Some("Failed"))
-    })
-    .await;
-    assert_eq!(condition_reason(&s), "JobDeleted");
-}
-
-#[tokio::test]
 async fn a_standby_takes_over_from_a_dead_leader() {
     // Its own control plane: two controllers of their own, fighting over one lease.
     let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
@@ -430,9 +359,18 @@ async fn a_standby_takes_over_from_a_dead_leader() {
     .await;
     assert!(!b.is_leader(), "two leaders");
     assert!(a.is_leader(), "a lost the lease to nobody");
+    let leading = |c: &Controller| {
+        c.metrics()
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("cairn_leading ").map(str::to_string))
+    };
+    assert_eq!(leading(&a).as_deref(), Some("1"), "a's metric");
+    assert_eq!(leading(&b).as_deref(), Some("0"), "b's metric");
     let killed = Instant::now();
     a.kill();
     b.wait_leader(lease * 3).expect("b takes over");
+    assert_eq!(leading(&b).as_deref(), Some("1"), "b's metric");
     assert!(
         killed.elapsed() <= lease * 3,
         "takeover took {:?}",
@@ -458,8 +396,7 @@ async fn a_standby_takes_over_from_a_dead_leader() {
 async fn history_keeps_the_newest_completed_sessions() {
     let env = env().await;
     let ns = env.cp.new_namespace().await.expect("ns");
-    let mut objects = secret_and_app(&ns);
-    objects.push(repository(&ns));
+    let mut objects = storage(&ns);
     objects.push(configuration(
         &ns,
         "kept",
@@ -528,8 +465,7 @@ async fn slots_missed_during_a_restart_run_once_within_the_deadline_and_are_coun
     let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
     install(cp).await;
     let ns = cp.new_namespace().await.expect("ns");
-    let mut objects = secret_and_app(&ns);
-    objects.push(repository(&ns));
+    let mut objects = storage(&ns);
     objects.push(configuration(
         &ns,
         "patient",
@@ -628,8 +564,7 @@ async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() 
     let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
     install(cp).await;
     let ns = cp.new_namespace().await.expect("ns");
-    let mut objects = secret_and_app(&ns);
-    objects.push(repository(&ns));
+    let mut objects = storage(&ns);
     objects.push(configuration(&ns, "ha", json!({"backupHistoryLimit": 10})));
     apply(cp, &objects);
     let lease = Duration::from_secs(4);

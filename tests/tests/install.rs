@@ -1,18 +1,16 @@
 //! The install paths: `manifests/` (kustomize) and `charts/cairn` (Helm) hold the same objects,
 //! the kustomize tree passes a server-side dry run, and deleting it leaves nothing of cairn behind.
 //!
-//! Helm is the binary `cargo xtask helm` builds into `${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed/
-//! helm-<ver>/helm` (the version is the one `testbed/helm/go.mod` requires), or `$CAIRN_HELM`.
+//! Helm is `cairn_tests::binaries::helm_binary`.
 //! Objects are compared as parsed JSON, keyed by kind, namespace and name, in any order.
 
-use cairn_tests::binaries::{Binaries, testbed_cache};
+use cairn_tests::binaries::{Binaries, helm};
 use cairn_tests::{ControlPlane, appbinding_crd_dir, crds_dir, repo_root};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 /// (kind, namespace, name) of an object; the namespace is empty for cluster-scoped ones.
 type Key = (String, String, String);
@@ -22,51 +20,6 @@ const PART_OF: &str = "app.kubernetes.io/part-of=cairn";
 
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/cairn")
-}
-
-/// The helm binary: `$CAIRN_HELM`, else the one `cargo xtask helm` builds.
-fn helm_binary() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(path) = std::env::var_os("CAIRN_HELM").filter(|p| !p.is_empty()) {
-            return PathBuf::from(path);
-        }
-        let gomod = repo_root().join("testbed/helm/go.mod");
-        let text = std::fs::read_to_string(&gomod)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", gomod.display()));
-        let version = text
-            .lines()
-            .find_map(|line| {
-                let line = line.trim();
-                let line = line.strip_prefix("require ").unwrap_or(line);
-                line.strip_prefix("helm.sh/helm/v3 ")
-                    .and_then(|rest| rest.split_whitespace().next())
-            })
-            .unwrap_or_else(|| panic!("{} requires no helm.sh/helm/v3", gomod.display()));
-        let cache = testbed_cache().unwrap_or_else(|e| panic!("no testbed cache: {e:#}"));
-        let path = cache.join(format!("helm-{}/helm", version.trim_start_matches('v')));
-        assert!(
-            path.is_file(),
-            "no helm at {}: run `cargo xtask helm` (builds helm {version} once, 2-3 minutes), or set \
-             CAIRN_HELM",
-            path.display()
-        );
-        path
-    })
-}
-
-/// Runs helm with a private, empty configuration (no repositories, no plugins).
-fn helm(args: &[&str]) -> Output {
-    let home = tempfile::tempdir().expect("a temp dir for helm");
-    Command::new(helm_binary())
-        .args(args)
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", helm_binary().display()))
 }
 
 fn stdout_of(what: &str, out: Output) -> String {

@@ -5,7 +5,7 @@
 //! admission is the judge of "restricted": what cairn admits, it admits; what cairn denies, it
 //! refuses.
 //!
-//! No job runner here: the tests look at the Job objects the controller creates.
+//! No node here: the tests look at the Job objects the controller creates.
 
 use std::time::Duration;
 

@@ -9,175 +9,29 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_api::BackupSession;
 use cairn_tests::ControlPlane;
-use cairn_tests::controller::Controller;
 use cairn_tests::demo::{count, load_sample};
 use cairn_tests::forward::Forward;
-use cairn_tests::image::{CAIRN_IMAGE, NOBODY, cairn_image};
-use cairn_tests::node::{LOCAL_STORAGE_CLASS, Node};
+use cairn_tests::image::{CAIRN_IMAGE, NOBODY};
+use cairn_tests::node::Node;
+use cairn_tests::objects::{
+    apply, configuration, failure, finished, fixture, interim_volume, ready, running_container,
+    session,
+};
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::S3Server;
-use cairn_tests::system::install;
+use cairn_tests::system::{OnNode, on_node, restricted_namespace};
 use cairn_tests::wait_for;
-use cairn_tests::webhook::{Webhook, workspace_binary};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
 use tokio::sync::OnceCell;
 
 const BUCKET: &str = "node-backups";
 const INDEX: &str = "inventory";
 const DOCS: usize = 300;
-
-/// The cairn image of the binaries under test, imported into the node; its image id.
-fn import_cairn_image(node: &Node) -> String {
-    let bin_dir = workspace_binary("cairn-agent")
-        .expect("cairn-agent")
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    node.import_image(&cairn_image(&bin_dir))
-        .expect("import the image")
-        .config
-}
-
-/// A namespace enforcing the `restricted` Pod Security Standard.
-async fn restricted_namespace(cp: &ControlPlane) -> String {
-    let ns = cp.new_namespace_with_prefix("node").await.expect("ns");
-    let api: Api<Namespace> = Api::all(cp.client());
-    api.patch(
-        &ns,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/enforce-version": "latest"}}})),
-    )
-    .await
-    .expect("label the namespace");
-    ns
-}
-
-fn apply(cp: &ControlPlane, objects: &[Value]) {
-    if let Err(e) = cp.apply_objects(objects) {
-        panic!("apply: {e}");
-    }
-}
-
-/// Secret, AppBinding (`url` through the bridge), S3 Repository.
-fn fixture(ns: &str, search_url: &str, s3: &S3Server, s3_url: &str) -> Vec<Value> {
-    vec![
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-secret", "namespace": ns},
-               "stringData": {"RESTIC_PASSWORD": "node-test-password", "AWS_ACCESS_KEY_ID": s3.access_key(),
-                              "AWS_SECRET_ACCESS_KEY": s3.secret_key()}}),
-        json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
-               "metadata": {"name": "es", "namespace": ns}, "spec": {"clientConfig": {"url": search_url}}}),
-        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "s3-repo", "namespace": ns},
-               "spec": {"backend": {"storageSecretName": "s3-secret",
-                        "s3": {"endpoint": s3_url, "bucket": BUCKET, "prefix": ns, "region": s3.region()}}}}),
-    ]
-}
-
-/// A configuration `name` of the catalog's backup Task (no slot soon: sessions are made by
-/// hand), with `extra` spec fields.
-fn configuration(ns: &str, name: &str, extra: Value) -> Value {
-    let mut spec = json!({"schedule": "0 0 1 1 *", "repository": {"name": "s3-repo"},
-        "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"}},
-        "task": {"name": "elasticsearch-backup"},
-        "retentionPolicy": {"name": "keep", "keepLast": 3},
-        "retryConfig": {"maxRetry": 0}});
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        s.extend(e.clone());
-    }
-    json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupConfiguration",
-           "metadata": {"name": name, "namespace": ns}, "spec": spec})
-}
-
-/// A BackupSession `name` of configuration `cfg`.
-fn session(ns: &str, name: &str, cfg: &str) -> Value {
-    json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession", "metadata": {"name": name, "namespace": ns},
-           "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": cfg}}})
-}
-
-/// An interim volume of the harness's local class.
-fn interim_volume() -> Value {
-    json!({"interimVolumeTemplate": {"metadata": {"name": "dump"},
-        "spec": {"storageClassName": LOCAL_STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
-                 "resources": {"requests": {"storage": "1Gi"}}}}})
-}
-
-/// Waits until configuration `name` is Ready (a session of a configuration not evaluated yet is
-/// skipped).
-async fn ready(cp: &ControlPlane, ns: &str, name: &str) {
-    let api: Api<cairn_api::BackupConfiguration> = Api::namespaced(cp.client(), ns);
-    wait_for(
-        Duration::from_secs(60),
-        &format!("configuration {name} to be Ready"),
-        || async {
-            let c = api.get_opt(name).await.ok()??;
-            (format!("{:?}", c.status?.phase?) == "Ready").then_some(())
-        },
-    )
-    .await;
-}
-
-/// Waits until session `name` is final.
-async fn finished(cp: &ControlPlane, ns: &str, name: &str, timeout: Duration) -> BackupSession {
-    let sessions: Api<BackupSession> = Api::namespaced(cp.client(), ns);
-    wait_for(timeout, &format!("session {name} to finish"), || async {
-        let s = sessions.get_opt(name).await.ok()??;
-        s.status.as_ref()?.phase?.is_final().then_some(s)
-    })
-    .await
-}
-
-/// The reason and message of the session's failure condition.
-fn failure(s: &BackupSession) -> (String, String) {
-    s.status
-        .as_ref()
-        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "BackupFailed"))
-        .map(|c| (c.reason.clone(), c.message.clone()))
-        .unwrap_or_default()
-}
-
-/// The session's Pod once its container runs: (pod, container id with `containerd://`).
-async fn running_container(cp: &ControlPlane, ns: &str, session: &str) -> (Pod, String) {
-    let pods: Api<Pod> = Api::namespaced(cp.client(), ns);
-    let selector = format!("{}={session}", cairn_api::naming::LABEL_SESSION);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let list = pods.list(&ListParams::default().labels(&selector)).await;
-        let found = list
-            .ok()
-            .and_then(|l| l.items.into_iter().next())
-            .and_then(|pod| {
-                let status = pod
-                    .status
-                    .as_ref()?
-                    .container_statuses
-                    .as_ref()?
-                    .first()?
-                    .clone();
-                status.state.as_ref()?.running.as_ref()?;
-                Some((pod, status.container_id?))
-            });
-        if let Some(found) = found {
-            return found;
-        }
-        if std::time::Instant::now() > deadline {
-            let state = cp.kubectl(["get", "pods,pvc,pv,jobs", "-A", "-o", "wide"]);
-            let events = cp.kubectl(["get", "events", "-n", ns]);
-            panic!(
-                "session {session}'s container does not run after 120s:\n{}\n{}\nkubelet:\n{}",
-                String::from_utf8_lossy(&state.stdout),
-                String::from_utf8_lossy(&events.stdout),
-                cp.node().kubelet_log_tail(30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+const PASSWORD: &str = "node-test-password";
 
 /// `Uid:`/`Gid:` (real, effective, saved, fs) and `Groups:` of `/proc/<pid>/status`.
 fn ids(pid: u32) -> (String, String, String) {
@@ -214,8 +68,8 @@ fn owners(dir: &Path, out: &mut Vec<(String, u32, u32)>) {
     }
 }
 
-/// What the tests share: the node with cairn's image, cairn's webhook and controller offering
-/// that image, OpenSearch with sample data, MinIO with a bucket.
+/// What the tests share: cairn on the node (the controller fails a session whose Pod has not
+/// started within 30 s), OpenSearch with sample data, MinIO with a bucket.
 struct Env {
     cp: &'static ControlPlane,
     node: &'static Node,
@@ -223,24 +77,14 @@ struct Env {
     image_id: String,
     search: OpenSearch,
     s3: S3Server,
-    _webhook: Webhook,
-    _controller: Controller,
+    _cairn: OnNode,
 }
 
 async fn env() -> &'static Env {
     static ENV: OnceCell<Env> = OnceCell::const_new();
     ENV.get_or_init(|| async {
         let cp = ControlPlane::shared();
-        let node = cp.node();
-        let image_id = import_cairn_image(node);
-        install(cp).await;
-        let webhook = Webhook::start_with_image(cp, CAIRN_IMAGE).expect("webhook");
-        webhook.register(cp).expect("register");
-        let controller = Controller::start_with_image(cp, "cairn-system", "node", 15, CAIRN_IMAGE)
-            .expect("controller");
-        controller
-            .wait_leader(Duration::from_secs(30))
-            .expect("leader");
+        let cairn = on_node(cp, "node", &["--pending-timeout=30s"]).await;
         let search = OpenSearch::start().expect("opensearch");
         let s3 = S3Server::start().expect("minio");
         s3.create_bucket(BUCKET).expect("bucket");
@@ -249,12 +93,11 @@ async fn env() -> &'static Env {
             .expect("sample");
         Env {
             cp,
-            node,
-            image_id,
+            node: cairn.node,
+            image_id: cairn.image_id.clone(),
             search,
             s3,
-            _webhook: webhook,
-            _controller: controller,
+            _cairn: cairn,
         }
     })
     .await
@@ -276,7 +119,7 @@ async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
     let http = reqwest::Client::new();
     let (search_gate, s3_forward) = forwards(env);
 
-    let ns = restricted_namespace(cp).await;
+    let ns = restricted_namespace(cp, "node").await;
     let pvs = node
         .create_local_volumes(cp.client(), &format!("{ns}-pv"), 1, "2Gi")
         .await
@@ -298,7 +141,14 @@ async fn a_backup_runs_as_a_restricted_pod_in_cairns_image() {
 
     // The agent's first request to OpenSearch waits at the gate while we look at it.
     search_gate.hold();
-    let mut objects = fixture(&ns, &search_gate.http_url(), s3, &s3_forward.http_url());
+    let mut objects = fixture(
+        &ns,
+        &search_gate.http_url(),
+        s3,
+        &s3_forward.http_url(),
+        BUCKET,
+        PASSWORD,
+    );
     objects.push(configuration(&ns, "cfg", interim_volume()));
     apply(cp, &objects);
     ready(cp, &ns, "cfg").await;
@@ -408,12 +258,14 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
     let env = env().await;
     let cp = env.cp;
     let (search_gate, s3_forward) = forwards(env);
-    let ns = restricted_namespace(cp).await;
+    let ns = restricted_namespace(cp, "node").await;
     let mut objects = fixture(
         &ns,
         &search_gate.http_url(),
         &env.s3,
         &s3_forward.http_url(),
+        BUCKET,
+        PASSWORD,
     );
     // An image that fails to pull at once and locally: nothing listens on port 1.
     objects.push(
@@ -437,12 +289,12 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
             json!({"runtimeSettings": {"container": {"resources": {
             "requests": {"memory": "4Mi"}, "limits": {"memory": "4Mi"}}}}}),
         ),
-        // No node has the label: the Pod stays Pending until the session's deadline.
+        // No node has the label: the scheduler finds none, and the session (with no timeOut)
+        // fails once its Pod has been Pending for the controller's --pending-timeout.
         configuration(
             &ns,
             "unschedulable",
-            json!({"timeOut": "20s",
-            "runtimeSettings": {"pod": {"nodeSelector": {"cairn.dev/no-such-node": "true"}}}}),
+            json!({"runtimeSettings": {"pod": {"nodeSelector": {"cairn.dev/no-such-node": "true"}}}}),
         ),
         configuration(&ns, "evicted", json!({})),
         configuration(&ns, "deleted", json!({})),
@@ -486,7 +338,7 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
     for (name, want) in [
         ("pull", "ErrImagePull"),
         ("oom", "OOMKilled"),
-        ("unschedulable", "DeadlineExceeded"),
+        ("unschedulable", "Unschedulable"),
         ("evicted", "Evicted"),
         ("deleted", "JobDeleted"),
     ] {

@@ -1,56 +1,45 @@
-//! Sessions from start to end: `cairn-webhook` + `cairn-controller` on a real kube-apiserver,
-//! with the job runner (test infrastructure) playing the node. The Jobs' container is a small
-//! shell program standing in for the agent: it writes an agent result to its termination log.
+//! Sessions from start to end on the real node: `cairn-webhook` + `cairn-controller` on a real
+//! kube-apiserver, the Job controller and scheduler placing each Job's Pod, the kubelet running
+//! it in containerd, in namespaces that enforce the `restricted` Pod Security Standard.
 //!
-//! Why the job runner and not the real node here: these tests feed the controller fabricated
-//! agent results (exact figures, failures of a given phase) through a shell-script Task, and
-//! cairn's image has no shell; the injected OOM, image-pull and eviction faults check the
-//! controller's reading of the kubelet's statuses in the job runner's format. The same failure
-//! modes, produced for real on the node (a memory limit, an image at `127.0.0.1:1`, the Eviction
-//! API, a deadline, a deleted Job, a nodeSelector no node has), and a real backup as a restricted
-//! Pod are in `tests/tests/node.rs`.
+//! Where a test needs an exact agent result (figures, a failure of a given phase) or a Job that
+//! runs until it is stopped, its Task runs `cairn-fake-agent` from the fake agent's image (the
+//! only stand-in here: the Pod, the termination message and the kubelet are real). The wipe-out
+//! and the secret-leak tests run the real agent from cairn's image against MinIO and OpenSearch
+//! through the bridge. The failure modes the kubelet and the Job controller produce (OOM, image
+//! pull, eviction, deadline, deleted Job, unschedulable) are in `tests/tests/node.rs`.
 
 use std::time::Duration;
 
 use cairn_api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 use cairn_tests::ControlPlane;
-use cairn_tests::controller::Controller;
-use cairn_tests::jobrunner::{Fault, FaultTarget, JobRunner, Options};
+use cairn_tests::forward::Forward;
+use cairn_tests::objects::{
+    apply, configuration, failure, fake_task, finished, interim_volume, phase, ready,
+    running_container, session,
+};
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::S3Server;
-use cairn_tests::system::cairn_system;
+use cairn_tests::system::{OnNode, on_node, restricted_namespace};
 use cairn_tests::wait_for;
-use cairn_tests::webhook::{Webhook, workspace_binary};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-struct Env {
-    cp: &'static ControlPlane,
-    webhook: Webhook,
-    controller: Controller,
+async fn env() -> &'static OnNode {
+    static ENV: OnceCell<OnNode> = OnceCell::const_new();
+    ENV.get_or_init(|| on_node(ControlPlane::shared(), "sessions", &[]))
+        .await
 }
 
-async fn env() -> &'static Env {
-    static ENV: OnceCell<Env> = OnceCell::const_new();
-    ENV.get_or_init(|| async {
-        let cp = ControlPlane::shared();
-        let (webhook, controller) = cairn_system(cp, "sessions").await;
-        Env {
-            cp,
-            webhook,
-            controller,
-        }
-    })
-    .await
+fn cp() -> &'static ControlPlane {
+    ControlPlane::shared()
 }
 
-fn apply(cp: &ControlPlane, objects: &[Value]) {
-    if let Err(e) = cp.apply_objects(objects) {
-        panic!("apply: {e}");
-    }
-}
+/// How long a session on the node may take here (Pod start included).
+const SESSION_TIME: Duration = Duration::from_secs(120);
 
 const SNAPSHOT: &str = "4f2c1d0e9b8a7f6e5d4c3b2a190817263544536271809a8b7c6d5e4f3a2b1c0d";
 
@@ -62,30 +51,11 @@ fn backup_result() -> String {
     .to_string()
 }
 
-/// A Function and Task named `<name>` whose one step runs `script` with `sh -c`.
-fn fake_task(name: &str, script: &str) -> Vec<Value> {
-    vec![
-        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Function", "metadata": {"name": name},
-               "spec": {"image": "${AGENT_IMAGE}", "command": ["sh", "-c", script]}}),
-        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Task", "metadata": {"name": name},
-               "spec": {"steps": [{"name": name}]}}),
-    ]
-}
-
-/// Secret, AppBinding, Repository and a configuration `cfg` using Task `task` (no slot soon:
-/// the tests create sessions by hand).
-fn fixture(ns: &str, task: &str, extra: Value) -> Vec<Value> {
-    let mut spec = json!({
-        "schedule": "0 0 1 1 *",
-        "repository": {"name": "repo"},
-        "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"}},
-        "task": {"name": task},
-        "retentionPolicy": {"name": "keep", "keepLast": 3},
-        "retryConfig": {"maxRetry": 0},
-    });
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        s.extend(e.clone());
-    }
+/// Secret, AppBinding, a local Repository `repo` and configuration `cfg` of Task `task` (the fake
+/// agent: nothing is reached), with `extra` spec fields.
+fn fake_fixture(ns: &str, task: &str, extra: Value) -> Vec<Value> {
+    let mut cfg = configuration(ns, "cfg", extra);
+    cfg["spec"]["task"] = json!({"name": task});
     vec![
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "repo-secret", "namespace": ns},
                "stringData": {"RESTIC_PASSWORD": "not-logged-anywhere"}}),
@@ -93,84 +63,37 @@ fn fixture(ns: &str, task: &str, extra: Value) -> Vec<Value> {
                "spec": {"clientConfig": {"url": "http://127.0.0.1:9"}}}),
         json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "repo", "namespace": ns},
                "spec": {"backend": {"storageSecretName": "repo-secret", "local": {"mountPath": "/backup", "emptyDir": {}}}}}),
-        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupConfiguration", "metadata": {"name": "cfg", "namespace": ns},
-               "spec": spec}),
+        cfg,
     ]
 }
 
-fn session(ns: &str, name: &str) -> Value {
-    json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession", "metadata": {"name": name, "namespace": ns},
-           "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "cfg"}}})
-}
-
-async fn ready(cp: &ControlPlane, ns: &str) {
-    let api: Api<BackupConfiguration> = Api::namespaced(cp.client(), ns);
-    wait_for(
-        Duration::from_secs(30),
-        "the configuration to be Ready",
-        || async {
-            let c = api.get_opt("cfg").await.ok()??;
-            (format!("{:?}", c.status?.phase?) == "Ready").then_some(())
-        },
-    )
-    .await;
-}
-
-async fn finished(cp: &ControlPlane, ns: &str, name: &str) -> BackupSession {
-    let api: Api<BackupSession> = Api::namespaced(cp.client(), ns);
-    wait_for(
-        Duration::from_secs(60),
-        &format!("session {name} to finish"),
-        || async {
-            let s = api.get_opt(name).await.ok()??;
-            s.status.as_ref()?.phase?.is_final().then_some(s)
-        },
-    )
-    .await
-}
-
-fn failure(s: &BackupSession) -> (String, String) {
-    s.status
-        .as_ref()
-        .and_then(|st| {
-            st.conditions
-                .iter()
-                .find(|c| c.type_ == "BackupFailed" || c.type_ == "BackupSkipped")
-        })
-        .map(|c| (c.reason.clone(), c.message.clone()))
-        .unwrap_or_default()
+/// A restricted namespace with the fake agent's Task `fake-<ns>` run with `args`, and
+/// [`fake_fixture`]'s objects, its configuration Ready.
+async fn fake_namespace(args: &[&str], extra: Value) -> String {
+    let ns = restricted_namespace(cp(), "sessions").await;
+    let task = format!("fake-{ns}");
+    let mut objects = fake_task(&task, args);
+    objects.extend(fake_fixture(&ns, &task, extra));
+    apply(cp(), &objects);
+    ready(cp(), &ns, "cfg").await;
+    ns
 }
 
 #[tokio::test]
 async fn a_backup_session_succeeds_with_the_agents_result() {
     let env = env().await;
-    let ns = env.cp.new_namespace().await.expect("ns");
-    let _runner = JobRunner::start(env.cp, Options::namespace(&ns));
-    let task = format!("fake-{ns}");
-    let script = format!(
-        "printf '%s' '{}' > \"$CAIRN_TERMINATION_LOG\"",
-        backup_result()
-    );
-    let mut objects = fake_task(&task, &script);
-    objects.extend(fixture(&ns, &task, json!({})));
-    apply(env.cp, &objects);
-    ready(env.cp, &ns).await;
-    apply(env.cp, &[session(&ns, "now")]);
-    let s = finished(env.cp, &ns, "now").await;
+    let ns = fake_namespace(&["--result", &backup_result()], json!({})).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
     let status = s.status.clone().expect("status");
-    assert_eq!(
-        status.phase.map(|p| p.to_string()).as_deref(),
-        Some("Succeeded"),
-        "{:?}",
-        failure(&s)
-    );
+    assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
     let snap = status.snapshot.expect("snapshot in status");
     assert_eq!(snap.id, SNAPSHOT);
     assert_eq!(snap.documents, Some(1000));
     assert_eq!(snap.added_bytes, Some(524_288));
     assert!(status.session_duration.is_some());
 
-    let repos: Api<Repository> = Api::namespaced(env.cp.client(), &ns);
+    let repos: Api<Repository> = Api::namespaced(cp().client(), &ns);
     let repo = wait_for(Duration::from_secs(10), "repository status", || async {
         let r = repos.get_opt("repo").await.ok()??;
         r.status.filter(|st| st.snapshot_count.is_some())
@@ -183,7 +106,7 @@ async fn a_backup_session_succeeds_with_the_agents_result() {
     assert!(repo.last_backup_time.is_some());
 
     // The configuration's status is the controller's last write for a success.
-    let configs: Api<BackupConfiguration> = Api::namespaced(env.cp.client(), &ns);
+    let configs: Api<BackupConfiguration> = Api::namespaced(cp().client(), &ns);
     wait_for(Duration::from_secs(10), "lastSuccessfulSession", || async {
         let c = configs.get_opt("cfg").await.ok()??;
         c.status
@@ -192,7 +115,7 @@ async fn a_backup_session_succeeds_with_the_agents_result() {
     })
     .await;
 
-    let events = env.cp.kubectl(["get", "events", "-n", &ns, "-o", "json"]);
+    let events = cp().kubectl(["get", "events", "-n", &ns, "-o", "json"]);
     let text = String::from_utf8_lossy(&events.stdout);
     assert!(
         text.contains("BackupSucceeded"),
@@ -212,67 +135,55 @@ async fn a_backup_session_succeeds_with_the_agents_result() {
         metrics
             .lines()
             .any(|l| l.starts_with("cairn_backup_snapshots{")
+                && l.contains(&format!("namespace=\"{ns}\""))
                 && l.contains("configuration=\"cfg\"")
                 && l.ends_with(" 1")),
         "{metrics}"
     );
 }
 
+/// A session applied together with its configuration (one `kubectl apply`, as GitOps does)
+/// waits for the configuration's first evaluation instead of being skipped.
 #[tokio::test]
-async fn every_failure_mode_fails_the_session_with_its_reason() {
-    let env = env().await;
-    let ns = env.cp.new_namespace().await.expect("ns");
-    let runner = JobRunner::start(env.cp, Options::namespace(&ns));
+async fn a_session_applied_with_its_configuration_runs() {
+    env().await;
+    let ns = restricted_namespace(cp(), "sessions").await;
     let task = format!("fake-{ns}");
-    let failing = r#"printf '%s' '{"kind":"failure","phase":"connect","reason":"connection refused by 127.0.0.1:9"}' > "$CAIRN_TERMINATION_LOG"; exit 2"#;
-    let mut objects = fake_task(&task, failing);
-    // Keep every finished session: with the default history of one, each would be deleted as
-    // soon as the next one ends.
-    objects.extend(fixture(&ns, &task, json!({"backupHistoryLimit": 10})));
-    apply(env.cp, &objects);
-    ready(env.cp, &ns).await;
+    let mut objects = fake_task(&task, &["--result", &backup_result()]);
+    objects.extend(fake_fixture(&ns, &task, json!({})));
+    objects.push(session(&ns, "together", "cfg"));
+    apply(cp(), &objects);
+    let s = finished(cp(), &ns, "together", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+}
 
-    apply(env.cp, &[session(&ns, "exit")]);
-    let (reason, message) = failure(&finished(env.cp, &ns, "exit").await);
-    assert_eq!(reason, "ContainerFailed");
+/// The agent's own failure (phase and reason in its termination message, a non-zero exit)
+/// fails the session with its words.
+#[tokio::test]
+async fn an_agents_failure_fails_the_session_with_its_words() {
+    env().await;
+    let failing =
+        r#"{"kind":"failure","phase":"connect","reason":"connection refused by 127.0.0.1:9"}"#;
+    let ns = fake_namespace(&["--result", failing, "--exit", "2"], json!({})).await;
+    apply(cp(), &[session(&ns, "exit", "cfg")]);
+    let s = finished(cp(), &ns, "exit", SESSION_TIME).await;
+    let (reason, message) = failure(&s);
+    assert_eq!(reason, "ContainerFailed", "{message}");
     assert!(message.contains("connect: connection refused"), "{message}");
-
-    for (name, fault, want) in [
-        ("oom", Fault::OomKilled, "OOMKilled"),
-        ("pull", Fault::ImagePullBackOff, "ImagePullBackOff"),
-        ("evicted", Fault::Evicted, "Evicted"),
-    ] {
-        runner.inject(FaultTarget::session(&ns, name), fault);
-        apply(env.cp, &[session(&ns, name)]);
-        let s = finished(env.cp, &ns, name).await;
-        let (reason, message) = failure(&s);
-        assert_eq!(reason, want, "{name}: {message}");
-        assert!(!message.is_empty());
-    }
+    assert!(message.contains("exited with code 2"), "{message}");
 }
 
 #[tokio::test]
 async fn a_session_is_skipped_while_another_runs_and_gets_its_interim_volume() {
     let env = env().await;
-    let ns = env.cp.new_namespace().await.expect("ns");
-    let runner = JobRunner::start(env.cp, Options::namespace(&ns));
-    let task = format!("fake-{ns}");
-    let mut objects = fake_task(&task, "sleep 600");
-    objects.extend(fixture(
-        &ns,
-        &task,
-        json!({"interimVolumeTemplate": {
-        "metadata": {"name": "dump"},
-        "spec": {"resources": {"requests": {"storage": "1Gi"}}}}}),
-    ));
-    apply(env.cp, &objects);
-    ready(env.cp, &ns).await;
-    apply(env.cp, &[session(&ns, "first")]);
-    runner
-        .wait_for_process(&ns, "cairn-backup-first", Duration::from_secs(30))
+    let ns = fake_namespace(&["--sleep", "600"], interim_volume()).await;
+    env.node
+        .create_local_volumes(cp().client(), &format!("{ns}-pv"), 1, "2Gi")
         .await
-        .expect("first runs");
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.cp.client(), &ns);
+        .expect("local PVs");
+    apply(cp(), &[session(&ns, "first", "cfg")]);
+    running_container(cp(), &ns, "first").await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(cp().client(), &ns);
     let pvc = pvcs.get("first-dump").await.expect("interim PVC");
     let owner = pvc.metadata.owner_references.clone().unwrap_or_default();
     assert_eq!(
@@ -280,43 +191,40 @@ async fn a_session_is_skipped_while_another_runs_and_gets_its_interim_volume() {
         Some("first"),
         "owned by its session"
     );
-    assert_eq!(
-        pvc.spec.and_then(|s| s.access_modes),
-        Some(vec!["ReadWriteOnce".to_string()])
-    );
+    let spec = pvc.spec.expect("spec");
+    assert_eq!(spec.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
+    assert!(spec.volume_name.is_some(), "bound by the PV binder");
 
-    apply(env.cp, &[session(&ns, "second")]);
-    let s = finished(env.cp, &ns, "second").await;
-    assert_eq!(
-        s.status
-            .as_ref()
-            .and_then(|st| st.phase)
-            .map(|p| p.to_string())
-            .as_deref(),
-        Some("Skipped")
-    );
+    apply(cp(), &[session(&ns, "second", "cfg")]);
+    let s = finished(cp(), &ns, "second", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Skipped");
     let (reason, message) = failure(&s);
     assert_eq!(reason, "Skipped");
     assert!(message.contains("another session"), "{message}");
+    let sessions: Api<cairn_api::BackupSession> = Api::namespaced(cp().client(), &ns);
+    let first = sessions.get("first").await.expect("first");
+    assert_eq!(phase(&first), "Running", "the first goes on");
 }
 
 #[tokio::test]
 async fn a_restore_session_succeeds_with_what_was_restored() {
-    let env = env().await;
-    let ns = env.cp.new_namespace().await.expect("ns");
-    let _runner = JobRunner::start(env.cp, Options::namespace(&ns));
-    let task = format!("fake-restore-{ns}");
-    let result = json!({"kind": "restore", "snapshot": SNAPSHOT, "indices": 3, "documents": 1000, "durationSeconds": 2.0});
-    let script = format!("printf '%s' '{result}' > \"$CAIRN_TERMINATION_LOG\"");
-    let mut objects = fake_task(&task, &script);
-    objects.extend(fixture(&ns, &task, json!({})));
-    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "RestoreSession", "metadata": {"name": "back", "namespace": ns},
+    env().await;
+    let result = json!({"kind": "restore", "snapshot": SNAPSHOT, "indices": 3, "documents": 1000,
+                        "durationSeconds": 2.0})
+    .to_string();
+    let ns = fake_namespace(&["--result", &result], json!({})).await;
+    let task = format!("fake-{ns}");
+    apply(
+        cp(),
+        &[
+            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "RestoreSession", "metadata": {"name": "back", "namespace": ns},
         "spec": {"repository": {"name": "repo"}, "task": {"name": task},
                  "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"},
-                            "rules": [{"snapshots": ["latest"]}]}}}));
-    apply(env.cp, &objects);
-    let api: Api<RestoreSession> = Api::namespaced(env.cp.client(), &ns);
-    let r = wait_for(Duration::from_secs(60), "the restore to finish", || async {
+                            "rules": [{"snapshots": ["latest"]}]}}}),
+        ],
+    );
+    let api: Api<RestoreSession> = Api::namespaced(cp().client(), &ns);
+    let r = wait_for(SESSION_TIME, "the restore to finish", || async {
         let r = api.get_opt("back").await.ok()??;
         r.status.as_ref()?.phase?.is_final().then_some(r)
     })
@@ -331,40 +239,123 @@ async fn a_restore_session_succeeds_with_what_was_restored() {
     let restored = status.restored.expect("restored");
     assert_eq!(restored.documents, Some(1000));
     assert_eq!(restored.snapshot, SNAPSHOT);
-    let jobs = env.cp.kubectl(["get", "jobs", "-n", &ns, "-o", "name"]);
+    let jobs = cp().kubectl(["get", "jobs", "-n", &ns, "-o", "name"]);
     assert!(String::from_utf8_lossy(&jobs.stdout).contains("cairn-restore-back"));
 }
 
+/// A session past its `timeOut` fails `DeadlineExceeded` and its Job is deleted (its Pod on the
+/// node with it); the failure is retried exactly once, and the retry's own decision not to
+/// retry again is recorded.
+#[tokio::test]
+async fn a_deadline_deletes_the_job_and_a_failure_is_retried_once() {
+    env().await;
+    let extra = json!({"timeOut": "5s", "backupHistoryLimit": 5,
+                       "retryConfig": {"maxRetry": 1, "delay": "1s"}});
+    let ns = fake_namespace(&["--sleep", "600"], extra).await;
+    apply(cp(), &[session(&ns, "manual", "cfg")]);
+    let failed = finished(cp(), &ns, "manual", SESSION_TIME).await;
+    assert_eq!(
+        failure(&failed).0,
+        "DeadlineExceeded",
+        "{:?}",
+        failed.status
+    );
+    // Foreground deletion: the Job is gone or going.
+    let jobs: Api<Job> = Api::namespaced(cp().client(), &ns);
+    let job = jobs.get_opt("cairn-backup-manual").await.expect("get");
+    assert!(
+        job.is_none_or(|j| j.metadata.deletion_timestamp.is_some()),
+        "the Job was not deleted"
+    );
+
+    // Exactly one retry, which fails the same way and is not retried again.
+    let retry = finished(cp(), &ns, "manual-retry", SESSION_TIME).await;
+    assert_eq!(failure(&retry).0, "DeadlineExceeded");
+    assert_eq!(retry.spec.retry_left, Some(0));
+    let sessions: Api<BackupSession> = Api::namespaced(cp().client(), &ns);
+    let retried = |name: &'static str, want: bool| {
+        let sessions = sessions.clone();
+        async move {
+            let s = sessions.get_opt(name).await.ok()??;
+            (s.status?.retried == Some(want)).then_some(())
+        }
+    };
+    wait_for(Duration::from_secs(20), "retried=true on the first", || {
+        retried("manual", true)
+    })
+    .await;
+    // The retry's own decision: no retries left, recorded in its status (a positive signal; a
+    // second retry would be made by the same reconcile that writes it).
+    wait_for(Duration::from_secs(20), "the retry's decision", || {
+        retried("manual-retry", false)
+    })
+    .await;
+    let names: Vec<String> = sessions
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+/// `restic init` (the host's restic) of a repository at `prefix` of MinIO's `bucket`.
+fn restic_init(s3: &S3Server, bucket: &str, prefix: &str, password: &str) {
+    let repository = match prefix {
+        "" => s3.restic_repository(bucket),
+        prefix => format!("{}/{prefix}", s3.restic_repository(bucket)),
+    };
+    let init = std::process::Command::new("restic")
+        .args(["-r", &repository, "init"])
+        .envs(s3.env())
+        .env("RESTIC_PASSWORD", password)
+        .output()
+        .expect("restic (cargo xtask search-testbed installs it)");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+}
+
+/// Deleting a Repository with `wipeOut` runs the real agent's `wipe` Job, which empties its
+/// prefix in MinIO before the finalizer lets the Repository go; a Repository without it goes at
+/// once and its data stays.
 #[tokio::test]
 async fn a_repository_with_wipe_out_is_wiped_before_it_goes() {
     let env = env().await;
-    let ns = env.cp.new_namespace().await.expect("ns");
-    // Stands in for `cairn-agent`: records its arguments.
-    let dir = tempfile::tempdir().expect("tmp");
-    let record = dir.path().join("args");
-    let program = dir.path().join("fake-agent");
-    std::fs::write(
-        &program,
-        format!("#!/bin/sh\necho \"$@\" > {}\n", record.display()),
-    )
-    .expect("script");
-    std::fs::set_permissions(
-        &program,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let _runner = JobRunner::start(
-        env.cp,
-        Options::namespace(&ns).command("cairn-agent", &program),
+    let ns = restricted_namespace(cp(), "sessions").await;
+    let s3 = S3Server::start().expect("MinIO");
+    s3.create_bucket("wipe").expect("bucket");
+    let s3_forward = Forward::start(env.node.host_ip(), s3.port()).expect("forward");
+    let (doomed, kept) = (format!("{ns}/a/b"), format!("{ns}/kept"));
+    restic_init(&s3, "wipe", &doomed, "wipe-password");
+    restic_init(&s3, "wipe", &kept, "wipe-password");
+    let under = |prefix: &str| {
+        let keys = s3.list_objects("wipe").expect("list");
+        keys.iter()
+            .filter(|k| k.starts_with(&format!("{prefix}/")))
+            .count()
+    };
+    assert!(under(&doomed) > 0 && under(&kept) > 0, "both initialised");
+    let repository = |name: &str, prefix: &str, wipe: bool| {
+        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": name, "namespace": ns},
+            "spec": {"wipeOut": wipe, "backend": {"storageSecretName": "repo-secret",
+                     "s3": {"endpoint": s3_forward.http_url(), "bucket": "wipe", "prefix": prefix, "region": s3.region()}}}})
+    };
+    apply(
+        cp(),
+        &[
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "repo-secret", "namespace": ns},
+               "stringData": {"RESTIC_PASSWORD": "wipe-password", "AWS_ACCESS_KEY_ID": s3.access_key(),
+                              "AWS_SECRET_ACCESS_KEY": s3.secret_key()}}),
+            repository("doomed", &doomed, true),
+            repository("kept", &kept, false),
+        ],
     );
-    let mut objects = fixture(&ns, "unused", json!({}));
-    objects.retain(|o| o["kind"] == "Secret");
-    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "doomed", "namespace": ns},
-        "spec": {"wipeOut": true, "backend": {"storageSecretName": "repo-secret", "s3": {"endpoint": "http://127.0.0.1:9", "bucket": "cairn-test", "prefix": "a/b"}}}}));
-    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "kept", "namespace": ns},
-        "spec": {"backend": {"storageSecretName": "repo-secret", "s3": {"endpoint": "http://127.0.0.1:9", "bucket": "cairn-test"}}}}));
-    apply(env.cp, &objects);
-    let repos: Api<Repository> = Api::namespaced(env.cp.client(), &ns);
+    let repos: Api<Repository> = Api::namespaced(cp().client(), &ns);
     wait_for(
         Duration::from_secs(20),
         "the wipe-out finalizer",
@@ -378,7 +369,7 @@ async fn a_repository_with_wipe_out_is_wiped_before_it_goes() {
         },
     )
     .await;
-    let out = env.cp.kubectl([
+    let out = cp().kubectl([
         "delete",
         "repo",
         "doomed",
@@ -389,19 +380,16 @@ async fn a_repository_with_wipe_out_is_wiped_before_it_goes() {
     ]);
     assert!(out.status.success());
     wait_for(
-        Duration::from_secs(60),
+        SESSION_TIME,
         "the repository to go after its wipe",
         || async { repos.get_opt("doomed").await.ok()?.is_none().then_some(()) },
     )
     .await;
-    let args = std::fs::read_to_string(&record).expect("the wipe Job ran");
-    assert!(
-        args.starts_with("wipe --repository=s3:http://127.0.0.1:9/cairn-test/a/b"),
-        "{args}"
-    );
+    assert_eq!(under(&doomed), 0, "the wiped prefix is empty");
+    assert!(under(&kept) > 0, "the other repository's data stays");
     assert!(
         repos.get_opt("kept").await.expect("get").is_none(),
-        "a repository without wipeOut is held"
+        "a repository without wipeOut goes at once"
     );
 }
 
@@ -413,15 +401,12 @@ async fn a_repository_with_wipe_out_is_wiped_before_it_goes() {
 #[tokio::test]
 async fn a_failing_agent_leaks_no_secret_value() {
     let env = env().await;
-    let ns = env.cp.new_namespace().await.expect("ns");
+    let ns = restricted_namespace(cp(), "sessions").await;
     let s3 = S3Server::start().expect("MinIO");
     s3.create_bucket("leaks").expect("bucket");
     let search = OpenSearch::shared();
-    let agent = workspace_binary("cairn-agent").expect("cairn-agent");
-    let _runner = JobRunner::start(
-        env.cp,
-        Options::namespace(&ns).command("cairn-agent", agent),
-    );
+    let s3_forward = Forward::start(env.node.host_ip(), s3.port()).expect("forward");
+    let search_forward = Forward::start(env.node.host_ip(), search.port()).expect("forward");
     let password = format!("pw-{ns}-repository");
     let bad_key = format!("AKIA{}", ns.to_uppercase().replace('-', ""));
     let bad_secret = format!("sk-{ns}-storage");
@@ -431,28 +416,21 @@ async fn a_failing_agent_leaks_no_secret_value() {
                "stringData": {"RESTIC_PASSWORD": password, "AWS_ACCESS_KEY_ID": key,
                               "AWS_SECRET_ACCESS_KEY": secret}})
     };
-    let mut objects = fixture(
-        &ns,
-        "elasticsearch-backup",
-        json!({"backupHistoryLimit": 10}),
-    );
-    objects.retain(|o| o["kind"] != "Secret" && o["kind"] != "Repository");
-    objects.push(repo_secret(&bad_key, &bad_secret));
-    objects.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "es-auth", "namespace": ns},
-                        "stringData": {"username": user, "password": es_password}}));
-    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "repo", "namespace": ns},
-        "spec": {"backend": {"storageSecretName": "repo-secret",
-                 "s3": {"endpoint": s3.endpoint(), "bucket": "leaks", "region": s3.region()}}}}));
-    for o in &mut objects {
-        if o["kind"] == "AppBinding" {
-            o["spec"]["clientConfig"]["url"] = json!(search.url());
-            o["spec"]["secret"] = json!({"name": "es-auth"});
-        }
-    }
-    apply(env.cp, &objects);
-    ready(env.cp, &ns).await;
-    apply(env.cp, &[session(&ns, "refused-keys")]);
-    let refused = finished(env.cp, &ns, "refused-keys").await;
+    let objects = [
+        repo_secret(&bad_key, &bad_secret),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "es-auth", "namespace": ns},
+               "stringData": {"username": user, "password": es_password}}),
+        json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "metadata": {"name": "es", "namespace": ns},
+               "spec": {"clientConfig": {"url": search_forward.http_url()}, "secret": {"name": "es-auth"}}}),
+        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "repo", "namespace": ns},
+               "spec": {"backend": {"storageSecretName": "repo-secret",
+                        "s3": {"endpoint": s3_forward.http_url(), "bucket": "leaks", "region": s3.region()}}}}),
+        configuration(&ns, "cfg", json!({"backupHistoryLimit": 10})),
+    ];
+    apply(cp(), &objects);
+    ready(cp(), &ns, "cfg").await;
+    apply(cp(), &[session(&ns, "refused-keys", "cfg")]);
+    let refused = finished(cp(), &ns, "refused-keys", SESSION_TIME).await;
     assert_eq!(
         failure(&refused).0,
         "ContainerFailed",
@@ -461,26 +439,15 @@ async fn a_failing_agent_leaks_no_secret_value() {
     );
 
     // Right keys now, and a repository made with another password.
-    let repository = s3.restic_repository("leaks");
-    let init = std::process::Command::new("restic")
-        .args(["-r", &repository, "init"])
-        .envs(s3.env())
-        .env("RESTIC_PASSWORD", "another-password")
-        .output()
-        .expect("restic (cargo xtask search-testbed installs it)");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    apply(env.cp, &[repo_secret(s3.access_key(), s3.secret_key())]);
-    apply(env.cp, &[session(&ns, "wrong-password")]);
-    let wrong = finished(env.cp, &ns, "wrong-password").await;
+    restic_init(&s3, "leaks", "", "another-password");
+    apply(cp(), &[repo_secret(s3.access_key(), s3.secret_key())]);
+    apply(cp(), &[session(&ns, "wrong-password", "cfg")]);
+    let wrong = finished(cp(), &ns, "wrong-password", SESSION_TIME).await;
     assert_eq!(failure(&wrong).0, "ContainerFailed", "{:?}", wrong.status);
 
     let mut seen = String::new();
     for kind in ["backupsessions", "events", "jobs", "pods"] {
-        let out = env.cp.kubectl(["get", kind, "-n", &ns, "-o", "json"]);
+        let out = cp().kubectl(["get", kind, "-n", &ns, "-o", "json"]);
         seen.push_str(&String::from_utf8_lossy(&out.stdout));
     }
     assert!(seen.contains("terminated"), "no pod ran: {seen}");
@@ -490,4 +457,61 @@ async fn a_failing_agent_leaks_no_secret_value() {
         assert!(!seen.contains(value.as_str()), "{value:?} leaked:\n{seen}");
     }
     assert!(!seen.contains(s3.secret_key()), "the S3 secret key leaked");
+}
+
+/// Issue 16, item 5: the agent saved its snapshot, then its retention failed (a live lock of
+/// another process): the session is Succeeded with the snapshot, says what failed in a
+/// condition and a Warning event, and the Repository keeps its last cleanup figure.
+#[tokio::test]
+async fn a_failed_retention_keeps_the_snapshot_in_the_status() {
+    env().await;
+    let mut result: Value = serde_json::from_str(&backup_result()).expect("json");
+    result["snapshotsRemoved"] = json!(0);
+    result["retentionError"] = json!(
+        "repository: retention not applied: repository: s3:... is locked: a lock of laptop pid 42"
+    );
+    let result = result.to_string();
+    let ns = fake_namespace(&["--result", &result], json!({})).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+    let status = s.status.clone().expect("status");
+    assert_eq!(status.snapshot.expect("snapshot in status").id, SNAPSHOT);
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "RetentionFailed")
+        .unwrap_or_else(|| panic!("no RetentionFailed condition: {:?}", status.conditions));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "RetentionFailed")
+    );
+    assert!(
+        c.message.contains("4f2c1d0e") && c.message.contains("a lock of laptop"),
+        "{c:?}"
+    );
+    let warned = wait_for(Duration::from_secs(20), "RetentionFailed event", || async {
+        let events = cp().kubectl([
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "reason=RetentionFailed,type=Warning",
+            "-o",
+            "json",
+        ]);
+        let text = String::from_utf8_lossy(&events.stdout).into_owned();
+        text.contains("a lock of laptop").then_some(text)
+    })
+    .await;
+    assert!(warned.contains("\"now\""), "{warned}");
+    let repos: Api<Repository> = Api::namespaced(cp().client(), &ns);
+    let repo = wait_for(Duration::from_secs(10), "repository status", || async {
+        let r = repos.get_opt("repo").await.ok()??;
+        r.status.filter(|st| st.snapshot_count.is_some())
+    })
+    .await;
+    assert_eq!(repo.snapshot_count, Some(4));
+    assert_eq!(repo.snapshots_removed_on_last_cleanup, None, "{repo:?}");
 }

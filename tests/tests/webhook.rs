@@ -192,6 +192,63 @@ async fn valid_examples_are_defaulted_without_drift() {
     assert!(assert_ok(&out, "dry run").contains("from: Same"));
 }
 
+/// Manifests as Stash users write them (a prefix with slashes, the deprecated `spec.rules`,
+/// `driver: Restic`, a versioned Task name) are admitted, and applying them again changes nothing: the webhook
+/// rewrites nothing the user wrote (a GitOps tool would see drift on every sync).
+#[tokio::test]
+async fn stash_shaped_manifests_reapply_unchanged() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("namespace");
+    let yaml = format!(
+        r#"apiVersion: cairn.dev/v1alpha1
+kind: Repository
+metadata: {{name: slashes, namespace: {ns}}}
+spec:
+  backend:
+    storageSecretName: s3-secret
+    s3: {{endpoint: "https://s3.example.com", bucket: backups, prefix: /team/es/}}
+---
+apiVersion: cairn.dev/v1alpha1
+kind: BackupConfiguration
+metadata: {{name: restic-driver, namespace: {ns}}}
+spec:
+  driver: Restic
+  task: {{name: elasticsearch-backup-7.3.2}}
+  schedule: "0 3 * * *"
+  repository: {{name: slashes}}
+  target:
+    ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: es}}
+  retentionPolicy: {{name: keep-7, keepLast: 7}}
+---
+apiVersion: cairn.dev/v1alpha1
+kind: RestoreSession
+metadata: {{name: old-rules, namespace: {ns}}}
+spec:
+  driver: Restic
+  repository: {{name: slashes}}
+  target:
+    ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: es}}
+  rules:
+    - snapshots: [latest]
+"#
+    );
+    let first = env.cp.kubectl_stdin(["apply", "-f", "-"], &yaml);
+    let text = assert_ok(&first, "first apply");
+    assert_eq!(text.matches("created").count(), 3, "{text}");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains("spec.rules"),
+        "no deprecation warning: {stderr}"
+    );
+    let again = env.cp.kubectl_stdin(["apply", "-f", "-"], &yaml);
+    let text = assert_ok(&again, "re-apply");
+    assert_eq!(
+        text.matches("unchanged").count(),
+        3,
+        "drift on re-apply: {text}"
+    );
+}
+
 #[tokio::test]
 async fn warnings_are_printed_by_kubectl() {
     let env = env().await;

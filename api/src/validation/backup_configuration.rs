@@ -56,6 +56,9 @@ pub fn validate_backup_configuration(
         "completed sessions to keep (0 keeps only the newest completed one)",
     );
     check_positive_duration(&mut v, "spec.timeOut", spec.time_out.as_deref());
+    if let Some(why) = spec.driver.and_then(|d| d.refusal()) {
+        v.error("spec.driver", why);
+    }
     if let Some(retry) = &spec.retry_config {
         check_non_negative(
             &mut v,

@@ -61,10 +61,34 @@ impl JobRequest<'_> {
     }
 }
 
-/// A Task param may not name a built-in variable: cairn's values are never shadowed.
+/// A Task param may not name a built-in variable: cairn's values are never shadowed. Stash's
+/// `args` param (elasticdump's flags) gets a word: cairn's agent reads none of them.
 pub fn check_task_params(v: &mut Verdict, path: &str, task: Option<&TaskRef>) {
-    if let Some(task) = task {
-        check_params(v, &format!("{path}.params"), &task.params);
+    let Some(task) = task else { return };
+    check_params(v, &format!("{path}.params"), &task.params);
+    for (i, p) in task
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.name == "args")
+    {
+        let flags: Vec<&str> = (p.value.split_whitespace())
+            .filter(|a| a.starts_with("--"))
+            .map(|a| a.split('=').next().unwrap_or(a))
+            .collect();
+        v.warn(
+            format!("{path}.params[{i}].value"),
+            format!(
+                "Stash's elasticdump flags ({}) are not read by cairn's agent: it selects indices \
+                 with the params include and exclude (comma-separated globs on index and alias \
+                 names) and takes its own tuning flags in spec.target.args",
+                if flags.is_empty() {
+                    "none".to_string()
+                } else {
+                    flags.join(", ")
+                }
+            ),
+        );
     }
 }
 

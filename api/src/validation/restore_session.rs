@@ -40,17 +40,26 @@ pub fn validate_restore_session(
     // The objects it names, looked up once (as resolution does).
     let found = Dereferenced::of(&References::from(new), lookups, None);
     check_target(&mut v, "spec.target", ns, &spec.target.r#ref, &found);
-    if !spec.rules.is_empty() {
+    if !spec.rules.is_empty() && !spec.target.rules.is_empty() {
+        v.error(
+            "spec.rules",
+            "and spec.target.rules are both set: write the rules once, in spec.target.rules \
+             (spec.rules is Stash's deprecated place for them)",
+        );
+    } else if !spec.rules.is_empty() {
         v.warn(
             "spec.rules",
-            "is deprecated: the webhook moves these rules into spec.target.rules; write them there",
+            "is deprecated: cairn reads these rules as spec.target.rules (kept where you wrote \
+             them); write them there",
         );
     }
-    // Checked as one list, since defaulting appends spec.rules to spec.target.rules; each rule
-    // keeps the path it was written at.
-    let rules: Vec<(String, &Rule)> = (spec.target.rules.iter().enumerate())
-        .map(|(i, r)| (format!("spec.target.rules[{i}]"), r))
-        .chain((spec.rules.iter().enumerate()).map(|(i, r)| (format!("spec.rules[{i}]"), r)))
+    let (path, written) = if spec.target.rules.is_empty() {
+        ("spec.rules", &spec.rules)
+    } else {
+        ("spec.target.rules", &spec.target.rules)
+    };
+    let rules: Vec<(String, &Rule)> = (written.iter().enumerate())
+        .map(|(i, r)| (format!("{path}[{i}]"), r))
         .collect();
     check_rules(&mut v, &rules);
     check_repository(&mut v, "spec.repository", ns, &spec.repository, &found);
@@ -68,6 +77,9 @@ pub fn validate_restore_session(
         spec.interim_volume_template.as_ref(),
     );
     check_positive_duration(&mut v, "spec.timeOut", spec.time_out.as_deref());
+    if let Some(why) = spec.driver.and_then(|d| d.refusal()) {
+        v.error("spec.driver", why);
+    }
     v
 }
 

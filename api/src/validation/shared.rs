@@ -394,6 +394,18 @@ pub(crate) fn check_task(
             ),
         );
     }
+    if let (Some(name), Some(runs)) = (task.given_name(), found.task.as_ref())
+        && runs.metadata.name.as_deref() != Some(name)
+    {
+        v.warn(
+            format!("{path}.name"),
+            format!(
+                "{name:?} is Stash's versioned Task name: cairn runs its catalog Task {:?}, which \
+                 reads every version",
+                runs.metadata.name.as_deref().unwrap_or_default()
+            ),
+        );
+    }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, param) in task.params.iter().enumerate() {
         let p = format!("{path}.params[{i}].name");
