@@ -5,7 +5,7 @@
 //! (`INTERIM_DATA_DIR`) they are first staged there, one NDJSON file per index, and the
 //! directory is emptied again whatever happens (see [`crate::stream`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_api::result::{BackupResult, RepositoryTotals};
+use cairn_api::stash_args::DumpType;
 use reqwest::Method;
 use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
 use serde_json::{Map, Value, json};
@@ -39,6 +40,8 @@ pub struct BackupPlan {
     pub identity: Option<crate::identity::Identity>,
     pub retention: Retention,
     pub selector: Selector,
+    /// What the snapshot leaves out ([`ClusterDump::leave_out`]).
+    pub skip: BTreeSet<DumpType>,
     pub wait_timeout: Duration,
     /// `None` = auto.
     pub slices: Option<u32>,
@@ -66,6 +69,33 @@ pub struct ClusterDump {
     pub index_templates: Map<String, Value>,
     pub legacy_templates: Map<String, Value>,
     pub indices: Vec<IndexPlan>,
+}
+
+impl ClusterDump {
+    /// Leaves out what `--skip` names, as elasticdump's `--ignoreType` would: templates, index
+    /// settings (all but the analysis settings when analyzers are kept), mappings, aliases.
+    /// Documents are always kept (admission says so).
+    pub fn leave_out(&mut self, skip: &BTreeSet<DumpType>) {
+        if skip.contains(&DumpType::Template) {
+            self.component_templates.clear();
+            self.index_templates.clear();
+            self.legacy_templates.clear();
+        }
+        for index in &mut self.indices {
+            let meta = &mut index.meta;
+            if skip.contains(&DumpType::Settings) {
+                let analysis = !skip.contains(&DumpType::Analyzer);
+                meta.settings
+                    .retain(|key, _| analysis && key.starts_with("index.analysis."));
+            }
+            if skip.contains(&DumpType::Mapping) {
+                meta.mappings = Value::Object(Map::new());
+            }
+            if skip.contains(&DumpType::Alias) {
+                meta.aliases.clear();
+            }
+        }
+    }
 }
 
 /// Templates the server manages itself are not user data.
@@ -161,7 +191,7 @@ async fn index_plan(
     let alias_names: Vec<String> = aliases.keys().cloned().collect();
     let flat = body["settings"].as_object().cloned().unwrap_or_default();
     let hidden = flat.get("index.hidden").and_then(Value::as_str) == Some("true");
-    if !selector.selects(&name, &alias_names, hidden) {
+    if !selector.selects(&name, &alias_names, hidden)? {
         return Ok(None);
     }
     let primaries = flat
@@ -368,6 +398,7 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
     let mut dump = rt
         .block_on(collect(client, &plan.selector, plan.slices, plan.page_size))
         .phase("dump")?;
+    dump.leave_out(&plan.skip);
     let mode = rt.block_on(choose_mode(client, &info, &mut dump));
     tracing::info!(indices = dump.indices.len(), ?mode, "dumping");
 

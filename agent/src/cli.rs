@@ -166,6 +166,9 @@ pub struct TargetArgs {
     pub include: String,
     #[arg(long, default_value = "")]
     pub exclude: String,
+    /// Stash's `--match`: a JavaScript regular expression an index name must match.
+    #[arg(long = "match", default_value = "")]
+    pub matcher: String,
 }
 
 impl TargetArgs {
@@ -182,8 +185,8 @@ impl TargetArgs {
         })
     }
 
-    pub fn selector(&self) -> Selector {
-        Selector::new(&self.include, &self.exclude)
+    pub fn selector(&self) -> Result<Selector> {
+        Selector::new(&self.include, &self.exclude).with_match(&self.matcher)
     }
 }
 
@@ -263,6 +266,10 @@ pub struct BackupArgs {
     /// Documents per page when reading.
     #[arg(long, default_value = "5000")]
     pub page_size: u32,
+    /// What the snapshot leaves out, in elasticdump's words (`template,settings`): Stash's
+    /// `--ignoreType`/`--includeType`, translated.
+    #[arg(long, default_value = "")]
+    pub skip: String,
 }
 
 impl BackupArgs {
@@ -282,7 +289,9 @@ impl BackupArgs {
                 .collect(),
             identity: Identity::new(&self.namespace, &self.configuration),
             retention: self.retention.retention(),
-            selector: self.target.selector(),
+            selector: self.target.selector()?,
+            skip: cairn_api::stash_args::parse_types(&self.skip)
+                .map_err(|e| AgentError::Usage(format!("--skip: {e}")))?,
             wait_timeout: self.target.wait_timeout,
             slices: self.slices.0,
             page_size: self.page_size,
@@ -362,7 +371,7 @@ impl RestoreArgs {
                 &self.repository_namespace,
                 &self.source_configuration,
             ),
-            selector: self.target.selector(),
+            selector: self.target.selector()?,
             rename: Rename::new(
                 &self.rename_prefix,
                 &self.rename_suffix,

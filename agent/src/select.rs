@@ -3,7 +3,9 @@
 //! Patterns are comma-separated globs (`*`, `?`) matched against index names and alias names.
 //! Hidden indices (names starting with `.`, or `index.hidden: true`) are left out unless a
 //! pattern names them explicitly: a pattern without wildcards, or one that itself starts with `.`.
-//! `*` alone must not pull in `.security`, `.kibana` or `.opendistro-*`.
+//! `*` alone must not pull in `.security`, `.kibana` or `.opendistro-*`. Stash's `--match` (a
+//! JavaScript regular expression on index names, translated from its `args` param) narrows the
+//! selection further and, as in elasticdump, decides about hidden indices itself.
 
 use regex::Regex;
 
@@ -46,11 +48,14 @@ fn has_wildcard(p: &str) -> bool {
     p.contains('*') || p.contains('?')
 }
 
-/// Include and exclude patterns.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Include and exclude patterns, and Stash's `--match` regular expression.
+#[derive(Clone, Debug)]
 pub struct Selector {
     include: Vec<String>,
     exclude: Vec<String>,
+    /// `--match` as elasticdump applies it, on index names
+    /// ([`cairn_api::stash_args::compile_match`]).
+    matcher: Option<fancy_regex::Regex>,
 }
 
 impl Selector {
@@ -63,22 +68,45 @@ impl Selector {
         Self {
             include,
             exclude: split_list(exclude),
+            matcher: None,
         }
     }
 
+    /// Also requires an index name to match `pattern` (none when empty). As with elasticdump,
+    /// the regular expression decides about hidden indices too: it is the user's explicit
+    /// choice (Stash's own example leaves out `.`-names with `^(?![.])`).
+    pub fn with_match(mut self, pattern: &str) -> Result<Self> {
+        if !pattern.is_empty() {
+            let re = cairn_api::stash_args::compile_match(pattern)
+                .map_err(|e| AgentError::Usage(format!("--match: {e}")))?;
+            self.matcher = Some(re);
+        }
+        Ok(self)
+    }
+
     /// Whether an index with these aliases is selected.
-    pub fn selects(&self, index: &str, aliases: &[String], hidden: bool) -> bool {
+    pub fn selects(&self, index: &str, aliases: &[String], hidden: bool) -> Result<bool> {
         let hidden = hidden || index.starts_with('.');
         let names = || std::iter::once(index).chain(aliases.iter().map(String::as_str));
         let included = self.include.iter().any(|p| {
-            let explicit = !has_wildcard(p) || p.starts_with('.');
+            let explicit = !has_wildcard(p) || p.starts_with('.') || self.matcher.is_some();
             (!hidden || explicit) && names().any(|n| glob_match(p, n))
         });
-        included
-            && !self
-                .exclude
+        let excluded = || {
+            self.exclude
                 .iter()
                 .any(|p| names().any(|n| glob_match(p, n)))
+        };
+        if !included || excluded() {
+            return Ok(false);
+        }
+        let Some(re) = &self.matcher else {
+            return Ok(true);
+        };
+        // A backtracking limit reached is an error, never a silent "no".
+        re.is_match(index).map_err(|e| {
+            AgentError::Usage(format!("--match on the index name {index:?}: {e}"))
+        })
     }
 }
 
@@ -188,27 +216,47 @@ mod tests {
     #[test]
     fn selection() {
         let all = Selector::new("*", "");
-        assert!(all.selects("logs", &[], false));
-        assert!(!all.selects(".kibana", &[], false));
-        assert!(!all.selects("hidden-one", &[], true));
+        assert!(all.selects("logs", &[], false).unwrap());
+        assert!(!all.selects(".kibana", &[], false).unwrap());
+        assert!(!all.selects("hidden-one", &[], true).unwrap());
 
         let dot = Selector::new(".kibana*", "");
-        assert!(dot.selects(".kibana_1", &[], false));
+        assert!(dot.selects(".kibana_1", &[], false).unwrap());
         let named = Selector::new("hidden-one", "");
-        assert!(named.selects("hidden-one", &[], true));
+        assert!(named.selects("hidden-one", &[], true).unwrap());
 
         let by_alias = Selector::new("current", "");
-        assert!(by_alias.selects("logs-7", &["current".into()], false));
-        assert!(!by_alias.selects("logs-6", &["old".into()], false));
+        assert!(by_alias.selects("logs-7", &["current".into()], false).unwrap());
+        assert!(!by_alias.selects("logs-6", &["old".into()], false).unwrap());
 
         let ex = Selector::new("*", "logs-*, tmp");
-        assert!(!ex.selects("logs-1", &[], false));
-        assert!(!ex.selects("tmp", &[], false));
-        assert!(ex.selects("orders", &[], false));
+        assert!(!ex.selects("logs-1", &[], false).unwrap());
+        assert!(!ex.selects("tmp", &[], false).unwrap());
+        assert!(ex.selects("orders", &[], false).unwrap());
         let ex_alias = Selector::new("*", "archived");
-        assert!(!ex_alias.selects("orders-2019", &["archived".into()], false));
+        assert!(!ex_alias.selects("orders-2019", &["archived".into()], false).unwrap());
 
-        assert_eq!(Selector::new("", ""), Selector::new("*", ""));
+        assert_eq!(Selector::new("", "").include, Selector::new("*", "").include);
+    }
+
+    #[test]
+    fn match_narrows_like_elasticdump() {
+        let stash = Selector::new("*", "logs-old")
+            .with_match("^(?![.])(?!searchguard).+")
+            .unwrap();
+        assert!(stash.selects("Orders", &[], false).unwrap());
+        assert!(!stash.selects("searchguard", &[], false).unwrap());
+        assert!(!stash.selects("SEARCHGUARD-audit", &[], false).unwrap());
+        assert!(!stash.selects("logs-old", &[], false).unwrap());
+        // The regular expression decides about hidden indices, as in elasticdump.
+        let dots = Selector::new("*", "").with_match("^[.]kib").unwrap();
+        assert!(dots.selects(".kibana", &[], false).unwrap());
+        assert!(!dots.selects(".security", &[], true).unwrap());
+        // Unanchored, as JavaScript's RegExp.test.
+        let part = Selector::new("*", "").with_match("2024").unwrap();
+        assert!(part.selects("logs-2024-01", &[], false).unwrap());
+        let bad = Selector::new("*", "").with_match("(?<!x").unwrap_err();
+        assert!(bad.to_string().contains("--match"), "{bad}");
     }
 
     #[test]

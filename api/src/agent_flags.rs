@@ -71,6 +71,8 @@ const FROM_IDENTITY: &str =
     "a snapshot's host and tags name the session that made it: set spec.target.alias";
 const FROM_RULES: &str =
     "what a restore reads comes from spec.target.rules (snapshots, sourceHost)";
+const FROM_STASH_ARGS: &str =
+    "set it with Stash's Task param `args` (--match, --ignoreType, --includeType)";
 const FROM_VOLUMES: &str =
     "the interim volume and the cache come from spec.interimVolumeTemplate and spec.tempDir";
 
@@ -114,6 +116,8 @@ pub const AGENT_FLAGS: &[AgentFlag] = &[
         "exclude",
         "set it with the Task param `exclude` (spec.task.params)",
     ),
+    denied("match", FROM_STASH_ARGS),
+    denied("skip", FROM_STASH_ARGS),
     denied(
         "wait-timeout",
         "set it with the Task param `waitTimeout` (spec.task.params)",

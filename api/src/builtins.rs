@@ -73,6 +73,14 @@ pub const BUILT_IN_VARIABLES: &[BuiltIn] = &[
         "where the AppBinding's Secret is mounted",
     ),
     var("TARGET_ARGS", "target.args joined with spaces"),
+    var(
+        "ARGS_MATCH",
+        "the --match of Stash's Task param args: a regular expression on index names",
+    ),
+    var(
+        "ARGS_SKIP",
+        "backup only: the types --ignoreType or --includeType of Stash's Task param args leave out",
+    ),
     var("HOSTNAME", "the target alias: the snapshots' host"),
     var("SOURCE_HOSTNAME", "whose snapshots a restore reads"),
     var(

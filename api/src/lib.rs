@@ -29,6 +29,7 @@ pub mod resolve;
 pub mod restore_session;
 pub mod result;
 pub mod schedule;
+pub mod stash_args;
 mod schema;
 pub mod task;
 pub mod validation;

@@ -233,6 +233,17 @@ impl<'a> JobSource<'a> {
             .unwrap_or(DEFAULT_ALIAS)
     }
 
+    /// Stash's `args` Task param (the first, as for every param) translated for this
+    /// direction. An untranslatable one was refused before (admission, and [`resolve_job`]
+    /// again), so it translates to nothing here.
+    fn stash_args(&self) -> crate::stash_args::Translated {
+        (self.task.map(|t| t.params.as_slice()).unwrap_or_default())
+            .iter()
+            .find(|p| p.name == crate::stash_args::ARGS_PARAM)
+            .and_then(|p| crate::stash_args::translate(&p.value, self.direction).ok())
+            .unwrap_or_default()
+    }
+
     /// Restore only: the rule that applies to this host.
     fn restore_rule(&self) -> Option<&'a Rule> {
         self.restore_rules
@@ -404,6 +415,9 @@ pub fn variables(
     target_variables(&mut v, source, resolved.app_binding);
     host_variables(&mut v, source);
     runtime_variables(&mut v, source);
+    let args = source.stash_args();
+    set(&mut v, "ARGS_MATCH", args.matcher.unwrap_or_default());
+    set(&mut v, "ARGS_SKIP", args.skip);
     for p in source.task.map(|t| t.params.as_slice()).unwrap_or_default() {
         v.entry(p.name.clone()).or_insert_with(|| p.value.clone());
     }

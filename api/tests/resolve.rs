@@ -630,3 +630,29 @@ fn restore_rules_include_and_exclude_reach_the_agent() {
         (Some("all-*".into()), Some("".into()))
     );
 }
+
+/// Stash's `args` param reaches the agent translated: `--match` as written, the types
+/// `--ignoreType` names as `--skip`; one cairn cannot read is refused, as admission refuses it.
+#[test]
+fn stashs_args_reach_the_agent_translated() {
+    let args = "--match=^(?![.])(?!searchguard).+ --ignoreType=template,settings";
+    let job = resolve_backup_job(
+        &session("es-backup"),
+        &cluster_with_param("args", args),
+        &install(),
+    )
+    .expect("resolves");
+    let c = &pod(&job).containers[0];
+    assert_eq!(arg(c, "--match"), Some("^(?![.])(?!searchguard).+"));
+    assert_eq!(arg(c, "--skip"), Some("settings,template"));
+    let plain = resolve_backup_job(&session("es-backup"), &example_cluster(), &install())
+        .expect("resolves");
+    let c = &pod(&plain).containers[0];
+    assert_eq!((arg(c, "--match"), arg(c, "--skip")), (Some(""), Some("")));
+
+    let message = refusal(&cluster_with_param("args", "--match=(?<!x"), &install());
+    assert!(
+        message.contains("spec.task.params[1].value") && message.contains("--match"),
+        "{message}"
+    );
+}

@@ -555,12 +555,33 @@ fn task_ref() {
             Err("spec.task.params[0].name", &["must not be empty"]),
         ),
         c(
-            "Stash's elasticdump args",
+            "Stash's elasticdump args, translated",
             json!({"task": {"params": [{"name": "args",
                 "value": "--match=^(?![.])(?!searchguard).+ --ignoreType=template"}]}}),
+            Ok,
+        ),
+        c(
+            "an elasticdump flag cairn does not read",
+            json!({"task": {"params": [{"name": "args", "value": "--match=^a --limit=500"}]}}),
             Warn(
                 "spec.task.params[0].value",
-                &["--match, --ignoreType", "include and exclude"],
+                &["--limit is not read by cairn", "--page-size"],
+            ),
+        ),
+        c(
+            "a --match JavaScript would take and cairn cannot",
+            json!({"task": {"params": [{"name": "args", "value": "--match=(?<!a"}]}}),
+            Err(
+                "spec.task.params[0].value",
+                &["not a regular expression", "lookaheads"],
+            ),
+        ),
+        c(
+            "an elasticdump type that does not exist",
+            json!({"task": {"params": [{"name": "args", "value": "--ignoreType=index"}]}}),
+            Err(
+                "spec.task.params[0].value",
+                &["\"index\" is not a type", "data, mapping, analyzer, alias, settings, template"],
             ),
         ),
         c(

@@ -2,13 +2,15 @@
 //! is the `apiVersion`; what cairn cannot carry is removed and said, never dropped silently:
 //! hooks (not yet supported), Stash's workload backups (a target that is not an AppBinding, a
 //! `VolumeSnapshotter` driver), batch kinds, a root `runAsUser` the restricted install refuses,
-//! and any field cairn's types do not know. Each migrated object is then checked by cairn's own
-//! admission rules (the objects of the same input serve as the lookups), and what admission
-//! would refuse or warn about is reported too.
+//! Stash's `args` flags cairn does not read, and any field cairn's types do not know. Each
+//! migrated object is then checked by cairn's own admission rules (the objects of the same
+//! input serve as the lookups), and what admission would refuse or warn about is reported too.
 
 use std::collections::BTreeSet;
 
 use anyhow::Context;
+use cairn_api::defaults::Direction;
+use cairn_api::stash_args;
 use cairn_api::validation::{LookupTable, Policy, Validate, Verdict};
 use cairn_api::{BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task};
 use serde::de::DeserializeOwned;
@@ -129,7 +131,7 @@ fn migrate_object(mut obj: Value, m: &mut Migration) -> Option<Value> {
         ));
     }
     drop_root_user(&mut obj, &who, m);
-    drop_dump_args(&mut obj, &who, m);
+    report_dump_args(&obj, &who, m);
     drop_unknown_fields(&mut obj, &who, m);
     Some(obj)
 }
@@ -185,32 +187,33 @@ fn drop_root_user(obj: &mut Value, who: &str, m: &mut Migration) {
     }
 }
 
-/// Removes the Task param `args`: the flags of Stash's elasticdump, which cairn's agent does
-/// not read (its own flags are `target.args`).
-fn drop_dump_args(obj: &mut Value, who: &str, m: &mut Migration) {
-    let Some(params) = obj
-        .pointer_mut("/spec/task/params")
-        .and_then(Value::as_array_mut)
-    else {
-        return;
+/// Stash's Task param `args` (elasticdump's flags) stays as written: admission translates
+/// `--match`, `--ignoreType` and `--includeType` for cairn's agent. Says so, and names every
+/// flag cairn does not read.
+fn report_dump_args(obj: &Value, who: &str, m: &mut Migration) {
+    let direction = match obj["kind"].as_str() {
+        Some("RestoreSession") => Direction::Restore,
+        _ => Direction::Backup,
     };
-    params.retain(|p| {
-        if p["name"] != "args" {
-            return true;
+    let params = obj.pointer("/spec/task/params").and_then(Value::as_array);
+    for p in params.into_iter().flatten() {
+        if p["name"] != stash_args::ARGS_PARAM {
+            continue;
         }
-        m.not_carried.push(format!(
-            "{who}: spec.task.params args ({}) removed: Stash's elasticdump flags, which cairn's \
-             agent does not read; it selects indices with the Task params include and exclude \
-             (comma-separated globs on index and alias names; hidden indices only when named), \
-             and takes its own tuning flags in spec.target.args",
-            p["value"].as_str().unwrap_or_default()
+        let value = p["value"].as_str().unwrap_or_default();
+        // Flags that cannot be read at all are admission's errors (see `check`).
+        let Ok(t) = stash_args::translate(value, direction) else {
+            continue;
+        };
+        m.changes.push(format!(
+            "{who}: spec.task.params args kept: cairn's agent applies its --match, \
+             --ignoreType and --includeType"
         ));
-        false
-    });
-    if params.is_empty()
-        && let Some(task) = obj.pointer_mut("/spec/task").and_then(Value::as_object_mut)
-    {
-        task.remove("params");
+        for (flag, instead) in t.unread {
+            m.not_carried.push(format!(
+                "{who}: spec.task.params args {flag} is not read by cairn: {instead}"
+            ));
+        }
     }
 }
 

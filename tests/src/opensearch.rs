@@ -65,6 +65,18 @@ pub fn search_pinned(key: &str) -> Option<&'static str> {
         .map(|(_, v)| v.trim())
 }
 
+/// elasticdump's `multielasticdump` of the search testbed (Stash's backup tool, the baseline).
+pub fn multielasticdump() -> Result<PathBuf> {
+    let version = search_pinned("ELASTICDUMP_VERSION").unwrap_or("unknown");
+    let bin = testbed_cache()?
+        .join(format!("elasticdump-{version}"))
+        .join("node_modules/.bin/multielasticdump");
+    if !bin.exists() {
+        return Err(not_built("elasticdump", &bin));
+    }
+    Ok(bin)
+}
+
 /// The message for a missing piece of the search testbed.
 pub(crate) fn not_built(what: &str, missing: &Path) -> anyhow::Error {
     anyhow!(

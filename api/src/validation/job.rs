@@ -50,7 +50,7 @@ impl<'a> From<&'a crate::RestoreSession> for JobRequest<'a> {
 impl JobRequest<'_> {
     /// Every rule of this module, at the paths of the object's spec.
     pub fn check(&self, v: &mut Verdict, policy: &Policy) {
-        check_task_params(v, "spec.task", self.task);
+        check_task_params(v, "spec.task", self.task, self.direction);
         check_target_args(v, "spec.target.args", self.target_args, self.direction);
         check_job_settings(
             v,
@@ -62,33 +62,33 @@ impl JobRequest<'_> {
 }
 
 /// A Task param may not name a built-in variable: cairn's values are never shadowed. Stash's
-/// `args` param (elasticdump's flags) gets a word: cairn's agent reads none of them.
-pub fn check_task_params(v: &mut Verdict, path: &str, task: Option<&TaskRef>) {
+/// `args` param (elasticdump's flags) is translated where cairn has the meaning
+/// ([`crate::stash_args`]): a flag it cannot read is an error, one it has no meaning for a
+/// warning naming what to use instead.
+pub fn check_task_params(
+    v: &mut Verdict,
+    path: &str,
+    task: Option<&TaskRef>,
+    direction: Direction,
+) {
     let Some(task) = task else { return };
     check_params(v, &format!("{path}.params"), &task.params);
-    for (i, p) in task
-        .params
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.name == "args")
-    {
-        let flags: Vec<&str> = (p.value.split_whitespace())
-            .filter(|a| a.starts_with("--"))
-            .map(|a| a.split('=').next().unwrap_or(a))
-            .collect();
-        v.warn(
-            format!("{path}.params[{i}].value"),
-            format!(
-                "Stash's elasticdump flags ({}) are not read by cairn's agent: it selects indices \
-                 with the params include and exclude (comma-separated globs on index and alias \
-                 names) and takes its own tuning flags in spec.target.args",
-                if flags.is_empty() {
-                    "none".to_string()
-                } else {
-                    flags.join(", ")
+    for (i, p) in task.params.iter().enumerate() {
+        if p.name != crate::stash_args::ARGS_PARAM {
+            continue;
+        }
+        let at = format!("{path}.params[{i}].value");
+        match crate::stash_args::translate(&p.value, direction) {
+            Ok(t) => {
+                for (flag, instead) in t.unread {
+                    v.warn(
+                        at.clone(),
+                        format!("Stash's elasticdump flag {flag} is not read by cairn: {instead}"),
+                    );
                 }
-            ),
-        );
+            }
+            Err(errors) => errors.into_iter().for_each(|e| v.error(at.clone(), e)),
+        }
     }
 }
 
