@@ -221,7 +221,11 @@ fn select_targets<S: IndexedFull>(
     let mut targets = Vec::new();
     let mut seen = BTreeSet::new();
     for (name, entry) in &manifest.indices {
-        if !plan.selector.selects(name, &entry.aliases, entry.hidden).phase("restore")? {
+        if !plan
+            .selector
+            .selects(name, &entry.aliases, entry.hidden)
+            .phase("restore")?
+        {
             continue;
         }
         let target = plan.rename.apply(name).phase("restore")?;

@@ -104,9 +104,8 @@ impl Selector {
             return Ok(true);
         };
         // A backtracking limit reached is an error, never a silent "no".
-        re.is_match(index).map_err(|e| {
-            AgentError::Usage(format!("--match on the index name {index:?}: {e}"))
-        })
+        re.is_match(index)
+            .map_err(|e| AgentError::Usage(format!("--match on the index name {index:?}: {e}")))
     }
 }
 
@@ -226,7 +225,11 @@ mod tests {
         assert!(named.selects("hidden-one", &[], true).unwrap());
 
         let by_alias = Selector::new("current", "");
-        assert!(by_alias.selects("logs-7", &["current".into()], false).unwrap());
+        assert!(
+            by_alias
+                .selects("logs-7", &["current".into()], false)
+                .unwrap()
+        );
         assert!(!by_alias.selects("logs-6", &["old".into()], false).unwrap());
 
         let ex = Selector::new("*", "logs-*, tmp");
@@ -234,9 +237,16 @@ mod tests {
         assert!(!ex.selects("tmp", &[], false).unwrap());
         assert!(ex.selects("orders", &[], false).unwrap());
         let ex_alias = Selector::new("*", "archived");
-        assert!(!ex_alias.selects("orders-2019", &["archived".into()], false).unwrap());
+        assert!(
+            !ex_alias
+                .selects("orders-2019", &["archived".into()], false)
+                .unwrap()
+        );
 
-        assert_eq!(Selector::new("", "").include, Selector::new("*", "").include);
+        assert_eq!(
+            Selector::new("", "").include,
+            Selector::new("*", "").include
+        );
     }
 
     #[test]

@@ -101,8 +101,14 @@ fn translated_args_back_up_what_multielasticdump_takes() -> Result<()> {
     assert_eq!(manifest["templates"]["composable"], 0, "{manifest}");
     for index in TAKEN {
         let types = &stash[index];
-        assert!(types.contains("data") && types.contains("mapping"), "{types:?}");
-        assert!(!types.contains("settings") && !types.contains("template"), "{types:?}");
+        assert!(
+            types.contains("data") && types.contains("mapping"),
+            "{types:?}"
+        );
+        assert!(
+            !types.contains("settings") && !types.contains("template"),
+            "{types:?}"
+        );
         assert_eq!(indices[index]["documents"], 40, "{manifest}");
         let meta = dump_json(&repo, &format!("/elasticsearch/indices/{index}/index.json"))?;
         assert!(meta["mappings"]["properties"]["n"].is_object(), "{meta}");

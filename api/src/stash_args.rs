@@ -110,7 +110,9 @@ fn instead_of(flag: &str) -> &'static str {
         "limit" => "the page size is the tuning flag --page-size in spec.target.args",
         "parallel" | "concurrency" => "parallel readers are the Task param slices",
         "scrollTime" | "timeout" => "cairn's agent keeps its own search context alive and retries",
-        "prefix" | "suffix" => "a restore renames with the Task params renamePrefix and renameSuffix",
+        "prefix" | "suffix" => {
+            "a restore renames with the Task params renamePrefix and renameSuffix"
+        }
         "input" | "output" | "direction" => {
             "the database comes from the AppBinding and the repository from the Repository"
         }

@@ -581,7 +581,10 @@ fn task_ref() {
             json!({"task": {"params": [{"name": "args", "value": "--ignoreType=index"}]}}),
             Err(
                 "spec.task.params[0].value",
-                &["\"index\" is not a type", "data, mapping, analyzer, alias, settings, template"],
+                &[
+                    "\"index\" is not a type",
+                    "data, mapping, analyzer, alias, settings, template",
+                ],
             ),
         ),
         c(
