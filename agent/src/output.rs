@@ -58,12 +58,14 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 #[serde(rename_all = "camelCase")]
 pub struct ProgressLine {
     pub kind: &'static str,
-    /// What the agent is doing: `dump` while a backup reads and saves the documents.
+    /// What the agent is doing: `dump` while a backup reads and saves the documents,
+    /// `restore` while a restore loads them.
     pub phase: &'static str,
     pub documents: u64,
-    /// The documents the run expects in all (counted before it started).
+    /// The documents the run expects in all (counted before it started; for a restore, the
+    /// snapshot's of the indices it loads).
     pub documents_total: u64,
-    /// Bytes of documents read so far.
+    /// Bytes of documents read so far (a restore: of the `_bulk` bodies the server took).
     pub bytes: u64,
     /// Since the previous line.
     pub documents_per_second: f64,

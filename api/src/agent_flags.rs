@@ -142,6 +142,10 @@ pub const AGENT_FLAGS: &[AgentFlag] = &[
         "existing",
         "set it with the Task param `existing` (spec.task.params)",
     ),
+    denied(
+        "on-failure",
+        "set it with the Task param `onFailure` (spec.task.params)",
+    ),
 ];
 
 /// The flag named `name` (without dashes).

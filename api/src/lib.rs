@@ -31,6 +31,7 @@ pub mod result;
 pub mod schedule;
 mod schema;
 pub mod task;
+pub mod task_params;
 pub mod validation;
 pub mod vars;
 
