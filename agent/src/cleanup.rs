@@ -116,7 +116,14 @@ impl CreatedIndex {
     /// Its own refresh interval, replicas and blocks.
     async fn put_back(&self, client: &Client) -> Result<()> {
         let body = json!({ "settings": self.after });
-        send_ok(client, Method::PUT, &self.path("/_settings"), body, "put back settings").await
+        send_ok(
+            client,
+            Method::PUT,
+            &self.path("/_settings"),
+            body,
+            "put back settings",
+        )
+        .await
     }
 
     /// Labelled first (a `read_only` block among its own settings would refuse the label),
@@ -138,7 +145,13 @@ impl CreatedIndex {
 }
 
 /// A request that may be sent twice (it sets a value), whose answer must be a success.
-async fn send_ok(client: &Client, method: Method, path: &str, body: Value, what: &str) -> Result<()> {
+async fn send_ok(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Value,
+    what: &str,
+) -> Result<()> {
     let (s, b) = client
         .send_retried(method, path, Some(Body::Json(body)), what)
         .await?;

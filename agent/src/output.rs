@@ -213,6 +213,36 @@ pub fn apply_priority() {
 mod tests {
     use super::*;
 
+    /// The worst error a run can end with (a server's answer of quotes, control characters and
+    /// unicode) still fits the termination log once JSON-escaped, and stays a result.
+    #[test]
+    fn a_failure_of_the_worst_text_fits_the_termination_log() {
+        let body = "\"\\\u{0}\u{1b}\n\té東🚀\u{2028}".repeat(2000);
+        let f = Failed {
+            phase: "restore",
+            error: AgentError::Server {
+                what: "bulk into r-\"logs\"".into(),
+                status: 400,
+                body,
+            },
+        };
+        let text = failure(&f).to_termination_message();
+        assert!(
+            text.len() <= cairn_api::result::MAX_TERMINATION_MESSAGE,
+            "{}",
+            text.len()
+        );
+        let Some(AgentResult::Failure(r)) = AgentResult::from_termination_message(&text) else {
+            panic!("{text}");
+        };
+        assert_eq!(r.phase, "restore");
+        assert!(
+            r.reason.starts_with("bulk into r-\"logs\": HTTP 400"),
+            "{}",
+            r.reason
+        );
+    }
+
     #[test]
     fn a_progress_line_is_one_json_object_of_the_contract() {
         let mut t = Ticker {

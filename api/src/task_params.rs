@@ -6,6 +6,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::agent_flags::quote;
+
 /// What a restore does with an index that already exists (param `existing`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Existing {
@@ -61,25 +63,16 @@ pub fn parse_wait(s: &str, default: Duration) -> Result<Duration, String> {
     let d = crate::duration::parse_std_duration(s).map_err(|e| {
         format!(
             "{:?} is not a duration ({e}): write it like 300s, 5m or 1h30m",
-            short(s)
+            quote(s.trim())
         )
     })?;
     if d > MAX_WAIT {
         return Err(format!(
             "{:?} is longer than 24h, the most a wait may last",
-            short(s)
+            quote(s.trim())
         ));
     }
     Ok(d)
-}
-
-/// At most 40 characters of a user's value in a message.
-fn short(s: &str) -> String {
-    let mut q: String = s.trim().chars().take(40).collect();
-    if q.len() < s.trim().len() {
-        q.push('…');
-    }
-    q
 }
 
 /// Why the value of the param `name` is not one it takes; `None` when it is, when the param

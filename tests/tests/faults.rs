@@ -1187,7 +1187,10 @@ fn a_restore_failing_half_way_with_close_leaves_its_indices_closed_and_labelled(
     );
     for (index, _) in &left {
         let refresh = setting(&os.url(), index, "index.refresh_interval")?;
-        ensure!(refresh != json!("-1"), "{index}: refresh_interval {refresh}");
+        ensure!(
+            refresh != json!("-1"),
+            "{index}: refresh_interval {refresh}"
+        );
         let mapping = call(
             reqwest::Method::GET,
             &format!("{}/{index}/_mapping?expand_wildcards=all", os.url()),
@@ -1297,8 +1300,9 @@ fn a_restore_writes_progress_lines() -> Result<()> {
         "the last line is not the result: {stdout}"
     );
     ensure!(
-        progress.iter().all(|p| p["phase"] == json!("restore")
-            && p["documentsTotal"] == json!(DOCS)),
+        progress
+            .iter()
+            .all(|p| p["phase"] == json!("restore") && p["documentsTotal"] == json!(DOCS)),
         "{stdout}"
     );
     let during = progress
