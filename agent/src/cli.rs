@@ -12,7 +12,7 @@ use crate::error::{AgentError, Result};
 use crate::identity::{Identity, RestoreScope, RetentionScope};
 use crate::location::{Location, RepoOptions};
 use crate::repo::Retention;
-use crate::restore::Existing;
+use crate::restore::{Existing, OnFailure};
 use crate::select::{Rename, Selector, split_list};
 
 #[derive(Parser, Debug)]
@@ -65,25 +65,11 @@ pub fn parse_maybe_u32(s: &str) -> std::result::Result<MaybeU32, String> {
         .map_err(|_| format!("{s:?} is not a whole number"))
 }
 
-/// `300s`, `5m`, `1h30m`, `2h` (Go's syntax, as everywhere in cairn), or plain seconds; empty
-/// means the default.
+/// `300s`, `5m`, `1h30m`, `2h` (Go's syntax, as everywhere in cairn), or plain seconds, at
+/// most 24h; empty means the default.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    if s.trim().is_empty() {
-        return Ok(Duration::from_secs(300));
-    }
-    let d = cairn_api::duration::parse_std_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}): write it like 300s, 5m or 1h30m"))?;
-    // A deadline this far away is a mistake, and past the clock's range a panic.
-    if d > MAX_WAIT {
-        return Err(format!(
-            "{s:?} is longer than 24h, the most a wait may last"
-        ));
-    }
-    Ok(d)
+    cairn_api::task_params::parse_wait(s, Duration::from_secs(300))
 }
-
-/// The longest wait a duration flag accepts.
-const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// `auto` (or empty) or a number of slices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -336,6 +322,10 @@ pub struct RestoreArgs {
     pub rename_replacement: String,
     #[arg(long, default_value = "fail")]
     pub existing: Existing,
+    /// What a failed or terminated restore leaves of the indices it created: `delete` them,
+    /// or `close` them, their settings put back and labelled, for a person to inspect.
+    #[arg(long, default_value = "delete")]
+    pub on_failure: OnFailure,
     /// Parallel `_bulk` requests.
     #[arg(long, default_value = "4")]
     pub workers: usize,
@@ -379,6 +369,7 @@ impl RestoreArgs {
                 &self.rename_replacement,
             )?,
             existing: self.existing,
+            on_failure: self.on_failure,
             wait_timeout: self.target.wait_timeout,
             workers: self.workers.clamp(1, 64),
             batch_docs: self.batch_docs.clamp(1, 100_000),
@@ -602,6 +593,18 @@ mod tests {
             ])
             .is_err()
         );
+        let e = parse(&[
+            "restore",
+            "--repository=local:/r",
+            "--url=http://x",
+            "--on-failure=keep",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--on-failure") && e.contains("expected delete or close"),
+            "{e}"
+        );
         // A huge wait is an error naming its flag, not a panic later.
         let e = parse(&[
             "backup",
@@ -628,6 +631,7 @@ mod tests {
             "--url=http://es:9200",
             "--rename-prefix=r-",
             "--existing=skip",
+            "--on-failure=close",
         ])
         .unwrap();
         let Command::Restore(r) = cli.command else {
@@ -637,6 +641,7 @@ mod tests {
         assert_eq!(plan.snapshot, "latest");
         assert_eq!(plan.source_host.as_deref(), Some("host-0"));
         assert_eq!(plan.existing, Existing::Skip);
+        assert_eq!(plan.on_failure, OnFailure::Close);
     }
 
     #[test]
@@ -662,7 +667,10 @@ mod tests {
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert_eq!(parse_duration("").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("24h").unwrap(), MAX_WAIT);
+        assert_eq!(
+            parse_duration("24h").unwrap(),
+            cairn_api::task_params::MAX_WAIT
+        );
         for huge in [
             "18446744073709551615",
             "2562047h",

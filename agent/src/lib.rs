@@ -6,8 +6,8 @@
 //! path", and `manifests/catalog/functions.yaml` for the command line the Jobs pass.
 //!
 //! Layers, each using only those below it (`tests/layers.rs` fails on a cycle):
-//! - commands: `cli`, `backup`, `restore`, over `stream` (the snapshot's files for the
-//!   archiver) and `layout` (what a snapshot holds);
+//! - commands: `cli`, `backup`, `restore` (with `cleanup`, what a failed one leaves), over
+//!   `stream` (the snapshot's files for the archiver) and `layout` (what a snapshot holds);
 //! - repository: `repo` (open, retention, totals, check) over `lock` (restic locks) over
 //!   `files` (raw repository files) over `location` (where, options, credentials);
 //! - server: `search` (reading indices) over `skim` (search answers) and `client` (HTTP, with
@@ -17,6 +17,7 @@
 
 pub mod backup;
 pub mod bulk;
+pub mod cleanup;
 pub mod cli;
 pub mod client;
 pub mod error;

@@ -58,12 +58,14 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 #[serde(rename_all = "camelCase")]
 pub struct ProgressLine {
     pub kind: &'static str,
-    /// What the agent is doing: `dump` while a backup reads and saves the documents.
+    /// What the agent is doing: `dump` while a backup reads and saves the documents,
+    /// `restore` while a restore loads them.
     pub phase: &'static str,
     pub documents: u64,
-    /// The documents the run expects in all (counted before it started).
+    /// The documents the run expects in all (counted before it started; for a restore, the
+    /// snapshot's of the indices it loads).
     pub documents_total: u64,
-    /// Bytes of documents read so far.
+    /// Bytes of documents read so far (a restore: of the `_bulk` bodies the server took).
     pub bytes: u64,
     /// Since the previous line.
     pub documents_per_second: f64,
@@ -210,6 +212,36 @@ pub fn apply_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The worst error a run can end with (a server's answer of quotes, control characters and
+    /// unicode) still fits the termination log once JSON-escaped, and stays a result.
+    #[test]
+    fn a_failure_of_the_worst_text_fits_the_termination_log() {
+        let body = "\"\\\u{0}\u{1b}\n\té東🚀\u{2028}".repeat(2000);
+        let f = Failed {
+            phase: "restore",
+            error: AgentError::Server {
+                what: "bulk into r-\"logs\"".into(),
+                status: 400,
+                body,
+            },
+        };
+        let text = failure(&f).to_termination_message();
+        assert!(
+            text.len() <= cairn_api::result::MAX_TERMINATION_MESSAGE,
+            "{}",
+            text.len()
+        );
+        let Some(AgentResult::Failure(r)) = AgentResult::from_termination_message(&text) else {
+            panic!("{text}");
+        };
+        assert_eq!(r.phase, "restore");
+        assert!(
+            r.reason.starts_with("bulk into r-\"logs\": HTTP 400"),
+            "{}",
+            r.reason
+        );
+    }
 
     #[test]
     fn a_progress_line_is_one_json_object_of_the_contract() {

@@ -3,7 +3,9 @@
 //! own values put back after), aliases last; counts and checksums compared with the manifest.
 //! Two indices are loaded at once, their requests sharing the `--workers` slots, so the server
 //! keeps working while one index drains, is refreshed and counted; the first failure stops the
-//! other load and fails the restore, and the indices it created are deleted again.
+//! other load and fails the restore, and the indices it created are deleted again (or closed
+//! with their settings back and labelled: `--on-failure`, see `cleanup`). While the documents
+//! load, progress lines go to stdout (`output::Progress`, phase `restore`).
 //!
 //! Nothing is written when an index exists and `--existing=fail` (the default): all targets are
 //! checked before the first write. Nor before the snapshot's metadata (templates, every index's
@@ -12,7 +14,7 @@
 //! unless it is a plain name (no `*`, `_all` or `..`).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::bulk::{BulkOutcome, action_prefix, bulk_line, bulk_outcome};
+use crate::cleanup::Created;
 use crate::client::{Body, Client, encode_path, server_error};
 use crate::error::{AgentError, Failed, InPhase, Result, short};
 use crate::layout::{self, IndexEntry, IndexMeta, Manifest};
@@ -35,25 +38,7 @@ use crate::retry::Attempt;
 use crate::select::{Rename, Selector};
 use crate::settings;
 
-/// What to do with an index that already exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Existing {
-    Fail,
-    Skip,
-    Overwrite,
-}
-
-impl std::str::FromStr for Existing {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "" | "fail" => Ok(Existing::Fail),
-            "skip" => Ok(Existing::Skip),
-            "overwrite" => Ok(Existing::Overwrite),
-            other => Err(format!("{other:?}: expected fail, skip or overwrite")),
-        }
-    }
-}
+pub use cairn_api::task_params::{Existing, OnFailure};
 
 /// Everything `restore` needs.
 #[derive(Clone, Debug)]
@@ -68,6 +53,7 @@ pub struct RestorePlan {
     pub selector: Selector,
     pub rename: Rename,
     pub existing: Existing,
+    pub on_failure: OnFailure,
     pub wait_timeout: Duration,
     pub workers: usize,
     pub batch_docs: usize,
@@ -150,9 +136,11 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
     let shared = Arc::new(Shared {
         slots: Arc::new(tokio::sync::Semaphore::new(plan.workers.max(1))),
         stop: AtomicBool::new(false),
-        created: Mutex::new(Vec::new()),
+        created: Created::new(plan.on_failure, &snap.id.to_hex()),
+        sent: Arc::new(Sent::default()),
     });
     let _on_terminate = shared.on_terminate(client, plan.workers.max(1));
+    let progress = shared.progress(todo.iter().map(|t| t.entry.documents).sum());
     let loaded =
         load_indices(&rt, &repository, &snap, client, &todo, plan, &shared).and_then(|loaded| {
             let mut documents = 0;
@@ -164,10 +152,11 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
             put_aliases(&rt, client, plan, &restored)?;
             Ok((documents, restored))
         });
+    progress.stop();
     let (documents, restored) = match loaded {
         Ok(l) => l,
         Err(f) => {
-            shared.remove_created(&rt, client);
+            shared.created.clean_up(&rt, client, &f.to_string());
             return Err(f);
         }
     };
@@ -474,34 +463,46 @@ struct Shared {
     slots: Arc<tokio::sync::Semaphore>,
     /// Set by the first failure: the other loads stop sending.
     stop: AtomicBool,
-    /// The indices this run created.
-    created: Mutex<Vec<String>>,
+    /// The indices this run created: deleted (or closed) if it does not finish.
+    created: Created,
+    /// What the server has taken, for the progress lines.
+    sent: Arc<Sent>,
+}
+
+/// Documents and `_bulk` bytes the server has taken, over all indices.
+#[derive(Default)]
+struct Sent {
+    docs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Sent {
+    fn add(&self, docs: u64, bytes: u64) {
+        self.docs.fetch_add(docs, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
-    /// After a failure: deletes the indices this run created, so that a failed restore leaves
-    /// no index half loaded (with refresh off and no replicas) and a rerun starts clean.
-    fn remove_created(&self, rt: &tokio::runtime::Runtime, client: &Client) {
-        let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()));
-        for name in created {
-            let path = format!("/{}", encode_path(&name));
-            let what = format!("delete the partly restored index {name}");
-            match rt.block_on(client.send_retried(Method::DELETE, &path, None, &what)) {
-                Ok((s, _)) if s.is_success() || s == StatusCode::NOT_FOUND => {
-                    tracing::info!(index = %name, "deleted the partly restored index")
-                }
-                Ok((s, b)) => {
-                    tracing::warn!(error = %server_error(&what, s, &b), "could not {what}")
-                }
-                Err(e) => tracing::warn!(error = %e, "could not {what}"),
-            }
-        }
+    /// Progress lines while the documents load: of `total` documents, those the server took.
+    fn progress(&self, total: u64) -> crate::output::Progress {
+        let sent = self.sent.clone();
+        crate::output::Progress::start(
+            "restore",
+            total,
+            Arc::new(move || {
+                (
+                    sent.docs.load(Ordering::Relaxed),
+                    sent.bytes.load(Ordering::Relaxed),
+                )
+            }),
+        )
     }
 }
 
 impl Shared {
     /// On SIGTERM: the loads stop, and once no `_bulk` is in flight (one could create an index
-    /// again) the indices this run created are deleted, as after a failure.
+    /// again) the indices this run created are cleaned up, as after a failure.
     fn on_terminate(
         self: &Arc<Self>,
         client: &Client,
@@ -527,9 +528,11 @@ impl Shared {
                 .await
             });
             if drained.is_err() {
-                tracing::warn!("bulk requests still in flight after 10 s: deleting anyway");
+                tracing::warn!("bulk requests still in flight after 10 s: cleaning up anyway");
             }
-            shared.remove_created(&rt, &client);
+            shared
+                .created
+                .clean_up(&rt, &client, &AgentError::Terminated.to_string());
         })
     }
 }
@@ -545,15 +548,8 @@ fn restore_index<S: IndexedFull + Sync>(
     shared: &Shared,
 ) -> IndexOutcome {
     let enc = encode_path(&t.target);
-    let created = create_index(rt, client, t);
-    if created.is_ok() {
-        shared
-            .created
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(t.target.clone());
-    }
-    let (meta, after) = created?;
+    let (meta, after) = create_index(rt, client, t)?;
+    shared.created.record(&t.target, &after, &meta.mappings);
     let node = repository
         .node_from_snapshot_and_path(snap, &layout::index_path(&t.source, layout::DOCUMENTS))
         .map_err(|e| AgentError::rustic("find documents", e))
@@ -777,9 +773,14 @@ impl Loader<'_> {
             self.batch_docs as u64,
         );
         self.batch_docs = 0;
+        let sent = self.shared.sent.clone();
         self.inflight.spawn(async move {
+            let bytes = body.len() as u64;
             let r = send_bulk(&c, &t, body, n).await;
             drop(permit);
+            if r.is_ok() {
+                sent.add(n, bytes);
+            }
             r
         });
         Ok(())
@@ -875,16 +876,4 @@ async fn send_bulk(client: &Client, target: &str, body: Bytes, docs: u64) -> Res
             }
         })
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn existing_values() {
-        assert_eq!("".parse::<Existing>().unwrap(), Existing::Fail);
-        assert_eq!("skip".parse::<Existing>().unwrap(), Existing::Skip);
-        assert!("merge".parse::<Existing>().is_err());
-    }
 }

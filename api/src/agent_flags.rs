@@ -146,6 +146,10 @@ pub const AGENT_FLAGS: &[AgentFlag] = &[
         "existing",
         "set it with the Task param `existing` (spec.task.params)",
     ),
+    denied(
+        "on-failure",
+        "set it with the Task param `onFailure` (spec.task.params)",
+    ),
 ];
 
 /// The flag named `name` (without dashes).
@@ -214,7 +218,7 @@ pub fn check_arg(arg: &str, direction: Direction) -> Option<String> {
 }
 
 /// At most 40 characters of a user's text in a message.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     let mut q: String = s.chars().take(40).collect();
     if q.len() < s.len() {
         q.push('…');

@@ -32,6 +32,7 @@ pub mod schedule;
 mod schema;
 pub mod stash_args;
 pub mod task;
+pub mod task_params;
 pub mod validation;
 pub mod vars;
 

@@ -218,6 +218,7 @@ fn restore_job_from_the_catalog() {
     assert_eq!(arg(c, "--snapshot"), Some("latest"));
     assert_eq!(arg(c, "--source-host"), Some("host-0"));
     assert_eq!(arg(c, "--existing"), Some("fail"));
+    assert_eq!(arg(c, "--on-failure"), Some("delete"));
     // What the restore may read: its namespace's snapshots, any for the Repository's namespace.
     assert_eq!(arg(c, "--namespace"), Some("demo"));
     assert_eq!(arg(c, "--repository-namespace"), Some("demo"));
@@ -655,4 +656,15 @@ fn stashs_args_reach_the_agent_translated() {
         message.contains("spec.task.params[1].value") && message.contains("--match"),
         "{message}"
     );
+}
+
+/// The restore's `onFailure` param reaches the agent as `--on-failure`.
+#[test]
+fn on_failure_param_reaches_the_agent() {
+    let mut r = restore();
+    r.spec.task.get_or_insert_with(Default::default).params =
+        serde_json::from_value(serde_json::json!([{"name": "onFailure", "value": "close"}]))
+            .expect("params");
+    let job = resolve_restore_job(&r, &example_cluster(), &install()).expect("resolves");
+    assert_eq!(arg(&pod(&job).containers[0], "--on-failure"), Some("close"));
 }

@@ -299,6 +299,43 @@ fn target_repository_task() {
             json!({"task": {"params": [{"name": "", "value": "1"}]}}),
             Err("spec.task.params[0].name", &["must not be empty"]),
         ),
+        c(
+            "onFailure close",
+            json!({"task": {"params": [{"name": "onFailure", "value": "close"}]}}),
+            Ok,
+        ),
+        c(
+            "onFailure of no meaning",
+            json!({"task": {"params": [{"name": "onFailure", "value": "keep"}]}}),
+            Err(
+                "spec.task.params[0].value",
+                &["param onFailure", "\"keep\"", "expected delete or close"],
+            ),
+        ),
+        c(
+            "existing of no meaning",
+            json!({"task": {"params": [{"name": "existing", "value": "merge"}]}}),
+            Err(
+                "spec.task.params[0].value",
+                &["param existing", "fail, skip or overwrite"],
+            ),
+        ),
+        c(
+            "huge waitTimeout",
+            json!({"task": {"params": [{"name": "waitTimeout", "value": "99999999999999h"}]}}),
+            Err(
+                "spec.task.params[0].value",
+                &["param waitTimeout", "too long"],
+            ),
+        ),
+        c(
+            "waitTimeout past a day",
+            json!({"task": {"params": [{"name": "waitTimeout", "value": "18446744073709551615"}]}}),
+            Err(
+                "spec.task.params[0].value",
+                &["param waitTimeout", "longer than 24h"],
+            ),
+        ),
     ]);
 }
 

@@ -1090,3 +1090,250 @@ fn sigterm_mid_restore_removes_what_it_created() -> Result<()> {
     );
     Ok(())
 }
+
+// ---- A failed restore's indices left closed and labelled (`--on-failure=close`), and a
+// ---- restore's progress lines (issue 16, items 4 and 6).
+
+/// The `r-*` indices and their state (`open` or `close`), as `_cat/indices` lists them.
+fn restored_indices(url: &str) -> Result<Vec<(String, String)>> {
+    let indices = call(
+        reqwest::Method::GET,
+        &format!("{url}/_cat/indices/r-*?format=json&expand_wildcards=all"),
+        None,
+    )?;
+    let mut out: Vec<(String, String)> = indices
+        .as_array()
+        .context("_cat/indices")?
+        .iter()
+        .map(|i| {
+            (
+                i["index"].as_str().unwrap_or_default().to_string(),
+                i["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A flat setting of `index` (closed indices too).
+fn setting(url: &str, index: &str, key: &str) -> Result<Value> {
+    let v = call(
+        reqwest::Method::GET,
+        &format!("{url}/{index}/_settings?flat_settings=true&expand_wildcards=all"),
+        None,
+    )?;
+    Ok(v[index]["settings"][key].clone())
+}
+
+#[test]
+fn a_restore_failing_half_way_with_close_leaves_its_indices_closed_and_labelled() -> Result<()> {
+    let started = Instant::now();
+    let os = OpenSearch::start()?;
+    let s3 = S3Server::start()?;
+    s3.create_bucket("faults")?;
+    let repo = format!("{}/half-close", s3.restic_repository("faults"));
+    let tmp = tempfile::tempdir()?;
+    const DOCS: u32 = 2_000;
+    populate(&os.url(), "src", DOCS)?;
+    populate(&os.url(), "other", 300)?;
+    // Settings and a `_meta` of its own, to see them back on the closed index.
+    call(
+        reqwest::Method::PUT,
+        &format!("{}/src/_settings", os.url()),
+        Some(json!({"index": {"refresh_interval": "7s"}})),
+    )?;
+    call(
+        reqwest::Method::PUT,
+        &format!("{}/src/_mapping", os.url()),
+        Some(json!({"_meta": {"owner": "team-a"}})),
+    )?;
+    let before = checksum(&os.url(), "src")?;
+    let (out, result) = agent(
+        &args("backup", &repo, &os.url(), &["--include=src,other"]),
+        &s3,
+        tmp.path(),
+    )?;
+    let Some(AgentResult::Backup(b)) = result else {
+        bail!("backup failed: {result:?}\n{}", stderr(&out));
+    };
+    // The server refuses a batch half-way through: no retry mends a 400.
+    let refuse = Rule::new(Fault::Refused, "/_bulk").every(1_000, 1).after(6);
+    let proxy = FaultProxy::start(&os.url(), Plan::new(vec![refuse]))?;
+    let mut restore = args(
+        "restore",
+        &repo,
+        &proxy.url(),
+        &[
+            "--include=*",
+            "--source-host=",
+            "--snapshot=latest",
+            "--rename-prefix=r-",
+            "--existing=fail",
+            "--batch-docs=100",
+            "--on-failure=close",
+        ],
+    );
+    let (out, result) = agent(&restore, &s3, tmp.path())?;
+    let Some(AgentResult::Failure(f)) = result else {
+        bail!("the restore did not fail: {result:?}\n{}", stderr(&out));
+    };
+    ensure!(proxy.injected("400") == 1, "{}", summary(&proxy));
+    let left = restored_indices(&os.url())?;
+    ensure!(
+        left.iter().any(|(n, _)| n == "r-src") && left.iter().all(|(_, s)| s == "close"),
+        "the created indices are not all left closed: {left:?}\n{}",
+        stderr(&out)
+    );
+    for (index, _) in &left {
+        let refresh = setting(&os.url(), index, "index.refresh_interval")?;
+        ensure!(
+            refresh != json!("-1"),
+            "{index}: refresh_interval {refresh}"
+        );
+        let mapping = call(
+            reqwest::Method::GET,
+            &format!("{}/{index}/_mapping?expand_wildcards=all", os.url()),
+            None,
+        )?;
+        let label = &mapping[index.as_str()]["mappings"]["_meta"]["cairn.dev/restore"];
+        ensure!(
+            label["snapshot"] == json!(b.snapshot) && label["state"] == json!("failed"),
+            "{index}: no label naming the snapshot: {mapping}"
+        );
+    }
+    let refresh = setting(&os.url(), "r-src", "index.refresh_interval")?;
+    ensure!(refresh == json!("7s"), "r-src: refresh_interval {refresh}");
+    let mapping = call(
+        reqwest::Method::GET,
+        &format!("{}/r-src/_mapping?expand_wildcards=all", os.url()),
+        None,
+    )?;
+    ensure!(
+        mapping["r-src"]["mappings"]["_meta"]["owner"] == json!("team-a"),
+        "r-src lost its own _meta: {mapping}"
+    );
+    // A rerun with the default (delete) replaces what the failed one left.
+    restore.retain(|a| !a.starts_with("--url=") && !a.starts_with("--on-failure="));
+    restore.retain(|a| !a.starts_with("--existing="));
+    restore.push(format!("--url={}", os.url()));
+    restore.push("--existing=overwrite".into());
+    let (out, result) = agent(&restore, &s3, tmp.path())?;
+    let Some(AgentResult::Restore(r)) = result else {
+        bail!("the rerun failed: {result:?}\n{}", stderr(&out));
+    };
+    ensure!(r.documents == u64::from(DOCS) + 300, "{r:?}");
+    ensure!(
+        checksum(&os.url(), "r-src")? == before,
+        "the rerun's documents differ"
+    );
+    let open = restored_indices(&os.url())?;
+    ensure!(open.iter().all(|(_, s)| s == "open"), "{open:?}");
+    row(
+        "a restore failing half-way with `onFailure=close` (a batch refused with 400)",
+        "the indices it created are left closed, labelled, their settings back; a rerun restores everything",
+        &format!(
+            "failed in phase {}; {} left closed with the label naming the snapshot, refresh_interval 7s back, own _meta kept; the rerun (existing=overwrite) restored {} documents, checksums equal; {:.0}s",
+            f.phase,
+            left.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.documents,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+#[test]
+fn a_restore_writes_progress_lines() -> Result<()> {
+    let os = OpenSearch::start()?;
+    let s3 = S3Server::start()?;
+    s3.create_bucket("faults")?;
+    let repo = format!("{}/progress", s3.restic_repository("faults"));
+    let tmp = tempfile::tempdir()?;
+    const DOCS: u64 = 2_000;
+    populate(&os.url(), "src", DOCS as u32)?;
+    let (out, result) = agent(
+        &args("backup", &repo, &os.url(), &["--include=src"]),
+        &s3,
+        tmp.path(),
+    )?;
+    ensure!(
+        matches!(result, Some(AgentResult::Backup(_))),
+        "backup failed: {result:?}\n{}",
+        stderr(&out)
+    );
+    // Slow batches, one at a time: the load outlasts a progress interval (10 s).
+    let slow = Rule::new(Fault::Slow(Duration::from_millis(400)), "/_bulk").every(1, 1);
+    let proxy = FaultProxy::start(&os.url(), Plan::new(vec![slow]))?;
+    let restore = args(
+        "restore",
+        &repo,
+        &proxy.url(),
+        &[
+            "--include=*",
+            "--source-host=",
+            "--snapshot=latest",
+            "--rename-prefix=r-",
+            "--batch-docs=50",
+            "--workers=1",
+        ],
+    );
+    let (out, result) = agent(&restore, &s3, tmp.path())?;
+    let Some(AgentResult::Restore(r)) = result else {
+        bail!("the restore failed: {result:?}\n{}", stderr(&out));
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("stdout is not JSON lines: {stdout}"))?;
+    let progress: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == json!("progress"))
+        .collect();
+    ensure!(
+        lines.last().is_some_and(|l| l["kind"] == json!("restore")),
+        "the last line is not the result: {stdout}"
+    );
+    ensure!(
+        progress
+            .iter()
+            .all(|p| p["phase"] == json!("restore") && p["documentsTotal"] == json!(DOCS)),
+        "{stdout}"
+    );
+    let during = progress
+        .iter()
+        .find(|p| p["done"] == json!(false))
+        .with_context(|| format!("no progress line while loading: {stdout}"))?;
+    let docs = during["documents"].as_u64().unwrap_or(0);
+    ensure!(
+        docs > 0 && docs < DOCS && during["documentsPerSecond"].as_f64() > Some(0.0),
+        "{during}"
+    );
+    let last = progress.last().context("no progress line")?;
+    ensure!(
+        last["done"] == json!(true)
+            && last["documents"] == json!(DOCS)
+            && last["bytes"].as_u64() > Some(0),
+        "{last}"
+    );
+    row(
+        "a restore's stdout (slow `_bulk`)",
+        "progress lines: phase, documents done and total, bytes, rate; the result last",
+        &format!(
+            "{} progress lines, e.g. {} of {} documents at {:.0}/s while loading, the last `done` with {} documents and {} bytes; then the result ({} documents)",
+            progress.len(),
+            docs,
+            DOCS,
+            during["documentsPerSecond"].as_f64().unwrap_or(0.0),
+            last["documents"],
+            last["bytes"],
+            r.documents
+        ),
+    );
+    Ok(())
+}

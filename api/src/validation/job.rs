@@ -92,9 +92,13 @@ pub fn check_task_params(
     }
 }
 
-/// Params (of a Task reference or a Task's step, at `path`) may not name a built-in variable.
+/// Params (of a Task reference or a Task's step, at `path`) may not name a built-in variable,
+/// and those with fixed meanings (`existing`, `onFailure`, `waitTimeout`) take only those.
 pub fn check_params(v: &mut Verdict, path: &str, params: &[Param]) {
     for (i, p) in params.iter().enumerate() {
+        if let Some(why) = crate::task_params::check_param(&p.name, &p.value) {
+            v.error(format!("{path}[{i}].value"), why);
+        }
         if is_built_in_variable(&p.name) {
             v.error(
                 format!("{path}[{i}].name"),
