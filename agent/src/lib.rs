@@ -19,6 +19,7 @@ pub mod backup;
 pub mod bulk;
 pub mod cli;
 pub mod client;
+pub mod cloud;
 pub mod error;
 pub mod files;
 pub mod identity;
