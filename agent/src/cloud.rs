@@ -87,20 +87,31 @@ pub fn opendal_reason(e: &opendal::Error) -> String {
         source = s.source();
     }
     let mut text = redact_url(&text.replace('\n', " "));
-    if untrusted_certificate(&text) {
-        text.push_str(
-            " (the storage server's TLS certificate is not trusted: put its CA certificate in \
-             the repository Secret's CA_CERT_DATA, or set insecureTLS: true in the Repository's \
-             s3 backend to skip verification)",
-        );
+    if let Some(hint) = certificate_hint(&text) {
+        text.push_str(hint);
     }
     text
 }
 
-/// Whether an error's text is the TLS client refusing the server's certificate (rustls says
-/// "invalid peer certificate: UnknownIssuer", "...: Expired", ...).
-fn untrusted_certificate(text: &str) -> bool {
-    text.contains("peer certificate")
+/// What fixes the TLS client's refusal of the server's certificate, when an error's text is one
+/// (rustls says "invalid peer certificate: UnknownIssuer", "...: Expired", ...).
+fn certificate_hint(text: &str) -> Option<&'static str> {
+    if text.contains("CaUsedAsEndEntity") {
+        Some(
+            " (the storage server's certificate is a CA certificate (basicConstraints CA:TRUE), \
+             which TLS refuses as a server's even when trusted: give the server a certificate \
+             with CA:FALSE, or one a CA issued with the CA's certificate in the repository \
+             Secret's CA_CERT_DATA, or set insecureTLS: true in the Repository's s3 backend)",
+        )
+    } else if text.contains("peer certificate") {
+        Some(
+            " (the storage server's TLS certificate is not trusted: put its CA certificate (or a \
+             self-signed certificate itself) in the repository Secret's CA_CERT_DATA, or set \
+             insecureTLS: true in the Repository's s3 backend to skip verification)",
+        )
+    } else {
+        None
+    }
 }
 
 /// restic's path of a repository file.
@@ -315,10 +326,22 @@ mod tests {
 
     #[test]
     fn an_untrusted_certificate_says_how_to_fix_it() {
-        assert!(untrusted_certificate(
+        let hint = certificate_hint(
             "Unexpected (send http request): error sending request: client error (Connect): \
-             invalid peer certificate: UnknownIssuer"
-        ));
-        assert!(!untrusted_certificate("PermissionDenied (403)"));
+             invalid peer certificate: UnknownIssuer",
+        )
+        .unwrap_or_default();
+        assert!(
+            hint.contains("CA_CERT_DATA") && hint.contains("insecureTLS"),
+            "{hint}"
+        );
+        let hint =
+            certificate_hint("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))")
+                .unwrap_or_default();
+        assert!(
+            hint.contains("CA:FALSE") && hint.contains("insecureTLS"),
+            "{hint}"
+        );
+        assert_eq!(certificate_hint("PermissionDenied (403)"), None);
     }
 }

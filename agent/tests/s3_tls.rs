@@ -1,7 +1,8 @@
-//! S3 over HTTPS with a certificate the agent does not know (MinIO with a certificate of a
-//! throwaway CA): refused with a message saying what fixes it, then `insecureTLS`
-//! (`--insecure-tls=true`) for a backup and restore round trip that the standard `restic`
-//! reads with its own `--insecure-tls`, and the repository Secret's `CA_CERT_DATA` without it.
+//! S3 over HTTPS with a self-signed certificate (MinIO's): refused with a message saying what
+//! fixes it, then `insecureTLS` (`--insecure-tls=true`) for a backup and restore round trip that
+//! the standard `restic` reads with its own `--insecure-tls`, and the certificate in the
+//! repository Secret's `CA_CERT_DATA` without it. (A certificate of a CA: `tests/tests/s3.rs`
+//! with restic; the agent trusts a CA's the same way.)
 //! Against the shared OpenSearch node, MinIO and `restic` (`cargo xtask search-testbed`).
 
 mod common;
@@ -47,6 +48,7 @@ fn s3_over_https_with_insecure_tls_or_its_ca() -> Result<()> {
     os.index_with_docs("tls-insecure-docs", 50)?;
     let s3 = S3Server::start_with(S3Options {
         tls: true,
+        self_signed: true,
         ..S3Options::default()
     })?;
     s3.create_bucket("secure")?;
@@ -91,7 +93,7 @@ fn s3_over_https_with_insecure_tls_or_its_ca() -> Result<()> {
     let snaps: serde_json::Value = serde_json::from_str(&snaps)?;
     assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
 
-    // CA_CERT_DATA: verified, without insecureTLS.
+    // The certificate in CA_CERT_DATA: verified, without insecureTLS.
     set_flag(&mut args, "insecure-tls", "false");
     let mut env = s3.env();
     env.push(("CA_CERT_DATA", s3.ca_pem().unwrap_or_default().to_string()));
