@@ -13,34 +13,7 @@ use anyhow::{Result, bail, ensure};
 use cairn_api::result::AgentResult;
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::{S3Options, S3Server};
-use common::{Search, agent, backup_args, restic_ok, set_flag};
-
-/// `restore` of the latest snapshot of `host-0` under the prefix `r-`.
-fn restore_args(repository: &str, url: &str, insecure_tls: bool) -> Vec<String> {
-    [
-        "restore".to_string(),
-        format!("--repository={repository}"),
-        "--region=".into(),
-        format!("--insecure-tls={insecure_tls}"),
-        "--host=host-0".into(),
-        format!("--url={url}"),
-        "--insecure-skip-tls-verify=false".into(),
-        "--server-name=".into(),
-        "--credentials-dir=".into(),
-        "--interim-data-dir=".into(),
-        "--wait-timeout=30s".into(),
-        "--include=*".into(),
-        "--exclude=".into(),
-        "--source-host=".into(),
-        "--snapshot=latest".into(),
-        "--rename-prefix=r-".into(),
-        "--rename-suffix=".into(),
-        "--rename-pattern=".into(),
-        "--rename-replacement=".into(),
-        "--existing=fail".into(),
-    ]
-    .to_vec()
-}
+use common::{Search, agent, backup_args, restic_ok, restore_args, set_flag};
 
 #[test]
 fn s3_over_https_with_insecure_tls_or_its_ca() -> Result<()> {
@@ -81,7 +54,9 @@ fn s3_over_https_with_insecure_tls_or_its_ca() -> Result<()> {
         bail!("no backup result: {}", backup.stderr());
     };
     assert_eq!(b.documents, 50);
-    let restore = agent(&restore_args(&repo, &os.url, true), &s3.env(), tmp.path())?;
+    let mut restore = restore_args(&repo, &os.url);
+    set_flag(&mut restore, "insecure-tls", "true");
+    let restore = agent(&restore, &s3.env(), tmp.path())?;
     ensure!(
         restore.ok(),
         "restore with insecureTLS: {}",
