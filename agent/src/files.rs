@@ -4,8 +4,8 @@
 //! has no timeout of its own).
 //!
 //! The same location and credentials as [`crate::repo::backend`]: a local directory, the same
-//! opendal service and options (so `CA_CERT_DATA` applies the same way), or restic's REST
-//! protocol. Paths follow restic's layout: `config`, `keys/<id>`, `snapshots/<id>`,
+//! opendal operator ([`crate::cloud::operator`]: `CA_CERT_DATA` and `insecureTLS` apply the same
+//! way), or restic's REST protocol. Paths follow restic's layout: `config`, `keys/<id>`, `snapshots/<id>`,
 //! `index/<id>`, `locks/<id>` and `data/<first two hex digits>/<id>`.
 
 use std::path::PathBuf;
@@ -14,8 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 
+use crate::cloud::{display_name, opendal_reason, operator};
 use crate::error::{AgentError, Result, redact_url};
-use crate::location::{Location, RepoOptions, check_insecure_tls, env, opendal_options};
+use crate::location::{Location, RepoOptions, check_insecure_tls, env};
 
 /// The directories of a restic repository, besides the `config` file.
 pub const DIRS: [&str; 5] = ["keys", "snapshots", "index", "locks", "data"];
@@ -45,22 +46,6 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Store({})", self.name)
     }
-}
-
-/// One line for an opendal error, with its causes (a TLS verification failure is a cause of a
-/// cause), without user info.
-pub fn opendal_reason(e: &opendal::Error) -> String {
-    let mut text = format!("{} ({})", e.kind(), e.message());
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    redact_url(&text.replace('\n', " "))
 }
 
 fn reqwest_reason(e: &reqwest::Error) -> String {
@@ -133,29 +118,15 @@ impl Store {
                 (Kind::Rest { client, base }, name)
             }
             _ => {
-                let Some((service, map)) = opendal_options(loc, opts)? else {
-                    return Err(AgentError::Usage("no backend".into()));
-                };
-                let name = match loc {
-                    Location::S3 {
-                        endpoint,
-                        bucket,
-                        prefix,
-                    } => format!("s3:{endpoint}/{bucket}/{prefix}"),
-                    other => format!("{other:?}"),
-                };
                 let _guard = rt.enter();
-                let op = opendal::Operator::via_iter(service, map)
-                    .map_err(|e| {
-                        AgentError::Repository(format!("backend {name}: {}", opendal_reason(&e)))
-                    })?
+                let op = operator(loc, opts)?
                     .layer(
                         TimeoutLayer::new()
                             .with_timeout(Duration::from_secs(60))
                             .with_io_timeout(Duration::from_secs(30)),
                     )
                     .layer(RetryLayer::new().with_max_times(3).with_jitter());
-                (Kind::OpenDal(op), name)
+                (Kind::OpenDal(op), display_name(loc))
             }
         };
         Ok(Self { kind, name, rt })

@@ -20,6 +20,7 @@ pub mod bulk;
 pub mod cleanup;
 pub mod cli;
 pub mod client;
+pub mod cloud;
 pub mod error;
 pub mod files;
 pub mod identity;

@@ -67,9 +67,6 @@ fn options_from(
         Location::B2 { bucket, prefix } => b2(&mut o, &keys, bucket, prefix)?,
         Location::Swift { container, prefix } => swift(&mut o, &keys, container, prefix)?,
     };
-    if let Some(n) = opts.max_connections.filter(|n| *n > 0) {
-        o.insert("connections".into(), n.to_string());
-    }
     Ok(Some((service, o)))
 }
 
@@ -178,40 +175,70 @@ fn azure(o: &mut Options, keys: &Keys<'_>, container: &str, prefix: &str) -> Res
     Ok("azblob")
 }
 
+/// B2 with Stash's keys (`B2_ACCOUNT_ID`, `B2_ACCOUNT_KEY`), plus the bucket's id: opendal
+/// addresses a bucket by id, which neither restic's notation nor Stash's Secret carries.
 fn b2(o: &mut Options, keys: &Keys<'_>, bucket: &str, prefix: &str) -> Result<&'static str> {
     o.insert("bucket".into(), bucket.into());
     o.insert("root".into(), root(prefix));
     o.insert(
         "application_key_id".into(),
-        keys.need("B2_ACCOUNT_ID", "B2")?,
+        keys.need("B2_ACCOUNT_ID", "B2 (the application key's id)")?,
     );
-    o.insert("application_key".into(), keys.need("B2_ACCOUNT_KEY", "B2")?);
-    // opendal addresses a B2 bucket by id, which restic's notation does not carry.
+    o.insert(
+        "application_key".into(),
+        keys.need("B2_ACCOUNT_KEY", "B2 (the application key)")?,
+    );
     o.insert(
         "bucket_id".into(),
-        keys.need("B2_BUCKET_ID", "B2 (opendal needs the bucket id)")?,
+        keys.need(
+            "B2_BUCKET_ID",
+            "B2: cairn's B2 client addresses the bucket by its id, not its name (add the \
+             bucketId that `b2 bucket get <name>` prints)",
+        )?,
     );
     Ok("b2")
 }
 
+/// Stash's Swift keys that ask for a keystone login (v1, v2 or v3), which cairn does not make.
+const SWIFT_LOGIN_KEYS: [&str; 6] = [
+    "ST_AUTH",
+    "ST_USER",
+    "ST_KEY",
+    "OS_AUTH_URL",
+    "OS_USERNAME",
+    "OS_PASSWORD",
+];
+
+/// Swift with a pre-authenticated storage URL and token (Stash's `OS_STORAGE_URL` and
+/// `OS_AUTH_TOKEN`): opendal takes no keystone credentials.
 fn swift(o: &mut Options, keys: &Keys<'_>, container: &str, prefix: &str) -> Result<&'static str> {
+    let (Some(url), Some(token)) = (keys.get("OS_STORAGE_URL"), keys.get("OS_AUTH_TOKEN")) else {
+        let login = SWIFT_LOGIN_KEYS.iter().find(|k| keys.get(k).is_some());
+        return Err(AgentError::Credentials(match login {
+            Some(key) => format!(
+                "Swift: the repository Secret's {key} asks for a keystone login, which cairn \
+                 does not make: give a pre-authenticated OS_STORAGE_URL and OS_AUTH_TOKEN \
+                 instead (`swift auth` prints them)"
+            ),
+            None => "Swift: OS_STORAGE_URL and OS_AUTH_TOKEN are not set: the repository \
+                     Secret needs both (a pre-authenticated storage URL and its token)"
+                .into(),
+        }));
+    };
     o.insert("container".into(), container.into());
     o.insert("root".into(), root(prefix));
-    o.insert(
-        "endpoint".into(),
-        keys.need("OS_STORAGE_URL", "Swift (pre-authenticated storage URL)")?,
-    );
-    o.insert("token".into(), keys.need("OS_AUTH_TOKEN", "Swift")?);
+    o.insert("endpoint".into(), url);
+    o.insert("token".into(), token);
     Ok("swift")
 }
 
-/// Refuses `--insecure-tls` where it cannot be honoured.
+/// Refuses `--insecure-tls` where it cannot be honoured: restic's REST server, whose client
+/// rustic builds inside (object stores use cairn's client, see [`crate::cloud`]).
 pub fn check_insecure_tls(loc: &Location, opts: &RepoOptions) -> Result<()> {
-    if opts.insecure_tls && !matches!(loc, Location::Local(_)) {
-        // opendal builds its own HTTP client from the option map: there is no switch for this.
+    if opts.insecure_tls && matches!(loc, Location::Rest { .. }) {
         return Err(AgentError::Usage(
-            "insecureTLS is not supported for this backend: give the CA certificate in the \
-             repository Secret's CA_CERT_DATA instead"
+            "insecureTLS is not supported for a REST server repository: give the CA \
+             certificate in the repository Secret's CA_CERT_DATA instead"
                 .into(),
         ));
     }
@@ -299,6 +326,81 @@ mod tests {
         assert_eq!(o["root"], "/pre");
         assert_eq!(o["endpoint"], "http://127.0.0.1:9000");
         assert_eq!(o["region"], "eu-west-1");
-        assert_eq!(o["connections"], "4");
+    }
+
+    /// The options for `location` with the Secret holding `keys`.
+    fn options_with(location: &str, keys: &[(&str, &str)]) -> Result<Options> {
+        let loc = parse_location(location)?;
+        let env = |k: &str| {
+            keys.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        };
+        Ok(options_from(&loc, &RepoOptions::default(), &env)?
+            .map(|(_, o)| o)
+            .unwrap_or_default())
+    }
+
+    #[test]
+    fn b2_reads_stashs_keys_and_names_the_bucket_id() {
+        let stash = [("B2_ACCOUNT_ID", "id"), ("B2_ACCOUNT_KEY", "key")];
+        let err = options_with("b2:bucket:pre", &stash)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("B2_BUCKET_ID") && err.contains("bucketId"),
+            "{err}"
+        );
+        assert!(!err.contains("key\""), "{err}");
+        let mut keys = stash.to_vec();
+        keys.push(("B2_BUCKET_ID", "4a48fe8875c6214145260818"));
+        let o = options_with("b2:bucket:pre", &keys).unwrap();
+        assert_eq!(o["application_key_id"], "id");
+        assert_eq!(o["application_key"], "key");
+        assert_eq!(o["bucket"], "bucket");
+        assert_eq!(o["bucket_id"], "4a48fe8875c6214145260818");
+        assert_eq!(o["root"], "/pre");
+        let err = options_with("b2:bucket:pre", &[("B2_ACCOUNT_KEY", "key")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("B2_ACCOUNT_ID"), "{err}");
+    }
+
+    #[test]
+    fn swift_takes_a_storage_url_and_token_and_names_a_login() {
+        let o = options_with(
+            "swift:container:/pre",
+            &[
+                ("OS_STORAGE_URL", "https://swift.example/v1/AUTH_x"),
+                ("OS_AUTH_TOKEN", "tok"),
+                // A login next to them is not needed.
+                ("OS_AUTH_URL", "https://keystone.example/v3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(o["endpoint"], "https://swift.example/v1/AUTH_x");
+        assert_eq!(o["token"], "tok");
+        assert_eq!(o["container"], "container");
+        assert_eq!(o["root"], "/pre");
+        // Keystone v1 (ST_*), v2/v3 (OS_*): the key is named, and what cairn needs instead.
+        for (key, value) in [
+            ("ST_AUTH", "https://auth.example/v1.0"),
+            ("OS_AUTH_URL", "https://keystone.example/v3"),
+            ("OS_PASSWORD", "pw-secret"),
+        ] {
+            let err = options_with("swift:container:/pre", &[(key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+            assert!(
+                err.contains("OS_STORAGE_URL") && err.contains("OS_AUTH_TOKEN"),
+                "{err}"
+            );
+            assert!(!err.contains(value), "the secret is in the message: {err}");
+        }
+        let err = options_with("swift:container:/pre", &[("OS_AUTH_TOKEN", "tok")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OS_STORAGE_URL"), "{err}");
     }
 }

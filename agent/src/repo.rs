@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rustic_backend::{LocalBackend, OpenDALBackend, RestBackend};
+use rustic_backend::{LocalBackend, RestBackend};
 use rustic_core::repofile::SnapshotFile;
 use rustic_core::{
     CheckOptions, ConfigOptions, Credentials, ErrorKind, FileType, ForgetGroups, Grouped, Id,
@@ -21,9 +21,10 @@ use rustic_core::{
     RepositoryOptions, RusticError, RusticResult, SnapshotGroupCriterion, StringList, WriteBackend,
 };
 
+use crate::cloud::CloudBackend;
 use crate::error::{AgentError, Result};
 use crate::files::{PROBE_TIMEOUT, Store};
-use crate::location::{Location, RepoOptions, check_insecure_tls, env, opendal_options, password};
+use crate::location::{Location, RepoOptions, check_insecure_tls, env, password};
 use crate::lock::RepoLock;
 
 /// The backend for a location, once the storage answered (within
@@ -51,14 +52,9 @@ pub fn backend(loc: &Location, opts: &RepoOptions) -> Result<Arc<dyn WriteBacken
                 RestBackend::new(url.as_str(), BTreeMap::<String, String>::new()).map_err(map)?,
             )
         }
-        _ => {
-            let Some((service, o)) = opendal_options(loc, opts)? else {
-                return Err(AgentError::Usage("no backend".into()));
-            };
-            Arc::new(TimedBackend {
-                inner: Arc::new(OpenDALBackend::new(service, o).map_err(map)?),
-            })
-        }
+        _ => Arc::new(TimedBackend {
+            inner: Arc::new(CloudBackend::new(loc, opts)?),
+        }),
     })
 }
 
@@ -71,8 +67,8 @@ fn storage_deadline(bytes: usize) -> Duration {
     STORAGE_TIMEOUT + Duration::from_secs((bytes >> 20) as u64)
 }
 
-/// Gives every request to an object store a deadline. rustic's OpenDAL backend has none: a
-/// storage server that stops answering (frozen, or a connection silently gone) would hang the
+/// Gives every request to an object store a deadline. opendal has none that fits a pack of any
+/// size: a storage server that stops answering (frozen, or a connection silently gone) would hang the
 /// agent for ever. Each request runs on a thread of its own; past its deadline the call fails
 /// and the thread is left to the process's exit.
 #[derive(Debug)]

@@ -1,5 +1,5 @@
 //! The agent and its repository's storage: `wipe` (local and S3, only the repository's prefix),
-//! S3 over HTTPS with the repository Secret's `CA_CERT_DATA`, an unreachable S3 endpoint, the
+//! an unreachable S3 endpoint (S3 over HTTPS is `s3_tls.rs`'s), the
 //! interim data directory, and restic-compatible locks. Against the shared OpenSearch node, MinIO
 //! and the standard `restic` (`cargo xtask search-testbed`).
 
@@ -12,7 +12,7 @@ use cairn_agent::location::{Location, RepoOptions};
 use cairn_agent::lock::{Crypto, LockFile};
 use cairn_api::result::AgentResult;
 use cairn_tests::opensearch::OpenSearch;
-use cairn_tests::s3::{S3Options, S3Server};
+use cairn_tests::s3::S3Server;
 use common::{Search, agent, backup_args, restic, restic_ok, set_flag};
 
 fn search() -> Result<Search> {
@@ -110,49 +110,6 @@ fn wipe_deletes_the_repository_and_nothing_else() -> Result<()> {
         two_before,
         "a refused wipe deleted something"
     );
-    Ok(())
-}
-
-#[test]
-fn s3_over_https_needs_its_ca() -> Result<()> {
-    let os = search()?;
-    os.index_with_docs("tls-s3-docs", 50)?;
-    let s3 = S3Server::start_with(S3Options {
-        tls: true,
-        ..S3Options::default()
-    })?;
-    s3.create_bucket("secure")?;
-    let tmp = tempfile::tempdir()?;
-    let repo = format!("{}/r", s3.restic_repository("secure"));
-    assert!(repo.starts_with("s3:https://"), "{repo}");
-    let ca = s3.ca_pem().unwrap_or_default().to_string();
-    let args = backup_args(&repo, &os.url, "tls-s3-docs");
-
-    let started = Instant::now();
-    let no_ca = agent(&args, &s3.env(), tmp.path())?;
-    assert!(!no_ca.ok(), "a backup to an unknown CA succeeded");
-    let (phase, reason) = no_ca.failure()?;
-    assert_eq!(phase, "repository", "{reason}");
-    assert!(
-        reason.to_lowercase().contains("certificate"),
-        "the reason does not say certificate: {reason}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(90));
-
-    let mut env = s3.env();
-    env.push(("CA_CERT_DATA", ca));
-    let ok = agent(&args, &env, tmp.path())?;
-    ensure!(ok.ok(), "backup with CA_CERT_DATA: {}", ok.stderr());
-    let Some(AgentResult::Backup(b)) = &ok.result else {
-        anyhow::bail!("no backup result: {}", ok.stderr());
-    };
-    assert_eq!(b.documents, 50);
-    let ca_file = s3.ca_file()?.unwrap_or_default();
-    restic_ok(
-        &repo,
-        &["--cacert", &ca_file.display().to_string(), "check"],
-        &s3.env(),
-    )?;
     Ok(())
 }
 

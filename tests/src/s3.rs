@@ -44,11 +44,27 @@ pub fn minio_binary() -> Result<PathBuf> {
     Ok(testbed_cache()?.join(format!("minio-{version}/minio")))
 }
 
+/// A self-signed server certificate for `names` (not a CA certificate: TLS clients refuse a CA's
+/// as a server's).
+fn self_signed_cert(names: &[&str]) -> Result<crate::pki::IssuedCert> {
+    let sans: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let params = rcgen::CertificateParams::new(sans).context("certificate parameters")?;
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
+    let cert = params.self_signed(&key).context("self-signing")?;
+    Ok(crate::pki::IssuedCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// How to start the server.
 #[derive(Clone, Debug)]
 pub struct S3Options {
     /// Serve HTTPS with a certificate for `127.0.0.1` and `localhost` from a throwaway CA.
     pub tls: bool,
+    /// With `tls`, a self-signed server certificate instead (no CA: [`S3Server::ca_pem`] is the
+    /// certificate itself), as `openssl req -x509` or MinIO's `certgen` make them.
+    pub self_signed: bool,
     pub start_timeout: Duration,
 }
 
@@ -56,6 +72,7 @@ impl Default for S3Options {
     fn default() -> Self {
         Self {
             tls: false,
+            self_signed: false,
             start_timeout: Duration::from_secs(60),
         }
     }
@@ -94,11 +111,20 @@ impl S3Server {
         std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
         std::fs::create_dir_all(&certs).with_context(|| format!("creating {}", certs.display()))?;
         let ca_pem = if options.tls {
-            let ca = CertificateAuthority::new("cairn-test-s3-ca")?;
-            let serving = ca.server_cert("minio", &["127.0.0.1", "localhost"])?;
+            let (serving, trust) = if options.self_signed {
+                let cert = self_signed_cert(&["127.0.0.1", "localhost"])?;
+                let trust = cert.cert_pem.clone();
+                (cert, trust)
+            } else {
+                let ca = CertificateAuthority::new("cairn-test-s3-ca")?;
+                (
+                    ca.server_cert("minio", &["127.0.0.1", "localhost"])?,
+                    ca.cert_pem(),
+                )
+            };
             std::fs::write(certs.join("public.crt"), &serving.cert_pem)?;
             std::fs::write(certs.join("private.key"), &serving.key_pem)?;
-            Some(ca.cert_pem())
+            Some(trust)
         } else {
             None
         };

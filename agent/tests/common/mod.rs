@@ -185,10 +185,10 @@ pub fn restic_ok(repo: &str, args: &[&str], env: &[(&str, String)]) -> Result<St
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `backup` of `include` from `url` into `repository`, with the flags a Job passes.
-pub fn backup_args(repository: &str, url: &str, include: &str) -> Vec<String> {
+/// The flags every Job passes to `cmd` (`backup` or `restore`) of `repository` and `url`.
+fn job_args(cmd: &str, repository: &str, url: &str) -> Vec<String> {
     vec![
-        "backup".into(),
+        cmd.into(),
         format!("--repository={repository}"),
         "--region=".into(),
         "--insecure-tls=false".into(),
@@ -199,13 +199,42 @@ pub fn backup_args(repository: &str, url: &str, include: &str) -> Vec<String> {
         "--credentials-dir=".into(),
         "--interim-data-dir=".into(),
         "--wait-timeout=30s".into(),
+    ]
+}
+
+/// `backup` of `include` from `url` into `repository`, with the flags a Job passes.
+pub fn backup_args(repository: &str, url: &str, include: &str) -> Vec<String> {
+    let mut args = job_args("backup", repository, url);
+    args.extend([
         format!("--include={include}"),
         "--exclude=".into(),
         "--tag=session=t".into(),
         // As the catalog passes them: the snapshot's identity and its retention's scope.
         "--namespace=tests".into(),
         "--configuration=agent".into(),
-    ]
+    ]);
+    args
+}
+
+/// `restore` of the latest snapshot of `host-0` in `repository` to `url`, every index under
+/// the prefix `r-`, with the flags a Job passes.
+pub fn restore_args(repository: &str, url: &str) -> Vec<String> {
+    let mut args = job_args("restore", repository, url);
+    args.extend(
+        [
+            "--include=*",
+            "--exclude=",
+            "--source-host=",
+            "--snapshot=latest",
+            "--rename-prefix=r-",
+            "--rename-suffix=",
+            "--rename-pattern=",
+            "--rename-replacement=",
+            "--existing=fail",
+        ]
+        .map(String::from),
+    );
+    args
 }
 
 /// Replaces the flag `--name=...` in `args` (or adds it).
