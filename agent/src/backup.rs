@@ -18,6 +18,7 @@ use reqwest::Method;
 use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
 use serde_json::{Map, Value, json};
 
+use crate::budget::Paging;
 use crate::client::{Body, Client, Distribution, ServerInfo, encode_path};
 use crate::error::{AgentError, Failed, InPhase, Result};
 use crate::layout::{self, IndexMeta, Manifest, ServerMeta, TemplateCounts};
@@ -45,7 +46,12 @@ pub struct BackupPlan {
     pub wait_timeout: Duration,
     /// `None` = auto.
     pub slices: Option<u32>,
+    /// Documents per page at most.
     pub page_size: u32,
+    /// Bytes per page of one slice, about (see [`crate::budget`]).
+    pub page_bytes: u64,
+    /// Bytes of pages in flight over all slices of all indices.
+    pub inflight_bytes: u64,
     /// Stage the documents here before archiving them (`None`: stream them).
     pub interim_dir: Option<PathBuf>,
 }
@@ -408,7 +414,7 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         rt.handle().clone(),
         client.clone(),
         mode,
-        plan.page_size,
+        Paging::new(plan.page_size, plan.page_bytes, plan.inflight_bytes),
         dump.indices.len(),
         manifest,
         gate,

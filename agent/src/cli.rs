@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::budget;
 use crate::client::{Auth, ClientOptions};
 use crate::error::{AgentError, Result};
 use crate::identity::{Identity, RestoreScope, RetentionScope};
@@ -249,7 +250,8 @@ pub struct BackupArgs {
     pub retention: RetentionArgs,
     #[arg(long, default_value = "auto", value_parser = parse_slices)]
     pub slices: Slices,
-    /// Documents per page when reading.
+    /// Documents per page when reading, at most (pages of large documents hold fewer: see
+    /// `budget`).
     #[arg(long, default_value = "5000")]
     pub page_size: u32,
     /// What the snapshot leaves out, in elasticdump's words (`template,settings`): Stash's
@@ -281,6 +283,8 @@ impl BackupArgs {
             wait_timeout: self.target.wait_timeout,
             slices: self.slices.0,
             page_size: self.page_size,
+            page_bytes: budget::PAGE_BYTES,
+            inflight_bytes: budget::INFLIGHT_BYTES,
             interim_dir: Some(self.repo.interim_data_dir.trim())
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
@@ -329,7 +333,7 @@ pub struct RestoreArgs {
     /// Parallel `_bulk` requests.
     #[arg(long, default_value = "4")]
     pub workers: usize,
-    /// Documents per `_bulk` request (also capped at 10 MB).
+    /// Documents per `_bulk` request, at most (and bytes: see `budget`).
     #[arg(long, default_value = "5000")]
     pub batch_docs: usize,
 }
@@ -373,7 +377,8 @@ impl RestoreArgs {
             wait_timeout: self.target.wait_timeout,
             workers: self.workers.clamp(1, 64),
             batch_docs: self.batch_docs.clamp(1, 100_000),
-            batch_bytes: 10 * 1024 * 1024,
+            batch_bytes: budget::BATCH_BYTES,
+            inflight_bytes: budget::INFLIGHT_BYTES,
         })
     }
 }

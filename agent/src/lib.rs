@@ -13,9 +13,10 @@
 //! - server: `search` (reading indices) over `skim` (search answers) and `client` (HTTP, with
 //!   `retry`'s policy), and
 //!   `bulk` (the `_bulk` wire format);
-//! - shared: `select`, `settings`, `identity`, `output`, `terminate`, `tls`, `error`.
+//! - shared: `budget`, `select`, `settings`, `identity`, `output`, `terminate`, `tls`, `error`.
 
 pub mod backup;
+pub mod budget;
 pub mod bulk;
 pub mod cleanup;
 pub mod cli;

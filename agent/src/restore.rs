@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::budget::Budget;
 use crate::bulk::{BulkOutcome, action_prefix, bulk_line, bulk_outcome};
 use crate::cleanup::Created;
 use crate::client::{Body, Client, encode_path, server_error};
@@ -57,7 +58,10 @@ pub struct RestorePlan {
     pub wait_timeout: Duration,
     pub workers: usize,
     pub batch_docs: usize,
+    /// Bytes of one `_bulk` request, at most, unless one document alone is larger.
     pub batch_bytes: usize,
+    /// Bytes of `_bulk` requests in flight over all indices.
+    pub inflight_bytes: u64,
 }
 
 /// One index to restore.
@@ -135,6 +139,7 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         .collect();
     let shared = Arc::new(Shared {
         slots: Arc::new(tokio::sync::Semaphore::new(plan.workers.max(1))),
+        bytes: Budget::new(plan.inflight_bytes),
         stop: AtomicBool::new(false),
         created: Created::new(plan.on_failure, &snap.id.to_hex()),
         sent: Arc::new(Sent::default()),
@@ -461,6 +466,8 @@ const STOPPED: &str = "stopped: another index failed";
 struct Shared {
     /// `_bulk` requests in flight, over all indices.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Their bytes.
+    bytes: Arc<Budget>,
     /// Set by the first failure: the other loads stop sending.
     stop: AtomicBool,
     /// The indices this run created: deleted (or closed) if it does not finish.
@@ -738,6 +745,11 @@ impl Loader<'_> {
         if line.is_empty() {
             return Ok(());
         }
+        // Sent first when this document would make it too large: a batch exceeds its bytes
+        // only with one document that alone does.
+        if self.batch.len() + self.prefix.len() + line.len() > self.plan.batch_bytes {
+            self.send().await?;
+        }
         bulk_line(&mut self.batch, &self.prefix, self.target, line)?;
         self.batch_docs += 1;
         if self.batch_docs >= self.plan.batch_docs || self.batch.len() >= self.plan.batch_bytes {
@@ -766,6 +778,7 @@ impl Loader<'_> {
             .await
             .map_err(|_| AgentError::Restore(STOPPED.into()))?;
         let cap = self.batch.len();
+        let held = self.shared.bytes.take(cap as u64).await;
         let body = Bytes::from(std::mem::replace(&mut self.batch, Vec::with_capacity(cap)));
         let (c, t, n) = (
             self.client.clone(),
@@ -777,7 +790,7 @@ impl Loader<'_> {
         self.inflight.spawn(async move {
             let bytes = body.len() as u64;
             let r = send_bulk(&c, &t, body, n).await;
-            drop(permit);
+            drop((permit, held));
             if r.is_ok() {
                 sent.add(n, bytes);
             }

@@ -8,13 +8,20 @@
 //! read against the exact total of its first answer and fails if a page went missing. The point
 //! in time, or each slice's scroll, is a [`Context`] released however reading ends; a failed
 //! slice stops the others, which release theirs on the way out.
+//!
+//! Pages are sized by bytes ([`crate::budget`]): each slice starts with a small page and asks
+//! for as many documents as fit in its page bytes at the size of the ones it read last, and a
+//! page is asked for only once its expected bytes fit in the budget all slices share. A
+//! scroll's page size is fixed when it opens, so it comes from a sample of the index.
 
 use std::future::Future;
 
+use bytes::Bytes;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::budget::{Held, Paging};
 use crate::client::{Body, Client, Distribution, encode_path, server_error};
 use crate::error::{AgentError, Result};
 use crate::retry::Retry;
@@ -29,14 +36,17 @@ pub enum ReadMode {
 
 const KEEP_ALIVE: &str = "10m";
 
-/// Reads all documents of `index` with `slices` parallel readers; every page goes to `sink`.
-/// Returns the number of documents read.
+/// Documents sampled to size a scroll's pages.
+const SCROLL_SAMPLE_DOCS: u32 = 4;
+
+/// Reads all documents of `index` with `slices` parallel readers, in pages sized by `paging`;
+/// every page goes to `sink`. Returns the number of documents read.
 pub async fn read_index<F, Fut>(
     client: &Client,
     index: &str,
     mode: ReadMode,
     slices: u32,
-    page_size: u32,
+    paging: &Paging,
     sink: F,
 ) -> Result<u64>
 where
@@ -53,13 +63,14 @@ where
                 let sink = sink.clone();
                 let pit_id = pit_id.clone();
                 let index = index.to_string();
+                let paging = paging.clone();
                 async move {
                     let read = Slice {
                         client: &client,
                         index: &index,
                         slice,
                         slices,
-                        page_size,
+                        paging: &paging,
                     };
                     read.pit(pit_id, sink, stop).await
                 }
@@ -69,25 +80,48 @@ where
             result
         }
         ReadMode::Scroll => {
+            let sample = sample(client, index, &enc, paging).await?;
             run_slices(slices, |slice, stop| {
                 let client = client.clone();
                 let sink = sink.clone();
                 let index = index.to_string();
                 let enc = enc.clone();
+                let paging = paging.clone();
                 async move {
                     let read = Slice {
                         client: &client,
                         index: &index,
                         slice,
                         slices,
-                        page_size,
+                        paging: &paging,
                     };
-                    read.scroll(&enc, sink, stop).await
+                    read.scroll(&enc, sample, sink, stop).await
                 }
             })
             .await
         }
     }
+}
+
+/// A few documents of the index as (documents, NDJSON bytes): what a scroll's page size is
+/// chosen from, since it cannot change once the scroll is open.
+async fn sample(client: &Client, index: &str, enc: &str, paging: &Paging) -> Result<(u64, u64)> {
+    let _held = paging.budget.take(paging.page_bytes).await;
+    let what = format!("sample documents of {index}");
+    let body = json!({ "size": SCROLL_SAMPLE_DOCS, "sort": ["_doc"], "_source": true });
+    let (status, bytes) = client
+        .send_retried(
+            Method::POST,
+            &format!("/{enc}/_search"),
+            Some(Body::Json(body)),
+            &what,
+        )
+        .await?;
+    if !status.is_success() {
+        return Err(server_error(&what, status, &bytes));
+    }
+    let page = parse_page(index, &bytes)?;
+    Ok((page.docs, page.ndjson.len() as u64))
 }
 
 /// Set when one slice failed: the others stop at their next step.
@@ -240,12 +274,31 @@ struct Slice<'a> {
     index: &'a str,
     slice: u32,
     slices: u32,
-    page_size: u32,
+    paging: &'a Paging,
 }
 
 impl Slice<'_> {
     fn what(&self) -> String {
         format!("read documents of {}", self.index)
+    }
+
+    /// `bytes` of the budget, once they fit (or reading stopped).
+    async fn take(&self, bytes: u64, stop: &mut Stop) -> Result<Held> {
+        unless_stopped(stop, async { Ok(self.paging.budget.take(bytes).await) }).await
+    }
+
+    /// The page of a search answer, its bytes counted in `held`: the answer's while it is
+    /// parsed, then the page's.
+    fn page(&self, (status, bytes): (StatusCode, Bytes), mut held: Held) -> Result<Page> {
+        if !status.is_success() {
+            return Err(server_error(&self.what(), status, &bytes));
+        }
+        held.resize(bytes.len() as u64);
+        let mut page = parse_page(self.index, &bytes)?;
+        drop(bytes);
+        held.resize(page.ndjson.len() as u64);
+        page.held = Some(held);
+        Ok(page)
     }
 
     /// The slice's pages of a point in time.
@@ -257,9 +310,12 @@ impl Slice<'_> {
         let what = self.what();
         let mut after: Option<Value> = None;
         let mut total = 0;
+        let mut sizer = self.paging.sizer();
         loop {
+            let size = sizer.docs();
+            let held = self.take(sizer.expected_bytes(), &mut stop).await?;
             let mut body = json!({
-                "size": self.page_size,
+                "size": size,
                 "pit": { "id": pit_id, "keep_alive": KEEP_ALIVE },
                 "sort": [{ "_shard_doc": "asc" }],
                 "track_total_hits": false,
@@ -274,12 +330,9 @@ impl Slice<'_> {
             let request =
                 self.client
                     .send_retried(Method::POST, "/_search", Some(Body::Json(body)), &what);
-            let (status, bytes) = unless_stopped(&mut stop, request).await?;
-            if !status.is_success() {
-                return Err(server_error(&what, status, &bytes));
-            }
-            let page = parse_page(self.index, &bytes)?;
+            let page = self.page(unless_stopped(&mut stop, request).await?, held)?;
             let n = page.docs;
+            sizer.observe(n, page.ndjson.len() as u64);
             if let Some(id) = &page.pit_id {
                 pit_id.clone_from(id);
             }
@@ -288,7 +341,7 @@ impl Slice<'_> {
             if n > 0 {
                 unless_stopped(&mut stop, sink(page)).await?;
             }
-            if n < u64::from(self.page_size) {
+            if n < u64::from(size) {
                 return Ok(total);
             }
             if after.is_none() {
@@ -299,15 +352,26 @@ impl Slice<'_> {
         }
     }
 
-    /// The slice's pages of a scroll of its own, cleared however they end.
-    async fn scroll<F, Fut>(&self, enc_index: &str, sink: F, mut stop: Stop) -> Result<u64>
+    /// The slice's pages of a scroll of its own, cleared however they end, sized from the
+    /// index's `sample` (documents, bytes).
+    async fn scroll<F, Fut>(
+        &self,
+        enc_index: &str,
+        sample: (u64, u64),
+        sink: F,
+        mut stop: Stop,
+    ) -> Result<u64>
     where
         F: Fn(Page) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
         let what = self.what();
+        let mut sizer = self.paging.sizer();
+        sizer.settle(sample.0, sample.1);
+        let expected = sizer.expected_bytes();
+        let held = self.take(expected, &mut stop).await?;
         let mut body = json!({
-            "size": self.page_size,
+            "size": sizer.docs(),
             "sort": ["_doc"],
             "_source": true,
             "track_total_hits": true,
@@ -320,16 +384,14 @@ impl Slice<'_> {
         // scroll already, and only its answer names it for release (scroll_pages then stops
         // at its first step and releases it).
         let path = format!("/{enc_index}/_search?scroll={KEEP_ALIVE}");
-        let (status, bytes) = self
+        let answer = self
             .client
             .send_retried(Method::POST, &path, Some(Body::Json(body)), &what)
             .await?;
-        if !status.is_success() {
-            return Err(server_error(&what, status, &bytes));
-        }
-        let mut page = parse_page(self.index, &bytes)?;
+        let mut page = self.page(answer, held)?;
         let mut context = Context::new(self.client, Kind::Scroll, page.scroll_id.take());
-        let result = self.scroll_pages(&mut context, page, sink, &mut stop).await;
+        let pages = self.scroll_pages(&mut context, page, expected, sink, &mut stop);
+        let result = pages.await;
         context.release().await;
         result
     }
@@ -338,6 +400,7 @@ impl Slice<'_> {
         &self,
         context: &mut Context,
         mut page: Page,
+        page_bytes: u64,
         sink: F,
         stop: &mut Stop,
     ) -> Result<u64>
@@ -367,6 +430,7 @@ impl Slice<'_> {
             let Some(id) = context.id.clone() else {
                 return Err(AgentError::Dump(format!("{what}: no scroll id")));
             };
+            let held = self.take(page_bytes, stop).await?;
             let body = json!({ "scroll": KEEP_ALIVE, "scroll_id": id });
             // Asked for again after a transient failure: a page lost that way is counted above.
             let request = self.client.send_retried(
@@ -375,11 +439,7 @@ impl Slice<'_> {
                 Some(Body::Json(body)),
                 &what,
             );
-            let (status, bytes) = unless_stopped(stop, request).await?;
-            if !status.is_success() {
-                return Err(server_error(&what, status, &bytes));
-            }
-            page = parse_page(self.index, &bytes)?;
+            page = self.page(unless_stopped(stop, request).await?, held)?;
             if let Some(id) = page.scroll_id.take() {
                 context.id = Some(id);
             }

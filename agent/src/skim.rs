@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::budget::Held;
 use crate::error::{AgentError, Result, short};
 
 /// One page of documents as NDJSON.
@@ -18,6 +19,8 @@ pub struct Page {
     pub pit_id: Option<String>,
     /// The exact number of hits of the whole search, when the server counted them all.
     pub total: Option<u64>,
+    /// Its bytes counted against the reading's budget until the page is dropped.
+    pub held: Option<Held>,
 }
 
 /// `hits.total`: a number (Elasticsearch 6) or `{"value", "relation"}`.

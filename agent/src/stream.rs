@@ -6,7 +6,9 @@
 //! a bounded channel from the async readers (point-in-time/scroll slices), and the manifest,
 //! whose reader waits until every document stream has ended and then reports their counts and
 //! checksums. A file is opened when the archiver reaches it, so as many indices are read at once
-//! as the archiver has workers, and at most `CHANNEL_PAGES` pages per index wait in memory.
+//! as the archiver has workers, and at most `CHANNEL_PAGES` pages per slice wait in memory; the
+//! pages of all indices are counted against one byte budget (see [`crate::budget`]) until the
+//! archiver has read them.
 //!
 //! With `INTERIM_DATA_DIR` the documents are staged instead: every index is first read into
 //! one NDJSON file there ([`DumpState::stage`], counts and checksum computed while writing), and
@@ -32,6 +34,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::budget::{Held, Paging};
 use crate::client::Client;
 use crate::error::AgentError;
 use crate::layout::{IndexEntry, Manifest};
@@ -42,7 +45,8 @@ use crate::skim::Page;
 const CHANNEL_PAGES: usize = 2;
 
 enum Msg {
-    Data(Bytes),
+    /// A page's documents and their share of the budget.
+    Data(Bytes, Option<Held>),
     Done(u64),
     Failed(String),
 }
@@ -52,7 +56,7 @@ pub struct DumpState {
     pub rt: tokio::runtime::Handle,
     pub client: Client,
     pub mode: ReadMode,
-    pub page_size: u32,
+    pub paging: Paging,
     failure: Mutex<Option<String>>,
     results: Mutex<BTreeMap<String, (u64, u64, String)>>,
     finished: Mutex<usize>,
@@ -69,7 +73,7 @@ impl DumpState {
         rt: tokio::runtime::Handle,
         client: Client,
         mode: ReadMode,
-        page_size: u32,
+        paging: Paging,
         streams: usize,
         manifest: Manifest,
         gate: Arc<AtomicBool>,
@@ -78,7 +82,7 @@ impl DumpState {
             rt,
             client,
             mode,
-            page_size,
+            paging,
             failure: Mutex::new(None),
             results: Mutex::new(BTreeMap::new()),
             finished: Mutex::new(0),
@@ -220,21 +224,14 @@ impl DumpState {
                 }
             }
         };
-        let docs = read_index(
-            &self.client,
-            &index,
-            self.mode,
-            slices,
-            self.page_size,
-            sink,
-        )
-        .await
-        .map_err(|e| {
-            let reason = format!("reading index {index}: {e}");
-            // The indices staged meanwhile stop at their next page.
-            self.fail(reason.clone());
-            AgentError::Dump(reason)
-        })?;
+        let docs = read_index(&self.client, &index, self.mode, slices, &self.paging, sink)
+            .await
+            .map_err(|e| {
+                let reason = format!("reading index {index}: {e}");
+                // The indices staged meanwhile stop at their next page.
+                self.fail(reason.clone());
+                AgentError::Dump(reason)
+            })?;
         let mut guard = out.lock().await;
         let (writer, hasher, bytes) = &mut *guard;
         writer
@@ -435,12 +432,12 @@ fn start_documents(state: Arc<DumpState>, index: String, slices: u32) -> DocRead
                 progress
                     .bytes
                     .fetch_add(page.ndjson.len() as u64, Ordering::Relaxed);
-                tx.send(Msg::Data(Bytes::from(page.ndjson)))
+                tx.send(Msg::Data(Bytes::from(page.ndjson), page.held))
                     .await
                     .map_err(|_| AgentError::Dump("the archiver stopped reading".into()))
             }
         };
-        let r = read_index(&st.client, &idx, st.mode, slices, st.page_size, sink).await;
+        let r = read_index(&st.client, &idx, st.mode, slices, &st.paging, sink).await;
         let last = match r {
             Ok(n) => Msg::Done(n),
             Err(e) => Msg::Failed(format!("reading index {idx}: {e}")),
@@ -450,6 +447,7 @@ fn start_documents(state: Arc<DumpState>, index: String, slices: u32) -> DocRead
     DocReader {
         rx,
         buf: Bytes::new(),
+        held: None,
         hasher: Sha256::new(),
         bytes: 0,
         index,
@@ -462,6 +460,8 @@ fn start_documents(state: Arc<DumpState>, index: String, slices: u32) -> DocRead
 pub struct DocReader {
     rx: mpsc::Receiver<Msg>,
     buf: Bytes,
+    /// The budget `buf`'s page holds, released with the next page.
+    held: Option<Held>,
     hasher: Sha256,
     bytes: u64,
     index: String,
@@ -493,11 +493,13 @@ impl Read for DocReader {
                 filled += n;
                 continue;
             }
+            // The last page is read: its memory and its budget are free before waiting.
+            (self.buf, self.held) = (Bytes::new(), None);
             if self.finished {
                 break;
             }
             match self.rx.blocking_recv() {
-                Some(Msg::Data(b)) => self.buf = b,
+                Some(Msg::Data(b, held)) => (self.buf, self.held) = (b, held),
                 Some(Msg::Done(docs)) => {
                     self.finished = true;
                     let sha = hex::encode(self.hasher.clone().finalize());

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, ensure};
+use cairn_agent::budget::{MIB, Paging};
 use cairn_agent::client::{Client, ClientOptions, Distribution};
 use cairn_agent::search::{ReadMode, read_index};
 use cairn_agent::skim::Page;
@@ -71,7 +72,8 @@ fn read(
         }
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let r = rt.block_on(read_index(client, index, mode, 2, PAGE, sink));
+    let paging = Paging::new(PAGE, 8 * MIB, 64 * MIB);
+    let r = rt.block_on(read_index(client, index, mode, 2, &paging, sink));
     (r, docs.load(Ordering::SeqCst))
 }
 

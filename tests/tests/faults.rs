@@ -1337,3 +1337,208 @@ fn a_restore_writes_progress_lines() -> Result<()> {
     );
     Ok(())
 }
+
+// Memory is bounded by bytes (issue 16, item 2): the agent's peak RSS, as the kernel counts it,
+// for documents of 1 KB, 100 KB and 5 MB.
+
+/// The agent's peak RSS may not exceed this, whatever the size of the documents.
+const PEAK_RSS_BUDGET: u64 = 256 << 20;
+
+/// This process's resident memory now (`VmRSS`), in bytes.
+fn own_rss() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kb.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
+}
+
+/// An agent run as the kernel measured it.
+struct Measured {
+    result: Option<AgentResult>,
+    /// `wait4`'s `ru_maxrss`, in bytes.
+    peak: u64,
+    /// What this process held when it started the agent: the least `peak` can show (see
+    /// [`agent_measured`]).
+    floor: u64,
+    log: std::path::PathBuf,
+}
+
+impl Measured {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+/// Runs the agent to its end as [`agent`] does, reaped with `wait4` for its peak RSS as the
+/// kernel counted it. A child started by vfork (as `posix_spawn` starts it) takes the parent's
+/// peak RSS for its own at exec, and this process held whole search answers in [`checksum`]:
+/// its freed memory is returned and its peak reset (`clear_refs` 5) to what it holds now, the
+/// floor of the measure.
+fn agent_measured(args: &[String], s3: &S3Server, tmp: &Path) -> Result<Measured> {
+    let _ = std::fs::remove_file(tmp.join("termination"));
+    let log = tmp.join(format!("{}.log", args[0]));
+    let mut cmd = agent_command(args, s3, tmp)?;
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    // SAFETY: returns freed heap memory to the system; no pointer is involved.
+    unsafe { libc::malloc_trim(0) };
+    std::fs::write("/proc/self/clear_refs", "5").context("reset this process's peak RSS")?;
+    let floor = own_rss()?;
+    let child = cmd.spawn().context("run cairn-agent")?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain data the kernel fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: reaps our own child into locals; `child` is never waited for again.
+        if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        ensure!(e.kind() == std::io::ErrorKind::Interrupted, "wait4: {e}");
+    }
+    let text = std::fs::read_to_string(tmp.join("termination")).unwrap_or_default();
+    Ok(Measured {
+        result: AgentResult::from_termination_message(&text),
+        peak: u64::try_from(usage.ru_maxrss)? * 1024,
+        floor,
+        log,
+    })
+}
+
+/// `docs` documents of `size` bytes of text in `index` (two primaries; `n` numbers them, the
+/// text is not indexed), cut from a pseudo-random pool so that they differ, in `_bulk`
+/// requests of about 16 MB (the server takes 100 MB at most).
+fn populate_sized(url: &str, index: &str, docs: u32, size: usize) -> Result<()> {
+    call(
+        reqwest::Method::PUT,
+        &format!("{url}/{index}"),
+        Some(json!({
+            "settings": {"number_of_shards": 2, "number_of_replicas": 0},
+            "mappings": {"dynamic": false, "properties": {"n": {"type": "long"}}},
+        })),
+    )?;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .";
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let pool: Vec<u8> = (0..size + (1 << 20))
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ALPHABET[(seed >> 58) as usize]
+        })
+        .collect();
+    let pool = std::str::from_utf8(&pool)?;
+    let mut body = String::new();
+    for i in 0..docs {
+        let at = (i as usize * 7_919) % (1 << 20);
+        let action = json!({"index": {"_index": index, "_id": format!("d-{i}")}});
+        let doc = json!({"n": i, "text": &pool[at..at + size]});
+        body.push_str(&format!("{action}\n{doc}\n"));
+        if body.len() >= 16 << 20 || i + 1 == docs {
+            let resp: Value = http()
+                .post(format!("{url}/_bulk"))
+                .timeout(Duration::from_secs(120))
+                .header("content-type", "application/x-ndjson")
+                .body(std::mem::take(&mut body))
+                .send()?
+                .json()?;
+            ensure!(resp["errors"] == json!(false), "bulk into {index}: {resp}");
+        }
+    }
+    Ok(())
+}
+
+/// Backs up `index` and restores it as `r-<index>` with the agent's `extra` backup flags:
+/// the documents (the restored ones' count and checksum equal to the source's) and both runs.
+fn round_trip_measured(
+    os: &OpenSearch,
+    s3: &S3Server,
+    tmp: &Path,
+    index: &str,
+    extra: &[&str],
+) -> Result<(u64, Measured, Measured)> {
+    let repo = format!("{}/memory-{index}", s3.restic_repository("faults"));
+    let before = checksum(&os.url(), index)?;
+    let include = format!("--include={index}");
+    let mut flags = vec![include.as_str()];
+    flags.extend(extra);
+    let backup = agent_measured(&args("backup", &repo, &os.url(), &flags), s3, tmp)?;
+    let Some(AgentResult::Backup(b)) = &backup.result else {
+        bail!("backup of {index} failed\n{}", backup.log_tail());
+    };
+    ensure!(b.documents == before.0, "{b:?}");
+    let restore_flags = [include.as_str(), "--snapshot=latest", "--rename-prefix=r-"];
+    let restore = agent_measured(&args("restore", &repo, &os.url(), &restore_flags), s3, tmp)?;
+    let Some(AgentResult::Restore(r)) = &restore.result else {
+        bail!("restore of {index} failed\n{}", restore.log_tail());
+    };
+    let after = checksum(&os.url(), &format!("r-{index}"))?;
+    ensure!(
+        after == before && r.documents == before.0,
+        "{index}: restored {after:?}, backed up {before:?}"
+    );
+    for (run, m) in [("backup", &backup), ("restore", &restore)] {
+        ensure!(
+            m.floor < PEAK_RSS_BUDGET / 2,
+            "this process held {} MiB when it started the {run}: the measure would not tell",
+            m.floor >> 20
+        );
+        ensure!(
+            m.peak <= PEAK_RSS_BUDGET,
+            "{index}: the agent's {run} peaked at {} MiB (budget {} MiB)",
+            m.peak >> 20,
+            PEAK_RSS_BUDGET >> 20
+        );
+    }
+    Ok((before.0, backup, restore))
+}
+
+#[test]
+fn large_documents_round_trip_within_the_memory_budget() -> Result<()> {
+    // Whole answers of 100 MB for `checksum`: more heap than the default.
+    let os = OpenSearch::start_with(cairn_tests::opensearch::Options {
+        heap_mib: 1536,
+        ..Default::default()
+    })?;
+    let s3 = S3Server::start()?;
+    s3.create_bucket("faults")?;
+    let tmp = tempfile::tempdir()?;
+    // The 100 KB documents read by 4 slices of 250-document pages; the others with the
+    // defaults (one slice, 5,000-document pages at most).
+    let cases: [(&str, &str, u32, usize, &[&str]); 3] = [
+        ("1 KB", "m-1k", 10_000, 1_000, &[]),
+        (
+            "100 KB",
+            "m-100k",
+            1_000,
+            100_000,
+            &["--slices=4", "--page-size=250"],
+        ),
+        ("5 MB", "m-5m", 20, 5_000_000, &[]),
+    ];
+    for (label, index, docs, size, extra) in cases {
+        let started = Instant::now();
+        populate_sized(&os.url(), index, docs, size)?;
+        let (count, backup, restore) = round_trip_measured(&os, &s3, tmp.path(), index, extra)?;
+        row(
+            &format!("{label} documents"),
+            "round trip exact; agent peak RSS ≤ 256 MiB (the kernel's `wait4` maxrss)",
+            &format!(
+                "{count} documents ({} MB), checksums equal; peak RSS backup {} MiB, restore {} \
+                 MiB (the test held {} MiB); {:.0}s",
+                count * size as u64 / 1_000_000,
+                backup.peak >> 20,
+                restore.peak >> 20,
+                backup.floor.max(restore.floor) >> 20,
+                started.elapsed().as_secs_f64()
+            ),
+        );
+        for i in [index.to_string(), format!("r-{index}")] {
+            call(reqwest::Method::DELETE, &format!("{}/{i}", os.url()), None)?;
+        }
+    }
+    Ok(())
+}
