@@ -140,16 +140,18 @@ where
         });
         let events = watcher(self.api, self.config)
             .default_backoff()
-            .map(Input::Event);
+            .map(|e| Input::Event(Box::new(e)));
         futures::stream::select(events, opened).for_each(move |input| {
             match input {
                 Input::Open => router.open(),
-                Input::Event(Ok(event)) => {
-                    if let Some(event) = valid(event, &kind, trim) {
-                        router.apply(event);
+                Input::Event(event) => match *event {
+                    Ok(event) => {
+                        if let Some(event) = valid(event, &kind, trim) {
+                            router.apply(event);
+                        }
                     }
-                }
-                Input::Event(Err(e)) => tracing::warn!(error = %e, kind = %kind, "watch error"),
+                    Err(e) => tracing::warn!(error = %e, kind = %kind, "watch error"),
+                },
             }
             futures::future::ready(())
         })
@@ -158,7 +160,7 @@ where
 
 /// What a watch task handles: an event, or the routes opening.
 enum Input<K> {
-    Event(Result<Event<DeserializeGuard<K>>, watcher::Error>),
+    Event(Box<Result<Event<DeserializeGuard<K>>, watcher::Error>>),
     Open,
 }
 
