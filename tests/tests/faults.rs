@@ -1145,6 +1145,24 @@ async fn a_slot_at_least(lead: Duration) -> i64 {
     next_slot()
 }
 
+/// Waits (up to `timeout`) for the session of `cfg` for `slot`, then for the next slot's: by
+/// then the slot is behind the controller. Exactly one session was made for `slot`; returns
+/// how long after the slot it was created, in seconds.
+async fn one_session_for(
+    cp: &cairn_tests::ControlPlane,
+    ns: &str,
+    slot: i64,
+    timeout: Duration,
+) -> Result<i64> {
+    use cairn_tests::slots::{runs_of_slot, wait_for_next_slot, wait_for_session};
+    let s = wait_for_session(cp, ns, &format!("cfg-{slot}"), timeout).await;
+    let created = s.metadata.creation_timestamp.context("created")?.0;
+    wait_for_next_slot(cp, ns, "cfg", slot).await;
+    let runs = runs_of_slot(cp, ns, "cfg", slot).await;
+    ensure!(runs == 1, "sessions for the slot: {runs}");
+    Ok(created.as_second() - slot)
+}
+
 /// The leader killed while a session's Pod runs on the node: the standby takes the lease and
 /// finishes the session from the Job it finds; no second Job is made.
 #[tokio::test(flavor = "multi_thread")]
@@ -1205,7 +1223,6 @@ async fn controller_leader_killed_mid_session_the_new_leader_completes_it() -> R
 /// would cut off every other case.
 #[tokio::test(flavor = "multi_thread")]
 async fn api_server_restarted_across_a_slot_leaves_one_session() -> Result<()> {
-    use cairn_tests::slots::{runs_of_slot, wait_for_next_slot, wait_for_session};
     let cp: &'static cairn_tests::ControlPlane =
         Box::leak(Box::new(cairn_tests::ControlPlane::start()?));
     cairn_tests::system::install(cp).await;
@@ -1218,17 +1235,7 @@ async fn api_server_restarted_across_a_slot_leaves_one_session() -> Result<()> {
     cp.stop_apiserver();
     sleep_until_unix(slot + 2).await;
     let restart = tokio::task::block_in_place(|| cp.start_apiserver())?;
-    let s = wait_for_session(cp, &ns, &format!("cfg-{slot}"), Duration::from_secs(60)).await;
-    let created = s
-        .metadata
-        .creation_timestamp
-        .context("created")?
-        .0
-        .as_second()
-        - slot;
-    wait_for_next_slot(cp, &ns, "cfg", slot).await;
-    let runs = runs_of_slot(cp, &ns, "cfg", slot).await;
-    ensure!(runs == 1, "sessions for the slot: {runs}");
+    let created = one_session_for(cp, &ns, slot, Duration::from_secs(60)).await?;
     ensure!(controller.is_leader(), "{}", controller.log_tail(20));
     row(
         "API server restarted across a slot",
@@ -1251,7 +1258,6 @@ async fn api_server_restarted_across_a_slot_leaves_one_session() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_unavailable_across_a_slot_refuses_writes_and_loses_nothing() -> Result<()> {
     use cairn_tests::objects::configuration;
-    use cairn_tests::slots::{runs_of_slot, wait_for_next_slot, wait_for_session};
     let cp: &'static cairn_tests::ControlPlane =
         Box::leak(Box::new(cairn_tests::ControlPlane::start()?));
     let (webhook, controller) = cairn_tests::system::cairn_system(cp, "webhook-outage").await;
@@ -1280,18 +1286,8 @@ async fn webhook_unavailable_across_a_slot_refuses_writes_and_loses_nothing() ->
     drop(frozen);
     cp.apply_objects(&[late])
         .map_err(|e| anyhow::anyhow!("the write after the outage: {e}"))?;
-    let s = wait_for_session(cp, &ns, &format!("cfg-{slot}"), Duration::from_secs(120)).await;
-    let created = s
-        .metadata
-        .creation_timestamp
-        .context("created")?
-        .0
-        .as_second()
-        - slot;
+    let created = one_session_for(cp, &ns, slot, Duration::from_secs(120)).await?;
     ensure!(created <= 120, "created {created} s after the slot");
-    wait_for_next_slot(cp, &ns, "cfg", slot).await;
-    let runs = runs_of_slot(cp, &ns, "cfg", slot).await;
-    ensure!(runs == 1, "sessions for the slot: {runs}");
     row(
         "webhook unavailable (frozen 30 s across a slot)",
         "writes refused, nothing lost; the slot's session is created once it is back, within `startingDeadlineSeconds`",
