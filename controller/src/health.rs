@@ -5,14 +5,16 @@
 //! beats at least once per lease; a stale beat means the loop hangs, or the process hangs on its
 //! way out after giving up the lease (graceful shutdown waiting on a frozen API server).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 pub struct Health {
     started: Instant,
     /// Milliseconds since `started` at the last beat.
     last_beat: AtomicU64,
-    synced: AtomicBool,
+    synced: watch::Sender<bool>,
     bound: Duration,
 }
 
@@ -22,7 +24,7 @@ impl Health {
         Self {
             started: Instant::now(),
             last_beat: AtomicU64::new(0),
-            synced: AtomicBool::new(false),
+            synced: watch::Sender::new(false),
             bound,
         }
     }
@@ -38,11 +40,17 @@ impl Health {
 
     /// Every cache has synced.
     pub fn set_synced(&self) {
-        self.synced.store(true, Ordering::Relaxed);
+        self.synced.send_replace(true);
     }
 
     pub fn ready(&self) -> bool {
-        self.synced.load(Ordering::Relaxed)
+        *self.synced.borrow()
+    }
+
+    /// Resolves once every cache has synced. (One task waits on the stores themselves: a
+    /// store's readiness wakes only the last task that polled it.)
+    pub async fn synced(&self) {
+        let _ = self.synced.subscribe().wait_for(|s| *s).await;
     }
 
     /// How long ago the last beat was, when that is beyond the bound.

@@ -138,8 +138,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = leading_tx.send(true);
     ctx.metrics.leading.set(1);
-    stop_on_signal_or_lost_lease(elector.clone(), health, stop_tx);
-    run_controllers(controllers, &ctx, stop).await;
+    stop_on_signal_or_lost_lease(elector.clone(), health.clone(), stop_tx);
+    run_controllers(controllers, &health, stop).await;
     elector.release().await;
     Ok(())
 }
@@ -254,9 +254,9 @@ fn controllers(w: &mut Watches, ctx: &Arc<Context>, stop: &watch::Receiver<bool>
 
 /// Runs the controllers until `stop`, once every cache they read is complete (what triggers
 /// them meanwhile waits in the routes).
-async fn run_controllers(controllers: Controllers, ctx: &Context, stop: watch::Receiver<bool>) {
+async fn run_controllers(controllers: Controllers, health: &Health, stop: watch::Receiver<bool>) {
     tokio::select! {
-        () = ctx.stores.synced() => {},
+        () = health.synced() => {},
         () = stopped(&stop) => return,
     }
     tracing::info!("cairn-controller running");

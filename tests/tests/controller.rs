@@ -627,6 +627,20 @@ fn answers(c: &Controller, path: &str, code: u16) -> Option<()> {
     (c.status(path).ok()? == code).then_some(())
 }
 
+/// Waits until `c` answers `path` with `code`; its log tail when it does not.
+async fn wait_answer(c: &Controller, path: &str, code: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while answers(c, path, code).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "{path} not {code} after {timeout:?}: {:?}\n{}",
+            c.status(path),
+            c.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `/readyz` says whether every cache the reconcilers read has synced, on a leader and on a
 /// standby alike (a standby is ready to take over). Without cairn's CRDs the watches of its
 /// kinds cannot list: both controllers run, one leads, and neither is ready until the CRDs come.
@@ -651,10 +665,7 @@ async fn ready_once_every_cache_has_synced_on_leader_and_standby() {
     install(cp).await;
     for c in [&a, &b] {
         // The watches retry with a backoff of at most 30 s.
-        wait_for(Duration::from_secs(90), "/readyz 200", || async {
-            answers(c, "/readyz", 200)
-        })
-        .await;
+        wait_answer(c, "/readyz", 200, Duration::from_secs(90)).await;
     }
     assert!(!b.is_leader(), "b took the lease");
     // The standby's caches hold what a leader reads: the catalog's Tasks, for one.
@@ -681,18 +692,12 @@ async fn live_while_the_lease_loop_runs_not_when_it_is_stuck() {
     a.wait_leader(Duration::from_secs(20)).expect("a leads");
     let b = Controller::start(cp, "cairn-system", "b", lease.as_secs()).expect("b");
     for c in [&a, &b] {
-        wait_for(Duration::from_secs(30), "/readyz 200", || async {
-            answers(c, "/readyz", 200)
-        })
-        .await;
+        wait_answer(c, "/readyz", 200, Duration::from_secs(30)).await;
     }
     let apiserver = cp.pids()[1];
     let frozen = cairn_tests::process::Frozen::new(apiserver);
     let since = Instant::now();
-    wait_for(lease * 5, "the leader's /livez 503", || async {
-        answers(&a, "/livez", 503)
-    })
-    .await;
+    wait_answer(&a, "/livez", 503, lease * 5).await;
     let stuck = since.elapsed();
     assert_eq!(b.status("/livez").ok(), Some(200), "{}", b.log_tail(20));
     assert!(!a.exited(), "the leader exited: nothing was stuck");

@@ -1235,6 +1235,7 @@ async fn api_server_restarted_across_a_slot_leaves_one_session() -> Result<()> {
     cp.stop_apiserver();
     sleep_until_unix(slot + 2).await;
     let restart = tokio::task::block_in_place(|| cp.start_apiserver())?;
+    eprintln!("kube-apiserver ready again after {restart:?}");
     let created = one_session_for(cp, &ns, slot, Duration::from_secs(60)).await?;
     ensure!(controller.is_leader(), "{}", controller.log_tail(20));
     row(
