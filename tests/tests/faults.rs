@@ -1228,6 +1228,7 @@ async fn api_server_restarted_across_a_slot_leaves_one_session() -> Result<()> {
     cairn_tests::system::install(cp).await;
     let ns = cp.new_namespace().await?;
     let controller = cairn_tests::controller::Controller::start(cp, "cairn-system", "restart", 30)?;
+    let _dump = LogOnPanic(&controller);
     controller.wait_leader(Duration::from_secs(20))?;
     fake_configuration(cp, &ns, &["--sleep", "600"], every_minute()).await;
     let slot = a_slot_at_least(Duration::from_secs(8)).await;
@@ -1297,4 +1298,15 @@ async fn webhook_unavailable_across_a_slot_refuses_writes_and_loses_nothing() ->
         ),
     );
     Ok(())
+}
+
+/// Prints the controller's log tail when the case fails.
+struct LogOnPanic<'a>(&'a cairn_tests::controller::Controller);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("controller log:\n{}", self.0.log_tail(80));
+        }
+    }
 }
