@@ -2,9 +2,10 @@
 //! `resourceVersion`: only the holder schedules and reconciles; standbys poll and take over once
 //! the lease expires; a graceful shutdown releases it so a standby takes over at once.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::health::Health;
 use crate::metrics::{LeaseLabels, Metrics};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -143,14 +144,17 @@ impl LeaderElector {
         }
     }
 
-    /// Waits until we hold the lease, polling every third of its duration; counts each attempt.
-    pub async fn acquire(&self, metrics: &Metrics) {
+    /// Waits until we hold the lease, polling every third of its duration; counts each attempt
+    /// and beats `health` after it. No attempt outlives two thirds of the lease (a hung
+    /// connection counts as an error): the loop goes on while the API server does not answer.
+    pub async fn acquire(&self, metrics: &Metrics, health: &Health) {
         loop {
-            let outcome = self.try_acquire().await;
+            let outcome = tokio::time::timeout(self.renew_deadline(), self.try_acquire()).await;
+            health.beat();
             let label = match &outcome {
-                Ok(true) => "acquired",
-                Ok(false) => "held",
-                Err(_) => "error",
+                Ok(Ok(true)) => "acquired",
+                Ok(Ok(false)) => "held",
+                Ok(Err(_)) | Err(_) => "error",
             };
             metrics
                 .lease_attempts
@@ -159,29 +163,38 @@ impl LeaderElector {
                 })
                 .inc();
             match outcome {
-                Ok(true) => {
+                Ok(Ok(true)) => {
                     tracing::info!(identity = %self.identity, lease = %self.name, "became leader");
                     return;
                 }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "lease: acquire failed"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "lease: acquire failed"),
+                Err(_) => tracing::warn!("lease: acquire timed out"),
             }
             tokio::time::sleep(self.duration / 3).await;
         }
     }
 
+    /// How long a holder may go without renewing before it steps down, and the longest an
+    /// attempt may take.
+    fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
     /// Renews the lease until it is lost; the receiver turns `false` then. A holder that has not
     /// renewed for two thirds of the lease steps down before another may take over; no renewal
-    /// request outlives that deadline (a hung connection counts as a failure).
-    pub fn keep(self: std::sync::Arc<Self>) -> watch::Receiver<bool> {
+    /// request outlives that deadline (a hung connection counts as a failure). Each attempt
+    /// beats `health`; the beats stop with the loop.
+    pub fn keep(self: Arc<Self>, health: Arc<Health>) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(true);
         tokio::spawn(async move {
-            let renew_deadline = self.duration * 2 / 3;
+            let renew_deadline = self.renew_deadline();
             let mut last_ok = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(self.duration / 3).await;
                 let left = renew_deadline.saturating_sub(last_ok.elapsed());
                 let renewed = tokio::time::timeout(left, self.try_acquire()).await;
+                health.beat();
                 match renewed {
                     Ok(Ok(true)) => {
                         last_ok = tokio::time::Instant::now();

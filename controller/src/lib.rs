@@ -12,6 +12,7 @@ pub mod backup_session;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod health;
 pub mod job;
 pub mod leader;
 pub mod metrics;

@@ -1,5 +1,6 @@
-//! `cairn-controller`: waits for the leader lease, then runs the BackupConfiguration,
-//! BackupSession, RestoreSession and Repository controllers until SIGTERM or the lease is lost.
+//! `cairn-controller`: watches and syncs its caches at once, waits for the leader lease, then
+//! runs the BackupConfiguration, BackupSession, RestoreSession and Repository controllers until
+//! SIGTERM or the lease is lost.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ use cairn_api::{
 };
 use cairn_controller::context::{Context, controller_name, key};
 use cairn_controller::error::error_policy;
+use cairn_controller::health::Health;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
 use cairn_controller::process::{self, InstallFlags, ProcessFlags, SessionLimitFlags};
@@ -54,6 +56,16 @@ struct Args {
     limits: SessionLimitFlags,
 }
 
+impl Args {
+    /// `--identity`, else the host name and process id.
+    fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
+}
+
 /// Wraps a reconcile with the reconcile metrics, and forgets its backoff when it succeeds.
 macro_rules! timed {
     ($f:expr) => {
@@ -80,55 +92,72 @@ async fn main() -> anyhow::Result<()> {
     process::init(&args.process.log_format)?;
     let client = kube_client(args.process.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
+    let lease = Duration::from_secs(args.lease_duration_seconds.max(3));
+    // The lease loop beats at least once per lease when healthy.
+    let health = Arc::new(Health::new(lease * 2));
     let (leading_tx, leading_rx) = watch::channel(false);
-    process::serve_admin(args.process.admin_listen, metrics.clone(), leading_rx).await?;
+    process::serve_admin(
+        args.process.admin_listen,
+        metrics.clone(),
+        health.clone(),
+        leading_rx.clone(),
+    )
+    .await?;
 
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
+    let identity = args.identity();
     let elector = Arc::new(LeaderElector::new(
         client.clone(),
         &args.lease_namespace,
         &args.lease_name,
         &identity,
-        Duration::from_secs(args.lease_duration_seconds.max(3)),
+        lease,
     ));
-    tokio::select! {
-        () = elector.acquire(&metrics) => {},
-        () = shutdown_signal() => return Ok(()),
-    }
-    let _ = leading_tx.send(true);
-    metrics.leading.set(1);
-    let stop = stop_on_signal_or_lost_lease(elector.clone());
-
-    let watches = Watches::new(&client);
-    let stores = watches.stores();
-    let ctx = Context::new(
+    // Standby or leader, the watches run and the caches sync: a standby is ready to take over.
+    let (stop_tx, stop) = watch::channel(false);
+    let mut watches = Watches::new(&client);
+    let ctx = Arc::new(Context::new(
         client,
-        stores,
+        watches.stores(),
         args.install.settings(),
         args.limits.limits(),
         metrics,
         identity,
-    );
-    run_controllers(watches, Arc::new(ctx), stop).await;
+    ));
+    let controllers = controllers(&mut watches, &ctx, &stop);
+    watches.run(&ctx.metrics, &leading_rx);
+    let stores = ctx.stores.clone();
+    let synced = health.clone();
+    tokio::spawn(async move {
+        stores.synced().await;
+        synced.set_synced();
+        tracing::info!("caches synced");
+    });
+    tokio::select! {
+        () = elector.acquire(&ctx.metrics, &health) => {},
+        () = shutdown_signal() => return Ok(()),
+    }
+    let _ = leading_tx.send(true);
+    ctx.metrics.leading.set(1);
+    stop_on_signal_or_lost_lease(elector.clone(), health.clone(), stop_tx);
+    run_controllers(controllers, &health, stop).await;
     elector.release().await;
     Ok(())
 }
 
 /// Keeps the lease, and tells the controllers to stop on SIGTERM or when the lease is lost.
-fn stop_on_signal_or_lost_lease(elector: Arc<LeaderElector>) -> watch::Receiver<bool> {
-    let mut lost = elector.keep();
-    let (stop_tx, stop_rx) = watch::channel(false);
+fn stop_on_signal_or_lost_lease(
+    elector: Arc<LeaderElector>,
+    health: Arc<Health>,
+    stop: watch::Sender<bool>,
+) {
+    let mut lost = elector.keep(health);
     tokio::spawn(async move {
         tokio::select! {
             () = shutdown_signal() => tracing::info!("shutting down"),
             _ = lost.wait_for(|leading| !*leading) => tracing::warn!("leadership lost; stopping"),
         }
-        let _ = stop_tx.send(true);
+        let _ = stop.send(true);
     });
-    stop_rx
 }
 
 /// Resolves when `stop` says so.
@@ -186,41 +215,52 @@ impl Watches {
         }
     }
 
-    /// Starts every watch; each route must be in place by then.
-    fn run(self, metrics: &Arc<Metrics>) {
-        tokio::spawn(self.sessions.run(keep_all, metrics.clone()));
-        tokio::spawn(self.restores.run(keep_all, metrics.clone()));
-        tokio::spawn(self.configurations.run(keep_all, metrics.clone()));
-        tokio::spawn(self.repositories.run(keep_all, metrics.clone()));
-        tokio::spawn(self.apps.run(keep_all, metrics.clone()));
-        tokio::spawn(self.tasks.run(keep_all, metrics.clone()));
-        tokio::spawn(self.functions.run(keep_all, metrics.clone()));
-        tokio::spawn(self.namespaces.run(keep_all, metrics.clone()));
-        tokio::spawn(self.jobs.run(keep_all, metrics.clone()));
-        tokio::spawn(self.pods.run(pod_status_only, metrics.clone()));
+    /// Starts every watch; each route must be in place by then. Routes stay shut until
+    /// `leading` (see [`SharedWatch::run`]).
+    fn run(self, metrics: &Arc<Metrics>, leading: &watch::Receiver<bool>) {
+        let m = || metrics.clone();
+        let l = || leading.clone();
+        tokio::spawn(self.sessions.run(keep_all, m(), l()));
+        tokio::spawn(self.restores.run(keep_all, m(), l()));
+        tokio::spawn(self.configurations.run(keep_all, m(), l()));
+        tokio::spawn(self.repositories.run(keep_all, m(), l()));
+        tokio::spawn(self.apps.run(keep_all, m(), l()));
+        tokio::spawn(self.tasks.run(keep_all, m(), l()));
+        tokio::spawn(self.functions.run(keep_all, m(), l()));
+        tokio::spawn(self.namespaces.run(keep_all, m(), l()));
+        tokio::spawn(self.jobs.run(keep_all, m(), l()));
+        tokio::spawn(self.pods.run(pod_status_only, m(), l()));
     }
 }
 
-/// Runs the four controllers until `stop`.
-async fn run_controllers(mut w: Watches, ctx: Arc<Context>, stop: watch::Receiver<bool>) {
-    let backups = sessions(&mut w.sessions, &mut w.jobs, &mut w.pods, &ctx, &stop);
-    let restores = sessions(&mut w.restores, &mut w.jobs, &mut w.pods, &ctx, &stop);
-    let configurations = configurations(&mut w, &ctx, &stop);
+/// The four controllers, their routes in place, not started.
+type Controllers = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Builds the four controllers over `w` (registering their routes), to run until `stop`.
+fn controllers(w: &mut Watches, ctx: &Arc<Context>, stop: &watch::Receiver<bool>) -> Controllers {
+    let backups = sessions(&mut w.sessions, &mut w.jobs, &mut w.pods, ctx, stop);
+    let restores = sessions(&mut w.restores, &mut w.jobs, &mut w.pods, ctx, stop);
+    let configurations = configurations(w, ctx, stop);
     // Repositories: the wipe-out finalizer and its cleanup Job (a deleted Job wakes it too).
-    let repositories = controller(w.repositories.store.clone(), &stop)
+    let repositories = controller(w.repositories.store.clone(), stop)
         .reconcile_on(w.repositories.route_self())
         .reconcile_on(w.jobs.route_owner())
         .run(timed!(repository::reconcile), error_policy, ctx.clone())
         .for_each(log_result);
-    w.run(&ctx.metrics);
-    // Reconciles start once every cache they read is complete (what triggers them meanwhile
-    // waits in the routes).
+    Box::pin(async move {
+        futures::join!(backups, restores, configurations, repositories);
+    })
+}
+
+/// Runs the controllers until `stop`, once every cache they read is complete (what triggers
+/// them meanwhile waits in the routes).
+async fn run_controllers(controllers: Controllers, health: &Health, stop: watch::Receiver<bool>) {
     tokio::select! {
-        () = ctx.stores.synced() => {},
+        () = health.synced() => {},
         () = stopped(&stop) => return,
     }
     tracing::info!("cairn-controller running");
-    futures::join!(backups, restores, configurations, repositories);
+    controllers.await;
 }
 
 /// A controller of `K` over its store, stopping gracefully on `stop`. At a slot every due

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::get;
 use cairn_api::duration::parse_std_duration;
 use cairn_api::pod_security::PodSecurityLevel;
@@ -17,6 +18,7 @@ use cairn_api::validation::Policy;
 use tokio::sync::watch;
 
 use crate::context::SessionLimits;
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// How the process logs, reaches the API server and is looked at.
@@ -92,16 +94,45 @@ pub fn init(format: &str) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))
 }
 
-/// Serves /livez, /readyz, /metrics and /leader (`leader` or `standby`) on `listen`, in the
-/// background, for as long as the process runs.
+/// Serves /livez and /readyz (503 with the reason when not, see [`Health`]), /metrics and
+/// /leader (`leader` or `standby`) on `listen`, in the background, for as long as the process
+/// runs.
 pub async fn serve_admin(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     leading: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let live = health.clone();
     let admin = Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/livez",
+            get(move || {
+                let stalled = live.stalled();
+                async move {
+                    match stalled {
+                        None => (StatusCode::OK, "ok".to_string()),
+                        Some(d) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("the lease loop has not completed an attempt for {d:.0?}"),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = health.ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    }
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {

@@ -6,7 +6,8 @@
 //! spec of Pods (only their labels and status matter here). Each watch reads through
 //! `DeserializeGuard`: an object that does not match its kind's schema is logged and left out,
 //! and cannot stall the watch. The stores are also the lookups of validation and Job
-//! resolution, so a reconcile always sees at least what triggered it.
+//! resolution, so a reconcile always sees at least what triggered it. A standby runs the
+//! watches too, its routes shut until it leads: its caches are synced when it takes over.
 
 use std::future::Future;
 
@@ -17,10 +18,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{KindLabels, Metrics};
 
@@ -106,46 +109,128 @@ where
     }
 
     /// Runs the watch (until the process ends), trimming each object with `trim` as well, and
-    /// counting its events in `metrics`.
+    /// counting its events in `metrics`. The store fills from the start; routes stay shut until
+    /// `open` turns true (the lease is ours), and then see every object held, once more after a
+    /// list in progress then: a new leader reconciles everything, as at a fresh start.
     pub fn run(
         self,
         trim: fn(&mut K),
         metrics: Arc<Metrics>,
+        mut open: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let kind = K::kind(&()).to_string();
         let labels = KindLabels { kind: kind.clone() };
-        let events = metrics.watch_events.get_or_create(&labels).clone();
-        let objects = metrics.watch_objects.get_or_create(&labels).clone();
-        let store = self.store.clone();
-        let routes = self.routes;
-        let on_delete = self.on_delete;
-        let mut writer = self.writer;
-        watcher(self.api, self.config)
+        let mut router = Router {
+            events: metrics.watch_events.get_or_create(&labels).clone(),
+            objects: metrics.watch_objects.get_or_create(&labels).clone(),
+            store: self.store.clone(),
+            writer: self.writer,
+            routes: self.routes,
+            on_delete: self.on_delete,
+            open: false,
+            listing: false,
+            replay_after_list: false,
+        };
+        let opened = futures::stream::once(async move {
+            if open.wait_for(|o| *o).await.is_err() {
+                // Never leading: the routes stay shut.
+                futures::future::pending::<()>().await;
+            }
+            Input::Open
+        });
+        let events = watcher(self.api, self.config)
             .default_backoff()
-            .for_each(move |event| {
-                match event {
+            .map(|e| Input::Event(Box::new(e)));
+        futures::stream::select(events, opened).for_each(move |input| {
+            match input {
+                Input::Open => router.open(),
+                Input::Event(event) => match *event {
                     Ok(event) => {
                         if let Some(event) = valid(event, &kind, trim) {
-                            if let Event::Apply(_) | Event::InitApply(_) | Event::Delete(_) = &event
-                            {
-                                events.inc();
-                            }
-                            writer.apply_watcher_event(&event);
-                            objects.set(i64::try_from(store.len()).unwrap_or(i64::MAX));
-                            if let Event::Apply(obj) | Event::InitApply(obj) | Event::Delete(obj) =
-                                &event
-                            {
-                                routes.iter().for_each(|route| route(obj));
-                            }
-                            if let Event::Delete(obj) = &event {
-                                on_delete.iter().for_each(|forget| forget(obj));
-                            }
+                            router.apply(event);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, kind = %kind, "watch error"),
+                },
+            }
+            futures::future::ready(())
+        })
+    }
+}
+
+/// What a watch task handles: an event, or the routes opening.
+enum Input<K> {
+    Event(Box<Result<Event<DeserializeGuard<K>>, watcher::Error>>),
+    Open,
+}
+
+/// A watch's store writer and routes, in the watch's own task (so opening the routes cannot
+/// race an event).
+struct Router<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Default,
+{
+    events: Counter,
+    objects: Gauge,
+    store: Store<K>,
+    writer: Writer<K>,
+    routes: Vec<Route<K>>,
+    on_delete: Vec<Route<K>>,
+    open: bool,
+    /// Between `Init` and `InitDone`: the store shows the previous list until the new one is
+    /// complete.
+    listing: bool,
+    /// Routes opened during a list: what it brings is seen whole at its end.
+    replay_after_list: bool,
+}
+
+impl<K> Router<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn apply(&mut self, event: Event<K>) {
+        match &event {
+            Event::Init => self.listing = true,
+            Event::InitDone => self.listing = false,
+            Event::Apply(_) | Event::InitApply(_) | Event::Delete(_) => {
+                self.events.inc();
+            }
+        }
+        self.writer.apply_watcher_event(&event);
+        self.objects
+            .set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));
+        match &event {
+            Event::Apply(obj) | Event::InitApply(obj) if self.open => self.route(obj),
+            Event::Delete(obj) => {
+                if self.open {
+                    self.route(obj);
                 }
-                futures::future::ready(())
-            })
+                self.on_delete.iter().for_each(|forget| forget(obj));
+            }
+            Event::InitDone if self.replay_after_list => {
+                self.replay_after_list = false;
+                self.replay();
+            }
+            _ => {}
+        }
+    }
+
+    fn route(&self, obj: &K) {
+        self.routes.iter().for_each(|route| route(obj));
+    }
+
+    /// Opens the routes: every object held goes through them.
+    fn open(&mut self) {
+        self.open = true;
+        self.replay_after_list = self.listing;
+        self.replay();
+    }
+
+    fn replay(&self) {
+        for obj in self.store.state() {
+            self.route(&obj);
+        }
     }
 }
 

@@ -117,20 +117,17 @@ impl Controller {
 
     /// A GET on the admin port: the body.
     pub fn get(&self, path: &str) -> Result<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.admin_port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        Ok(text
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string())
+        admin_get(self.admin_port, path).map(|(_, body)| body)
+    }
+
+    /// The status code of a GET on the admin port (`/livez`, `/readyz`: 200 or 503).
+    pub fn status(&self, path: &str) -> Result<u16> {
+        admin_get(self.admin_port, path).map(|(code, _)| code)
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&self) -> bool {
+        !matches!(self.process.exited(), Ok(None))
     }
 
     /// Whether this instance holds the lease.
@@ -195,4 +192,28 @@ impl Controller {
     pub fn log_tail(&self, lines: usize) -> String {
         self.process.log_tail(lines)
     }
+}
+
+/// A plain-HTTP GET on `127.0.0.1:port` (an admin server): (status code, body).
+pub fn admin_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")?;
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Ok((code, body))
 }

@@ -8,6 +8,9 @@
 //! is removed, and every process killed, when the [`ControlPlane`] is dropped (see
 //! [`crate::process`] for the guarantees when the test process dies instead).
 //!
+//! [`ControlPlane::stop_apiserver`] and [`ControlPlane::start_apiserver`] restart kube-apiserver
+//! on the same etcd, port and certificates (a fault clients must live through).
+//!
 //! Until [`ControlPlane::node`] starts the control plane's node (kubelet, scheduler,
 //! controller-manager: see [`crate::node`]), nothing runs Pods or Jobs. Nothing creates the
 //! `default` ServiceAccount of a namespace ([`ControlPlane::new_namespace`] does).
@@ -31,8 +34,8 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -71,7 +74,10 @@ pub const KUBERNETES_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10
 pub struct ControlPlane {
     // Fields drop in order: the node, the API server, then etcd, then the directory they use.
     node: OnceLock<Result<crate::node::Node, String>>,
-    apiserver: OwnedProcess,
+    /// Replaced by [`ControlPlane::start_apiserver`] after a stop.
+    apiserver: Mutex<OwnedProcess>,
+    /// Its command line, to start it again on the same etcd and port.
+    apiserver_args: Vec<String>,
     etcd: OwnedProcess,
     config: kube::Config,
     kubeconfig: PathBuf,
@@ -260,7 +266,8 @@ impl ControlPlane {
 
         Ok(Self {
             node: OnceLock::new(),
-            apiserver,
+            apiserver: Mutex::new(apiserver),
+            apiserver_args,
             etcd,
             config,
             kubeconfig,
@@ -342,7 +349,7 @@ impl ControlPlane {
 
     /// The process ids (= process group ids) of etcd and kube-apiserver.
     pub fn pids(&self) -> Vec<u32> {
-        vec![self.etcd.pid(), self.apiserver.pid()]
+        vec![self.etcd.pid(), self.apiserver().pid()]
     }
 
     /// The loopback ports in use: etcd client, etcd peer, kube-apiserver.
@@ -350,9 +357,46 @@ impl ControlPlane {
         self.ports.clone()
     }
 
+    fn apiserver(&self) -> std::sync::MutexGuard<'_, OwnedProcess> {
+        self.apiserver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills kube-apiserver (etcd keeps the cluster's state): clients see connections refused
+    /// until [`ControlPlane::start_apiserver`].
+    pub fn stop_apiserver(&self) {
+        self.apiserver().stop();
+    }
+
+    /// Starts kube-apiserver again, on the same etcd, port and certificates, and waits until it
+    /// is ready; returns how long that took.
+    pub fn start_apiserver(&self) -> Result<Duration> {
+        let started = Instant::now();
+        let restarts = RESTARTS.fetch_add(1, Ordering::Relaxed);
+        let log = self
+            .dir
+            .path()
+            .join(format!("kube-apiserver.{restarts}.log"));
+        let process = OwnedProcess::spawn(
+            "kube-apiserver",
+            &self.binaries.kube_apiserver,
+            &self.apiserver_args,
+            &log,
+        )?;
+        let deadline = started + Duration::from_secs(60);
+        block_on(wait_ready(
+            self.config.clone(),
+            &process,
+            &self.etcd,
+            deadline,
+        ))?
+        .context("waiting for the restarted kube-apiserver's /readyz")?;
+        *self.apiserver() = process;
+        Ok(started.elapsed())
+    }
+
     /// The last lines of the kube-apiserver log (for diagnosing a failing test).
     pub fn apiserver_log_tail(&self, lines: usize) -> String {
-        self.apiserver.log_tail(lines)
+        self.apiserver().log_tail(lines)
     }
 
     /// A `kubectl` command (the pinned one) configured for this control plane, with its own
@@ -520,7 +564,7 @@ impl ControlPlane {
         if let Some(Ok(node)) = self.node.get() {
             node.stop();
         }
-        self.apiserver.stop();
+        self.apiserver().stop();
         self.etcd.stop();
         let _ = std::fs::remove_dir_all(self.dir.path());
     }
@@ -531,12 +575,15 @@ impl Drop for ControlPlane {
         if let Some(Ok(node)) = self.node.get() {
             node.stop();
         }
-        self.apiserver.stop();
+        self.apiserver().stop();
         self.etcd.stop();
     }
 }
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// Numbers the logs of restarted API servers.
+static RESTARTS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn stop_shared() {
     if let Some(Ok(cp)) = SHARED.get() {

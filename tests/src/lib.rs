@@ -11,6 +11,7 @@
 //! - [`forward`]: forwarders from the node's bridge to loopback servers;
 //! - [`objects`] and [`system`]: cairn installed for a test, the objects tests apply, the states
 //!   they wait for;
+//! - [`slots`]: minute schedule slots and the sessions made for them;
 //! - [`pki`]: a throwaway CA issuing serving and client certificates;
 //! - [`process`]: child processes that die with the test;
 //! - [`faultproxy`]: an HTTP proxy that injects 429s, 503s, resets and delays, and counts them.
@@ -41,6 +42,7 @@ pub mod opensearch;
 pub mod pki;
 pub mod process;
 pub mod s3;
+pub mod slots;
 pub mod system;
 pub mod webhook;
 

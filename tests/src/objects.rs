@@ -76,6 +76,22 @@ pub fn interim_volume() -> Value {
                  "resources": {"requests": {"storage": "1Gi"}}}}})
 }
 
+/// Secret, AppBinding, a local Repository `repo` and configuration `cfg` of Task `task` (the fake
+/// agent: nothing is reached), with `extra` spec fields.
+pub fn fake_fixture(ns: &str, task: &str, extra: Value) -> Vec<Value> {
+    let mut cfg = configuration(ns, "cfg", extra);
+    cfg["spec"]["task"] = json!({"name": task});
+    vec![
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "repo-secret", "namespace": ns},
+               "stringData": {"RESTIC_PASSWORD": "not-logged-anywhere"}}),
+        json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "metadata": {"name": "es", "namespace": ns},
+               "spec": {"clientConfig": {"url": "http://127.0.0.1:9"}}}),
+        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "repo", "namespace": ns},
+               "spec": {"backend": {"storageSecretName": "repo-secret", "local": {"mountPath": "/backup", "emptyDir": {}}}}}),
+        cfg,
+    ]
+}
+
 /// A Function and a Task named `name` whose one step runs the fake agent's image with `args`
 /// (see `cairn-fake-agent`).
 pub fn fake_task(name: &str, args: &[&str]) -> Vec<Value> {

@@ -150,6 +150,29 @@ impl Drop for OwnedProcess {
     }
 }
 
+/// A process stopped with SIGSTOP (a server that hangs), continued with SIGCONT on drop, so
+/// a failing test does not leave it frozen.
+pub struct Frozen(u32);
+
+impl Frozen {
+    pub fn new(pid: u32) -> Self {
+        // SAFETY: plain syscall; the caller names a process of its own.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGSTOP);
+        }
+        Self(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(self.0 as libc::pid_t, libc::SIGCONT);
+        }
+    }
+}
+
 /// Whether any process is left in the process group `pgid`.
 pub fn process_group_alive(pgid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use cairn_api::{BackupConfiguration, BackupSession};
 use cairn_tests::ControlPlane;
 use cairn_tests::controller::Controller;
+use cairn_tests::slots::{runs_of_slot, sessions, unix_now, until_next_minute, wait_for_next_slot};
 use cairn_tests::system::{cairn_system, install};
 use cairn_tests::wait_for;
 use cairn_tests::webhook::Webhook;
-use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -94,48 +94,6 @@ async fn config_phase(cp: &ControlPlane, ns: &str, name: &str) -> Option<(String
     let c = api.get_opt(name).await.ok()??;
     let status = serde_json::to_value(c.status?).ok()?;
     Some((status["phase"].as_str()?.to_string(), status))
-}
-
-async fn sessions(cp: &ControlPlane, ns: &str) -> Vec<BackupSession> {
-    let api: Api<BackupSession> = Api::namespaced(cp.client(), ns);
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-}
-
-/// Sessions of configuration `config` made for the schedule slot at `slot` (Unix seconds), by
-/// their `cairn.dev/slot` annotation: a second run of a slot under another name counts too.
-async fn runs_of_slot(cp: &ControlPlane, ns: &str, config: &str, slot: i64) -> usize {
-    sessions(cp, ns)
-        .await
-        .iter()
-        .filter(|s| s.spec.invoker.name == config)
-        .filter_map(|s| {
-            s.metadata
-                .annotations
-                .as_ref()?
-                .get("cairn.dev/slot")
-                .cloned()
-        })
-        .filter(|a| {
-            a.parse::<k8s_openapi::jiff::Timestamp>()
-                .is_ok_and(|t| t.as_second() == slot)
-        })
-        .count()
-}
-
-/// Waits for the session of `config` for the slot after `slot`: by then the controller has put
-/// `slot` behind it, so what it made for `slot` is final.
-async fn wait_for_next_slot(cp: &ControlPlane, ns: &str, config: &str, slot: i64) {
-    let next = format!("{config}-{}", slot + 60);
-    wait_for(Duration::from_secs(90), &next, || async {
-        sessions(cp, ns)
-            .await
-            .into_iter()
-            .find(|s| s.name_any() == next)
-    })
-    .await;
 }
 
 fn phase(s: &BackupSession) -> Option<String> {
@@ -448,18 +406,6 @@ async fn history_keeps_the_newest_completed_sessions() {
     );
 }
 
-/// Time since the Unix epoch.
-fn unix_now() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-}
-
-/// Seconds until the next minute starts.
-fn until_next_minute() -> Duration {
-    Duration::from_secs(60) - Duration::from_nanos((unix_now().as_nanos() % 60_000_000_000) as u64)
-}
-
 #[tokio::test]
 async fn slots_missed_during_a_restart_run_once_within_the_deadline_and_are_counted_beyond() {
     let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
@@ -600,7 +546,8 @@ async fn a_leader_killed_just_before_a_slot_leaves_exactly_one_session_for_it() 
         .expect("created")
         .0
         .as_second();
-    // The lease runs out, b takes it within a third of it, starts its watches and schedules.
+    // The lease runs out, b takes it within a third of it and schedules (its caches synced
+    // while it stood by).
     assert!(
         created - slot as i64 <= (lease.as_secs() * 3 + 10) as i64,
         "created {}s after the slot",
@@ -673,4 +620,91 @@ async fn the_pod_watch_sees_only_pods_with_cairns_label() {
         },
     )
     .await;
+}
+
+/// Whether `c`'s admin server answers `path` with `code`.
+fn answers(c: &Controller, path: &str, code: u16) -> Option<()> {
+    (c.status(path).ok()? == code).then_some(())
+}
+
+/// Waits until `c` answers `path` with `code`; its log tail when it does not.
+async fn wait_answer(c: &Controller, path: &str, code: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while answers(c, path, code).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "{path} not {code} after {timeout:?}: {:?}\n{}",
+            c.status(path),
+            c.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `/readyz` says whether every cache the reconcilers read has synced, on a leader and on a
+/// standby alike (a standby is ready to take over). Without cairn's CRDs the watches of its
+/// kinds cannot list: both controllers run, one leads, and neither is ready until the CRDs come.
+#[tokio::test]
+async fn ready_once_every_cache_has_synced_on_leader_and_standby() {
+    let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
+    cairn_tests::system::create_namespace(cp, "cairn-system").await;
+    let a = Controller::start(cp, "cairn-system", "a", 4).expect("a");
+    a.wait_leader(Duration::from_secs(20)).expect("a leads");
+    let b = Controller::start(cp, "cairn-system", "b", 4).expect("b");
+    for c in [&a, &b] {
+        // The watches have met the missing kinds.
+        wait_for(Duration::from_secs(30), "a watch error", || async {
+            let log = std::fs::read_to_string(c.log_path()).ok()?;
+            log.contains("watch error").then_some(())
+        })
+        .await;
+        assert_eq!(c.status("/readyz").ok(), Some(503), "{}", c.log_tail(20));
+        assert_eq!(c.status("/livez").ok(), Some(200), "{}", c.log_tail(20));
+    }
+    assert!(a.is_leader() && !b.is_leader());
+    install(cp).await;
+    for c in [&a, &b] {
+        // The watches retry with a backoff of at most 30 s.
+        wait_answer(c, "/readyz", 200, Duration::from_secs(90)).await;
+    }
+    assert!(!b.is_leader(), "b took the lease");
+    // The standby's caches hold what a leader reads: the catalog's Tasks, for one.
+    let tasks = b.metrics().expect("metrics").lines().find_map(|l| {
+        l.strip_prefix("cairn_watch_objects{kind=\"Task\"} ")
+            .map(str::to_string)
+    });
+    assert!(
+        tasks.as_deref().is_some_and(|n| n != "0"),
+        "the standby's Task cache: {tasks:?}"
+    );
+}
+
+/// `/livez` turns false when the lease loop stops making attempts. The API server frozen: the
+/// leader's renewals time out, it steps down and its way out (graceful shutdown, releasing the
+/// lease) waits on the frozen server, its loop over: not live after twice the lease. The
+/// standby's attempts time out too, but its loop goes on: live. Thawed, the standby leads.
+#[tokio::test]
+async fn live_while_the_lease_loop_runs_not_when_it_is_stuck() {
+    let cp = Box::leak(Box::new(ControlPlane::start().expect("control plane")));
+    install(cp).await;
+    let lease = Duration::from_secs(4);
+    let a = Controller::start(cp, "cairn-system", "a", lease.as_secs()).expect("a");
+    a.wait_leader(Duration::from_secs(20)).expect("a leads");
+    let b = Controller::start(cp, "cairn-system", "b", lease.as_secs()).expect("b");
+    for c in [&a, &b] {
+        wait_answer(c, "/readyz", 200, Duration::from_secs(30)).await;
+    }
+    let apiserver = cp.pids()[1];
+    let frozen = cairn_tests::process::Frozen::new(apiserver);
+    let since = Instant::now();
+    wait_answer(&a, "/livez", 503, lease * 5).await;
+    let stuck = since.elapsed();
+    assert_eq!(b.status("/livez").ok(), Some(200), "{}", b.log_tail(20));
+    assert!(!a.exited(), "the leader exited: nothing was stuck");
+    drop(frozen);
+    b.wait_leader(lease * 5).expect("b takes over");
+    eprintln!(
+        "the leader's /livez said 503 {:.1} s after the API server froze",
+        stuck.as_secs_f64()
+    );
 }

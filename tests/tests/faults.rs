@@ -1542,3 +1542,223 @@ fn large_documents_round_trip_within_the_memory_budget() -> Result<()> {
     }
     Ok(())
 }
+
+// ---- The controller's rows: failover, an API server restart and a webhook outage. ----
+
+/// A controller standing by for the node's sessions; once it leads, it leads for the rest of
+/// this test binary (the node cases share the leader it replaces).
+fn node_standby(
+    cp: &'static cairn_tests::ControlPlane,
+) -> Result<&'static cairn_tests::controller::Controller> {
+    static STANDBY: std::sync::OnceLock<cairn_tests::controller::Controller> =
+        std::sync::OnceLock::new();
+    if let Some(c) = STANDBY.get() {
+        return Ok(c);
+    }
+    let c = cairn_tests::controller::Controller::start_with(
+        cp,
+        "cairn-system",
+        "faults-standby",
+        15,
+        cairn_tests::image::CAIRN_IMAGE,
+        &[],
+    )?;
+    Ok(STANDBY.get_or_init(|| c))
+}
+
+/// The fake agent's Task (running `args`) and `fake_fixture`'s objects in `ns`, with `extra`
+/// configuration fields; waits until the configuration is Ready.
+async fn fake_configuration(cp: &cairn_tests::ControlPlane, ns: &str, args: &[&str], extra: Value) {
+    use cairn_tests::objects::{apply, fake_fixture, fake_task, ready};
+    let task = format!("fake-{ns}");
+    let mut objects = fake_task(&task, args);
+    objects.extend(fake_fixture(ns, &task, extra));
+    apply(cp, &objects);
+    ready(cp, ns, "cfg").await;
+}
+
+/// A configuration due every minute, its missed slots run within two minutes.
+fn every_minute() -> Value {
+    json!({"schedule": "* * * * *", "startingDeadlineSeconds": 120, "backupHistoryLimit": 10})
+}
+
+/// Waits until `at` (Unix seconds).
+async fn sleep_until_unix(at: i64) {
+    let now = cairn_tests::slots::unix_now().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64((at as f64 - now).max(0.0))).await;
+}
+
+/// The next slot at least `lead` ahead.
+async fn a_slot_at_least(lead: Duration) -> i64 {
+    use cairn_tests::slots::{next_slot, until_next_minute};
+    if until_next_minute() < lead {
+        tokio::time::sleep(until_next_minute() + Duration::from_secs(1)).await;
+    }
+    next_slot()
+}
+
+/// Waits (up to `timeout`) for the session of `cfg` for `slot`, then for the next slot's: by
+/// then the slot is behind the controller. Exactly one session was made for `slot`; returns
+/// how long after the slot it was created, in seconds.
+async fn one_session_for(
+    cp: &cairn_tests::ControlPlane,
+    ns: &str,
+    slot: i64,
+    timeout: Duration,
+) -> Result<i64> {
+    use cairn_tests::slots::{runs_of_slot, wait_for_next_slot, wait_for_session};
+    let s = wait_for_session(cp, ns, &format!("cfg-{slot}"), timeout).await;
+    let created = s.metadata.creation_timestamp.context("created")?.0;
+    wait_for_next_slot(cp, ns, "cfg", slot).await;
+    let runs = runs_of_slot(cp, ns, "cfg", slot).await;
+    ensure!(runs == 1, "sessions for the slot: {runs}");
+    Ok(created.as_second() - slot)
+}
+
+/// The leader killed while a session's Pod runs on the node: the standby takes the lease and
+/// finishes the session from the Job it finds; no second Job is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_leader_killed_mid_session_the_new_leader_completes_it() -> Result<()> {
+    use cairn_tests::objects::{apply, finished, phase, running_container, session};
+    let env = node_env().await;
+    let cp = cairn_tests::ControlPlane::shared();
+    let ns = cairn_tests::system::restricted_namespace(cp, "faults").await;
+    let snapshot = "5e".repeat(32);
+    let result = json!({"kind": "backup", "snapshot": snapshot, "time": "2026-12-05T10:00:00Z",
+        "host": "host-0", "indices": 1, "documents": 7, "totalBytes": 70, "addedBytes": 70,
+        "durationSeconds": 1.0, "snapshotsKept": 1, "snapshotsRemoved": 0,
+        "repository": {"snapshotCount": 1, "sizeBytes": 70, "integrity": true}})
+    .to_string();
+    fake_configuration(cp, &ns, &["--result", &result, "--sleep", "20"], json!({})).await;
+    let standby = node_standby(cp)?;
+    cairn_tests::wait_for(Duration::from_secs(60), "the standby ready", || async {
+        (standby.status("/readyz").ok()? == 200).then_some(())
+    })
+    .await;
+    ensure!(!standby.is_leader(), "the standby leads already");
+    apply(cp, &[session(&ns, "mid", "cfg")]);
+    running_container(cp, &ns, "mid").await;
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = kube::Api::namespaced(cp.client(), &ns);
+    let before = jobs.list(&Default::default()).await?.items;
+    ensure!(before.len() == 1, "jobs before: {}", before.len());
+    env.controller.kill();
+    let killed = Instant::now();
+    standby.wait_leader(Duration::from_secs(60))?;
+    let took_over = killed.elapsed();
+    let s = finished(cp, &ns, "mid", Duration::from_secs(120)).await;
+    let status = s.status.clone().unwrap_or_default();
+    ensure!(phase(&s) == "Succeeded", "{:?}", status.conditions);
+    ensure!(
+        status.snapshot.map(|s| s.id) == Some(snapshot.clone()),
+        "snapshot"
+    );
+    let after = jobs.list(&Default::default()).await?.items;
+    ensure!(
+        after.len() == 1 && after[0].metadata.uid == before[0].metadata.uid,
+        "jobs after: {:?}",
+        after.iter().map(|j| &j.metadata.uid).collect::<Vec<_>>()
+    );
+    row(
+        "controller leader killed mid-session (on the node)",
+        "the session completes under the new leader, one Job",
+        &format!(
+            "standby led {:.0} s after the kill (15 s lease); session Succeeded with its snapshot; 1 Job, the same",
+            took_over.as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+/// kube-apiserver killed 3 s before a slot and started again on the same etcd after it: the
+/// leader (a 30 s lease: it steps down only after 20 s without renewal) rides it out and makes
+/// the slot's session once, when the server is back. A control plane of its own: the restart
+/// would cut off every other case.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_server_restarted_across_a_slot_leaves_one_session() -> Result<()> {
+    let cp: &'static cairn_tests::ControlPlane =
+        Box::leak(Box::new(cairn_tests::ControlPlane::start()?));
+    cairn_tests::system::install(cp).await;
+    let ns = cp.new_namespace().await?;
+    let controller = cairn_tests::controller::Controller::start(cp, "cairn-system", "restart", 30)?;
+    let _dump = LogOnPanic(&controller);
+    controller.wait_leader(Duration::from_secs(20))?;
+    fake_configuration(cp, &ns, &["--sleep", "600"], every_minute()).await;
+    let slot = a_slot_at_least(Duration::from_secs(8)).await;
+    sleep_until_unix(slot - 3).await;
+    cp.stop_apiserver();
+    sleep_until_unix(slot + 2).await;
+    let restart = tokio::task::block_in_place(|| cp.start_apiserver())?;
+    eprintln!("kube-apiserver ready again after {restart:?}");
+    let created = one_session_for(cp, &ns, slot, Duration::from_secs(60)).await?;
+    ensure!(controller.is_leader(), "{}", controller.log_tail(20));
+    row(
+        "API server restarted across a slot",
+        "exactly one session for the slot",
+        &format!(
+            "down from 3 s before the slot, ready again {:.0} s after it; its session created {created} s after the slot; 1 session for the slot, the leader kept the lease",
+            2.0 + restart.as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+/// The webhook frozen (SIGSTOP) from 10 s before a slot to 20 s after it: a user's write is
+/// refused, and so is the controller's create of the slot's session; thawed, the user's write
+/// goes through and the session is made, within `startingDeadlineSeconds`, once. Thirty
+/// seconds rather than a minute: it spans the slot and three of the controller's refused
+/// attempts (each waits out the webhook's 5 s timeout, then backs off); a minute would only add
+/// two more attempts and a minute to the suite. A control plane of its own: the outage would
+/// refuse the other cases' writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_unavailable_across_a_slot_refuses_writes_and_loses_nothing() -> Result<()> {
+    use cairn_tests::objects::configuration;
+    let cp: &'static cairn_tests::ControlPlane =
+        Box::leak(Box::new(cairn_tests::ControlPlane::start()?));
+    let (webhook, controller) = cairn_tests::system::cairn_system(cp, "webhook-outage").await;
+    let ns = cp.new_namespace().await?;
+    fake_configuration(cp, &ns, &["--sleep", "600"], every_minute()).await;
+    let slot = a_slot_at_least(Duration::from_secs(15)).await;
+    sleep_until_unix(slot - 10).await;
+    let frozen = cairn_tests::process::Frozen::new(webhook.pid());
+    let mut late = configuration(&ns, "late", json!({}));
+    late["spec"]["task"] = json!({"name": format!("fake-{ns}")});
+    let refused = cp.apply_objects(std::slice::from_ref(&late));
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("failed calling webhook")),
+        "a write while the webhook is down: {refused:?}"
+    );
+    sleep_until_unix(slot + 20).await;
+    // The controller's create of the slot's session was refused too (its log says so).
+    let log = std::fs::read_to_string(controller.log_path())?;
+    ensure!(
+        log.contains("reconcile failed") && log.contains("failed calling webhook"),
+        "{}",
+        controller.log_tail(20)
+    );
+    drop(frozen);
+    cp.apply_objects(&[late])
+        .map_err(|e| anyhow::anyhow!("the write after the outage: {e}"))?;
+    let created = one_session_for(cp, &ns, slot, Duration::from_secs(120)).await?;
+    ensure!(created <= 120, "created {created} s after the slot");
+    row(
+        "webhook unavailable (frozen 30 s across a slot)",
+        "writes refused, nothing lost; the slot's session is created once it is back, within `startingDeadlineSeconds`",
+        &format!(
+            "a user's write and the controller's create refused; after the thaw the write went through and the slot's session was created {created} s after the slot (deadline 120 s), once"
+        ),
+    );
+    Ok(())
+}
+
+/// Prints the controller's log tail when the case fails.
+struct LogOnPanic<'a>(&'a cairn_tests::controller::Controller);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("controller log:\n{}", self.0.log_tail(80));
+        }
+    }
+}

@@ -15,7 +15,7 @@ use cairn_api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 use cairn_tests::ControlPlane;
 use cairn_tests::forward::Forward;
 use cairn_tests::objects::{
-    apply, configuration, failure, fake_task, finished, interim_volume, phase, ready,
+    apply, configuration, failure, fake_fixture, fake_task, finished, interim_volume, phase, ready,
     running_container, session,
 };
 use cairn_tests::opensearch::OpenSearch;
@@ -49,22 +49,6 @@ fn backup_result() -> String {
            "durationSeconds": 1.5, "snapshotsKept": 1, "snapshotsRemoved": 2,
            "repository": {"snapshotCount": 4, "sizeBytes": 524_288, "integrity": true}})
     .to_string()
-}
-
-/// Secret, AppBinding, a local Repository `repo` and configuration `cfg` of Task `task` (the fake
-/// agent: nothing is reached), with `extra` spec fields.
-fn fake_fixture(ns: &str, task: &str, extra: Value) -> Vec<Value> {
-    let mut cfg = configuration(ns, "cfg", extra);
-    cfg["spec"]["task"] = json!({"name": task});
-    vec![
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "repo-secret", "namespace": ns},
-               "stringData": {"RESTIC_PASSWORD": "not-logged-anywhere"}}),
-        json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "metadata": {"name": "es", "namespace": ns},
-               "spec": {"clientConfig": {"url": "http://127.0.0.1:9"}}}),
-        json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "repo", "namespace": ns},
-               "spec": {"backend": {"storageSecretName": "repo-secret", "local": {"mountPath": "/backup", "emptyDir": {}}}}}),
-        cfg,
-    ]
 }
 
 /// A restricted namespace with the fake agent's Task `fake-<ns>` run with `args`, and
