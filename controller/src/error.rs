@@ -17,6 +17,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("the reconcile did not end within {}s: abandoned, to be retried", .0.as_secs())]
+    TimedOut(std::time::Duration),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -28,6 +30,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Json(_) => "json",
             Error::Invalid(_) => "invalid",
+            Error::TimedOut(_) => "timeout",
         }
     }
 }

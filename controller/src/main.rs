@@ -13,7 +13,7 @@ use cairn_api::{
     AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
 };
 use cairn_controller::context::{Context, controller_name, key};
-use cairn_controller::error::error_policy;
+use cairn_controller::error::{Error, error_policy};
 use cairn_controller::health::Health;
 use cairn_controller::leader::LeaderElector;
 use cairn_controller::metrics::Metrics;
@@ -73,7 +73,12 @@ macro_rules! timed {
             let start = Instant::now();
             let key = key(obj.as_ref());
             let name = controller_name(obj.as_ref());
-            let result = $f(obj, ctx.clone()).await;
+            // A reconcile that hangs (a request the API server never answers: the client's
+            // read timeout is minutes, for watches) would hold its object's queue: abandon it
+            // and retry, as for any failure. Reconciles are idempotent.
+            let result = tokio::time::timeout(RECONCILE_DEADLINE, $f(obj, ctx.clone()))
+                .await
+                .unwrap_or(Err(Error::TimedOut(RECONCILE_DEADLINE)));
             if result.is_ok() {
                 ctx.succeeded(&key);
             }
@@ -82,6 +87,9 @@ macro_rules! timed {
         }
     };
 }
+
+/// How long one reconcile may take (a few API requests).
+const RECONCILE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Reconciles in flight per controller.
 const RECONCILES_IN_FLIGHT: u16 = 32;
