@@ -1,7 +1,9 @@
 //! Stash's `args` Task param, translated by `cairn_api::stash_args` (as the resolver does) into
 //! the agent's `--match` and `--skip`, backs up exactly the indices and types Stash's own
 //! `multielasticdump` takes from the same cluster with the same flags: both run side by side on
-//! the shared OpenSearch node (`cargo xtask search-testbed` installs elasticdump from npm).
+//! the shared OpenSearch node (`cargo xtask search-testbed` installs elasticdump from npm). A
+//! restore rule's `include` and `exclude` (the agent's flags of the same names, as the resolver
+//! passes them) then restore exactly the indices they name.
 
 mod common;
 
@@ -13,7 +15,7 @@ use anyhow::{Context, Result, ensure};
 use cairn_api::defaults::Direction;
 use cairn_api::stash_args::translate;
 use cairn_tests::opensearch::{OpenSearch, multielasticdump};
-use common::{Search, agent, backup_args, restic_ok, set_flag};
+use common::{Search, agent, backup_args, restic_ok, restore_args, set_flag};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -129,5 +131,18 @@ fn translated_args_back_up_what_multielasticdump_takes() -> Result<()> {
         "args {ARGS:?}: multielasticdump and cairn both took {stash_indices:?}; \
          neither kept settings or templates"
     );
+
+    // A restore rule `include: [sa-*]`, `exclude: [sa-orders]`.
+    let mut restore = restore_args(&repo, &os.url);
+    set_flag(&mut restore, "include", "sa-*");
+    set_flag(&mut restore, "exclude", "sa-orders");
+    let run = agent(&restore, &[], tmp.path())?;
+    ensure!(run.ok(), "restore: {}", run.stderr());
+    let listed = os.call(Method::GET, "/_cat/indices/r-*?format=json&h=index", None)?;
+    let restored: BTreeSet<&str> = (listed.as_array().into_iter().flatten())
+        .filter_map(|i| i["index"].as_str())
+        .collect();
+    assert_eq!(restored, BTreeSet::from(["r-sa-logs"]));
+    assert_eq!(os.count("r-sa-logs")?, 40);
     Ok(())
 }

@@ -64,7 +64,11 @@ async fn stash_manifests_migrate_apply_and_reapply_unchanged() {
         webhook.log_tail(20)
     );
     assert_eq!(out.matches("created").count(), 5, "{out}");
-    for warning in ["Stash's versioned Task name", "spec.rules: is deprecated"] {
+    for warning in [
+        "Stash's versioned Task name",
+        "spec.rules: is deprecated",
+        "TLS certificate will not be verified",
+    ] {
         assert!(err.contains(warning), "no {warning:?} among:\n{err}");
     }
 
