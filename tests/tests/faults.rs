@@ -106,6 +106,23 @@ fn args(cmd: &str, repo: &str, url: &str, extra: &[&str]) -> Vec<String> {
     a
 }
 
+/// Runs a backup that must succeed.
+fn backed_up(args: &[String], s3: &S3Server, tmp: &Path) -> Result<()> {
+    let (out, result) = agent(args, s3, tmp)?;
+    ensure!(
+        matches!(result, Some(AgentResult::Backup(_))),
+        "backup failed: {result:?}\n{}",
+        stderr(&out)
+    );
+    Ok(())
+}
+
+/// A restore of the latest snapshot of every index, with `extra` flags.
+fn restore_args(repo: &str, url: &str, extra: &[&str]) -> Vec<String> {
+    let all = ["--include=*", "--source-host=", "--snapshot=latest"];
+    args("restore", repo, url, &[&all, extra].concat())
+}
+
 fn agent_command(args: &[String], s3: &S3Server, tmp: &Path) -> Result<Command> {
     let mut cmd = Command::new(cairn_tests::webhook::workspace_binary("cairn-agent")?);
     cmd.args(args)
@@ -280,18 +297,10 @@ fn bursts_and_resets_during_backup_reads_and_restore_bulk() -> Result<()> {
         .map(|(i, f)| Rule::new(*f, "/_bulk").every(20, 2).after(5 * i as u64))
         .collect();
     let proxy = FaultProxy::start(&os.url(), Plan::new(rules))?;
-    let restore = args(
-        "restore",
+    let restore = restore_args(
         &repo,
         &proxy.url(),
-        &[
-            "--include=*",
-            "--source-host=",
-            "--snapshot=latest",
-            "--rename-prefix=r-",
-            "--existing=fail",
-            "--batch-docs=100",
-        ],
+        &["--rename-prefix=r-", "--existing=fail", "--batch-docs=100"],
     );
     let (out, result) = agent(&restore, &s3, tmp.path())?;
     let Some(AgentResult::Restore(r)) = result else {
@@ -495,17 +504,7 @@ fn overwrite_with_a_corrupt_snapshot_touches_nothing() -> Result<()> {
         "restic saved another layout: {listed}"
     );
 
-    let restore = args(
-        "restore",
-        &repo,
-        &os.url(),
-        &[
-            "--include=*",
-            "--source-host=",
-            "--snapshot=latest",
-            "--existing=overwrite",
-        ],
-    );
+    let restore = restore_args(&repo, &os.url(), &["--existing=overwrite"]);
     let (out, result) = agent(&restore, &s3, tmp.path())?;
     let Some(AgentResult::Failure(f)) = result else {
         bail!("the restore did not fail: {result:?}\n{}", stderr(&out));
@@ -544,17 +543,7 @@ fn overwrite_with_a_corrupt_snapshot_touches_nothing() -> Result<()> {
         )?;
         std::fs::write(&path, good)?;
         let proxy = FaultProxy::start(&os.url(), Plan::default())?;
-        let restore = args(
-            "restore",
-            &repo,
-            &proxy.url(),
-            &[
-                "--include=*",
-                "--source-host=",
-                "--snapshot=latest",
-                "--existing=overwrite",
-            ],
-        );
+        let restore = restore_args(&repo, &proxy.url(), &["--existing=overwrite"]);
         let (out, result) = agent(&restore, &s3, tmp.path())?;
         let Some(AgentResult::Failure(f)) = result else {
             bail!(
@@ -618,18 +607,10 @@ fn a_restore_failing_half_way_removes_what_it_created() -> Result<()> {
     // The server refuses a batch half-way through: no retry mends a 400.
     let refuse = Rule::new(Fault::Refused, "/_bulk").every(1_000, 1).after(6);
     let proxy = FaultProxy::start(&os.url(), Plan::new(vec![refuse]))?;
-    let mut restore = args(
-        "restore",
+    let mut restore = restore_args(
         &repo,
         &proxy.url(),
-        &[
-            "--include=*",
-            "--source-host=",
-            "--snapshot=latest",
-            "--rename-prefix=r-",
-            "--existing=fail",
-            "--batch-docs=100",
-        ],
+        &["--rename-prefix=r-", "--existing=fail", "--batch-docs=100"],
     );
     let (out, result) = agent(&restore, &s3, tmp.path())?;
     let Some(AgentResult::Failure(f)) = result else {
@@ -1008,31 +989,18 @@ fn sigterm_mid_restore_removes_what_it_created() -> Result<()> {
     const DOCS: u32 = 2_000;
     populate(&os.url(), "src", DOCS)?;
     let before = checksum(&os.url(), "src")?;
-    let (out, result) = agent(
+    backed_up(
         &args("backup", &repo, &os.url(), &["--include=src"]),
         &s3,
         tmp.path(),
     )?;
-    ensure!(
-        matches!(result, Some(AgentResult::Backup(_))),
-        "backup failed: {result:?}\n{}",
-        stderr(&out)
-    );
     // Slow batches: the restore is loading when the signal comes.
     let slow = Rule::new(Fault::Slow(Duration::from_millis(500)), "/_bulk").every(1, 1);
     let proxy = FaultProxy::start(&os.url(), Plan::new(vec![slow]))?;
-    let mut restore = args(
-        "restore",
+    let mut restore = restore_args(
         &repo,
         &proxy.url(),
-        &[
-            "--include=*",
-            "--source-host=",
-            "--snapshot=latest",
-            "--rename-prefix=r-",
-            "--existing=fail",
-            "--batch-docs=100",
-        ],
+        &["--rename-prefix=r-", "--existing=fail", "--batch-docs=100"],
     );
     let _ = std::fs::remove_file(tmp.path().join("termination"));
     let mut child = agent_command(&restore, &s3, tmp.path())?
@@ -1160,14 +1128,10 @@ fn a_restore_failing_half_way_with_close_leaves_its_indices_closed_and_labelled(
     // The server refuses a batch half-way through: no retry mends a 400.
     let refuse = Rule::new(Fault::Refused, "/_bulk").every(1_000, 1).after(6);
     let proxy = FaultProxy::start(&os.url(), Plan::new(vec![refuse]))?;
-    let mut restore = args(
-        "restore",
+    let mut restore = restore_args(
         &repo,
         &proxy.url(),
         &[
-            "--include=*",
-            "--source-host=",
-            "--snapshot=latest",
             "--rename-prefix=r-",
             "--existing=fail",
             "--batch-docs=100",
@@ -1255,31 +1219,18 @@ fn a_restore_writes_progress_lines() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     const DOCS: u64 = 2_000;
     populate(&os.url(), "src", DOCS as u32)?;
-    let (out, result) = agent(
+    backed_up(
         &args("backup", &repo, &os.url(), &["--include=src"]),
         &s3,
         tmp.path(),
     )?;
-    ensure!(
-        matches!(result, Some(AgentResult::Backup(_))),
-        "backup failed: {result:?}\n{}",
-        stderr(&out)
-    );
     // Slow batches, one at a time: the load outlasts a progress interval (10 s).
     let slow = Rule::new(Fault::Slow(Duration::from_millis(400)), "/_bulk").every(1, 1);
     let proxy = FaultProxy::start(&os.url(), Plan::new(vec![slow]))?;
-    let restore = args(
-        "restore",
+    let restore = restore_args(
         &repo,
         &proxy.url(),
-        &[
-            "--include=*",
-            "--source-host=",
-            "--snapshot=latest",
-            "--rename-prefix=r-",
-            "--batch-docs=50",
-            "--workers=1",
-        ],
+        &["--rename-prefix=r-", "--batch-docs=50", "--workers=1"],
     );
     let (out, result) = agent(&restore, &s3, tmp.path())?;
     let Some(AgentResult::Restore(r)) = result else {
