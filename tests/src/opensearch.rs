@@ -67,12 +67,21 @@ pub fn search_pinned(key: &str) -> Option<&'static str> {
 
 /// elasticdump's `multielasticdump` of the search testbed (Stash's backup tool, the baseline).
 pub fn multielasticdump() -> Result<PathBuf> {
-    let version = search_pinned("ELASTICDUMP_VERSION").unwrap_or("unknown");
+    multielasticdump_pinned("ELASTICDUMP_VERSION")
+}
+
+/// The `multielasticdump` Stash's Elasticsearch addon runs (`ELASTICDUMP_STASH_VERSION`).
+pub fn stash_multielasticdump() -> Result<PathBuf> {
+    multielasticdump_pinned("ELASTICDUMP_STASH_VERSION")
+}
+
+fn multielasticdump_pinned(key: &str) -> Result<PathBuf> {
+    let version = search_pinned(key).unwrap_or("unknown");
     let bin = testbed_cache()?
         .join(format!("elasticdump-{version}"))
         .join("node_modules/.bin/multielasticdump");
     if !bin.exists() {
-        return Err(not_built("elasticdump", &bin));
+        return Err(not_built(&format!("elasticdump {version}"), &bin));
     }
     Ok(bin)
 }

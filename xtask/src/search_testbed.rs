@@ -96,7 +96,8 @@ struct SearchTestbed {
     opensearch: String,
     elasticsearch: String,
     minio: String,
-    elasticdump: String,
+    /// The current elasticdump, and the one Stash's Elasticsearch addon ships.
+    elasticdumps: [String; 2],
     restic: String,
     /// `${CAIRN_CACHE:-$HOME/.cache/cairn}/testbed`.
     cache: PathBuf,
@@ -139,7 +140,10 @@ impl SearchTestbed {
             opensearch: get("OPENSEARCH_VERSION")?,
             elasticsearch: get("ELASTICSEARCH_VERSION")?,
             minio: get("MINIO_VERSION")?,
-            elasticdump: get("ELASTICDUMP_VERSION")?,
+            elasticdumps: [
+                get("ELASTICDUMP_VERSION")?,
+                get("ELASTICDUMP_STASH_VERSION")?,
+            ],
             restic: get("RESTIC_VERSION")?,
             root,
             cache,
@@ -179,11 +183,12 @@ impl SearchTestbed {
     fn minio(&self) -> PathBuf {
         self.minio_dir().join("minio")
     }
-    fn elasticdump_dir(&self) -> PathBuf {
-        self.cache.join(format!("elasticdump-{}", self.elasticdump))
+    fn elasticdump_dir(&self, version: &str) -> PathBuf {
+        self.cache.join(format!("elasticdump-{version}"))
     }
-    fn elasticdump(&self) -> PathBuf {
-        self.elasticdump_dir().join("node_modules/.bin/elasticdump")
+    fn elasticdump(&self, version: &str) -> PathBuf {
+        self.elasticdump_dir(version)
+            .join("node_modules/.bin/elasticdump")
     }
     fn s3_module(&self) -> PathBuf {
         self.root.join("testbed/s3")
@@ -196,12 +201,14 @@ impl SearchTestbed {
             .map(|s| (s.name.to_string(), self.java_dir(s)))
             .collect();
         paths.push(("minio".into(), self.minio()));
-        paths.push(("elasticdump".into(), self.elasticdump()));
-        paths.push((
-            "multielasticdump".into(),
-            self.elasticdump_dir()
-                .join("node_modules/.bin/multielasticdump"),
-        ));
+        for version in &self.elasticdumps {
+            paths.push((format!("elasticdump-{version}"), self.elasticdump(version)));
+            paths.push((
+                format!("multielasticdump-{version}"),
+                self.elasticdump_dir(version)
+                    .join("node_modules/.bin/multielasticdump"),
+            ));
+        }
         paths.push((
             "restic".into(),
             which("restic").unwrap_or_else(|| PathBuf::from("restic (not installed)")),
@@ -235,8 +242,12 @@ impl SearchTestbed {
         if selected.contains(&"minio") && self.ensure_minio(force)? {
             built.push("minio");
         }
-        if selected.contains(&"elasticdump") && self.ensure_elasticdump(force)? {
-            built.push("elasticdump");
+        if selected.contains(&"elasticdump") {
+            for version in &self.elasticdumps {
+                if self.ensure_elasticdump(version, force)? {
+                    built.push("elasticdump");
+                }
+            }
         }
         if selected.contains(&"restic") && self.ensure_restic()? {
             built.push("restic");
@@ -402,44 +413,44 @@ impl SearchTestbed {
         Ok(())
     }
 
-    fn ensure_elasticdump(&self, force: bool) -> Result<bool> {
-        if self.elasticdump().is_file() && !force {
+    fn ensure_elasticdump(&self, version: &str, force: bool) -> Result<bool> {
+        if self.elasticdump(version).is_file() && !force {
             println!(
                 "search-testbed: elasticdump {} is present ({})",
-                self.elasticdump,
-                self.elasticdump().display()
+                version,
+                self.elasticdump(version).display()
             );
             return Ok(false);
         }
         let started = Instant::now();
-        let partial = fresh_partial(&self.elasticdump_dir())?;
-        let step = format!("npm install elasticdump@{}", self.elasticdump);
+        let partial = fresh_partial(&self.elasticdump_dir(version))?;
+        let step = format!("npm install elasticdump@{}", version);
         let mut cmd = Command::new("npm");
         cmd.current_dir(&partial)
             .args(["install", "--no-audit", "--no-fund", "--prefix"])
             .arg(&partial)
-            .arg(format!("elasticdump@{}", self.elasticdump));
+            .arg(format!("elasticdump@{}", version));
         run_step(&step, cmd)?;
-        replace_dir(&partial, &self.elasticdump_dir())?;
+        replace_dir(&partial, &self.elasticdump_dir(version))?;
         // npm's .bin links are relative, so the moved tree still works.
-        let out = Command::new(self.elasticdump())
+        let out = Command::new(self.elasticdump(version))
             .arg("--version")
             .output()
             .with_context(|| format!("step `verify elasticdump`: running {}", step))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || !stdout.contains(&self.elasticdump) {
+        if !out.status.success() || !stdout.contains(&version) {
             bail!(
                 "step `verify elasticdump`: `elasticdump --version` did not report {}: {}{}",
-                self.elasticdump,
+                version,
                 stdout.trim(),
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
         println!(
             "search-testbed: elasticdump {} ready in {} ({})",
-            self.elasticdump,
+            version,
             human(started.elapsed()),
-            self.elasticdump().display()
+            self.elasticdump(version).display()
         );
         Ok(true)
     }
