@@ -86,15 +86,28 @@ impl AgentError {
         }
     }
 
-    /// A rustic error in one line (rustic's `Display` is a multi-line report).
+    /// A rustic error in one line (rustic's `Display` is a multi-line report): its message and
+    /// cause, without its plea to report a bug (the reason is for the user, not rustic's
+    /// tracker), its links or, with RUST_BACKTRACE set, its backtrace.
     pub fn rustic(what: &str, err: impl fmt::Display) -> Self {
         let text = err.to_string();
-        // With RUST_BACKTRACE set, rustic appends a backtrace: not for a result.
+        let mut skipping = false;
         let line = text
             .lines()
             .map(str::trim)
             .take_while(|l| !l.starts_with("Backtrace:"))
-            .filter(|l| !l.is_empty())
+            .filter(|l| {
+                if l.starts_with("We believe this is a bug") {
+                    skipping = true;
+                } else if l.starts_with("Thank you for helping") {
+                    skipping = false;
+                    return false;
+                }
+                !skipping
+                    && !l.is_empty()
+                    && !l.starts_with("Some additional details")
+                    && !l.starts_with("For more information, see:")
+            })
             .collect::<Vec<_>>()
             .join(" ");
         Self::Repository(format!("{what}: {line}"))
@@ -158,6 +171,16 @@ mod tests {
         assert_eq!(
             e,
             "repository: save snapshot: `rustic_core` experienced an error. Message: the storage did not answer"
+        );
+    }
+
+    #[test]
+    fn a_rustic_error_never_asks_to_report_a_bug() {
+        let text = "`rustic_core` experienced an error related to internal operations.\n\nMessage:\nNode `elasticsearch` not found in tree.\n\nWe believe this is a bug, please report it by opening an issue at:\nhttps://github.com/rustic-rs/rustic_core/issues/new\n\nIf you can, please attach an anonymized debug log to the issue.\n\nThank you for helping us improve rustic!\n\n\nSome additional details ...\n\nContext:\n- node: elasticsearch\n";
+        let e = AgentError::rustic("find x", text).to_string();
+        assert_eq!(
+            e,
+            "repository: find x: `rustic_core` experienced an error related to internal operations. Message: Node `elasticsearch` not found in tree. Context: - node: elasticsearch"
         );
     }
 }

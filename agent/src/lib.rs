@@ -7,7 +7,8 @@
 //!
 //! Layers, each using only those below it (`tests/layers.rs` fails on a cycle):
 //! - commands: `cli`, `backup`, `restore` (with `cleanup`, what a failed one leaves), over
-//!   `stream` (the snapshot's files for the archiver) and `layout` (what a snapshot holds);
+//!   `stream` (the snapshot's files for the archiver), `contents` (what a restore reads, over
+//!   `layout`, what cairn's snapshot holds, and `stash_dump`, what Stash's addon made);
 //! - repository: `repo` (open, retention, totals, check) over `lock` (restic locks) over
 //!   `files` (raw repository files) over `location` (where, options, credentials);
 //! - server: `search` (reading indices) over `skim` (search answers) and `client` (HTTP, with
@@ -22,6 +23,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod client;
 pub mod cloud;
+pub mod contents;
 pub mod error;
 pub mod files;
 pub mod identity;
@@ -36,6 +38,7 @@ pub mod search;
 pub mod select;
 pub mod settings;
 pub mod skim;
+pub mod stash_dump;
 pub mod stream;
 pub mod terminate;
 pub mod tls;

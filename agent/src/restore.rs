@@ -31,8 +31,9 @@ use crate::budget::Budget;
 use crate::bulk::{BulkOutcome, action_prefix, bulk_line, bulk_outcome};
 use crate::cleanup::Created;
 use crate::client::{Body, Client, encode_path, server_error};
+use crate::contents::{Contents, Templates};
 use crate::error::{AgentError, Failed, InPhase, Result, short};
-use crate::layout::{self, IndexEntry, IndexMeta, Manifest};
+use crate::layout::{IndexEntry, IndexMeta};
 use crate::location::{Location, RepoOptions};
 use crate::repo;
 use crate::retry::Attempt;
@@ -69,24 +70,13 @@ pub struct RestorePlan {
 struct Target {
     source: String,
     target: String,
-    entry: IndexEntry,
-    /// Its `index.json`, read and checked before anything is written.
+    /// Its documents' path in the snapshot, if it has documents.
+    documents: Option<String>,
+    /// The manifest's counts and checksum (a Stash dump has none).
+    expected: Option<IndexEntry>,
+    /// Its metadata, read and checked before anything is written.
     meta: IndexMeta,
     exists: bool,
-}
-
-fn read_small<S: IndexedFull>(
-    repo: &Repository<S>,
-    snap: &SnapshotFile,
-    path: &str,
-) -> Result<Vec<u8>> {
-    let node = repo
-        .node_from_snapshot_and_path(snap, path)
-        .map_err(|e| AgentError::rustic(&format!("find {path}"), e))?;
-    let mut out = Vec::new();
-    repo.dump(&node, &mut out)
-        .map_err(|e| AgentError::rustic(&format!("read {path}"), e))?;
-    Ok(out)
 }
 
 /// Runs a restore.
@@ -112,11 +102,14 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         .to_indexed()
         .map_err(|e| AgentError::rustic("read index", e))
         .phase("repository")?;
-    let manifest = read_manifest(&repository, &snap)?;
     // Everything the snapshot says is read and checked before the first request: a snapshot
     // that cannot be restored whole touches nothing (`existing=overwrite` deletes nothing).
-    let templates = read_templates(&repository, &snap)?;
-    let mut targets = select_targets(&repository, &snap, plan, &manifest)?;
+    let contents = crate::contents::read(&repository, &snap).phase("repository")?;
+    for note in &contents.notes {
+        tracing::warn!(translated = %note, "an older server's shape");
+    }
+    let templates = checked_templates(contents.templates.clone())?;
+    let mut targets = select_targets(&repository, &snap, plan, &contents)?;
 
     let info = rt
         .block_on(client.wait_ready(plan.wait_timeout))
@@ -145,7 +138,13 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         sent: Arc::new(Sent::default()),
     });
     let _on_terminate = shared.on_terminate(client, plan.workers.max(1));
-    let progress = shared.progress(todo.iter().map(|t| t.entry.documents).sum());
+    // A Stash dump has no counts: its total is 0, unknown.
+    let progress = shared.progress(
+        todo.iter()
+            .filter_map(|t| t.expected.as_ref())
+            .map(|e| e.documents)
+            .sum(),
+    );
     let loaded =
         load_indices(&rt, &repository, &snap, client, &todo, plan, &shared).and_then(|loaded| {
             let mut documents = 0;
@@ -177,51 +176,26 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
     })
 }
 
-/// The snapshot's manifest, in a layout this agent reads.
-fn read_manifest<S: IndexedFull>(
-    repository: &Repository<S>,
-    snap: &SnapshotFile,
-) -> Result<Manifest, Failed> {
-    let manifest: Manifest = serde_json::from_slice(
-        &read_small(repository, snap, &layout::path(layout::MANIFEST))
-            .map_err(|e| {
-                AgentError::Snapshot(format!(
-                    "{e} (was this snapshot made by cairn-agent backup?)"
-                ))
-            })
-            .phase("repository")?,
-    )
-    .map_err(|e| AgentError::json("manifest.json", e))
-    .phase("repository")?;
-    if manifest.format != layout::FORMAT {
-        return Err(AgentError::Snapshot(format!(
-            "layout format {} is not supported (this agent reads {})",
-            manifest.format,
-            layout::FORMAT
-        )))
-        .phase("repository");
-    }
-    Ok(manifest)
-}
-
 /// Every selected index with its target name and metadata, read from the snapshot and checked
 /// before any request: valid names (its own and its aliases'), no two onto one name.
 fn select_targets<S: IndexedFull>(
     repository: &Repository<S>,
     snap: &SnapshotFile,
     plan: &RestorePlan,
-    manifest: &Manifest,
+    contents: &Contents,
 ) -> Result<Vec<Target>, Failed> {
     let mut targets = Vec::new();
     let mut seen = BTreeSet::new();
-    for (name, entry) in &manifest.indices {
+    for listed in &contents.indices {
+        let name = &listed.name;
         if !plan
             .selector
-            .selects(name, &entry.aliases, entry.hidden)
+            .selects(name, &listed.aliases, listed.hidden)
             .phase("restore")?
         {
             continue;
         }
+        checked_name("index", name).phase("restore")?;
         let target = plan.rename.apply(name).phase("restore")?;
         if !seen.insert(target.clone()) {
             return Err(AgentError::Usage(format!(
@@ -229,23 +203,15 @@ fn select_targets<S: IndexedFull>(
             )))
             .phase("restore");
         }
-        let meta: IndexMeta = serde_json::from_slice(
-            &read_small(
-                repository,
-                snap,
-                &layout::index_path(name, layout::INDEX_META),
-            )
-            .phase("restore")?,
-        )
-        .map_err(|e| AgentError::json(format!("index.json of {name}"), e))
-        .phase("restore")?;
+        let meta = listed.meta(repository, snap).phase("restore")?;
         for alias in meta.aliases.keys() {
             checked_name("alias", alias).phase("restore")?;
         }
         targets.push(Target {
             source: name.clone(),
             target,
-            entry: entry.clone(),
+            documents: listed.documents.clone(),
+            expected: listed.expected.clone(),
             meta,
             exists: false,
         });
@@ -296,33 +262,17 @@ fn check_existing(
     Ok(())
 }
 
-/// The snapshot's templates of each kind (its API path), their names checked.
-type Templates = Vec<(&'static str, Map<String, Value>)>;
-
-/// Component, composable and legacy templates, in that order, read from the snapshot.
-fn read_templates<S: IndexedFull>(
-    repository: &Repository<S>,
-    snap: &SnapshotFile,
-) -> Result<Templates, Failed> {
-    let mut out = Vec::new();
-    for (file, kind) in [
-        (layout::COMPONENT_TEMPLATES, "_component_template"),
-        (layout::INDEX_TEMPLATES, "_index_template"),
-        (layout::LEGACY_TEMPLATES, "_template"),
-    ] {
-        let bytes = read_small(repository, snap, &layout::path(file)).phase("restore")?;
-        let map: Map<String, Value> = serde_json::from_slice(&bytes)
-            .map_err(|e| AgentError::json(file, e))
-            .phase("restore")?;
+/// The snapshot's templates, their names checked.
+fn checked_templates(templates: Templates) -> Result<Templates, Failed> {
+    for (_, map) in &templates {
         for name in map.keys() {
             checked_name("template", name).phase("restore")?;
         }
-        out.push((kind, map));
     }
-    Ok(out)
+    Ok(templates)
 }
 
-/// Puts the templates read by [`read_templates`], in their order.
+/// Puts the templates, in their order (component, composable, legacy).
 fn put_templates(
     rt: &tokio::runtime::Runtime,
     client: &Client,
@@ -557,12 +507,16 @@ fn restore_index<S: IndexedFull + Sync>(
     let enc = encode_path(&t.target);
     let (meta, after) = create_index(rt, client, t)?;
     shared.created.record(&t.target, &after, &meta.mappings);
-    let node = repository
-        .node_from_snapshot_and_path(snap, &layout::index_path(&t.source, layout::DOCUMENTS))
-        .map_err(|e| AgentError::rustic("find documents", e))
-        .phase("restore")?;
-    let (docs, sha) =
-        load_index(rt, repository, &node, client, &t.target, plan, shared).phase("restore")?;
+    let (docs, sha) = match &t.documents {
+        Some(path) => {
+            let node = repository
+                .node_from_snapshot_and_path(snap, path)
+                .map_err(|e| AgentError::rustic("find documents", e))
+                .phase("restore")?;
+            load_index(rt, repository, &node, client, &t.target, plan, shared).phase("restore")?
+        }
+        None => (0, String::new()),
+    };
 
     rt.block_on(async {
         let _: Value = client
@@ -616,7 +570,8 @@ fn create_index(
     Ok((meta, after))
 }
 
-/// Checks an index against the manifest: the stream we read and what the server holds.
+/// Checks an index: the documents the server counts are those sent, and, with a manifest, the
+/// stream read is the one backed up (its checksum and count).
 fn verify_index(
     rt: &tokio::runtime::Runtime,
     client: &Client,
@@ -625,7 +580,7 @@ fn verify_index(
     sha: &str,
 ) -> Result<(), Failed> {
     let enc = encode_path(&t.target);
-    if sha != t.entry.sha256 {
+    if t.expected.as_ref().is_some_and(|e| e.sha256 != sha) {
         return Err(AgentError::Verify(format!(
             "documents of {} do not match the manifest's checksum",
             t.source
@@ -636,10 +591,17 @@ fn verify_index(
         .block_on(client.json(Method::GET, &format!("/{enc}/_count"), None, "count"))
         .phase("verify")?;
     let count = count["count"].as_u64().unwrap_or(u64::MAX);
-    if docs != t.entry.documents || count != t.entry.documents {
+    let expected = t.expected.as_ref().map_or(docs, |e| e.documents);
+    if docs != expected || count != expected {
         return Err(AgentError::Verify(format!(
-            "index {}: the snapshot has {} documents, {} were sent, the server counts {}",
-            t.target, t.entry.documents, docs, count
+            "index {}: the snapshot has {}, {docs} were sent, the server counts {count}",
+            t.target,
+            t.expected
+                .as_ref()
+                .map_or("no count".to_string(), |e| format!(
+                    "{} documents",
+                    e.documents
+                )),
         )))
         .phase("verify");
     }

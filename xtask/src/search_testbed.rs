@@ -438,7 +438,7 @@ impl SearchTestbed {
             .output()
             .with_context(|| format!("step `verify elasticdump`: running {}", step))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || !stdout.contains(&version) {
+        if !out.status.success() || !stdout.contains(version) {
             bail!(
                 "step `verify elasticdump`: `elasticdump --version` did not report {}: {}{}",
                 version,
