@@ -8,7 +8,9 @@
 //! Layers, each using only those below it (`tests/layers.rs` fails on a cycle):
 //! - commands: `cli`, `backup`, `restore` (with `cleanup`, what a failed one leaves), over
 //!   `stream` (the snapshot's files for the archiver), `contents` (what a restore reads, over
-//!   `layout`, what cairn's snapshot holds, and `stash_dump`, what Stash's addon made);
+//!   `layout`, what cairn's snapshot holds, and `stash_dump`, what Stash's addon made),
+//!   `translate` (what differs between Elasticsearch and OpenSearch) and `preflight` (the
+//!   target's own checks before a restore writes);
 //! - repository: `repo` (open, retention, totals, check) over `lock` (restic locks) over
 //!   `files` (raw repository files) over `location` (where, options, credentials);
 //! - server: `search` (reading indices) over `skim` (search answers) and `client` (HTTP, with
@@ -31,6 +33,7 @@ pub mod layout;
 pub mod location;
 pub mod lock;
 pub mod output;
+pub mod preflight;
 pub mod repo;
 pub mod restore;
 pub mod retry;
@@ -42,5 +45,6 @@ pub mod stash_dump;
 pub mod stream;
 pub mod terminate;
 pub mod tls;
+pub mod translate;
 
 pub use error::{AgentError, Failed};

@@ -30,15 +30,18 @@ use tokio::sync::mpsc;
 use crate::budget::Budget;
 use crate::bulk::{BulkOutcome, action_prefix, bulk_line, bulk_outcome};
 use crate::cleanup::Created;
+use crate::client::ServerInfo;
 use crate::client::{Body, Client, encode_path, server_error};
 use crate::contents::{Contents, Templates};
 use crate::error::{AgentError, Failed, InPhase, Result, short};
 use crate::layout::{IndexEntry, IndexMeta};
 use crate::location::{Location, RepoOptions};
+use crate::preflight::{self, Candidate};
 use crate::repo;
 use crate::retry::Attempt;
 use crate::select::{Rename, Selector};
 use crate::settings;
+use crate::translate::{Notes, Translator};
 
 pub use cairn_api::task_params::{Existing, OnFailure};
 
@@ -117,6 +120,7 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
     tracing::info!(distribution = ?info.distribution, version = %info.version, "server ready");
 
     check_existing(&rt, client, plan, &mut targets)?;
+    let (templates, notes) = fit_to_target(&rt, client, &info, plan, &mut targets, templates)?;
     // Templates first, so they are there when indices are created.
     let overwrite = plan.existing == Existing::Overwrite;
     put_templates(&rt, client, templates, overwrite)?;
@@ -173,7 +177,47 @@ pub fn run(plan: &RestorePlan, client: &Client) -> Result<RestoreResult, Failed>
         indices: restored.len() as u64,
         documents,
         duration_seconds: started.elapsed().as_secs_f64(),
+        not_carried: notes.not_carried(),
     })
+}
+
+/// The snapshot's settings made the target's (`translate`: what its distribution lacks left
+/// out, said), then every body the restore will write checked by the target (`preflight`):
+/// a snapshot the target cannot take fails here, before the first write.
+fn fit_to_target(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    info: &ServerInfo,
+    plan: &RestorePlan,
+    targets: &mut [Target],
+    mut templates: Templates,
+) -> Result<(Templates, Notes), Failed> {
+    let mut translator = Translator::new(info.distribution);
+    for (kind, map) in &mut templates {
+        for (name, body) in map.iter_mut() {
+            translator.template(kind, name, body);
+        }
+    }
+    let mut candidates = preflight::template_candidates(&templates);
+    for t in targets.iter_mut() {
+        translator.settings(&format!("index {}", t.source), &mut t.meta.settings);
+        if !(t.exists && plan.existing == Existing::Skip) {
+            candidates.push(Candidate {
+                whose: format!("index {}", t.source),
+                settings: Value::Object(t.meta.settings.clone()),
+                mappings: t.meta.mappings.clone(),
+            });
+        }
+    }
+    for line in translator.notes.translated() {
+        tracing::info!(translated = %line, "for {:?}", info.distribution);
+    }
+    for line in translator.notes.not_carried() {
+        tracing::warn!(not_carried = %line, "for {:?}", info.distribution);
+    }
+    rt.block_on(preflight::check(client, &candidates))
+        .phase("restore")?;
+    Ok((templates, translator.notes))
 }
 
 /// Every selected index with its target name and metadata, read from the snapshot and checked

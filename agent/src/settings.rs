@@ -41,6 +41,33 @@ fn matches(key: &str, prefixes: &[&str]) -> bool {
     })
 }
 
+/// Nested settings (`{"index":{"analysis":{..}}}`) flat, as cairn keeps them
+/// (`index.analysis...`); arrays stay values, as the servers' `flat_settings` gives them.
+pub fn flatten(nested: &Map<String, Value>) -> Map<String, Value> {
+    fn walk(prefix: &str, value: &Value, out: &mut Map<String, Value>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let mut out = Map::new();
+    for (k, v) in nested {
+        walk(k, v, &mut out);
+    }
+    out
+}
+
 /// The restorable subset of flat settings.
 pub fn restorable(flat: &Map<String, Value>) -> Map<String, Value> {
     flat.iter()

@@ -168,33 +168,6 @@ fn entry<'a>(file: &'a Map<String, Value>, index: &str, key: &str) -> Option<&'a
     entry.get(key)
 }
 
-/// Nested settings (`{"index":{"analysis":{..}}}`) flat, as cairn keeps them
-/// (`index.analysis...`); arrays stay values, as the servers' `flat_settings` gives them.
-pub fn flatten(nested: &Map<String, Value>) -> Map<String, Value> {
-    fn walk(prefix: &str, value: &Value, out: &mut Map<String, Value>) {
-        match value {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            other => {
-                out.insert(prefix.to_string(), other.clone());
-            }
-        }
-    }
-    let mut out = Map::new();
-    for (k, v) in nested {
-        walk(k, v, &mut out);
-    }
-    out
-}
-
 /// Top-level keys of a mapping: anything else alone at the top is a mapping type.
 const MAPPING_KEYS: &[&str] = &[
     "properties",
@@ -247,7 +220,7 @@ pub fn index_meta(
         if let Some(Value::Object(nested)) =
             files.get(&part).and_then(|f| entry(f, index, "settings"))
         {
-            settings.extend(flatten(nested));
+            settings.extend(crate::settings::flatten(nested));
         }
     }
     let mappings = files

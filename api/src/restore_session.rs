@@ -146,6 +146,10 @@ pub struct RestoredSummary {
     /// Indices restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indices: Option<i64>,
+    /// What the target's distribution lacks and the restore left out (settings of the other
+    /// distribution), one line per setting naming whose.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_carried: Vec<String>,
 }
 
 impl RestoreSessionSpec {

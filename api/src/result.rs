@@ -57,6 +57,9 @@ pub struct BackupResult {
 /// of them and the rest of the result stay under [`MAX_TERMINATION_MESSAGE`].
 const BACKUP_REASON_BUDGET: usize = 1500;
 
+/// The most one line of a restore's `notCarried` takes in the termination message.
+const NOT_CARRIED_LINE_BUDGET: usize = 400;
+
 /// Totals of a repository.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -76,6 +79,10 @@ pub struct RestoreResult {
     pub indices: u64,
     pub documents: u64,
     pub duration_seconds: f64,
+    /// What the target's distribution lacks and the restore left out, with the behaviour it
+    /// set: one line per setting (or prefix), naming whose (indices, templates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_carried: Vec<String>,
 }
 
 /// A failed run: which phase failed and why, in one line (never a secret).
@@ -138,7 +145,28 @@ impl AgentResult {
                 }
                 serde_json::to_string(&AgentResult::Backup(short)).unwrap_or_default()
             }
-            _ => text,
+            AgentResult::Restore(r) => {
+                let mut short = r.clone();
+                for line in &mut short.not_carried {
+                    *line = cut_json(line, NOT_CARRIED_LINE_BUDGET);
+                }
+                let all = short.not_carried.len();
+                let fits = |s: &RestoreResult| {
+                    serde_json::to_string(&AgentResult::Restore(s.clone())).map_or(0, |t| t.len())
+                        + 64
+                        <= MAX_TERMINATION_MESSAGE
+                };
+                while !short.not_carried.is_empty() && !fits(&short) {
+                    short.not_carried.pop();
+                }
+                let left = all - short.not_carried.len();
+                if left > 0 {
+                    short
+                        .not_carried
+                        .push(format!("and {left} more (the agent's log lists them)"));
+                }
+                serde_json::to_string(&AgentResult::Restore(short)).unwrap_or_default()
+            }
         }
     }
 
@@ -152,6 +180,29 @@ impl AgentResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_with_long_not_carried_lines_fits() {
+        let r = AgentResult::Restore(RestoreResult {
+            snapshot: "a".repeat(64),
+            not_carried: (0..20)
+                .map(|i| format!("rule {i}: {}", "x".repeat(900)))
+                .collect(),
+            ..Default::default()
+        });
+        let text = r.to_termination_message();
+        assert!(text.len() <= MAX_TERMINATION_MESSAGE, "{}", text.len());
+        let Some(AgentResult::Restore(back)) = AgentResult::from_termination_message(&text) else {
+            panic!("{text}");
+        };
+        assert!(back.not_carried[0].starts_with("rule 0: xxx"));
+        assert!(
+            back.not_carried
+                .last()
+                .unwrap()
+                .ends_with("(the agent's log lists them)")
+        );
+    }
 
     #[test]
     fn round_trips_and_fits() {

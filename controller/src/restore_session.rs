@@ -55,8 +55,14 @@ impl SessionKind for RestoreSession {
     }
 
     fn succeeded_message(res: &RestoreResult) -> String {
+        let lost = match res.not_carried.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} setting(s) the target lacks not carried: see status.restored.notCarried"
+            ),
+        };
         format!(
-            "restored snapshot {} ({} indices, {} documents)",
+            "restored snapshot {} ({} indices, {} documents){lost}",
             res.snapshot.get(..8).unwrap_or(&res.snapshot),
             res.indices,
             res.documents
@@ -68,6 +74,7 @@ impl SessionKind for RestoreSession {
             snapshot: res.snapshot.clone(),
             documents: i64::try_from(res.documents).ok(),
             indices: i64::try_from(res.indices).ok(),
+            not_carried: res.not_carried.clone(),
         });
     }
 
