@@ -72,14 +72,20 @@ impl Search {
             body.push('\n');
         }
         if docs > 0 {
-            let v: Value = self
-                .req(reqwest::Method::POST, "/_bulk?refresh=true")
-                .header("content-type", "application/x-ndjson")
-                .body(body)
-                .send()?
-                .json()?;
-            ensure!(v["errors"] == json!(false), "bulk: {v}");
+            self.bulk(&body)?;
         }
+        Ok(())
+    }
+
+    /// A `_bulk` request (refreshed) that must take every document.
+    pub fn bulk(&self, body: &str) -> Result<()> {
+        let v: Value = self
+            .req(reqwest::Method::POST, "/_bulk?refresh=true")
+            .header("content-type", "application/x-ndjson")
+            .body(body.to_string())
+            .send()?
+            .json()?;
+        ensure!(v["errors"] == json!(false), "bulk: {v}");
         Ok(())
     }
 
