@@ -570,6 +570,8 @@ state = "{state}"
             // Removes the `not-ready` taint the kubelet registers the Node with once it is
             // Ready (and taints it again if it stops reporting).
             "node-lifecycle-controller",
+            // Aggregates cairn's user roles into `view`, `edit` and `admin`.
+            "clusterrole-aggregation-controller",
         ];
         let args = vec![
             format!("--kubeconfig={}", kubeconfig.display()),

@@ -31,7 +31,7 @@ use cairn_tests::objects::{
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::S3Server;
 use cairn_tests::system::{import_images, restricted_namespace};
-use cairn_tests::{ControlPlane, appbinding_crd_dir, repo_root};
+use cairn_tests::{ControlPlane, appbinding_crd_dir, repo_root, wait_for};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -151,6 +151,71 @@ fn overlay(dir: &Path) {
     std::fs::write(dir.join("kustomization.yaml"), text).expect("kustomization");
 }
 
+/// Users bound to the built-in `view` and `edit` roles in a namespace read, and for `edit`
+/// write, cairn's kinds there (the install's roles aggregated into them); `view` writes none,
+/// and neither writes a status.
+async fn user_roles_reach_cairn_kinds(cp: &ControlPlane) {
+    let ns = restricted_namespace(cp, "roles").await;
+    for (user, role) in [("ann", "view"), ("ed", "edit")] {
+        kubectl(
+            cp,
+            &[
+                "create",
+                "rolebinding",
+                user,
+                "-n",
+                &ns,
+                "--clusterrole",
+                role,
+                "--user",
+                user,
+            ],
+        );
+    }
+    let can_sub = |user: &str, verb: &str, resource: &str, sub: &str| {
+        let mut args = vec!["auth", "can-i", verb, resource, "-n", &ns, "--as", user];
+        if !sub.is_empty() {
+            args.extend(["--subresource", sub]);
+        }
+        let out = cp.kubectl(args);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    let can = |user: &str, verb: &str, resource: &str| can_sub(user, verb, resource, "");
+    let kinds = [
+        "repositories",
+        "backupconfigurations",
+        "backupsessions",
+        "restoresessions",
+    ];
+    // The aggregation controller fills the roles in shortly after the install.
+    wait_for(
+        Duration::from_secs(60),
+        "cairn's rules aggregated into view and edit",
+        || async {
+            kinds
+                .iter()
+                .all(|k| {
+                    can("ann", "list", &format!("{k}.cairn.dev"))
+                        && can("ed", "create", &format!("{k}.cairn.dev"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    for k in kinds {
+        let k = format!("{k}.cairn.dev");
+        assert!(can("ann", "watch", &k) && can("ed", "delete", &k), "{k}");
+        assert!(
+            !can("ann", "create", &k) && !can("ann", "delete", &k),
+            "view writes {k}"
+        );
+        assert!(
+            !can_sub("ed", "update", &k, "status"),
+            "edit writes the status of {k}"
+        );
+    }
+}
+
 /// Through the installed webhook: a configuration it must refuse is refused with its words,
 /// then a backup of OpenSearch into MinIO runs as a Pod the installed controller made.
 async fn a_backup_through_the_install(cp: &ControlPlane) {
@@ -250,6 +315,7 @@ async fn kubectl_apply_k_installs_a_working_cairn_on_the_node() {
         !bundle.trim().is_empty(),
         "the bootstrap Job set no caBundle"
     );
+    user_roles_reach_cairn_kinds(&cp).await;
     a_backup_through_the_install(&cp).await;
 }
 
@@ -281,5 +347,6 @@ async fn helm_install_installs_a_working_cairn_on_the_node() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_installed(&cp);
+    user_roles_reach_cairn_kinds(&cp).await;
     a_backup_through_the_install(&cp).await;
 }
