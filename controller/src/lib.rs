@@ -18,6 +18,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod process;
+pub mod references;
 pub mod repository;
 pub mod restore_session;
 pub mod scheduling;

@@ -212,6 +212,7 @@ impl Watches {
     fn stores(&self) -> Stores {
         Stores {
             sessions: self.sessions.store.clone(),
+            restores: self.restores.store.clone(),
             configurations: self.configurations.store.clone(),
             repositories: self.repositories.store.clone(),
             app_bindings: self.apps.store.clone(),
@@ -249,10 +250,23 @@ fn controllers(w: &mut Watches, ctx: &Arc<Context>, stop: &watch::Receiver<bool>
     let backups = sessions(&mut w.sessions, &mut w.jobs, &mut w.pods, ctx, stop);
     let restores = sessions(&mut w.restores, &mut w.jobs, &mut w.pods, ctx, stop);
     let configurations = configurations(w, ctx, stop);
-    // Repositories: the wipe-out finalizer and its cleanup Job (a deleted Job wakes it too).
+    // Repositories: the wipe-out finalizer and its cleanup Job (a deleted Job wakes it too),
+    // and the references of the configurations and restores using each.
+    let repo_of = |own: Option<String>, r: &cairn_api::common::ObjectReference| {
+        let own = own.unwrap_or_default();
+        Some(ObjectRef::<Repository>::new(&r.name).within(r.namespace_or(&own)))
+    };
     let repositories = controller(w.repositories.store.clone(), stop)
         .reconcile_on(w.repositories.route_self())
         .reconcile_on(w.jobs.route_owner())
+        .reconcile_on(
+            w.configurations
+                .route(move |c: &BackupConfiguration| repo_of(c.namespace(), &c.spec.repository)),
+        )
+        .reconcile_on(
+            w.restores
+                .route(move |r: &RestoreSession| repo_of(r.namespace(), &r.spec.repository)),
+        )
         .run(timed!(repository::reconcile), error_policy, ctx.clone())
         .for_each(log_result);
     Box::pin(async move {

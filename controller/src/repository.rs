@@ -1,6 +1,7 @@
-//! Reconciling a Repository: with `wipeOut: true` it carries a finalizer, and its deletion
-//! runs a cleanup Job (`cairn-agent wipe`) that deletes the data from the backend before the
-//! object goes. Without `wipeOut` the data stays and no finalizer holds the object.
+//! Reconciling a Repository: its references (`references`), and with `wipeOut: true` a
+//! finalizer, whose deletion runs a cleanup Job (`cairn-agent wipe`) that deletes the data from
+//! the backend before the object goes. Without `wipeOut` the data stays and no finalizer holds
+//! the object.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,7 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
         .collect();
 
     if repo.metadata.deletion_timestamp.is_none() {
+        crate::references::update(&repo, &ctx).await?;
         if wipe && !held {
             let mut with = finalizers.clone();
             with.push(WIPE_FINALIZER.into());

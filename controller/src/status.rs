@@ -26,6 +26,7 @@ pub enum Manager {
     Sessions,
     Schedule,
     BackupResults,
+    References,
 }
 
 impl Manager {
@@ -34,6 +35,7 @@ impl Manager {
             Self::Sessions => "cairn-sessions",
             Self::Schedule => "cairn-schedule",
             Self::BackupResults => "cairn-backup-results",
+            Self::References => "cairn-references",
         }
     }
 }

@@ -295,6 +295,7 @@ pub fn pod_status_only(pod: &mut Pod) {
 #[derive(Clone)]
 pub struct Stores {
     pub sessions: Store<cairn_api::BackupSession>,
+    pub restores: Store<cairn_api::RestoreSession>,
     pub configurations: Store<cairn_api::BackupConfiguration>,
     pub repositories: Store<cairn_api::Repository>,
     pub app_bindings: Store<cairn_api::AppBinding>,
@@ -314,6 +315,7 @@ impl Stores {
     pub async fn synced(&self) {
         let _ = futures::join!(
             self.sessions.wait_until_ready(),
+            self.restores.wait_until_ready(),
             self.configurations.wait_until_ready(),
             self.repositories.wait_until_ready(),
             self.app_bindings.wait_until_ready(),

@@ -708,3 +708,75 @@ async fn live_while_the_lease_loop_runs_not_when_it_is_stuck() {
         stuck.as_secs_f64()
     );
 }
+
+/// `Repository.status.references` lists the configurations and restore sessions that use the
+/// Repository, and follows them: a deleted configuration leaves the list.
+#[tokio::test]
+async fn a_repository_lists_what_uses_it() {
+    let env = env().await;
+    let ns = env.cp.new_namespace().await.expect("ns");
+    let mut objects = storage(&ns);
+    for name in ["nightly", "weekly"] {
+        objects.push(configuration(
+            &ns,
+            name,
+            json!({"schedule": "0 3 * * 0", "paused": true}),
+        ));
+    }
+    objects.push(json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "RestoreSession",
+        "metadata": {"name": "back", "namespace": ns},
+        "spec": {"repository": {"name": "s3-repo"}, "task": {"name": "elasticsearch-restore"},
+                 "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"},
+                            "rules": [{"snapshots": ["latest"]}]}}}));
+    env.apply(&objects);
+    let repos: Api<cairn_api::Repository> = Api::namespaced(env.cp.client(), &ns);
+    let listed = |want: Vec<(&'static str, &'static str)>| {
+        let repos = repos.clone();
+        let ns = ns.clone();
+        async move {
+            let r = repos.get_opt("s3-repo").await.ok()??;
+            let got: Vec<(String, String, Option<String>)> = r
+                .status?
+                .references
+                .into_iter()
+                .map(|x| (x.kind, x.name, x.namespace))
+                .collect();
+            let want: Vec<(String, String, Option<String>)> = want
+                .iter()
+                .map(|(k, n)| (k.to_string(), n.to_string(), Some(ns.clone())))
+                .collect();
+            (got == want).then_some(())
+        }
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the repository's references",
+        || {
+            listed(vec![
+                ("BackupConfiguration", "nightly"),
+                ("BackupConfiguration", "weekly"),
+                ("RestoreSession", "back"),
+            ])
+        },
+    )
+    .await;
+    let out = env
+        .cp
+        .kubectl(["delete", "backupconfiguration", "weekly", "-n", &ns]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the deleted configuration to leave the references",
+        || {
+            listed(vec![
+                ("BackupConfiguration", "nightly"),
+                ("RestoreSession", "back"),
+            ])
+        },
+    )
+    .await;
+}
