@@ -217,6 +217,43 @@ impl S3Server {
         format!("s3:{}/{bucket}", self.endpoint())
     }
 
+    /// Runs the host's `restic` (Debian's, `cargo xtask search-testbed` installs it) on
+    /// `repository` of this server with `password`, in directory `dir`: its stdout, or an error
+    /// with what it said.
+    pub fn restic_in(
+        &self,
+        repository: &str,
+        password: &str,
+        dir: &std::path::Path,
+        args: &[&str],
+    ) -> Result<String> {
+        let out = std::process::Command::new("restic")
+            .args(["-r", repository])
+            .args(args)
+            .current_dir(dir)
+            .envs(self.env())
+            .env("RESTIC_PASSWORD", password)
+            .env(
+                "RESTIC_CACHE_DIR",
+                std::env::temp_dir().join("cairn-tests-restic-cache"),
+            )
+            .output()
+            .context("run restic (cargo xtask search-testbed installs it)")?;
+        if !out.status.success() {
+            bail!(
+                "restic {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// [`S3Server::restic_in`] the current directory.
+    pub fn restic(&self, repository: &str, password: &str, args: &[&str]) -> Result<String> {
+        self.restic_in(repository, password, std::path::Path::new("."), args)
+    }
+
     /// The environment S3 clients (restic, the agent) read the credentials from.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

@@ -434,26 +434,7 @@ fn minio_stopped_mid_backup() -> Result<()> {
 
 /// Runs `restic` in `dir` with the repository's settings; its stdout.
 fn restic(s3: &S3Server, repo: &str, dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("restic")
-        .arg("-r")
-        .arg(repo)
-        .args(args)
-        .current_dir(dir)
-        .envs(s3.env())
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env(
-            "RESTIC_CACHE_DIR",
-            std::env::temp_dir().join("cairn-faults-restic-cache"),
-        )
-        .output()
-        .context("run restic")?;
-    ensure!(
-        out.status.success(),
-        "restic {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    s3.restic_in(repo, PASSWORD, dir, args)
 }
 
 #[test]

@@ -291,17 +291,9 @@ fn restic_init(s3: &S3Server, bucket: &str, prefix: &str, password: &str) {
         "" => s3.restic_repository(bucket),
         prefix => format!("{}/{prefix}", s3.restic_repository(bucket)),
     };
-    let init = std::process::Command::new("restic")
-        .args(["-r", &repository, "init"])
-        .envs(s3.env())
-        .env("RESTIC_PASSWORD", password)
-        .output()
-        .expect("restic (cargo xtask search-testbed installs it)");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    if let Err(e) = s3.restic(&repository, password, &["init"]) {
+        panic!("{e:#}");
+    }
 }
 
 /// Deleting a Repository with `wipeOut` runs the real agent's `wipe` Job, which empties its

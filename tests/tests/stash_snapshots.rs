@@ -198,23 +198,7 @@ fn stash_repository(
 }
 
 fn restic(s3: &S3Server, repository: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new("restic")
-        .args(["-r", repository])
-        .args(args)
-        .envs(s3.env())
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env(
-            "RESTIC_CACHE_DIR",
-            std::env::temp_dir().join("cairn-stash-restic-cache"),
-        )
-        .output()
-        .context("restic (cargo xtask search-testbed installs it)")?;
-    ensure!(
-        out.status.success(),
-        "restic {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    s3.restic(repository, PASSWORD, args)
 }
 
 /// The namespace's Secret, AppBinding `es` (the target) and Repository `repo` at `prefix`.
