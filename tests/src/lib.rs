@@ -35,6 +35,7 @@ pub mod controlplane;
 pub mod demo;
 pub mod faultproxy;
 pub mod forward;
+pub mod http;
 pub mod image;
 pub mod node;
 pub mod objects;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use cairn_api::result::AgentResult;
 use cairn_tests::faultproxy::{Fault, FaultProxy, Plan, Rule};
+use cairn_tests::http::call;
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::S3Server;
 use serde_json::{Value, json};
@@ -29,18 +30,6 @@ fn row(fault: &str, expected: &str, observed: &str) {
 
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
-}
-
-fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> Result<Value> {
-    let mut rb = http().request(method.clone(), url);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().with_context(|| format!("{method} {url}"))?;
-    let status = resp.status();
-    let text = resp.text()?;
-    ensure!(status.is_success(), "{method} {url}: {status}: {text}");
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// `index` with two primaries and `docs` documents of mixed content.

@@ -20,6 +20,7 @@ use anyhow::{Context, Result, ensure};
 use cairn_api::RestoreSession;
 use cairn_tests::ControlPlane;
 use cairn_tests::forward::Forward;
+use cairn_tests::http::call;
 use cairn_tests::objects::apply;
 use cairn_tests::opensearch::{OpenSearch, Options, multielasticdump, stash_multielasticdump};
 use cairn_tests::s3::S3Server;
@@ -47,18 +48,6 @@ const TEMPLATE: &str = "stash-legacy";
 /// The source's indices: one with two shards, an analyzer, routed documents and a filtered,
 /// routed alias; one with dots in its name and a dynamic mapping.
 const INDICES: [&str; 2] = ["orders", "logs-2024.01.01"];
-
-fn call(method: Method, url: &str, body: Option<Value>) -> Result<Value> {
-    let mut rb = reqwest::blocking::Client::new().request(method.clone(), url);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().with_context(|| format!("{method} {url}"))?;
-    let status = resp.status();
-    let text = resp.text()?;
-    ensure!(status.is_success(), "{method} {url}: {status}: {text}");
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// The source cluster as a Stash user has it (few documents: elasticdump 6.84.1 pages 100 at a
 /// time under its throttle).
