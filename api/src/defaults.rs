@@ -82,6 +82,14 @@ impl Direction {
             Self::Restore => "restore",
         }
     }
+
+    /// Stash's name of the hook that runs before the work: `preBackup` or `preRestore`.
+    pub fn pre_hook_name(self) -> &'static str {
+        match self {
+            Self::Backup => "preBackup",
+            Self::Restore => "preRestore",
+        }
+    }
 }
 
 /// The Task an AppBinding's `spec.parameters` names for a direction, in Stash's shape

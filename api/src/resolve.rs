@@ -23,6 +23,7 @@ use crate::common::{
 };
 use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction};
 use crate::dereference::{Dereferenced, References};
+use crate::hooks::Handler;
 use crate::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY,
     interim_pvc_name, label_value,
@@ -153,6 +154,8 @@ pub struct JobSource<'a> {
     pub retention: Option<&'a RetentionPolicy>,
     /// Restore only: its rules ([`RestoreSessionSpec::rules`](crate::restore_session::RestoreSessionSpec::rules)).
     pub restore_rules: Option<&'a [Rule]>,
+    /// The pre hook (`preBackup` / `preRestore`): the Job's first container.
+    pub pre_hook: Option<&'a Handler>,
 }
 
 impl<'a> JobSource<'a> {
@@ -175,6 +178,11 @@ impl<'a> JobSource<'a> {
             interim_volume_template: config.spec.interim_volume_template.as_ref(),
             retention: Some(&config.spec.retention_policy),
             restore_rules: None,
+            pre_hook: config
+                .spec
+                .hooks
+                .as_ref()
+                .and_then(|h| h.pre_backup.as_ref()),
         }
     }
 
@@ -197,6 +205,11 @@ impl<'a> JobSource<'a> {
             interim_volume_template: restore.spec.interim_volume_template.as_ref(),
             retention: None,
             restore_rules: Some(restore.spec.rules()),
+            pre_hook: restore
+                .spec
+                .hooks
+                .as_ref()
+                .and_then(|h| h.pre_restore.as_ref()),
         }
     }
 
@@ -717,6 +730,9 @@ pub fn resolve_job(
     let task_volumes: Vec<Volume> =
         serde_json::from_value(task_volumes).map_err(|e| ResolveError::Encoding(e.to_string()))?;
 
+    if let Some(hook) = pre_hook_container(source, install)? {
+        containers.insert(0, hook);
+    }
     let main = containers.pop();
     let init_containers = (!containers.is_empty()).then_some(containers);
     let pod_spec = build_pod_spec(source, resolved, main, init_containers, task_volumes);
@@ -831,6 +847,40 @@ fn step_variables(vars: &Vars, step: &crate::task::FunctionRef, source: &JobSour
         }
     }
     step_vars
+}
+
+/// The pre hook's container, first of the Job: `cairn-agent hook` with the handler, no
+/// credentials and no volumes; when it fails, no step runs and no data is read.
+fn pre_hook_container(
+    source: &JobSource<'_>,
+    install: &InstallSettings,
+) -> Result<Option<Container>, ResolveError> {
+    let Some(handler) = source.pre_hook else {
+        return Ok(None);
+    };
+    let name = source.direction.pre_hook_name();
+    // Stored as written; the kubelet would expand `$(NAME)` in it (`$$(` is the escape).
+    let json = serde_json::to_string(handler)
+        .map_err(|e| ResolveError::Encoding(e.to_string()))?
+        .replace("$(", "$$(");
+    let user = source.runtime_settings.and_then(|r| r.container.as_ref());
+    Ok(Some(Container {
+        name: format!("pre-{}-hook", source.direction.as_str()),
+        image: Some(install.agent_image.clone()),
+        image_pull_policy: install.image_pull_policy.clone(),
+        command: Some(vec!["cairn-agent".into()]),
+        args: Some(vec![
+            "hook".into(),
+            format!("--name={name}"),
+            format!("--handler={json}"),
+        ]),
+        security_context: Some(pod_security::container_context([
+            user.and_then(|c| c.security_context.as_ref())
+        ])),
+        termination_message_path: Some(crate::result::TERMINATION_LOG.to_string()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }))
 }
 
 /// The Job around `pod_spec`, with cairn's labels (and the pod labels the source adds).

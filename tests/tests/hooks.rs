@@ -1,0 +1,170 @@
+//! Stash's pre hooks on the real node: `spec.hooks.preBackup` runs `cairn-agent hook` from
+//! cairn's image as the Job's first container, against an HTTP endpoint this test serves on the
+//! node's bridge (reachable from the Pod). A hook that succeeds lets the backup run; one that
+//! fails fails the session with the hook named, and the backup's container never starts (no
+//! snapshot). The backup itself is the fake agent's (the hook, Pod and kubelet are real).
+//!
+//! Its own test binary, so its own control plane.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_tests::ControlPlane;
+use cairn_tests::objects::{
+    apply, failure, fake_fixture, fake_task, finished, phase, ready, session,
+};
+use cairn_tests::system::{OnNode, on_node, restricted_namespace};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+async fn env() -> &'static OnNode {
+    static ENV: OnceCell<OnNode> = OnceCell::const_new();
+    ENV.get_or_init(|| on_node(ControlPlane::shared(), "hooks", &[]))
+        .await
+}
+
+fn cp() -> &'static ControlPlane {
+    ControlPlane::shared()
+}
+
+/// How long a session on the node may take here (Pod start included).
+const SESSION_TIME: Duration = Duration::from_secs(120);
+
+const SNAPSHOT: &str = "4f2c1d0e9b8a7f6e5d4c3b2a190817263544536271809a8b7c6d5e4f3a2b1c0d";
+
+/// One request the endpoint received: method, path, body.
+type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// An HTTP endpoint on the node's bridge: `/fail...` answers 500, anything else 200; every
+/// request is recorded.
+async fn endpoint(env: &OnNode) -> (SocketAddr, Seen) {
+    let listener = tokio::net::TcpListener::bind((env.node.host_ip(), 0))
+        .await
+        .expect("bind on the bridge");
+    let addr = listener.local_addr().expect("address");
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let record = record.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let path = parts.uri.path().to_string();
+                    let status = if path.starts_with("/fail") {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    };
+                    record.lock().expect("lock").push((
+                        parts.method.to_string(),
+                        path,
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
+                    let mut resp = Response::new(Full::new(Bytes::from("hook endpoint says no")));
+                    *resp.status_mut() = status;
+                    Ok::<_, hyper::Error>(resp)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+fn backup_result() -> String {
+    json!({"kind": "backup", "snapshot": SNAPSHOT, "time": "2026-11-25T10:00:00Z", "host": "host-0",
+           "indices": 1, "documents": 10, "totalBytes": 1024, "addedBytes": 512,
+           "durationSeconds": 1.0})
+    .to_string()
+}
+
+/// A restricted namespace whose configuration `cfg` (the fake agent's backup) has `hooks`.
+async fn namespace_with_hooks(hooks: Value) -> String {
+    let ns = restricted_namespace(cp(), "hooks").await;
+    let task = format!("fake-{ns}");
+    let mut objects = fake_task(&task, &["--result", &backup_result()]);
+    objects.extend(fake_fixture(&ns, &task, json!({"hooks": hooks})));
+    apply(cp(), &objects);
+    ready(cp(), &ns, "cfg").await;
+    ns
+}
+
+fn post_hook(addr: SocketAddr, path: &str) -> Value {
+    json!({"preBackup": {"httpPost": {"host": addr.ip().to_string(), "port": addr.port(),
+        "path": path, "httpHeaders": [{"name": "Content-Type", "value": "application/json"}],
+        "body": "{\"text\": \"backup starts\"}"}}})
+}
+
+#[tokio::test]
+async fn a_pre_backup_hook_runs_before_the_backup() {
+    let env = env().await;
+    let (addr, seen) = endpoint(env).await;
+    let ns = namespace_with_hooks(post_hook(addr, "/pre")).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(
+        got,
+        [(
+            "POST".to_string(),
+            "/pre".to_string(),
+            "{\"text\": \"backup starts\"}".to_string()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_pre_backup_hook_fails_the_session_before_any_data_is_read() {
+    let env = env().await;
+    let (addr, seen) = endpoint(env).await;
+    let ns = namespace_with_hooks(post_hook(addr, "/fail")).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Failed");
+    let (reason, message) = failure(&s);
+    assert_eq!(reason, "ContainerFailed", "{message}");
+    for words in ["pre-backup-hook", "preBackup hook", "HTTP 500"] {
+        assert!(message.contains(words), "{words:?} not in {message}");
+    }
+    // The endpoint's path is not in the message (a webhook's path may be its credential).
+    assert!(!message.contains("/fail"), "{message}");
+    assert!(
+        s.status
+            .as_ref()
+            .and_then(|st| st.snapshot.as_ref())
+            .is_none()
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+
+    // The backup's container never started: no data was read.
+    let pods: Api<Pod> = Api::namespaced(cp().client(), &ns);
+    let list = pods.list(&ListParams::default()).await.expect("pods");
+    assert_eq!(list.items.len(), 1, "one pod");
+    let status = list.items[0].status.clone().expect("status");
+    for c in status.container_statuses.unwrap_or_default() {
+        let state = c.state.unwrap_or_default();
+        assert!(
+            state.running.is_none() && state.terminated.is_none(),
+            "container {} ran: {state:?}",
+            c.name
+        );
+    }
+}
