@@ -41,7 +41,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Delete every file of the repository from its backend (a Repository with `wipeOut`).
     Wipe(WipeArgs),
-    /// Run a pre hook (`spec.hooks.preBackup` / `preRestore`): the Job's first container.
+    /// Run a hook of `spec.hooks` (`preBackup`, `postRestore`, ...).
     Hook(crate::hooks::HookArgs),
 }
 

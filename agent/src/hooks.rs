@@ -1,5 +1,6 @@
-//! `cairn-agent hook`: runs one of Stash's hook handlers (`httpGet`, `httpPost`, `tcpSocket`)
-//! as the first container of a session's Job. It succeeds when an HTTP answer has a status from
+//! `cairn-agent hook`: runs one of Stash's hook handlers (`httpGet`, `httpPost`, `tcpSocket`):
+//! a pre hook as the first container of a session's Job, a post hook as the one container of a
+//! Job the controller starts after the session. It succeeds when an HTTP answer has a status from
 //! 200 to 399 or the TCP port accepts a connection, as Stash's hooks do; otherwise it fails and
 //! the Job's other containers never run.
 
@@ -21,6 +22,10 @@ pub enum HookName {
     PreBackup,
     #[value(name = "preRestore")]
     PreRestore,
+    #[value(name = "postBackup")]
+    PostBackup,
+    #[value(name = "postRestore")]
+    PostRestore,
 }
 
 impl HookName {
@@ -29,6 +34,8 @@ impl HookName {
         match self {
             Self::PreBackup => "preBackup hook",
             Self::PreRestore => "preRestore hook",
+            Self::PostBackup => "postBackup hook",
+            Self::PostRestore => "postRestore hook",
         }
     }
 }

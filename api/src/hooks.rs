@@ -1,8 +1,10 @@
 //! Stash's hooks (`spec.hooks`): actions before and after a backup or a restore, with Stash's
 //! shapes (`kmodules.xyz/prober` `Handler`, Stash's `HookExecutionPolicy`) and what cairn runs
 //! of them. A pre hook runs as the first container of the session's Job, before any data is
-//! read; what cairn does not run yet is refused by admission ([`Handler::refusals`],
-//! [`PostHook::refusal`]), never accepted and skipped.
+//! read; a post hook runs in a Job of its own that the controller starts once the session has
+//! ended, when its [`HookExecutionPolicy`] says so, with its templates rendered
+//! ([`crate::hook_template`]). What cairn does not run yet is refused by admission
+//! ([`Handler::refusals`]), never accepted and skipped.
 
 use std::collections::BTreeMap;
 
@@ -122,6 +124,29 @@ pub enum Action<'a> {
     Http(HttpRequest<'a>),
     /// `host:port` to connect to.
     Tcp(String),
+}
+
+impl HookExecutionPolicy {
+    /// Whether a post hook runs after a session that `succeeded`, when `retry_left` says a
+    /// retry of it is still to come.
+    pub fn fires(self, succeeded: bool, retry_left: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::OnSuccess => succeeded,
+            Self::OnFailure => !succeeded,
+            Self::OnFinalRetryFailure => !succeeded && !retry_left,
+        }
+    }
+}
+
+impl PostHook {
+    /// Whether it runs: its `executionPolicy`, `Always` when unset (defaulted here, never
+    /// written into the object).
+    pub fn fires(&self, succeeded: bool, retry_left: bool) -> bool {
+        self.execution_policy
+            .unwrap_or_default()
+            .fires(succeeded, retry_left)
+    }
 }
 
 /// A port that must be a number: cairn picks no pod whose named port it could read.
@@ -258,56 +283,90 @@ impl Handler {
     }
 
     /// Every reason admission refuses this handler, as (path below the handler, message).
-    pub fn refusals(&self) -> Vec<(String, String)> {
+    /// `templates`: whether its strings may be templates (post hooks; a pre hook has no outcome
+    /// to render yet).
+    pub fn refusals(&self, templates: bool) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if let Err((path, why)) = self.action() {
             out.push((path.to_string(), why));
         }
-        // Stash renders hooks as Go templates; cairn does not yet, and sending `{{ .Name }}`
-        // as written would not be what Stash does.
-        let text = serde_json::to_string(self).unwrap_or_default();
-        if text.contains("{{") {
-            out.push((
-                String::new(),
-                "Go templates ({{ ... }}) in hooks are not supported yet; write the values \
-                 literally"
-                    .into(),
-            ));
+        let mut texts = Vec::new();
+        strings(&serde_json::to_value(self).unwrap_or_default(), &mut texts);
+        for text in texts {
+            let why = if templates {
+                crate::hook_template::check(&text).err()
+            } else {
+                text.contains("{{").then(|| {
+                    "Go templates in pre hooks are not supported yet (only post hooks are \
+                     rendered); write the values literally"
+                        .to_string()
+                })
+            };
+            if let Some(why) = why {
+                out.push((String::new(), why));
+                break;
+            }
         }
         out
     }
+
+    /// The handler with every string rendered from the session's summary `values`.
+    pub fn rendered(&self, values: &BTreeMap<&str, String>) -> Result<Handler, String> {
+        let mut v = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        render_strings(&mut v, values)?;
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
 }
 
-impl PostHook {
-    /// Why admission refuses a post hook: cairn does not run them yet.
-    pub fn refusal(&self) -> String {
-        "post hooks (postBackup, postRestore) are not supported yet: they need a Job of their \
-         own after the session; run the action yourself after the session ends"
-            .into()
+/// Every string in `v`.
+fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
     }
+}
+
+fn render_strings(
+    v: &mut serde_json::Value,
+    values: &BTreeMap<&str, String>,
+) -> Result<(), String> {
+    match v {
+        serde_json::Value::String(s) => *s = crate::hook_template::render(s, values)?,
+        serde_json::Value::Array(a) => {
+            for x in a {
+                render_strings(x, values)?;
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for x in o.values_mut() {
+                render_strings(x, values)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Why cairn does not run the hook `name` (`preBackup`, `postRestore`, ...) written as `value`,
 /// all reasons in one line; `None` when it runs it. For tools that read manifests as JSON.
 pub fn refusal_of(name: &str, value: &serde_json::Value) -> Option<String> {
-    let reasons: Vec<String> = if name.starts_with("post") {
-        let hook: PostHook = serde_json::from_value(value.clone()).unwrap_or_default();
-        vec![hook.refusal()]
-    } else {
-        match serde_json::from_value::<Handler>(value.clone()) {
-            Ok(h) => h
-                .refusals()
-                .into_iter()
-                .map(|(path, why)| {
-                    if path.is_empty() {
-                        why
-                    } else {
-                        format!("{path}: {why}")
-                    }
-                })
-                .collect(),
-            Err(e) => vec![e.to_string()],
-        }
+    let post = name.starts_with("post");
+    let reasons: Vec<String> = match serde_json::from_value::<PostHook>(value.clone()) {
+        Ok(h) => h
+            .handler
+            .refusals(post)
+            .into_iter()
+            .map(|(path, why)| {
+                if path.is_empty() {
+                    why
+                } else {
+                    format!("{path}: {why}")
+                }
+            })
+            .collect(),
+        Err(e) => vec![e.to_string()],
     };
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }

@@ -39,6 +39,8 @@ fn http_and_tcp_pre_hooks_are_admitted() {
         json!({"preBackup": {"httpPost": {"host": "10.0.0.1", "port": "8080",
             "form": {"a": ["1", "2"]}}}}),
         json!({"preBackup": {"tcpSocket": {"host": "es.demo.svc", "port": 9300}}}),
+        json!({"postBackup": {"executionPolicy": "OnFinalRetryFailure", "httpPost": {"host": "h",
+            "port": 80, "body": "{{- .Name }} {{ .Status.Phase }}: {{ .Status.Error -}}"}}}),
     ] {
         let v = verdict(hook.clone());
         assert!(v.errors.is_empty(), "{hook}: {v:#?}");
@@ -54,9 +56,14 @@ fn what_cairn_does_not_run_is_refused_at_its_path() {
             "not supported yet",
         ),
         (
-            json!({"postBackup": {"httpPost": {"host": "h", "port": 80}, "executionPolicy": "OnFailure"}}),
-            "spec.hooks.postBackup",
+            json!({"postBackup": {"exec": {"command": ["true"]}, "executionPolicy": "OnFailure"}}),
+            "spec.hooks.postBackup.exec",
             "not supported yet",
+        ),
+        (
+            json!({"postBackup": {"httpPost": {"host": "h", "port": 80, "body": "{{ toJson .Name }}"}}}),
+            "spec.hooks.postBackup",
+            "functions and pipelines",
         ),
         (
             json!({"preBackup": {"httpGet": {"port": 80}}}),
@@ -91,7 +98,7 @@ fn what_cairn_does_not_run_is_refused_at_its_path() {
         (
             json!({"preBackup": {"httpPost": {"host": "h", "port": 80, "body": "{{ .Name }}"}}}),
             "spec.hooks.preBackup",
-            "Go templates",
+            "templates in pre hooks",
         ),
     ];
     for (hook, path, words) in cases {
@@ -124,11 +131,7 @@ fn restore_hooks_are_checked_at_their_paths() {
     );
     let v = restore.validate(None, &cluster, &Policy::default());
     let paths: Vec<&str> = v.errors.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        ["spec.hooks.preRestore.exec", "spec.hooks.postRestore"],
-        "{v:#?}"
-    );
+    assert_eq!(paths, ["spec.hooks.preRestore.exec"], "{v:#?}");
 }
 
 #[test]
@@ -160,4 +163,43 @@ fn the_pre_hook_is_the_jobs_first_container() {
     assert!(first.env.is_none() && first.env_from.is_none() && first.volume_mounts.is_none());
     let sc = first.security_context.as_ref().expect("security context");
     assert_eq!(sc.allow_privilege_escalation, Some(false));
+}
+
+#[test]
+fn a_post_hook_fires_as_its_policy_says_with_the_outcome_rendered() {
+    use cairn_api::common::SessionPhase::{Failed, Succeeded};
+    use cairn_api::resolve::{JobSource, SessionEnd, resolve_post_hook_job};
+    let session: BackupSession = serde_json::from_value(json!({
+        "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": "s-1", "namespace": "demo"},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "es-backup"}}
+    }))
+    .expect("session");
+    let install = InstallSettings::default();
+    let ended = |phase, retry_left| SessionEnd {
+        phase,
+        duration: "5s",
+        error: "it broke",
+        retry_left,
+    };
+    let job = |policy: &str, end: SessionEnd<'_>| {
+        let c = config(
+            json!({"postBackup": {"executionPolicy": policy, "httpPost": {"host": "h",
+            "port": 80, "body": "{{ .Name }} {{ .Status.Phase }} {{ .Status.Duration }}"}}}),
+        );
+        resolve_post_hook_job(&JobSource::backup(&session, &c), &end, &install).expect("resolves")
+    };
+    assert!(job("Always", ended(Succeeded, false)).is_some());
+    assert!(job("OnSuccess", ended(Failed, false)).is_none());
+    assert!(job("OnFailure", ended(Succeeded, false)).is_none());
+    assert!(job("OnFinalRetryFailure", ended(Failed, true)).is_none());
+    let t = job("OnFinalRetryFailure", ended(Failed, false)).expect("fires");
+    let pod = t.spec.and_then(|s| s.template.spec).expect("pod");
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    assert_eq!(c.name, "post-backup-hook");
+    let args = c.args.clone().unwrap_or_default();
+    assert_eq!(args[1], "--name=postBackup");
+    assert!(args[2].contains("s-1 Failed 5s"), "{args:?}");
+    assert_eq!(pod.automount_service_account_token, Some(false));
 }

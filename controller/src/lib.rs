@@ -17,6 +17,7 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod post_hook;
 pub mod process;
 pub mod repository;
 pub mod restore_session;

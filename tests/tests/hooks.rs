@@ -1,8 +1,10 @@
-//! Stash's pre hooks on the real node: `spec.hooks.preBackup` runs `cairn-agent hook` from
-//! cairn's image as the Job's first container, against an HTTP endpoint this test serves on the
-//! node's bridge (reachable from the Pod). A hook that succeeds lets the backup run; one that
-//! fails fails the session with the hook named, and the backup's container never starts (no
-//! snapshot). The backup itself is the fake agent's (the hook, Pod and kubelet are real).
+//! Stash's hooks on the real node, against an HTTP endpoint this test serves on the node's
+//! bridge (reachable from the Pods). `preBackup` runs `cairn-agent hook` from cairn's image as
+//! the Job's first container: one that succeeds lets the backup run; one that fails fails the
+//! session with the hook named, and the backup's container never starts (no snapshot).
+//! `postBackup` runs in a Job of its own once the session ended, when its `executionPolicy`
+//! says so, and receives the session's outcome through its template; its result is Stash's
+//! condition. The backup itself is the fake agent's (the hooks, Pods and kubelet are real).
 //!
 //! Its own test binary, so its own control plane.
 
@@ -11,11 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_api::BackupSession;
 use cairn_tests::ControlPlane;
 use cairn_tests::objects::{
     apply, failure, fake_fixture, fake_task, finished, phase, ready, session,
 };
 use cairn_tests::system::{OnNode, on_node, restricted_namespace};
+use cairn_tests::wait_for;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
@@ -97,10 +101,16 @@ fn backup_result() -> String {
 
 /// A restricted namespace whose configuration `cfg` (the fake agent's backup) has `hooks`.
 async fn namespace_with_hooks(hooks: Value) -> String {
+    namespace_with(&["--result", &backup_result()], json!({"hooks": hooks})).await
+}
+
+/// A restricted namespace whose configuration `cfg` runs the fake agent with `args`, with
+/// `extra` in its spec.
+async fn namespace_with(args: &[&str], extra: Value) -> String {
     let ns = restricted_namespace(cp(), "hooks").await;
     let task = format!("fake-{ns}");
-    let mut objects = fake_task(&task, &["--result", &backup_result()]);
-    objects.extend(fake_fixture(&ns, &task, json!({"hooks": hooks})));
+    let mut objects = fake_task(&task, args);
+    objects.extend(fake_fixture(&ns, &task, extra));
     apply(cp(), &objects);
     ready(cp(), &ns, "cfg").await;
     ns
@@ -167,4 +177,121 @@ async fn a_failing_pre_backup_hook_fails_the_session_before_any_data_is_read() {
             c.name
         );
     }
+}
+
+/// A post hook that sends the session's outcome through Stash's template fields.
+fn outcome_hook(addr: SocketAddr, path: &str, policy: &str) -> Value {
+    json!({"postBackup": {"executionPolicy": policy, "httpPost": {"host": addr.ip().to_string(),
+        "port": addr.port(), "path": path,
+        "body": "{{- .Name }}|{{ .Invoker.Kind }}/{{ .Invoker.Name }}|{{ .Target.Name }}|{{ .Status.Phase }}|{{ .Status.Error -}}"}}})
+}
+
+const POST_HOOK: &str = "PostBackupHookExecutionSucceeded";
+
+/// The session once its post hook's condition is `True` or `False`.
+async fn hook_done(ns: &str, name: &str) -> BackupSession {
+    let api: Api<BackupSession> = Api::namespaced(cp().client(), ns);
+    wait_for(SESSION_TIME, &format!("{name}'s post hook"), || async {
+        let s = api.get_opt(name).await.ok()??;
+        let done = s
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == POST_HOOK && c.status != "Unknown");
+        done.then_some(s)
+    })
+    .await
+}
+
+fn hook_condition(s: &BackupSession) -> Option<(String, String)> {
+    let c = s
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == POST_HOOK)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+async fn a_post_backup_hook_receives_the_sessions_outcome() {
+    let env = env().await;
+    let (addr, seen) = endpoint(env).await;
+    let ns = namespace_with_hooks(outcome_hook(addr, "/post", "Always")).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+    let s = hook_done(&ns, "now").await;
+    assert_eq!(
+        hook_condition(&s),
+        Some(("True".into(), "SuccessfullyExecutedPostBackupHook".into()))
+    );
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(
+        got,
+        [(
+            "POST".to_string(),
+            "/post".to_string(),
+            "now|BackupConfiguration/cfg|es|Succeeded|".to_string()
+        )]
+    );
+    // The session stays as it ended.
+    assert_eq!(phase(&s), "Succeeded");
+}
+
+#[tokio::test]
+async fn a_failing_post_hook_is_a_false_condition_and_an_on_failure_hook_waits_for_a_failure() {
+    let env = env().await;
+    let (addr, seen) = endpoint(env).await;
+    let ns = namespace_with_hooks(outcome_hook(addr, "/fail", "Always")).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = hook_done(&ns, "now").await;
+    assert_eq!(phase(&s), "Succeeded");
+    assert_eq!(
+        hook_condition(&s),
+        Some(("False".into(), "FailedToExecutePostBackupHook".into()))
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+
+    // OnFailure after a success: decided as the session ended, so its final status says so.
+    let (addr, seen) = endpoint(env).await;
+    let ns = namespace_with_hooks(outcome_hook(addr, "/post", "OnFailure")).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+    assert_eq!(hook_condition(&s), None, "{:?}", s.status);
+    assert!(seen.lock().expect("lock").is_empty());
+}
+
+/// The session's deadline ends a backup that never finishes; the first failure has a retry
+/// left, so `OnFinalRetryFailure` waits; the retry's failure is final and the hook runs then,
+/// with the deadline's message.
+#[tokio::test]
+async fn an_on_final_retry_failure_hook_runs_after_the_last_retry_hit_its_deadline() {
+    let env = env().await;
+    let (addr, seen) = endpoint(env).await;
+    let extra = json!({"timeOut": "5s", "backupHistoryLimit": 5,
+                       "retryConfig": {"maxRetry": 1, "delay": "1s"},
+                       "hooks": outcome_hook(addr, "/final", "OnFinalRetryFailure")});
+    let ns = namespace_with(&["--sleep", "600"], extra).await;
+    apply(cp(), &[session(&ns, "manual", "cfg")]);
+    let first = finished(cp(), &ns, "manual", SESSION_TIME).await;
+    assert_eq!(failure(&first).0, "DeadlineExceeded");
+    assert_eq!(hook_condition(&first), None, "{:?}", first.status);
+
+    let retry = hook_done(&ns, "manual-retry").await;
+    assert_eq!(failure(&retry).0, "DeadlineExceeded");
+    assert_eq!(
+        hook_condition(&retry),
+        Some(("True".into(), "SuccessfullyExecutedPostBackupHook".into()))
+    );
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = &got[0].2;
+    assert!(
+        body.starts_with("manual-retry|BackupConfiguration/cfg|es|Failed|"),
+        "{body}"
+    );
+    assert!(body.contains(&failure(&retry).1), "{body}");
 }
