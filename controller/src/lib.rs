@@ -18,6 +18,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod post_hook;
+pub mod pre_hook;
 pub mod process;
 pub mod repository;
 pub mod restore_session;

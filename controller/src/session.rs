@@ -268,6 +268,7 @@ pub async fn finish<K: SessionKind>(
         retry_left: session.retry_left(ctx),
     };
     update_status(ctx, session, |status| {
+        crate::pre_hook::record(session, ctx, status);
         crate::post_hook::mark_due(session, ctx, &ended, status);
         *status.phase_mut() = Some(phase);
         let conditions = status.conditions_mut();

@@ -130,6 +130,10 @@ async fn a_pre_backup_hook_runs_before_the_backup() {
     apply(cp(), &[session(&ns, "now", "cfg")]);
     let s = finished(cp(), &ns, "now", SESSION_TIME).await;
     assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+    assert_eq!(
+        condition(&s, PRE_HOOK),
+        Some(("True".into(), "SuccessfullyExecutedPreBackupHook".into()))
+    );
     let got = seen.lock().expect("lock").clone();
     assert_eq!(
         got,
@@ -161,6 +165,10 @@ async fn a_failing_pre_backup_hook_fails_the_session_before_any_data_is_read() {
             .as_ref()
             .and_then(|st| st.snapshot.as_ref())
             .is_none()
+    );
+    assert_eq!(
+        condition(&s, PRE_HOOK),
+        Some(("False".into(), "FailedToExecutePreBackupHook".into()))
     );
     assert_eq!(seen.lock().expect("lock").len(), 1);
 
@@ -204,14 +212,21 @@ async fn hook_done(ns: &str, name: &str) -> BackupSession {
     .await
 }
 
-fn hook_condition(s: &BackupSession) -> Option<(String, String)> {
+const PRE_HOOK: &str = "PreBackupHookExecutionSucceeded";
+
+/// The status and reason of the session's condition `type_`.
+fn condition(s: &BackupSession, type_: &str) -> Option<(String, String)> {
     let c = s
         .status
         .as_ref()?
         .conditions
         .iter()
-        .find(|c| c.type_ == POST_HOOK)?;
+        .find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.reason.clone()))
+}
+
+fn hook_condition(s: &BackupSession) -> Option<(String, String)> {
+    condition(s, POST_HOOK)
 }
 
 #[tokio::test]
