@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_api::BackupSession;
+use cairn_api::{BackupSession, RestoreSession};
 use cairn_tests::ControlPlane;
 use cairn_tests::objects::{
     apply, failure, fake_fixture, fake_task, finished, phase, ready, session,
@@ -309,4 +309,73 @@ async fn an_on_final_retry_failure_hook_runs_after_the_last_retry_hit_its_deadli
         "{body}"
     );
     assert!(body.contains(&failure(&retry).1), "{body}");
+}
+
+/// A RestoreSession's `preRestore` and `postRestore`: the pre hook before the restore's
+/// container, the post hook after it with the restore's outcome; both conditions True.
+#[tokio::test]
+async fn restore_hooks_run_around_the_restore() {
+    let env = env().await;
+    let (addr, seen) = endpoint(env).await;
+    let result = json!({"kind": "restore", "snapshot": SNAPSHOT, "indices": 1, "documents": 10,
+                        "durationSeconds": 1.0})
+    .to_string();
+    let ns = namespace_with(&["--result", &result], json!({})).await;
+    let host = addr.ip().to_string();
+    let hooks = json!({
+        "preRestore": {"httpGet": {"host": host, "port": addr.port(), "path": "/pre-restore"}},
+        "postRestore": {"httpPost": {"host": host, "port": addr.port(), "path": "/post-restore",
+            "body": "{{ .Invoker.Kind }}/{{ .Name }} {{ .Status.Phase }}"}}
+    });
+    apply(
+        cp(),
+        &[
+            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "RestoreSession",
+            "metadata": {"name": "back", "namespace": ns},
+            "spec": {"repository": {"name": "repo"}, "task": {"name": format!("fake-{ns}")},
+                     "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1",
+                                        "kind": "AppBinding", "name": "es"},
+                                "rules": [{"snapshots": ["latest"]}]},
+                     "hooks": hooks}}),
+        ],
+    );
+    let api: Api<RestoreSession> = Api::namespaced(cp().client(), &ns);
+    let r = wait_for(SESSION_TIME, "the restore's post hook", || async {
+        let r = api.get_opt("back").await.ok()??;
+        let conditions = &r.status.as_ref()?.conditions;
+        conditions
+            .iter()
+            .any(|c| c.type_ == "PostRestoreHookExecutionSucceeded" && c.status != "Unknown")
+            .then_some(r)
+    })
+    .await;
+    let status = r.status.expect("status");
+    assert_eq!(
+        status.phase.map(|p| p.to_string()).as_deref(),
+        Some("Succeeded")
+    );
+    for type_ in [
+        "PreRestoreHookExecutionSucceeded",
+        "PostRestoreHookExecutionSucceeded",
+    ] {
+        let c = status.conditions.iter().find(|c| c.type_ == type_);
+        assert_eq!(
+            c.map(|c| c.status.as_str()),
+            Some("True"),
+            "{type_}: {:?}",
+            status.conditions
+        );
+    }
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(
+        got,
+        [
+            ("GET".to_string(), "/pre-restore".to_string(), String::new()),
+            (
+                "POST".to_string(),
+                "/post-restore".to_string(),
+                "RestoreSession/back Succeeded".to_string()
+            )
+        ]
+    );
 }
