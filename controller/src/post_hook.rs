@@ -86,7 +86,11 @@ pub async fn run<K: SessionKind>(session: &K, ctx: &Context) -> Result<Option<Ac
     };
     let template = match session.post_hook_job(ctx, &ended) {
         Ok(Some(t)) => t,
-        Ok(None) => return Ok(None),
+        Ok(None) => {
+            // The configuration changed (or went) since the session ended.
+            let gone = "the post hook no longer runs for this session: the configuration changed";
+            return record(session, ctx, &type_, false, gone.into()).await;
+        }
         Err(e) => return record(session, ctx, &type_, false, e.to_string()).await,
     };
     let name = session.name_any();

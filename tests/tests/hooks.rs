@@ -187,11 +187,16 @@ async fn a_failing_pre_backup_hook_fails_the_session_before_any_data_is_read() {
     }
 }
 
-/// A post hook that sends the session's outcome through Stash's template fields.
-fn outcome_hook(addr: SocketAddr, path: &str, policy: &str) -> Value {
-    json!({"postBackup": {"executionPolicy": policy, "httpPost": {"host": addr.ip().to_string(),
+/// A post hook that sends the session's outcome through Stash's template fields, with
+/// `executionPolicy` when given.
+fn outcome_hook(addr: SocketAddr, path: &str, policy: Option<&str>) -> Value {
+    let mut hook = json!({"postBackup": {"httpPost": {"host": addr.ip().to_string(),
         "port": addr.port(), "path": path,
-        "body": "{{- .Name }}|{{ .Invoker.Kind }}/{{ .Invoker.Name }}|{{ .Target.Name }}|{{ .Status.Phase }}|{{ .Status.Error -}}"}}})
+        "body": "{{- .Name }}|{{ .Invoker.Kind }}/{{ .Invoker.Name }}|{{ .Target.Name }}|{{ .Status.Phase }}|{{ .Status.Error -}}"}}});
+    if let Some(p) = policy {
+        hook["postBackup"]["executionPolicy"] = p.into();
+    }
+    hook
 }
 
 const POST_HOOK: &str = "PostBackupHookExecutionSucceeded";
@@ -233,7 +238,13 @@ fn hook_condition(s: &BackupSession) -> Option<(String, String)> {
 async fn a_post_backup_hook_receives_the_sessions_outcome() {
     let env = env().await;
     let (addr, seen) = endpoint(env).await;
-    let ns = namespace_with_hooks(outcome_hook(addr, "/post", "Always")).await;
+    let hooks = outcome_hook(addr, "/post", None);
+    let ns = namespace_with_hooks(hooks.clone()).await;
+    // Stored as written: `executionPolicy` is defaulted where used, never into the object
+    // (a GitOps tool's re-apply stays `unchanged`).
+    let configs: Api<cairn_api::BackupConfiguration> = Api::namespaced(cp().client(), &ns);
+    let stored = configs.get("cfg").await.expect("cfg").spec.hooks;
+    assert_eq!(serde_json::to_value(stored).expect("json"), hooks);
     apply(cp(), &[session(&ns, "now", "cfg")]);
     let s = finished(cp(), &ns, "now", SESSION_TIME).await;
     assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
@@ -259,7 +270,7 @@ async fn a_post_backup_hook_receives_the_sessions_outcome() {
 async fn a_failing_post_hook_is_a_false_condition_and_an_on_failure_hook_waits_for_a_failure() {
     let env = env().await;
     let (addr, seen) = endpoint(env).await;
-    let ns = namespace_with_hooks(outcome_hook(addr, "/fail", "Always")).await;
+    let ns = namespace_with_hooks(outcome_hook(addr, "/fail", Some("Always"))).await;
     apply(cp(), &[session(&ns, "now", "cfg")]);
     let s = hook_done(&ns, "now").await;
     assert_eq!(phase(&s), "Succeeded");
@@ -271,7 +282,7 @@ async fn a_failing_post_hook_is_a_false_condition_and_an_on_failure_hook_waits_f
 
     // OnFailure after a success: decided as the session ended, so its final status says so.
     let (addr, seen) = endpoint(env).await;
-    let ns = namespace_with_hooks(outcome_hook(addr, "/post", "OnFailure")).await;
+    let ns = namespace_with_hooks(outcome_hook(addr, "/post", Some("OnFailure"))).await;
     apply(cp(), &[session(&ns, "now", "cfg")]);
     let s = finished(cp(), &ns, "now", SESSION_TIME).await;
     assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
@@ -288,7 +299,7 @@ async fn an_on_final_retry_failure_hook_runs_after_the_last_retry_hit_its_deadli
     let (addr, seen) = endpoint(env).await;
     let extra = json!({"timeOut": "5s", "backupHistoryLimit": 5,
                        "retryConfig": {"maxRetry": 1, "delay": "1s"},
-                       "hooks": outcome_hook(addr, "/final", "OnFinalRetryFailure")});
+                       "hooks": outcome_hook(addr, "/final", Some("OnFinalRetryFailure"))});
     let ns = namespace_with(&["--sleep", "600"], extra).await;
     apply(cp(), &[session(&ns, "manual", "cfg")]);
     let first = finished(cp(), &ns, "manual", SESSION_TIME).await;
