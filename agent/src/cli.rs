@@ -1,4 +1,4 @@
-//! The command line: `cairn-agent backup|restore|snapshots|forget|check|wipe`, with the flags of
+//! The command line: `cairn-agent backup|restore|snapshots|forget|check|wipe|hook`, with the flags of
 //! `manifests/catalog/functions.yaml`. Jobs pass every flag, often empty (`--keep-last=`): an
 //! empty value means "not set". An unknown flag is an error.
 
@@ -41,6 +41,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Delete every file of the repository from its backend (a Repository with `wipeOut`).
     Wipe(WipeArgs),
+    /// Run a hook of `spec.hooks` (`preBackup`, `postRestore`, ...).
+    Hook(crate::hooks::HookArgs),
 }
 
 /// `true`/`false` (and 1/0, yes/no); empty is false.

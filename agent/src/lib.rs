@@ -28,6 +28,7 @@ pub mod cloud;
 pub mod contents;
 pub mod error;
 pub mod files;
+pub mod hooks;
 pub mod identity;
 pub mod layout;
 pub mod location;

@@ -121,6 +121,7 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
         Command::Forget(args) => forget(&args),
         Command::Wipe(args) => wipe(&args),
         Command::Check(args) => check(&args),
+        Command::Hook(args) => cairn_agent::hooks::run(&args).map(|()| None),
     }
 }
 

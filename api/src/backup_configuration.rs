@@ -112,6 +112,9 @@ pub struct BackupConfigurationSpec {
     /// or failover). Defaults to 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starting_deadline_seconds: Option<i64>,
+    /// Actions before and after each backup (Stash's `spec.hooks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::hooks::BackupHooks>,
 }
 
 /// How failed sessions are retried: each retry is a new session.

@@ -82,6 +82,22 @@ impl Direction {
             Self::Restore => "restore",
         }
     }
+
+    /// Stash's name of the hook that runs before the work: `preBackup` or `preRestore`.
+    pub fn pre_hook_name(self) -> &'static str {
+        match self {
+            Self::Backup => "preBackup",
+            Self::Restore => "preRestore",
+        }
+    }
+
+    /// Stash's name of the hook that runs after the work: `postBackup` or `postRestore`.
+    pub fn post_hook_name(self) -> &'static str {
+        match self {
+            Self::Backup => "postBackup",
+            Self::Restore => "postRestore",
+        }
+    }
 }
 
 /// The Task an AppBinding's `spec.parameters` names for a direction, in Stash's shape

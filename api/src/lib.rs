@@ -20,6 +20,8 @@ pub mod crds;
 pub mod defaults;
 pub mod dereference;
 pub mod duration;
+pub mod hook_template;
+pub mod hooks;
 pub mod location;
 pub mod manifest;
 pub mod naming;

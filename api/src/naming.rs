@@ -50,6 +50,7 @@ pub const MAX_TEMPLATE_NAME_LEN: usize = 38;
 const HASH_LEN: usize = 5;
 const BACKUP_JOB_PREFIX: &str = "cairn-backup-";
 const RESTORE_JOB_PREFIX: &str = "cairn-restore-";
+const HOOK_JOB_PREFIX: &str = "cairn-hook-";
 
 /// Whether `hostname` is the host name of a pod of a session's Job (a pod's host name is its
 /// name, cut to 63 characters): the agent may judge such a lock holder by the controller's
@@ -78,6 +79,29 @@ pub fn backup_job_name(session: &str) -> String {
 pub fn restore_job_name(session: &str) -> String {
     let (stem, slot) = split_slot(session);
     fit(RESTORE_JOB_PREFIX, stem, slot)
+}
+
+/// The post hook's Job of a session: `cairn-hook-<session>`, shortened to fit 63 characters.
+pub fn hook_job_name(session: &str) -> String {
+    let (stem, slot) = split_slot(session);
+    fit(HOOK_JOB_PREFIX, stem, slot)
+}
+
+/// A hook's container: `pre-backup-hook`, `post-restore-hook`, ... (`when` is `pre` or `post`,
+/// `work` `backup` or `restore`).
+pub fn hook_container_name(when: &str, work: &str) -> String {
+    format!("{when}-{work}-hook")
+}
+
+/// Whether a container is a hook's ([`hook_container_name`]): it reads no credentials.
+pub fn is_hook_container(name: &str) -> bool {
+    [
+        "pre-backup-hook",
+        "pre-restore-hook",
+        "post-backup-hook",
+        "post-restore-hook",
+    ]
+    .contains(&name)
 }
 
 /// The interim PVC of a session: `<session>-<template name>`, shortened to fit 63 characters.

@@ -23,6 +23,7 @@ use crate::common::{
 };
 use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction};
 use crate::dereference::{Dereferenced, References};
+use crate::hooks::{Handler, PostHook};
 use crate::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY,
     interim_pvc_name, label_value,
@@ -153,6 +154,10 @@ pub struct JobSource<'a> {
     pub retention: Option<&'a RetentionPolicy>,
     /// Restore only: its rules ([`RestoreSessionSpec::rules`](crate::restore_session::RestoreSessionSpec::rules)).
     pub restore_rules: Option<&'a [Rule]>,
+    /// The pre hook (`preBackup` / `preRestore`): the Job's first container.
+    pub pre_hook: Option<&'a Handler>,
+    /// The post hook (`postBackup` / `postRestore`): a Job of its own after the session.
+    pub post_hook: Option<&'a PostHook>,
 }
 
 impl<'a> JobSource<'a> {
@@ -175,6 +180,16 @@ impl<'a> JobSource<'a> {
             interim_volume_template: config.spec.interim_volume_template.as_ref(),
             retention: Some(&config.spec.retention_policy),
             restore_rules: None,
+            pre_hook: config
+                .spec
+                .hooks
+                .as_ref()
+                .and_then(|h| h.pre_backup.as_ref()),
+            post_hook: config
+                .spec
+                .hooks
+                .as_ref()
+                .and_then(|h| h.post_backup.as_ref()),
         }
     }
 
@@ -197,7 +212,37 @@ impl<'a> JobSource<'a> {
             interim_volume_template: restore.spec.interim_volume_template.as_ref(),
             retention: None,
             restore_rules: Some(restore.spec.rules()),
+            pre_hook: restore
+                .spec
+                .hooks
+                .as_ref()
+                .and_then(|h| h.pre_restore.as_ref()),
+            post_hook: restore
+                .spec
+                .hooks
+                .as_ref()
+                .and_then(|h| h.post_restore.as_ref()),
         }
+    }
+
+    /// Stash's session summary that hook templates read ([`crate::hook_template::FIELDS`]),
+    /// with the session's outcome.
+    pub fn hook_summary(&self, ended: &SessionEnd<'_>) -> BTreeMap<&'static str, String> {
+        let target = self.target_ref;
+        BTreeMap::from([
+            ("Name", self.session.to_string()),
+            ("Namespace", self.namespace.to_string()),
+            ("Invoker.APIGroup", crate::common::GROUP.to_string()),
+            ("Invoker.Kind", self.invoker_kind.to_string()),
+            ("Invoker.Name", self.invoker_name.to_string()),
+            ("Target.APIVersion", target.api_version.clone()),
+            ("Target.Kind", target.kind.clone()),
+            ("Target.Name", target.name.clone()),
+            ("Target.Namespace", self.namespace.to_string()),
+            ("Status.Phase", ended.phase.to_string()),
+            ("Status.Duration", ended.duration.to_string()),
+            ("Status.Error", ended.error.to_string()),
+        ])
     }
 
     /// What the source names, for [`Dereferenced::of`].
@@ -717,6 +762,9 @@ pub fn resolve_job(
     let task_volumes: Vec<Volume> =
         serde_json::from_value(task_volumes).map_err(|e| ResolveError::Encoding(e.to_string()))?;
 
+    if let Some(hook) = pre_hook_container(source, install)? {
+        containers.insert(0, hook);
+    }
     let main = containers.pop();
     let init_containers = (!containers.is_empty()).then_some(containers);
     let pod_spec = build_pod_spec(source, resolved, main, init_containers, task_volumes);
@@ -831,6 +879,100 @@ fn step_variables(vars: &Vars, step: &crate::task::FunctionRef, source: &JobSour
         }
     }
     step_vars
+}
+
+/// The pre hook's container, first of the Job; when it fails, no step runs and no data is
+/// read.
+fn pre_hook_container(
+    source: &JobSource<'_>,
+    install: &InstallSettings,
+) -> Result<Option<Container>, ResolveError> {
+    source
+        .pre_hook
+        .map(|h| hook_container(source, "pre", source.direction.pre_hook_name(), h, install))
+        .transpose()
+}
+
+/// How a session ended, for its post hook.
+#[derive(Clone, Debug)]
+pub struct SessionEnd<'a> {
+    pub phase: crate::common::SessionPhase,
+    /// e.g. `1m30s`.
+    pub duration: &'a str,
+    /// Why it failed; empty when it succeeded.
+    pub error: &'a str,
+    /// Whether a retry of the session is still to come.
+    pub retry_left: bool,
+}
+
+/// The Job of the source's post hook after a session that ended as `ended`, when its
+/// `executionPolicy` fires: one container, `cairn-agent hook` with the handler rendered from
+/// the session's summary; no credentials, no volumes, no API access.
+pub fn resolve_post_hook_job(
+    source: &JobSource<'_>,
+    ended: &SessionEnd<'_>,
+    install: &InstallSettings,
+) -> Result<Option<JobTemplateSpec>, ResolveError> {
+    let Some(hook) = source.post_hook else {
+        return Ok(None);
+    };
+    let succeeded = ended.phase == crate::common::SessionPhase::Succeeded;
+    if !hook.fires(succeeded, ended.retry_left) {
+        return Ok(None);
+    }
+    let handler = hook
+        .handler
+        .rendered(&source.hook_summary(ended))
+        .map_err(ResolveError::Encoding)?;
+    let name = source.direction.post_hook_name();
+    let container = hook_container(source, "post", name, &handler, install)?;
+    let pod = source.runtime_settings.and_then(|r| r.pod.as_ref());
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Never".to_string()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security::pod_context(
+            pod.and_then(|p| p.security_context.as_ref()),
+        )),
+        node_selector: pod.and_then(|p| p.node_selector.clone()),
+        tolerations: pod.and_then(|p| p.tolerations.clone()),
+        ..Default::default()
+    };
+    Ok(Some(job_template(source, pod_spec, None)))
+}
+
+/// A hook's container (`pre-backup-hook`, `post-restore-hook`, ...): `cairn-agent hook` with
+/// the handler, no credentials and no volumes.
+fn hook_container(
+    source: &JobSource<'_>,
+    when: &str,
+    name: &str,
+    handler: &Handler,
+    install: &InstallSettings,
+) -> Result<Container, ResolveError> {
+    // Stored as written; the kubelet would expand `$(NAME)` in it (`$$(` is the escape).
+    let json = serde_json::to_string(handler)
+        .map_err(|e| ResolveError::Encoding(e.to_string()))?
+        .replace("$(", "$$(");
+    let user = source.runtime_settings.and_then(|r| r.container.as_ref());
+    Ok(Container {
+        name: crate::naming::hook_container_name(when, source.direction.as_str()),
+        image: Some(install.agent_image.clone()),
+        image_pull_policy: install.image_pull_policy.clone(),
+        command: Some(vec!["cairn-agent".into()]),
+        args: Some(vec![
+            "hook".into(),
+            format!("--name={name}"),
+            format!("--handler={json}"),
+        ]),
+        security_context: Some(pod_security::container_context([
+            user.and_then(|c| c.security_context.as_ref())
+        ])),
+        termination_message_path: Some(crate::result::TERMINATION_LOG.to_string()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    })
 }
 
 /// The Job around `pod_spec`, with cairn's labels (and the pod labels the source adds).

@@ -82,6 +82,9 @@ pub struct RestoreSessionSpec {
     /// Longest the restore may run, e.g. `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_out: Option<String>,
+    /// Actions before and after the restore (Stash's `spec.hooks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::hooks::RestoreHooks>,
     /// The Job this restore runs, resolved by the admission webhook. Do not set it by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::preserve_unknown_object")]

@@ -226,7 +226,9 @@ fn secret_seen(pod: &Pod, secret: &str) -> Option<bool> {
         .init_container_statuses
         .iter()
         .chain(status.container_statuses.iter())
-        .flatten();
+        .flatten()
+        // A hook's container starts without the Secret: it tells nothing of it.
+        .filter(|s| !cairn_api::naming::is_hook_container(&s.name));
     let named = format!("secret {secret:?}");
     let mut seen = None;
     for s in statuses {

@@ -10,7 +10,9 @@ use cairn_api::backup_session::{BackupSessionSpec, BackupSessionStatus, Snapshot
 use cairn_api::common::SessionPhase;
 use cairn_api::naming::{LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, backup_job_name, label_value};
 use cairn_api::repository::RepositoryStatus;
-use cairn_api::resolve::{ResolveError, resolve_backup_job};
+use cairn_api::resolve::{
+    JobSource, ResolveError, SessionEnd, resolve_backup_job, resolve_post_hook_job,
+};
 use cairn_api::result::{AgentResult, BackupResult};
 use cairn_api::validation::{Lookups, parse_go_duration};
 use cairn_api::{BackupConfiguration, BackupSession, Repository};
@@ -48,6 +50,19 @@ impl SessionKind for BackupSession {
     }
     fn resolve(&self, ctx: &Context) -> Result<JobTemplateSpec, ResolveError> {
         resolve_backup_job(self, &ctx.stores, &ctx.install)
+    }
+    fn post_hook_job(
+        &self,
+        ctx: &Context,
+        ended: &SessionEnd<'_>,
+    ) -> Result<Option<JobTemplateSpec>, ResolveError> {
+        let Some(config) = invoker(self, ctx) else {
+            return Ok(None);
+        };
+        resolve_post_hook_job(&JobSource::backup(self, &config), ended, &ctx.install)
+    }
+    fn retry_left(&self, ctx: &Context) -> bool {
+        retries_left(self, ctx) > 0
     }
 
     /// The configuration makes the Job; the session is skipped while another of it runs, or
@@ -329,13 +344,17 @@ async fn update_repository(session: &BackupSession, ctx: &Context, b: &BackupRes
     status::apply(&api, &repo, Manager::BackupResults, false, &status).await
 }
 
+/// The retries a failed session may still make: never more than the configuration allows now,
+/// whatever the session says (one admitted without the webhook may say anything).
+fn retries_left(session: &BackupSession, ctx: &Context) -> i32 {
+    let allowed = invoker(session, ctx).map_or(0, |c| c.max_retry());
+    session.spec.retry_left.unwrap_or(0).min(allowed)
+}
+
 /// A failed session with retries left makes one new session after `retryConfig.delay`.
 async fn retry(session: &BackupSession, ctx: &Context) -> Result<Action> {
     let status = session.status.clone().unwrap_or_default();
-    // Never more than the configuration allows now, whatever the session says (one admitted
-    // without the webhook may say anything).
-    let allowed = invoker(session, ctx).map_or(0, |c| c.max_retry());
-    let left = session.spec.retry_left.unwrap_or(0).min(allowed);
+    let left = retries_left(session, ctx);
     if status.retried.is_some() {
         return Ok(Action::await_change());
     }

@@ -19,7 +19,7 @@ pub fn set(
 }
 
 /// As [`set`], with the status spelled out (`True`, `False` or `Unknown`).
-fn set_status(
+pub fn set_status(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: &str,

@@ -17,6 +17,8 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod post_hook;
+pub mod pre_hook;
 pub mod process;
 pub mod references;
 pub mod repository;

@@ -5,7 +5,9 @@
 use cairn_api::RestoreSession;
 use cairn_api::common::SessionPhase;
 use cairn_api::naming::restore_job_name;
-use cairn_api::resolve::{ResolveError, resolve_restore_job};
+use cairn_api::resolve::{
+    JobSource, ResolveError, SessionEnd, resolve_post_hook_job, resolve_restore_job,
+};
 use cairn_api::restore_session::{HostRestoreStats, RestoreSessionStatus, RestoredSummary};
 use cairn_api::result::{AgentResult, RestoreResult};
 use k8s_openapi::api::batch::v1::JobTemplateSpec;
@@ -34,6 +36,13 @@ impl SessionKind for RestoreSession {
     }
     fn resolve(&self, ctx: &Context) -> Result<JobTemplateSpec, ResolveError> {
         resolve_restore_job(self, &ctx.stores, &ctx.install)
+    }
+    fn post_hook_job(
+        &self,
+        ctx: &Context,
+        ended: &SessionEnd<'_>,
+    ) -> Result<Option<JobTemplateSpec>, ResolveError> {
+        resolve_post_hook_job(&JobSource::restore(self), ended, &ctx.install)
     }
 
     async fn prepare(&self, _ctx: &Context) -> Result<Prepared> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cairn_api::backup_session::BackupSessionStatus;
 use cairn_api::common::{PersistentVolumeClaimTemplate, SessionPhase};
-use cairn_api::resolve::ResolveError;
+use cairn_api::resolve::{ResolveError, SessionEnd};
 use cairn_api::restore_session::RestoreSessionStatus;
 use cairn_api::result::AgentResult;
 use chrono::{DateTime, Utc};
@@ -121,6 +121,17 @@ pub trait SessionKind:
     fn retry(&self, _ctx: &Context) -> impl Future<Output = Result<Action>> + Send {
         async { Ok(Action::await_change()) }
     }
+    /// Whether a retry of this session is still to come, were it to fail.
+    fn retry_left(&self, _ctx: &Context) -> bool {
+        false
+    }
+    /// The Job of the session's post hook after it ended as `ended`, when it has one and its
+    /// `executionPolicy` fires.
+    fn post_hook_job(
+        &self,
+        ctx: &Context,
+        ended: &SessionEnd<'_>,
+    ) -> Result<Option<JobTemplateSpec>, ResolveError>;
 
     fn phase(&self) -> Option<SessionPhase> {
         self.status()?.phase()
@@ -145,6 +156,7 @@ pub trait SessionStatus: Clone + Default + Serialize + Send + Sync {
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;
     fn deadline_mut(&mut self) -> &mut Option<Time>;
     fn duration_mut(&mut self) -> &mut Option<String>;
+    fn duration(&self) -> Option<&str>;
 }
 
 /// The statuses of the session kinds name these fields alike.
@@ -172,6 +184,9 @@ macro_rules! session_status {
             fn duration_mut(&mut self) -> &mut Option<String> {
                 &mut self.session_duration
             }
+            fn duration(&self) -> Option<&str> {
+                self.session_duration.as_deref()
+            }
         }
     )*};
 }
@@ -187,7 +202,14 @@ pub async fn reconcile<K: SessionKind>(session: Arc<K>, ctx: Arc<Context>) -> Re
     match session.phase() {
         None | Some(SessionPhase::Pending) => start(session.as_ref(), &ctx).await,
         Some(SessionPhase::Running) => follow(session.as_ref(), &ctx).await,
-        Some(SessionPhase::Failed) => session.retry(&ctx).await,
+        Some(SessionPhase::Succeeded) => Ok(crate::post_hook::run(session.as_ref(), &ctx)
+            .await?
+            .unwrap_or_else(Action::await_change)),
+        Some(SessionPhase::Failed) => {
+            let hook = crate::post_hook::run(session.as_ref(), &ctx).await?;
+            let retry = session.retry(&ctx).await?;
+            Ok(hook.unwrap_or(retry))
+        }
         Some(_) => Ok(Action::await_change()),
     }
 }
@@ -211,7 +233,7 @@ pub async fn update_status<K: SessionKind>(
 }
 
 /// `<Work><Phase>`: the condition type and event reason of a session that ended in `phase`.
-fn outcome_name<K: SessionKind>(phase: SessionPhase) -> String {
+pub fn outcome_name<K: SessionKind>(phase: SessionPhase) -> String {
     let ended = match phase {
         SessionPhase::Succeeded => "Succeeded",
         SessionPhase::Skipped => "Skipped",
@@ -239,7 +261,15 @@ pub async fn finish<K: SessionKind>(
         .map(|s| (Utc::now() - s).num_seconds())
         .unwrap_or(0);
     let duration = cairn_api::duration::format_seconds(seconds);
+    let ended = SessionEnd {
+        phase,
+        duration: &duration,
+        error: if ok { "" } else { &message },
+        retry_left: session.retry_left(ctx),
+    };
     update_status(ctx, session, |status| {
+        crate::pre_hook::record(session, ctx, status);
+        crate::post_hook::mark_due(session, ctx, &ended, status);
         *status.phase_mut() = Some(phase);
         let conditions = status.conditions_mut();
         conditions::set(

@@ -1,7 +1,7 @@
 //! Stash manifests to cairn's. cairn keeps Stash's kinds and field names, so most of a migration
 //! is the `apiVersion`; what cairn cannot carry is removed and said, never dropped silently:
-//! hooks (not yet supported), Stash's workload backups (a target that is not an AppBinding, a
-//! `VolumeSnapshotter` driver), batch kinds, a root `runAsUser` the restricted install refuses,
+//! the hooks cairn does not run yet (exec, post hooks), Stash's workload backups (a target that
+//! is not an AppBinding, a `VolumeSnapshotter` driver), batch kinds, a root `runAsUser` the restricted install refuses,
 //! Stash's `args` flags cairn does not read, and any field cairn's types do not know. Each
 //! migrated object is then checked by cairn's own admission rules (the objects of the same
 //! input serve as the lookups), and what admission would refuse or warn about is reported too.
@@ -122,14 +122,7 @@ fn migrate_object(mut obj: Value, m: &mut Migration) -> Option<Value> {
     m.changes.push(format!(
         "{who}: apiVersion {api_version} → {CAIRN_API_VERSION}"
     ));
-    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
-        && spec.remove("hooks").is_some()
-    {
-        m.not_carried.push(format!(
-            "{who}: spec.hooks removed: cairn runs no hooks yet; run them yourself around the \
-             session"
-        ));
-    }
+    drop_refused_hooks(&mut obj, &who, m);
     drop_root_user(&mut obj, &who, m);
     report_dump_args(&obj, &who, m);
     drop_unknown_fields(&mut obj, &who, m);
@@ -153,6 +146,33 @@ fn workload_only(obj: &Value) -> Option<String> {
              not workloads' volumes"
         )
     })
+}
+
+/// Removes each hook cairn does not run (with the reason admission gives), and `spec.hooks`
+/// when none is left; the hooks cairn runs stay as written.
+fn drop_refused_hooks(obj: &mut Value, who: &str, m: &mut Migration) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Some(hooks) = spec.get_mut("hooks").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let refused: Vec<(String, String)> = hooks
+        .iter()
+        .filter_map(|(name, v)| Some((name.clone(), cairn_api::hooks::refusal_of(name, v)?)))
+        .collect();
+    for (name, why) in refused {
+        hooks.remove(&name);
+        m.not_carried
+            .push(format!("{who}: spec.hooks.{name} removed: {why}"));
+    }
+    if hooks.is_empty() {
+        spec.remove("hooks");
+        m.not_carried.push(format!(
+            "{who}: spec.hooks removed: no hook cairn runs is left; run the others yourself \
+             around the session"
+        ));
+    }
 }
 
 /// Removes `runAsUser: 0` (and `runAsNonRoot: false`) from the runtime settings: the default

@@ -86,6 +86,7 @@ pub fn validate_backup_configuration(
         spec.runtime_settings.as_ref(),
     );
     check_temp_dir(&mut v, "spec.tempDir", spec.temp_dir.as_ref());
+    super::hooks::check_backup_hooks(&mut v, spec.hooks.as_ref());
     JobRequest::from(new).check(&mut v, policy);
     check_interim_volume_template(
         &mut v,

@@ -10,6 +10,7 @@ use crate::{AppBinding, BackupConfiguration, Function, Repository, Task};
 
 mod backup_configuration;
 mod backup_session;
+mod hooks;
 pub mod job;
 mod repository;
 mod restore_session;

@@ -70,6 +70,7 @@ pub fn validate_restore_session(
         spec.runtime_settings.as_ref(),
     );
     check_temp_dir(&mut v, "spec.tempDir", spec.temp_dir.as_ref());
+    super::hooks::check_restore_hooks(&mut v, spec.hooks.as_ref());
     JobRequest::from(new).check(&mut v, policy);
     check_interim_volume_template(
         &mut v,
