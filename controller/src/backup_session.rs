@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use cairn_api::backup_configuration::BackupConfigurationStatus;
 use cairn_api::backup_configuration::ConfigurationPhase;
-use cairn_api::backup_session::{BackupSessionSpec, BackupSessionStatus, SnapshotSummary};
+use cairn_api::backup_session::{
+    BackupSessionSpec, BackupSessionStatus, BackupTargetStatus, HostBackupStats, SnapshotStats,
+    SnapshotSummary,
+};
+use cairn_api::common::BackupTarget;
 use cairn_api::common::SessionPhase;
 use cairn_api::naming::{LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, backup_job_name, label_value};
 use cairn_api::repository::RepositoryStatus;
@@ -115,8 +119,42 @@ impl SessionKind for BackupSession {
         )
     }
 
+    fn target(&self, ctx: &Context) -> Option<BackupTarget> {
+        invoker(self, ctx).map(|c| c.spec.target.clone())
+    }
+
+    /// Stash's `status.targets`: the one target, its one host.
+    fn finished_status(
+        &self,
+        target: Option<&BackupTarget>,
+        phase: SessionPhase,
+        duration: &str,
+        message: &str,
+        status: &mut BackupSessionStatus,
+    ) {
+        let Some(target) = target else {
+            return;
+        };
+        let ok = phase == SessionPhase::Succeeded;
+        status.targets = vec![BackupTargetStatus {
+            r#ref: target.r#ref.clone(),
+            total_hosts: Some(1),
+            phase: Some(phase),
+            stats: vec![HostBackupStats {
+                hostname: target.alias.as_deref().unwrap_or("host-0").into(),
+                phase: Some(phase),
+                duration: Some(duration.into()),
+                error: (!ok).then(|| message.into()),
+                snapshots: Vec::new(),
+            }],
+        }];
+    }
+
     fn succeeded_status(b: &BackupResult, status: &mut BackupSessionStatus) {
         status.snapshot = Some(snapshot_summary(b));
+        if let Some(host) = status.targets.first_mut().and_then(|t| t.stats.first_mut()) {
+            host.snapshots = vec![snapshot_stats(b)];
+        }
         if let Some((reason, message)) = after_snapshot_failure(b) {
             let conditions = &mut status.conditions;
             conditions::set(
@@ -163,6 +201,20 @@ impl SessionKind for BackupSession {
 
     async fn retry(&self, ctx: &Context) -> Result<Action> {
         retry(self, ctx).await
+    }
+}
+
+/// The snapshot in Stash's shape (its short id, as Stash names it).
+fn snapshot_stats(b: &BackupResult) -> SnapshotStats {
+    SnapshotStats {
+        name: short(&b.snapshot).to_string(),
+        path: Some("/elasticsearch".into()),
+        total_size: Some(human_bytes(b.total_bytes)),
+        uploaded: Some(human_bytes(b.added_bytes)),
+        processing_time: Some(cairn_api::duration::format_seconds(
+            b.duration_seconds.round() as i64,
+        )),
+        file_stats: None,
     }
 }
 
@@ -445,6 +497,48 @@ pub fn completed_newest_first(sessions: &[Arc<BackupSession>]) -> Vec<Arc<Backup
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_and_its_host_are_reported_in_stashs_shape() {
+        let session = BackupSession::new("s", Default::default());
+        let target: BackupTarget = serde_json::from_value(serde_json::json!({
+            "alias": "es-0", "ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1",
+            "kind": "AppBinding", "name": "es"}}))
+        .expect("target");
+        let mut failed = BackupSessionStatus::default();
+        session.finished_status(
+            Some(&target),
+            SessionPhase::Failed,
+            "5s",
+            "broke",
+            &mut failed,
+        );
+        let host = &failed.targets[0].stats[0];
+        assert_eq!(
+            (host.hostname.as_str(), host.error.as_deref()),
+            ("es-0", Some("broke"))
+        );
+        assert_eq!(failed.targets[0].r#ref.name, "es");
+        let b = BackupResult {
+            snapshot: "0123456789abcdef".repeat(4),
+            total_bytes: 2048,
+            added_bytes: 1024,
+            duration_seconds: 61.4,
+            ..Default::default()
+        };
+        let mut ok = BackupSessionStatus::default();
+        session.finished_status(Some(&target), SessionPhase::Succeeded, "1m2s", "", &mut ok);
+        BackupSession::succeeded_status(&b, &mut ok);
+        let host = &ok.targets[0].stats[0];
+        assert_eq!(host.error, None);
+        let snap = &host.snapshots[0];
+        assert_eq!(snap.name, "01234567");
+        assert_eq!(snap.total_size.as_deref(), Some(human_bytes(2048).as_str()));
+        assert_eq!(snap.processing_time.as_deref(), Some("1m1s"));
+        let mut none = BackupSessionStatus::default();
+        session.finished_status(None, SessionPhase::Failed, "5s", "gone", &mut none);
+        assert!(none.targets.is_empty());
+    }
 
     #[test]
     fn a_failed_retention_keeps_the_snapshot_and_says_so() {

@@ -3,7 +3,7 @@
 //! what was restored. No schedule, skip, retry or history.
 
 use cairn_api::RestoreSession;
-use cairn_api::common::SessionPhase;
+use cairn_api::common::{BackupTarget, SessionPhase};
 use cairn_api::naming::restore_job_name;
 use cairn_api::resolve::{
     JobSource, ResolveError, SessionEnd, resolve_post_hook_job, resolve_restore_job,
@@ -94,6 +94,7 @@ impl SessionKind for RestoreSession {
     /// One host, named by the target's alias.
     fn finished_status(
         &self,
+        _target: Option<&BackupTarget>,
         phase: SessionPhase,
         duration: &str,
         message: &str,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_api::backup_session::BackupSessionStatus;
-use cairn_api::common::{PersistentVolumeClaimTemplate, SessionPhase};
+use cairn_api::common::{BackupTarget, PersistentVolumeClaimTemplate, SessionPhase};
 use cairn_api::resolve::{ResolveError, SessionEnd};
 use cairn_api::restore_session::RestoreSessionStatus;
 use cairn_api::result::AgentResult;
@@ -106,9 +106,16 @@ pub trait SessionKind:
     }
     /// Status fields of a session whose Job was just created, besides the common ones.
     fn running_status(&self, _status: &mut Self::Status) {}
-    /// Status fields of a session that ended in `phase`, besides the common ones.
+    /// What the session's configuration backs up, for a session that reports its target (a
+    /// backup: Stash's `status.targets`).
+    fn target(&self, _ctx: &Context) -> Option<BackupTarget> {
+        None
+    }
+    /// Status fields of a session that ended in `phase`, besides the common ones (`target`:
+    /// [`SessionKind::target`]).
     fn finished_status(
         &self,
+        _target: Option<&BackupTarget>,
         _phase: SessionPhase,
         _duration: &str,
         _message: &str,
@@ -261,6 +268,7 @@ pub async fn finish<K: SessionKind>(
         .map(|s| (Utc::now() - s).num_seconds())
         .unwrap_or(0);
     let duration = cairn_api::duration::format_seconds(seconds);
+    let target = session.target(ctx);
     let ended = SessionEnd {
         phase,
         duration: &duration,
@@ -282,7 +290,7 @@ pub async fn finish<K: SessionKind>(
             &now(),
         );
         *status.duration_mut() = Some(duration.clone());
-        session.finished_status(phase, &duration, &message, status);
+        session.finished_status(target.as_ref(), phase, &duration, &message, status);
         edit(status);
     })
     .await?;
@@ -485,12 +493,12 @@ mod tests {
     fn a_restore_reports_its_one_host() {
         let restore = RestoreSession::new("r", Default::default());
         let mut failed = RestoreSessionStatus::default();
-        restore.finished_status(SessionPhase::Failed, "5s", "it broke", &mut failed);
+        restore.finished_status(None, SessionPhase::Failed, "5s", "it broke", &mut failed);
         assert_eq!(failed.total_hosts, Some(1));
         assert_eq!(failed.stats[0].hostname, "host-0");
         assert_eq!(failed.stats[0].error.as_deref(), Some("it broke"));
         let mut ok = RestoreSessionStatus::default();
-        restore.finished_status(SessionPhase::Succeeded, "5s", "done", &mut ok);
+        restore.finished_status(None, SessionPhase::Succeeded, "5s", "done", &mut ok);
         assert_eq!(ok.stats[0].error, None);
         let mut running = RestoreSessionStatus::default();
         restore.running_status(&mut running);

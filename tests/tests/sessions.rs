@@ -76,6 +76,12 @@ async fn a_backup_session_succeeds_with_the_agents_result() {
     assert_eq!(snap.documents, Some(1000));
     assert_eq!(snap.added_bytes, Some(524_288));
     assert!(status.session_duration.is_some());
+    // Stash's shape, which dashboards and scripts read.
+    let host = &status.targets[0].stats[0];
+    assert_eq!(host.hostname, "host-0");
+    assert_eq!(host.snapshots[0].name, SNAPSHOT[..8]);
+    assert_eq!(host.snapshots[0].uploaded.as_deref(), Some("512.0 KiB"));
+    assert_eq!(status.targets[0].r#ref.name, "es");
 
     let repos: Api<Repository> = Api::namespaced(cp().client(), &ns);
     let repo = wait_for(Duration::from_secs(10), "repository status", || async {
