@@ -37,7 +37,8 @@
 //!   holds other indices. Its defaults apply: `--limit=100`, `--parallel=<CPUs>`, a new index
 //!   started at most every `--interval=1000` ms, and each child elasticdump's throttle,
 //!   `--concurrency=1` with `--intervalCap=5` per `--concurrencyInterval=5000` ms; templates
-//!   are dumped (no `--ignoreType`). Then `restic backup --host host-0` into a repository of
+//!   are dumped (no `--ignoreType`: one legacy template is put in place first, as real clusters
+//!   have them; with none, 6.84.1's template dump fails on a 404). Then `restic backup --host host-0` into a repository of
 //!   format version 1 (`restic init --repository-version 1`: Stash ran restic 0.13). It runs on
 //!   a subset of its own (`--shipped-docs`, default 20,000, in indices `shipped-N`), restored
 //!   the Stash way: `restic restore`, the indices deleted, `multielasticdump --direction=load`
@@ -1033,6 +1034,14 @@ fn stash_shipped(
     kv: &mut Vec<(String, String)>,
 ) -> anyhow::Result<Vec<Row>> {
     let docs = o.shipped_docs;
+    // A cluster with no legacy template fails 6.84.1's default dump (`GET /_template/*` answers
+    // 404); real ones hold some (Elasticsearch's X-Pack installs several). One that matches no
+    // index of the bench, so the dump and the load carry it as they would there.
+    c.rt.block_on(c.http.call(
+        reqwest::Method::PUT,
+        "/_template/shipped-logs",
+        Some(json!({"index_patterns": ["logs-shipped-*"], "settings": {"number_of_shards": 1}})),
+    ))?;
     let mut agent = Agent {
         bin: agent_bin,
         work: c.work,
