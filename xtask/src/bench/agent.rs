@@ -61,7 +61,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use cairn_api::result::AgentResult;
+use cairn_api::result::{AgentResult, BackupResult};
 use cairn_tests::opensearch::{
     OpenSearch, Options as NodeOptions, multielasticdump, stash_multielasticdump,
 };
@@ -826,6 +826,46 @@ impl Agent<'_> {
         Ok((m, AgentResult::from_termination_message(&text)))
     }
 
+    /// A backup of the set, which must have seen `docs` documents.
+    fn backup(&mut self, docs: u64) -> anyhow::Result<(Measured, BackupResult)> {
+        let args = self.common("backup");
+        let (m, result) = self.run(&args)?;
+        let Some(AgentResult::Backup(b)) = result else {
+            bail!(
+                "cairn-agent backup of {}-*: no backup result: {result:?}",
+                self.set
+            );
+        };
+        ensure!(
+            b.documents == docs,
+            "backup of {}-*: {} documents, not {docs}",
+            self.set,
+            b.documents
+        );
+        Ok((m, b))
+    }
+
+    /// A restore of the set's latest snapshot into deleted indices, counted on the server.
+    fn restore(&mut self, docs: u64, c: &Ctx<'_>) -> anyhow::Result<Measured> {
+        c.rt.block_on(c.http.delete_indices(&names(self.set, c.indices)))?;
+        let args = self.common("restore");
+        let (m, result) = self.run(&args)?;
+        let Some(AgentResult::Restore(r)) = result else {
+            bail!(
+                "cairn-agent restore of {}-*: no restore result: {result:?}",
+                self.set
+            );
+        };
+        let count = c.rt.block_on(c.http.count(&format!("{}-*", self.set)))?;
+        ensure!(
+            r.documents == docs && count == docs,
+            "restore of {}-*: {} documents restored, the server counts {count}, not {docs}",
+            self.set,
+            r.documents
+        );
+        Ok(m)
+    }
+
     fn common(&self, cmd: &str) -> Vec<String> {
         vec![
             cmd.into(),
@@ -1055,31 +1095,11 @@ fn stash_shipped(
         runs: 0,
     };
     eprintln!("Stash as shipped: cairn-agent backup of shipped-* ...");
-    let args = agent.common("backup");
-    let (backup, result) = agent.run(&args)?;
-    let Some(AgentResult::Backup(b)) = result else {
-        bail!("cairn-agent backup of shipped-*: no backup result: {result:?}");
-    };
-    ensure!(
-        b.documents == docs,
-        "backup of shipped-*: {} documents",
-        b.documents
-    );
+    let (backup, b) = agent.backup(docs)?;
     eprintln!("Stash as shipped (elasticdump 6.84.1, its defaults) ...");
     let s = stash("shipped", Vec::new(), "shipped", docs, true, tools, c)?;
     eprintln!("Stash as shipped: cairn-agent restore of shipped-* ...");
-    c.rt.block_on(c.http.delete_indices(&names("shipped", c.indices)))?;
-    let args = agent.common("restore");
-    let (restore, result) = agent.run(&args)?;
-    let Some(AgentResult::Restore(r)) = result else {
-        bail!("cairn-agent restore of shipped-*: no restore result: {result:?}");
-    };
-    let count = c.rt.block_on(c.http.count("shipped-*"))?;
-    ensure!(
-        r.documents == docs && count == docs,
-        "restore of shipped-*: {} documents restored, the server counts {count}",
-        r.documents
-    );
+    let restore = agent.restore(docs, c)?;
     Ok(shipped_rows(&s, (backup, b.total_bytes), restore, kv))
 }
 
@@ -1368,16 +1388,9 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     let mut reported_added = Vec::new();
     for n in 1..=2 {
         eprintln!("cairn-agent backup #{n} ...");
-        let args = agent.common("backup");
-        let (m, result) = agent.run(&args)?;
-        let Some(AgentResult::Backup(b)) = result else {
-            bail!("cairn-agent backup #{n}: no backup result: {result:?}");
-        };
-        ensure!(
-            b.documents == o.docs,
-            "backup #{n}: {} documents",
-            b.documents
-        );
+        let (m, b) = agent
+            .backup(o.docs)
+            .with_context(|| format!("backup #{n}"))?;
         repo_sizes.push(dir_bytes(&agent.repo));
         reported_added.push(b.added_bytes);
         agent_rows.push(m);
@@ -1500,25 +1513,14 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
 
     // cairn-agent restore into deleted indices.
     eprintln!("cairn-agent restore ...");
-    rt.block_on(http.delete_indices(&bench_names))?;
-    let args = agent.common("restore");
-    let (restore_m, result) = agent.run(&args)?;
-    let Some(AgentResult::Restore(r)) = result else {
-        bail!("cairn-agent restore: no restore result: {result:?}");
-    };
-    let count = rt.block_on(http.count("bench-*"))?;
-    ensure!(
-        r.documents == o.docs && count == o.docs,
-        "restore: {} documents restored, the server counts {count}",
-        r.documents
-    );
+    let restore_m = agent.restore(o.docs, &c)?;
     restore_rows.insert(
         0,
         Row {
             key: "agent_restore".into(),
             what: "cairn-agent restore (defaults: 4 workers, 5000 docs/bulk, 2 indices at once)"
                 .into(),
-            docs: r.documents,
+            docs: o.docs,
             secs: restore_m.secs,
             rss_kib: Some(restore_m.max_rss_kib),
             cpu_secs: Some(restore_m.cpu_secs),
