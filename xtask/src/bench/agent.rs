@@ -31,6 +31,23 @@
 //!   runs on the subset only: compare documents per second (multielasticdump's fixed costs, a
 //!   node process per index and kind, weigh more on a subset). The target ratios compare with
 //!   the load alone.
+//! - **Stash as shipped**: elasticdump 6.84.1 (`ELASTICDUMP_STASH_VERSION`, the version Stash's
+//!   Elasticsearch addon image runs) with only what the addon passes: `multielasticdump
+//!   --direction=dump --input=URL --output=DIR`, plus `--match=^shipped-.*$` because the node
+//!   holds other indices. Its defaults apply: `--limit=100`, `--parallel=<CPUs>`, a new index
+//!   started at most every `--interval=1000` ms, and each child elasticdump's throttle,
+//!   `--concurrency=1` with `--intervalCap=5` per `--concurrencyInterval=5000` ms: at most 5
+//!   pages of 100 per 5 s per index. (6.125.1 still passes these flags but no longer reads
+//!   them, hence its far faster rows above.) Templates are dumped (no `--ignoreType`): one
+//!   legacy template is put in place first, as real clusters have them; with none, 6.84.1's
+//!   template dump fails on a 404. Then `restic backup --host host-0` into a repository of
+//!   format version 1 (`restic init --repository-version 1`, as Stash's restic 0.13 made them:
+//!   uncompressed). It runs on a subset of its own (`--shipped-docs`, default 20,000, in
+//!   indices `shipped-N`), restored the Stash way: `restic restore`, the indices deleted,
+//!   `multielasticdump --direction=load` 6.84.1; its restore time is the two together. In the
+//!   same run cairn-agent backs up the same indices (before the dump, into a repository of its
+//!   own) and restores them (last), so the ratios cairn / Stash as shipped compare like with
+//!   like.
 //! - Repository bytes are the files' sizes under the repository directory.
 //!
 //! The last line is `RESULT key=value ...` with every figure printed.
@@ -44,20 +61,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use cairn_api::result::AgentResult;
-use cairn_tests::binaries::testbed_cache;
-use cairn_tests::opensearch::{OpenSearch, Options as NodeOptions, search_pinned};
+use cairn_api::result::{AgentResult, BackupResult};
+use cairn_tests::opensearch::{
+    OpenSearch, Options as NodeOptions, multielasticdump, stash_multielasticdump,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::crds::repo_root;
 
 const USAGE: &str = "usage: cargo xtask bench agent [--docs N | --quick] [--baseline-docs N] \
-                     [--indices N] [--shards N] [--heap-mib M] [--agent PATH] [--keep] \
-                     [--no-baselines]";
+                     [--shipped-docs N] [--indices N] [--shards N] [--heap-mib M] [--agent PATH] \
+                     [--keep] [--no-baselines]";
 
 const PASSWORD: &str = "cairn-bench-password";
 const HOST: &str = "bench";
+/// The restic host of Stash's snapshots (the target alias's, `host-0` by default).
+const STASH_HOST: &str = "host-0";
 /// Documents per `_bulk` request and requests in flight for the raw load (the agent's defaults).
 const BULK_DOCS: usize = 5000;
 const BULK_WORKERS: usize = 4;
@@ -67,6 +87,8 @@ const RAW_PAGE: u32 = 10_000;
 struct Options {
     docs: u64,
     baseline_docs: u64,
+    /// Documents of the Stash-as-shipped subset.
+    shipped_docs: u64,
     indices: u32,
     shards: u32,
     heap_mib: u32,
@@ -79,6 +101,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options {
         docs: 1_000_000,
         baseline_docs: 100_000,
+        shipped_docs: 20_000,
         indices: 5,
         shards: 1,
         heap_mib: 2048,
@@ -86,19 +109,20 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
         keep: false,
         baselines: true,
     };
-    let mut baseline_given = false;
+    let (mut baseline_given, mut shipped_given) = (false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().context(USAGE);
         match a.as_str() {
-            "--docs" => o.docs = value()?.replace('_', "").parse().context("--docs")?,
+            "--docs" => o.docs = documents(value()?, a)?,
             "--quick" => o.docs = 50_000,
             "--baseline-docs" => {
-                o.baseline_docs = value()?
-                    .replace('_', "")
-                    .parse()
-                    .context("--baseline-docs")?;
+                o.baseline_docs = documents(value()?, a)?;
                 baseline_given = true;
+            }
+            "--shipped-docs" => {
+                o.shipped_docs = documents(value()?, a)?;
+                shipped_given = true;
             }
             "--indices" => o.indices = value()?.parse().context("--indices")?,
             "--shards" => o.shards = value()?.parse().context("--shards")?,
@@ -112,10 +136,27 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
     if !baseline_given {
         o.baseline_docs = o.baseline_docs.min(o.docs);
     }
-    if o.docs == 0 || o.indices == 0 || o.shards == 0 || o.baseline_docs < u64::from(o.indices) {
+    if !shipped_given {
+        o.shipped_docs = o.shipped_docs.min(o.docs);
+    }
+    let per_index = u64::from(o.indices);
+    if o.docs == 0
+        || o.indices == 0
+        || o.shards == 0
+        || o.baseline_docs < per_index
+        || o.shipped_docs < per_index
+    {
         bail!(USAGE);
     }
     Ok(o)
+}
+
+/// A number of documents given to `flag` (`_` may group the digits).
+fn documents(value: &str, flag: &str) -> anyhow::Result<u64> {
+    value
+        .replace('_', "")
+        .parse()
+        .with_context(|| format!("{flag}: {value:?} is not a number of documents"))
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -759,6 +800,8 @@ fn dir_bytes(dir: &Path) -> u64 {
 struct Agent<'a> {
     bin: &'a Path,
     work: &'a Path,
+    /// The indices it backs up and restores: `<set>-*`.
+    set: &'static str,
     repo: PathBuf,
     url: String,
     server: Option<u32>,
@@ -768,7 +811,7 @@ struct Agent<'a> {
 impl Agent<'_> {
     fn run(&mut self, args: &[String]) -> anyhow::Result<(Measured, Option<AgentResult>)> {
         self.runs += 1;
-        let log = self.work.join(format!("agent-{}", self.runs));
+        let log = self.work.join(format!("agent-{}-{}", self.set, self.runs));
         let termination = log.with_extension("result");
         let tmp = self.work.join("agent-tmp");
         std::fs::create_dir_all(&tmp)?;
@@ -783,13 +826,53 @@ impl Agent<'_> {
         Ok((m, AgentResult::from_termination_message(&text)))
     }
 
+    /// A backup of the set, which must have seen `docs` documents.
+    fn backup(&mut self, docs: u64) -> anyhow::Result<(Measured, BackupResult)> {
+        let args = self.common("backup");
+        let (m, result) = self.run(&args)?;
+        let Some(AgentResult::Backup(b)) = result else {
+            bail!(
+                "cairn-agent backup of {}-*: no backup result: {result:?}",
+                self.set
+            );
+        };
+        ensure!(
+            b.documents == docs,
+            "backup of {}-*: {} documents, not {docs}",
+            self.set,
+            b.documents
+        );
+        Ok((m, b))
+    }
+
+    /// A restore of the set's latest snapshot into deleted indices, counted on the server.
+    fn restore(&mut self, docs: u64, c: &Ctx<'_>) -> anyhow::Result<Measured> {
+        c.rt.block_on(c.http.delete_indices(&names(self.set, c.indices)))?;
+        let args = self.common("restore");
+        let (m, result) = self.run(&args)?;
+        let Some(AgentResult::Restore(r)) = result else {
+            bail!(
+                "cairn-agent restore of {}-*: no restore result: {result:?}",
+                self.set
+            );
+        };
+        let count = c.rt.block_on(c.http.count(&format!("{}-*", self.set)))?;
+        ensure!(
+            r.documents == docs && count == docs,
+            "restore of {}-*: {} documents restored, the server counts {count}, not {docs}",
+            self.set,
+            r.documents
+        );
+        Ok(m)
+    }
+
     fn common(&self, cmd: &str) -> Vec<String> {
         vec![
             cmd.into(),
             format!("--repository=local:{}", self.repo.display()),
             format!("--host={HOST}"),
             format!("--url={}", self.url),
-            "--include=bench-*".into(),
+            format!("--include={}-*", self.set),
             "--wait-timeout=60s".into(),
         ]
     }
@@ -806,15 +889,38 @@ fn restic(repo: &Path, cache: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-fn elasticdump_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let version = search_pinned("ELASTICDUMP_VERSION").unwrap_or("unknown");
-    let bin = testbed_cache()?.join(format!("elasticdump-{version}/node_modules/.bin/{name}"));
-    ensure!(
-        bin.is_file(),
-        "{} is missing: run `cargo xtask search-testbed`",
-        bin.display()
-    );
-    Ok(bin)
+/// How one of Stash's ways calls its tools.
+struct StashTools {
+    multi: PathBuf,
+    /// Flags of every multielasticdump call besides direction, match, input, output and the
+    /// run's own.
+    fixed: &'static [&'static str],
+    /// `restic init`'s arguments.
+    init: &'static [&'static str],
+    host: &'static str,
+}
+
+impl StashTools {
+    /// The current elasticdump (`ELASTICDUMP_VERSION`), templates left out, restic's defaults.
+    fn current() -> anyhow::Result<Self> {
+        Ok(Self {
+            multi: multielasticdump()?,
+            fixed: &["--ignoreType=template"],
+            init: &["init"],
+            host: HOST,
+        })
+    }
+
+    /// What Stash's addon image ran: elasticdump 6.84.1 with nothing but the addon's flags, into
+    /// a repository of format version 1 (restic 0.13's), host `host-0`.
+    fn shipped() -> anyhow::Result<Self> {
+        Ok(Self {
+            multi: stash_multielasticdump()?,
+            fixed: &[],
+            init: &["init", "--repository-version", "1"],
+            host: STASH_HOST,
+        })
+    }
 }
 
 /// One of Stash's ways on one set of indices: dump, `restic backup`, and with `load`, `restic
@@ -847,47 +953,42 @@ fn stash(
     set: &str,
     docs: u64,
     load: bool,
+    tools: &StashTools,
     c: &Ctx<'_>,
 ) -> anyhow::Result<StashRun> {
-    let Ctx {
-        work,
-        url,
-        server,
-        rt,
-        http,
-        indices,
-    } = *c;
-    let dir = work.join(format!("stash-{label}-{set}"));
+    let dir = c.work.join(format!("stash-{label}-{set}"));
     let dump_dir = dir.join("dump");
     let repo = dir.join("repo");
     let cache = dir.join("cache");
     std::fs::create_dir_all(&dump_dir)?;
-    let multi = elasticdump_bin("multielasticdump")?;
     run_measured(
-        &mut restic(&repo, &cache, &["init"]),
+        &mut restic(&repo, &cache, tools.init),
         &dir.join("restic-init"),
         None,
     )?;
-    let matching = format!("--match=^{set}-.*$");
-
-    let mut cmd = Command::new(&multi);
+    let mut cmd = Command::new(&tools.multi);
     cmd.args([
         "--direction=dump",
-        &matching,
-        &format!("--input={url}"),
+        &format!("--match=^{set}-.*$"),
+        &format!("--input={}", c.url),
         &format!("--output={}", dump_dir.display()),
-        "--ignoreType=template",
     ])
+    .args(tools.fixed)
     .args(&flags);
     eprintln!("  {label} {set}-*: multielasticdump dump ...");
-    let dump = run_measured(&mut cmd, &dir.join("dump"), server)?;
+    let dump = run_measured(&mut cmd, &dir.join("dump"), c.server)?;
     let dump_bytes = dir_bytes(&dump_dir);
     eprintln!("  {label} {set}-*: restic backup ...");
     let restic_backup = run_measured(
         &mut restic(
             &repo,
             &cache,
-            &["backup", "--host", HOST, dump_dir.to_str().context("path")?],
+            &[
+                "backup",
+                "--host",
+                tools.host,
+                dump_dir.to_str().context("path")?,
+            ],
         ),
         &dir.join("restic-backup"),
         None,
@@ -904,19 +1005,32 @@ fn stash(
         dump_bytes,
         repo_bytes,
     };
-    if !load {
-        // The disk space back for the next runs.
+    if load {
+        stash_restore(&mut run, set, &dir, tools, c)?;
+        // The disk space back for the next runs; the logs stay.
+        let _ = std::fs::remove_dir_all(&dump_dir);
+    } else {
         let _ = std::fs::remove_dir_all(&dir);
-        return Ok(run);
     }
+    Ok(run)
+}
 
-    // Restore: the dump back from the repository, then loaded into the server.
+/// Stash's restore of a [`stash`] run: the dump back from the repository (`restic restore`),
+/// the indices deleted, and the dump loaded into the server.
+fn stash_restore(
+    run: &mut StashRun,
+    set: &str,
+    dir: &Path,
+    tools: &StashTools,
+    c: &Ctx<'_>,
+) -> anyhow::Result<()> {
+    let label = run.label;
     let restored = dir.join("restored");
     eprintln!("  {label} {set}-*: restic restore ...");
     run.restic_restore = Some(run_measured(
         &mut restic(
-            &repo,
-            &cache,
+            &dir.join("repo"),
+            &dir.join("cache"),
             &[
                 "restore",
                 "latest",
@@ -927,28 +1041,131 @@ fn stash(
         &dir.join("restic-restore"),
         None,
     )?);
+    let dump_dir = dir.join("dump");
     let input = restored.join(dump_dir.strip_prefix("/").unwrap_or(&dump_dir));
     ensure!(input.is_dir(), "restic restore: no {}", input.display());
-    rt.block_on(http.delete_indices(&names(set, indices)))?;
-    let mut cmd = Command::new(&multi);
+    c.rt.block_on(c.http.delete_indices(&names(set, c.indices)))?;
+    let mut cmd = Command::new(&tools.multi);
     cmd.args([
         "--direction=load",
-        &matching,
+        &format!("--match=^{set}-.*$"),
         &format!("--input={}", input.display()),
-        &format!("--output={url}"),
-        "--ignoreType=template",
+        &format!("--output={}", c.url),
     ])
+    .args(tools.fixed)
     .args(&run.flags);
     eprintln!("  {label} {set}-*: multielasticdump load ...");
-    run.load = Some(run_measured(&mut cmd, &dir.join("load"), server)?);
-    let count = rt.block_on(http.count(&format!("{set}-*")))?;
+    run.load = Some(run_measured(&mut cmd, &dir.join("load"), c.server)?);
+    let count = c.rt.block_on(c.http.count(&format!("{set}-*")))?;
     ensure!(
-        count == docs,
-        "after multielasticdump load ({label}): {count} documents, not {docs}"
+        count == run.docs,
+        "after multielasticdump load ({label}): {count} documents, not {}",
+        run.docs
     );
     let _ = std::fs::remove_dir_all(&restored);
-    let _ = std::fs::remove_dir_all(&dump_dir);
-    Ok(run)
+    Ok(())
+}
+
+/// Stash as shipped against cairn-agent on the `shipped-*` subset, in the table's order: cairn's
+/// backup, Stash's, Stash's restore, cairn's. Both backups read the indices as loaded; cairn's
+/// restore comes last, into indices deleted again.
+fn stash_shipped(
+    o: &Options,
+    tools: &StashTools,
+    agent_bin: &Path,
+    c: &Ctx<'_>,
+    kv: &mut Vec<(String, String)>,
+) -> anyhow::Result<Vec<Row>> {
+    let docs = o.shipped_docs;
+    // A cluster with no legacy template fails 6.84.1's default dump (`GET /_template/*` answers
+    // 404); real ones hold some (Elasticsearch's X-Pack installs several). One that matches no
+    // index of the bench, so the dump and the load carry it as they would there.
+    c.rt.block_on(c.http.call(
+        reqwest::Method::PUT,
+        "/_template/shipped-logs",
+        Some(json!({"index_patterns": ["logs-shipped-*"], "settings": {"number_of_shards": 1}})),
+    ))?;
+    let mut agent = Agent {
+        bin: agent_bin,
+        work: c.work,
+        set: "shipped",
+        repo: c.work.join("repo-shipped"),
+        url: c.url.to_string(),
+        server: c.server,
+        runs: 0,
+    };
+    eprintln!("Stash as shipped: cairn-agent backup of shipped-* ...");
+    let (backup, b) = agent.backup(docs)?;
+    eprintln!("Stash as shipped (elasticdump 6.84.1, its defaults) ...");
+    let s = stash("shipped", Vec::new(), "shipped", docs, true, tools, c)?;
+    eprintln!("Stash as shipped: cairn-agent restore of shipped-* ...");
+    let restore = agent.restore(docs, c)?;
+    Ok(shipped_rows(&s, (backup, b.total_bytes), restore, kv))
+}
+
+/// The rows of [`stash_shipped`], and its parts' figures for the `RESULT` line.
+fn shipped_rows(
+    s: &StashRun,
+    (backup, snapshot_bytes): (Measured, u64),
+    restore: Measured,
+    kv: &mut Vec<(String, String)>,
+) -> Vec<Row> {
+    let docs = s.docs;
+    let (rr, load) = (
+        s.restic_restore.unwrap_or_default(),
+        s.load.unwrap_or_default(),
+    );
+    kv.push(("stash_shipped_dump_s".into(), format!("{:.2}", s.dump.secs)));
+    kv.push((
+        "stash_shipped_restic_backup_s".into(),
+        format!("{:.2}", s.restic_backup.secs),
+    ));
+    kv.push((
+        "stash_shipped_restic_restore_s".into(),
+        format!("{:.2}", rr.secs),
+    ));
+    kv.push(("stash_shipped_load_s".into(), format!("{:.2}", load.secs)));
+    kv.push(("stash_shipped_repo_bytes".into(), s.repo_bytes.to_string()));
+    let size = |bytes: u64| bytes as f64 / 1e6;
+    vec![
+        Row::measured(
+            "cairn_subset_backup",
+            "cairn-agent backup (defaults), the same indices",
+            backup,
+            docs,
+            format!(
+                "snapshot {:.1} MB, a repository of its own",
+                size(snapshot_bytes)
+            ),
+        ),
+        Row::measured(
+            "stash_shipped_backup",
+            "multielasticdump 6.84.1 (Stash's defaults) + restic v1",
+            s.dump.plus(s.restic_backup),
+            docs,
+            format!(
+                "dump {:.1} s + restic {:.1} s; dump dir {:.1} MB, restic repo {:.1} MB",
+                s.dump.secs,
+                s.restic_backup.secs,
+                size(s.dump_bytes),
+                size(s.repo_bytes)
+            ),
+        ),
+        Row::measured(
+            "stash_shipped_restore",
+            "restic restore + multielasticdump 6.84.1 load",
+            rr.plus(load),
+            docs,
+            format!("restic restore {:.1} s + load {:.1} s", rr.secs, load.secs),
+        ),
+        Row::measured(
+            "cairn_subset_restore",
+            "cairn-agent restore (defaults), the same indices",
+            restore,
+            docs,
+            "into deleted indices, verified".into(),
+        ),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -999,6 +1216,20 @@ struct Row {
 }
 
 impl Row {
+    /// A row of a measured child process.
+    fn measured(key: &str, what: &str, m: Measured, docs: u64, note: String) -> Row {
+        Row {
+            key: key.into(),
+            what: what.into(),
+            docs,
+            secs: m.secs,
+            rss_kib: Some(m.max_rss_kib),
+            cpu_secs: Some(m.cpu_secs),
+            server_cpu_secs: Some(m.server_cpu_secs),
+            note,
+        }
+    }
+
     fn dps(&self) -> f64 {
         self.docs as f64 / self.secs.max(1e-9)
     }
@@ -1006,7 +1237,8 @@ impl Row {
 
 fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     let total_started = Instant::now();
-    let multi = elasticdump_bin("multielasticdump")?;
+    let current = StashTools::current()?;
+    let shipped = o.baselines.then(StashTools::shipped).transpose()?;
     let load_before = super::loadavg();
     println!("cairn-agent benchmark (release build)");
     println!("machine: {}", super::machine_info());
@@ -1030,6 +1262,10 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     // The subset first: it warms the JVM up for the measured load.
     eprintln!("loading {} documents into sub-* ...", o.baseline_docs);
     let sub = rt.block_on(load_set(&http, "sub", o.baseline_docs, o))?;
+    if shipped.is_some() {
+        eprintln!("loading {} documents into shipped-* ...", o.shipped_docs);
+        rt.block_on(load_set(&http, "shipped", o.shipped_docs, o))?;
+    }
     eprintln!("loading {} documents into bench-* (raw _bulk) ...", o.docs);
     let cpu0 = process_cpu(server);
     let loaded = rt.block_on(load_set(&http, "bench", o.docs, o))?;
@@ -1064,9 +1300,18 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         tool_version(Path::new("restic"), "version"),
         format_args!(
             "elasticdump {}",
-            tool_version(&multi.with_file_name("elasticdump"), "--version")
+            tool_version(&current.multi.with_file_name("elasticdump"), "--version")
         ),
     );
+    if let Some(s) = &shipped {
+        println!(
+            "Stash as shipped: elasticdump {} on {} documents in {} indices shipped-*, restic \
+             repository format version 1, host {STASH_HOST}",
+            tool_version(&s.multi.with_file_name("elasticdump"), "--version"),
+            grouped(o.shipped_docs),
+            o.indices
+        );
+    }
     println!();
     std::io::Write::flush(&mut std::io::stdout())?;
 
@@ -1075,6 +1320,7 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     let mut kv: Vec<(String, String)> = vec![
         ("docs".into(), o.docs.to_string()),
         ("baseline_docs".into(), o.baseline_docs.to_string()),
+        ("shipped_docs".into(), o.shipped_docs.to_string()),
         ("indices".into(), o.indices.to_string()),
         ("avg_doc_bytes".into(), format!("{avg_doc:.0}")),
         ("source_bytes".into(), loaded.source_bytes.to_string()),
@@ -1131,6 +1377,7 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     let mut agent = Agent {
         bin: agent_bin,
         work,
+        set: "bench",
         repo: work.join("repo"),
         url: url.clone(),
         server,
@@ -1141,16 +1388,9 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     let mut reported_added = Vec::new();
     for n in 1..=2 {
         eprintln!("cairn-agent backup #{n} ...");
-        let args = agent.common("backup");
-        let (m, result) = agent.run(&args)?;
-        let Some(AgentResult::Backup(b)) = result else {
-            bail!("cairn-agent backup #{n}: no backup result: {result:?}");
-        };
-        ensure!(
-            b.documents == o.docs,
-            "backup #{n}: {} documents",
-            b.documents
-        );
+        let (m, b) = agent
+            .backup(o.docs)
+            .with_context(|| format!("backup #{n}"))?;
         repo_sizes.push(dir_bytes(&agent.repo));
         reported_added.push(b.added_bytes);
         agent_rows.push(m);
@@ -1177,25 +1417,38 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     // Stash's ways: backups of all the documents, and of the subset, which is then loaded back.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut stash_runs = Vec::new();
+    let c = Ctx {
+        work,
+        url: &url,
+        server,
+        rt: &rt,
+        http: &http,
+        indices: o.indices,
+    };
     if o.baselines {
         let fast = vec![
             "--limit=10000".to_string(),
             format!("--parallel={}", o.indices),
         ];
-        let c = Ctx {
-            work,
-            url: &url,
-            server,
-            rt: &rt,
-            http: &http,
-            indices: o.indices,
-        };
         for (label, flags) in [("default", Vec::new()), ("fast", fast)] {
             eprintln!("Stash's way ({label} flags) ...");
-            stash_runs.push(stash(label, flags.clone(), "bench", o.docs, false, &c)?);
-            stash_runs.push(stash(label, flags, "sub", o.baseline_docs, true, &c)?);
+            let (bench, sub) = (o.docs, o.baseline_docs);
+            stash_runs.push(stash(
+                label,
+                flags.clone(),
+                "bench",
+                bench,
+                false,
+                &current,
+                &c,
+            )?);
+            stash_runs.push(stash(label, flags, "sub", sub, true, &current, &c)?);
         }
     }
+    let shipped_rows = match &shipped {
+        Some(tools) => stash_shipped(o, tools, agent_bin, &c, &mut kv)?,
+        None => Vec::new(),
+    };
     for s in &stash_runs {
         let flags = if s.flags.is_empty() {
             format!("defaults: --limit=100 --parallel={cpus}")
@@ -1260,25 +1513,14 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
 
     // cairn-agent restore into deleted indices.
     eprintln!("cairn-agent restore ...");
-    rt.block_on(http.delete_indices(&bench_names))?;
-    let args = agent.common("restore");
-    let (restore_m, result) = agent.run(&args)?;
-    let Some(AgentResult::Restore(r)) = result else {
-        bail!("cairn-agent restore: no restore result: {result:?}");
-    };
-    let count = rt.block_on(http.count("bench-*"))?;
-    ensure!(
-        r.documents == o.docs && count == o.docs,
-        "restore: {} documents restored, the server counts {count}",
-        r.documents
-    );
+    let restore_m = agent.restore(o.docs, &c)?;
     restore_rows.insert(
         0,
         Row {
             key: "agent_restore".into(),
             what: "cairn-agent restore (defaults: 4 workers, 5000 docs/bulk, 2 indices at once)"
                 .into(),
-            docs: r.documents,
+            docs: o.docs,
             secs: restore_m.secs,
             rss_kib: Some(restore_m.max_rss_kib),
             cpu_secs: Some(restore_m.cpu_secs),
@@ -1349,13 +1591,39 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         print_row(r, &mut kv);
     }
     println!();
+    if let [cairn_backup, stash_backup, stash_restore, cairn_restore] = &shipped_rows[..] {
+        println!(
+            "STASH AS SHIPPED (elasticdump 6.84.1, its defaults, restic v1) vs cairn-agent, \
+             same run, {} documents in shipped-*",
+            grouped(o.shipped_docs)
+        );
+        header();
+        for r in &shipped_rows {
+            print_row(r, &mut kv);
+        }
+        let backup = cairn_backup.dps() / stash_backup.dps();
+        let restore = cairn_restore.dps() / stash_restore.dps();
+        println!("  cairn / Stash as shipped, docs/s: backup {backup:.1}x, restore {restore:.1}x");
+        kv.push((
+            "ratio_backup_vs_stash_shipped".into(),
+            format!("{backup:.1}"),
+        ));
+        kv.push((
+            "ratio_restore_vs_stash_shipped".into(),
+            format!("{restore:.1}"),
+        ));
+        println!();
+    }
 
     let agent_backup = &backup_rows
         .iter()
         .find(|r| r.key == "agent_backup1")
         .context("no backup row")?;
     let agent_restore = &restore_rows[0];
-    let raw_bulk = restore_rows.last().context("no raw bulk row")?;
+    let raw_bulk = restore_rows
+        .iter()
+        .find(|r| r.key == "raw_bulk")
+        .context("no raw bulk row")?;
     let first = repo_sizes[0];
     let added = repo_sizes[1].saturating_sub(repo_sizes[0]);
     let added_pct = 100.0 * added as f64 / first.max(1) as f64;
