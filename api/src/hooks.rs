@@ -47,6 +47,7 @@ pub struct PostHook {
     /// When the hook runs: `Always` (the default), `OnSuccess`, `OnFailure`, or
     /// `OnFinalRetryFailure` (a failed backup with no retry left).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::optional_enum::<HookExecutionPolicy>")]
     pub execution_policy: Option<HookExecutionPolicy>,
 }
 

@@ -17,3 +17,11 @@ pub fn base64_bytes(_: &mut SchemaGenerator) -> Schema {
         "format": "byte",
     })
 }
+
+/// An optional enum of strings: the enum's own values, `nullable` (derived, `null` would be one
+/// of the values, which kubectl's client-side validation refuses as an unknown object type).
+pub fn optional_enum<T: schemars::JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = T::json_schema(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
+}
