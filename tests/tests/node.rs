@@ -300,8 +300,7 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
         configuration(&ns, "deleted", json!({})),
     ]);
     apply(cp, &objects);
-    // The agents wait at the gate: the evicted and deleted Jobs are still running then, and the
-    // one with too little memory has not started to work yet.
+    // The agents wait at the gate: the evicted and deleted Jobs are still running then.
     search_gate.hold();
     for name in ["pull", "oom", "unschedulable", "evicted", "deleted"] {
         ready(cp, &ns, name).await;
@@ -332,7 +331,8 @@ async fn every_failure_mode_happens_for_real_and_fails_the_session_with_its_reas
         "delete job: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    running_container(cp, &ns, "oom").await;
+    // The session with too little memory is not waited for: its agent may be killed before it
+    // reaches the gate (its startup grows with the agent), and is OOM-killed either way.
     search_gate.open();
 
     for (name, want) in [
