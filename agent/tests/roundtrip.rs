@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result, ensure};
 use cairn_api::result::AgentResult;
+use cairn_tests::http::call;
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::S3Server;
 use serde_json::{Value, json};
@@ -17,32 +18,13 @@ fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
 }
 
-fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> Result<Value> {
-    let mut rb = http().request(method.clone(), url);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().with_context(|| format!("{method} {url}"))?;
-    let status = resp.status();
-    let text = resp.text()?;
-    ensure!(status.is_success(), "{method} {url}: {status}: {text}");
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 fn bulk(url: &str, lines: &[Value]) -> Result<()> {
     let mut body = String::new();
     for l in lines {
         body.push_str(&l.to_string());
         body.push('\n');
     }
-    let resp = http()
-        .post(format!("{url}/_bulk?refresh=true"))
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()?;
-    let v: Value = resp.json()?;
-    ensure!(v["errors"] == json!(false), "bulk: {v}");
-    Ok(())
+    cairn_tests::http::bulk(url, body)
 }
 
 /// Tricky content: unicode, a large document, nested and object fields, routing, aliases with

@@ -17,3 +17,15 @@ pub fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> Result<V
     ensure!(status.is_success(), "{method} {url}: {status}: {text}");
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
+
+/// A `_bulk` request to the server at `url` (refreshed), whose every document must be taken.
+pub fn bulk(url: &str, ndjson: String) -> Result<()> {
+    let resp: Value = reqwest::blocking::Client::new()
+        .post(format!("{url}/_bulk?refresh=true"))
+        .header("content-type", "application/x-ndjson")
+        .body(ndjson)
+        .send()?
+        .json()?;
+    ensure!(resp["errors"] == Value::Bool(false), "bulk: {resp}");
+    Ok(())
+}

@@ -45,14 +45,7 @@ fn populate(url: &str, index: &str, docs: u32) -> Result<()> {
         let doc = json!({"n": i, "text": format!("doc {i} Zoë 東京 \"q\"\n"), "pad": "x".repeat((i % 7) as usize * 100)});
         body.push_str(&format!("{action}\n{doc}\n"));
     }
-    let resp: Value = http()
-        .post(format!("{url}/_bulk?refresh=true"))
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()?
-        .json()?;
-    ensure!(resp["errors"] == json!(false), "bulk: {resp}");
-    Ok(())
+    cairn_tests::http::bulk(url, body)
 }
 
 /// The documents of `index` (ids and sources, in id order) as one checksum, and their count.

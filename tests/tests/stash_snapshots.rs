@@ -20,7 +20,7 @@ use anyhow::{Context, Result, ensure};
 use cairn_api::RestoreSession;
 use cairn_tests::ControlPlane;
 use cairn_tests::forward::Forward;
-use cairn_tests::http::call;
+use cairn_tests::http::{bulk, call};
 use cairn_tests::objects::apply;
 use cairn_tests::opensearch::{OpenSearch, Options, multielasticdump, stash_multielasticdump};
 use cairn_tests::s3::S3Server;
@@ -90,14 +90,7 @@ fn populate(url: &str) -> Result<()> {
             json!({"msg": format!("line {i}"), "level": if i % 2 == 0 { "info" } else { "warn" }})
         ));
     }
-    let resp: Value = reqwest::blocking::Client::new()
-        .post(format!("{url}/_bulk?refresh=true"))
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()?
-        .json()?;
-    ensure!(resp["errors"] == json!(false), "bulk: {resp}");
-    Ok(())
+    bulk(url, body)
 }
 
 /// An index as compared: count and checksum of ids and sources (in id order), its mappings,
