@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cairn_api::inventory::Description;
 use cairn_api::result::{BackupResult, RepositoryTotals};
 use cairn_api::stash_args::DumpType;
 use reqwest::Method;
@@ -134,6 +135,18 @@ async fn templates(
     Ok(out)
 }
 
+/// Every open index (hidden ones too) with its flat settings, mappings and aliases.
+pub async fn open_indices(client: &Client) -> Result<Map<String, Value>> {
+    client
+        .json(
+            Method::GET,
+            "/_all?expand_wildcards=open,hidden&flat_settings=true",
+            None,
+            "list indices",
+        )
+        .await
+}
+
 /// Reads templates and the selected indices' metadata.
 pub async fn collect(
     client: &Client,
@@ -166,15 +179,7 @@ pub async fn collect(
         .filter(|(name, body)| user_template(name, body))
         .collect();
 
-    let all: Map<String, Value> = client
-        .json(
-            Method::GET,
-            "/_all?expand_wildcards=open,hidden&flat_settings=true",
-            None,
-            "list indices",
-        )
-        .await?;
-    for (name, body) in all {
+    for (name, body) in open_indices(client).await? {
         if let Some(index) = index_plan(client, selector, slices, page_size, name, &body).await? {
             dump.indices.push(index);
         }
@@ -427,7 +432,11 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         None => None,
     };
     let source = DumpSource::new(&state, entries);
-    let snap = snapshot_file(plan)?;
+    let described = Description {
+        documents: total,
+        indices: dump.indices.len() as u64,
+    };
+    let snap = snapshot_file(plan, described)?;
     // No parent: our files' metadata says nothing about their content, and a "matched" parent
     // file would be reused without reading the server.
     let bopts = BackupOptions::default().parent_opts(ParentOptions::default().force(true));
@@ -466,6 +475,8 @@ pub fn run(plan: &BackupPlan, client: &Client) -> Result<BackupResult, Failed> {
         repository: done.totals,
         retention_error: done.retention_error,
         totals_error: done.totals_error,
+        inventory: done.inventory,
+        native: None,
     })
 }
 
@@ -475,6 +486,7 @@ struct Finished {
     totals: RepositoryTotals,
     retention_error: Option<String>,
     totals_error: Option<String>,
+    inventory: Option<u64>,
 }
 
 /// After the snapshot: retention, the repository's totals, the lock released. The snapshot is
@@ -502,6 +514,7 @@ fn finish(repository: &repo::OpenRepo, plan: &BackupPlan, lock: crate::lock::Rep
             (RepositoryTotals::default(), Some(e.to_string()))
         }
     };
+    let inventory = crate::inventory::write_after_backup(repository);
     if let Err(e) = lock.release() {
         tracing::warn!(error = %e, "could not remove the repository lock");
     }
@@ -510,6 +523,7 @@ fn finish(repository: &repo::OpenRepo, plan: &BackupPlan, lock: crate::lock::Rep
         totals,
         retention_error,
         totals_error,
+        inventory,
     }
 }
 
@@ -651,9 +665,14 @@ fn stage(
     Ok(staging)
 }
 
-/// The new snapshot: its host, the plan's tags and the identity's.
-fn snapshot_file(plan: &BackupPlan) -> Result<rustic_core::repofile::SnapshotFile, Failed> {
-    let mut sopts = SnapshotOptions::default().host(plan.host.clone());
+/// The new snapshot: its host, the plan's tags and the identity's, and what it holds.
+fn snapshot_file(
+    plan: &BackupPlan,
+    described: Description,
+) -> Result<rustic_core::repofile::SnapshotFile, Failed> {
+    let mut sopts = SnapshotOptions::default()
+        .host(plan.host.clone())
+        .description(described.to_text());
     let identity_tags = plan.identity.iter().flat_map(|i| i.tags());
     for t in plan.tags.iter().cloned().chain(identity_tags) {
         sopts = sopts

@@ -41,8 +41,15 @@ pub enum Command {
     Check(CheckArgs),
     /// Delete every file of the repository from its backend (a Repository with `wipeOut`).
     Wipe(WipeArgs),
+    /// Write one inventory line per snapshot (for the controller's Snapshot objects).
+    Inventory(InventoryArgs),
     /// Run a hook of `spec.hooks` (`preBackup`, `postRestore`, ...).
     Hook(crate::hooks::HookArgs),
+    /// Take one native snapshot through the server's `_snapshot` API (driver Native), then
+    /// apply retention to this configuration's snapshots.
+    Snapshot(SnapshotArgs),
+    /// Restore a native snapshot through the server's `_restore` API.
+    SnapshotRestore(SnapshotRestoreArgs),
 }
 
 /// `true`/`false` (and 1/0, yes/no); empty is false.
@@ -412,6 +419,10 @@ pub struct ForgetArgs {
     pub without_identity: bool,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Forget exactly this snapshot (its full id) instead of applying a retention, then write
+    /// the inventory (a Snapshot object annotated `cairn.dev/forget`).
+    #[arg(long, default_value = "")]
+    pub snapshot: String,
 }
 
 impl ForgetArgs {
@@ -438,13 +449,34 @@ impl ForgetArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct InventoryArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Also read and verify every data blob.
+    /// Also read and verify every pack's data (unless --read-data-subset names a part).
     #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub read_data: bool,
+    /// Read the data of these packs only: `all`, `n/m` or `day/m` (see `check::ReadSubset`).
+    #[arg(long, default_value = "")]
+    pub read_data_subset: String,
+}
+
+impl CheckArgs {
+    /// The packs whose data the check reads, today.
+    pub fn subset(&self) -> Result<crate::check::ReadSubset> {
+        crate::check::ReadSubset::parse(
+            &self.read_data_subset,
+            self.read_data,
+            crate::check::today(),
+        )
+        .map_err(|e| AgentError::Usage(format!("--read-data-subset: {e}")))
+    }
 }
 
 /// `wipe`: only where the repository is (`api::resolve::resolve_wipe_job` passes
@@ -453,6 +485,211 @@ pub struct CheckArgs {
 pub struct WipeArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+}
+
+/// Where a native repository lives: the Repository's backend as the Job passes it.
+#[derive(Args, Debug, Clone)]
+pub struct NativeRepoArgs {
+    /// local, s3, gcs or azure.
+    #[arg(long)]
+    pub provider: String,
+    #[arg(long, default_value = "")]
+    pub bucket: String,
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    #[arg(long, default_value = "")]
+    pub endpoint: String,
+    #[arg(long, default_value = "")]
+    pub region: String,
+    /// `local`: the directory on the cluster's nodes (under their `path.repo`).
+    #[arg(long, default_value = "")]
+    pub location: String,
+    /// The Repository's namespace and name: the server-side repository's name.
+    #[arg(long)]
+    pub repository_namespace: String,
+    #[arg(long)]
+    pub repository_name: String,
+    /// How long the server may take over a snapshot or a restore.
+    #[arg(long, default_value = "6h", value_parser = parse_long_duration)]
+    pub snapshot_timeout: Duration,
+    /// The repository's rate limits (`40mb`, `1gb`; `0` lifts them); empty: the server's
+    /// default, 40 MB/s per node.
+    #[arg(long, default_value = "")]
+    pub max_snapshot_bytes_per_sec: String,
+    #[arg(long, default_value = "")]
+    pub max_restore_bytes_per_sec: String,
+}
+
+/// A duration up to a week (`6h`, `90m`); empty means 6 hours.
+pub fn parse_long_duration(s: &str) -> std::result::Result<Duration, String> {
+    match s.trim() {
+        "" => Ok(Duration::from_secs(6 * 3600)),
+        t => cairn_api::duration::parse_go_duration(t)
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .filter(|d| !d.is_zero() && *d <= Duration::from_secs(7 * 24 * 3600))
+            .ok_or_else(|| format!("{t:?} is not a duration from 1s to 168h, e.g. 6h or 90m")),
+    }
+}
+
+impl NativeRepoArgs {
+    pub fn server_repo(&self) -> crate::native_repo::ServerRepo {
+        let mut repo = crate::native_repo::ServerRepo::new(
+            &self.repository_namespace,
+            &self.repository_name,
+            cairn_api::native::NativeLocation {
+                provider: self.provider.trim().to_string(),
+                bucket: self.bucket.trim().to_string(),
+                prefix: self.prefix.trim().to_string(),
+                endpoint: self.endpoint.trim().to_string(),
+                region: self.region.trim().to_string(),
+                path: self.location.trim().to_string(),
+                namespace: self.repository_namespace.trim().to_string(),
+            },
+        );
+        let throttles = [
+            (
+                "max_snapshot_bytes_per_sec",
+                &self.max_snapshot_bytes_per_sec,
+            ),
+            ("max_restore_bytes_per_sec", &self.max_restore_bytes_per_sec),
+        ];
+        repo.throttles = throttles
+            .into_iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, v)| (k, v.trim().to_string()))
+            .collect();
+        repo
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub repo: NativeRepoArgs,
+    #[arg(long, default_value = "")]
+    pub host: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The session's namespace, configuration and name: the snapshot's name and metadata.
+    #[arg(long)]
+    pub namespace: String,
+    #[arg(long)]
+    pub configuration: String,
+    #[arg(long)]
+    pub session: String,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Also snapshot the cluster's global state (templates, persistent settings, ...).
+    #[arg(long, default_value = "false", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub include_global_state: bool,
+}
+
+impl SnapshotArgs {
+    pub fn plan(&self) -> Result<crate::native_backup::SnapshotPlan> {
+        let identity = cairn_api::native::SnapshotIdentity {
+            namespace: self.namespace.trim().to_string(),
+            configuration: self.configuration.trim().to_string(),
+            session: self.session.trim().to_string(),
+            host: host_or_default(&self.host),
+        };
+        if let Some(why) = cairn_api::native::snapshot_name_problem(&identity.snapshot_name()) {
+            return Err(AgentError::Usage(format!(
+                "--namespace, --configuration, --session: {why}"
+            )));
+        }
+        Ok(crate::native_backup::SnapshotPlan {
+            repo: self.repo.server_repo(),
+            identity,
+            selector: self.target.selector()?,
+            include_global_state: self.include_global_state,
+            retention: self.retention.retention(),
+            wait_timeout: self.target.wait_timeout,
+            snapshot_timeout: self.repo.snapshot_timeout,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotRestoreArgs {
+    #[command(flatten)]
+    pub repo: NativeRepoArgs,
+    /// A snapshot's name, or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub snapshot: String,
+    /// The RestoreSession's namespace.
+    #[arg(long)]
+    pub namespace: String,
+    #[arg(long, default_value = "")]
+    pub source_configuration: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[arg(long, default_value = "")]
+    pub rename_pattern: String,
+    #[arg(long, default_value = "")]
+    pub rename_replacement: String,
+    #[arg(long, default_value = "true", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub include_aliases: bool,
+    /// Index settings the restored indices get, as a JSON object
+    /// (`{"index.number_of_replicas":0}`).
+    #[arg(long, default_value = "")]
+    pub index_settings: String,
+    #[arg(long, default_value = "fail")]
+    pub existing: Existing,
+}
+
+impl SnapshotRestoreArgs {
+    pub fn plan(&self) -> Result<crate::native_restore::SnapshotRestorePlan> {
+        let snapshots = split_list(&self.snapshot);
+        let [snapshot] = snapshots.as_slice() else {
+            return Err(AgentError::Usage(format!(
+                "--snapshot names {} snapshots; one restore restores one",
+                snapshots.len()
+            )));
+        };
+        if let Some(why) = cairn_api::native::snapshot_name_problem(snapshot) {
+            return Err(AgentError::Usage(format!("--snapshot: {why}")));
+        }
+        let index_settings = match self.index_settings.trim() {
+            "" => serde_json::Map::new(),
+            text => match serde_json::from_str(text) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => {
+                    return Err(AgentError::Usage(format!(
+                        "--index-settings {text:?} is not a JSON object, e.g. \
+                         {{\"index.number_of_replicas\":0}}"
+                    )));
+                }
+            },
+        };
+        Ok(crate::native_restore::SnapshotRestorePlan {
+            repo: self.repo.server_repo(),
+            snapshot: snapshot.clone(),
+            namespace: self.namespace.trim().to_string(),
+            repository_namespace: self.repo.repository_namespace.trim().to_string(),
+            source_configuration: self.source_configuration.trim().to_string(),
+            selector: self.target.selector()?,
+            rename: native_rename(&self.rename_pattern, &self.rename_replacement)?,
+            rename_pattern: self.rename_pattern.clone(),
+            rename_replacement: self.rename_replacement.clone(),
+            include_aliases: self.include_aliases,
+            index_settings,
+            existing: self.existing,
+            wait_timeout: self.target.wait_timeout,
+            snapshot_timeout: self.repo.snapshot_timeout,
+        })
+    }
+}
+
+/// The native restore's rename as cairn reads it, refused when the server would read the
+/// replacement otherwise (its target names decide what `existing` checks and deletes).
+fn native_rename(pattern: &str, replacement: &str) -> Result<Rename> {
+    if let Some(why) = cairn_api::native::rename_replacement_problem(replacement) {
+        return Err(AgentError::Usage(why));
+    }
+    Rename::new("", "", pattern, replacement)
 }
 
 #[cfg(test)]
@@ -560,6 +797,82 @@ mod tests {
         assert_eq!(plan.wait_timeout, Duration::from_secs(300));
         assert_eq!(plan.slices, None);
         assert_eq!(plan.repo.max_connections, None);
+    }
+
+    /// The catalog's native Functions, with the values a Job gives them (many empty), parse.
+    #[test]
+    fn catalog_native_lines_with_empty_values() {
+        let repo = [
+            "--provider=local",
+            "--bucket=",
+            "--prefix=",
+            "--endpoint=",
+            "--region=",
+            "--location=/snapshots",
+            "--repository-namespace=demo",
+            "--repository-name=es",
+            "--url=http://es:9200",
+            "--insecure-skip-tls-verify=false",
+            "--server-name=",
+            "--credentials-dir=",
+            "--include=*",
+            "--exclude=",
+            "--wait-timeout=300s",
+            "--snapshot-timeout=6h",
+        ];
+        let mut backup = vec![
+            "snapshot",
+            "--host=host-0",
+            "--namespace=demo",
+            "--configuration=nightly",
+            "--session=nightly-1",
+            "--keep-last=3",
+            "--keep-hourly=",
+            "--keep-daily=",
+            "--keep-weekly=",
+            "--keep-monthly=",
+            "--keep-yearly=",
+            "--dry-run=false",
+            "--include-global-state=false",
+        ];
+        backup.extend(repo);
+        let Command::Snapshot(b) = parse(&backup).unwrap().command else {
+            panic!("not snapshot")
+        };
+        let plan = b.plan().unwrap();
+        assert_eq!(plan.identity.snapshot_name(), "demo.nightly.nightly-1");
+        assert_eq!(plan.repo.name, "cairn_demo_es");
+        assert_eq!(plan.retention.keep_last, Some(3));
+        assert_eq!(plan.snapshot_timeout, Duration::from_secs(6 * 3600));
+        let mut restore = vec![
+            "snapshot-restore",
+            "--snapshot=latest",
+            "--namespace=demo",
+            "--source-configuration=",
+            "--rename-pattern=",
+            "--rename-replacement=",
+            "--include-aliases=true",
+            "--index-settings=",
+            "--existing=fail",
+        ];
+        restore.extend(repo);
+        let Command::SnapshotRestore(r) = parse(&restore).unwrap().command else {
+            panic!("not snapshot-restore")
+        };
+        assert_eq!(r.plan().unwrap().snapshot, "latest");
+        let at = restore
+            .iter()
+            .position(|a| *a == "--index-settings=")
+            .unwrap();
+        restore[at] = "--index-settings=[1]";
+        let Command::SnapshotRestore(r) = parse(&restore).unwrap().command else {
+            panic!("not snapshot-restore")
+        };
+        let e = r.plan().unwrap_err().to_string();
+        assert!(
+            e.contains("--index-settings") && e.contains("JSON object"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -352,10 +352,21 @@ impl Client {
     /// Waits until `GET /` answers and the cluster is at least yellow. Wrong credentials and a
     /// certificate that does not verify fail at once: waiting would not fix them.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<ServerInfo> {
+        self.wait(timeout, true).await
+    }
+
+    /// Waits until `GET /` answers, whatever the cluster's health: a native snapshot or
+    /// restore reports the shards it concerns itself (one red index elsewhere must not stop it).
+    pub async fn wait_answering(&self, timeout: Duration) -> Result<ServerInfo> {
+        self.wait(timeout, false).await
+    }
+
+    async fn wait(&self, timeout: Duration, yellow: bool) -> Result<ServerInfo> {
         let deadline = Instant::now() + timeout;
         let mut last;
         loop {
             match self.info().await {
+                Ok(info) if !yellow => return Ok(info),
                 Ok(info) => {
                     let health = self
                         .send(

@@ -63,6 +63,9 @@ pub fn run(args: &HookArgs) -> std::result::Result<(), Failed> {
     match action {
         Action::Http(req) => http(&req),
         Action::Tcp(addr) => tcp(&addr),
+        Action::Exec(_) => Err(AgentError::Usage(
+            "exec hooks are run by the controller, never in a Job".into(),
+        )),
     }
     .phase(phase)?;
     tracing::info!(hook = phase, "hook succeeded");

@@ -11,16 +11,20 @@
 //!   `layout`, what cairn's snapshot holds, and `stash_dump`, what Stash's addon made),
 //!   `translate` (what differs between Elasticsearch and OpenSearch) and `preflight` (the
 //!   target's own checks before a restore writes);
-//! - repository: `repo` (open, retention, totals, check) over `lock` (restic locks) over
+//! - repository: `check` (integrity, and the snapshots damage reaches) over `repo` (open,
+//!   retention, totals) over `lock` (restic locks) over
 //!   `files` (raw repository files) over `location` (where, options, credentials);
 //! - server: `search` (reading indices) over `skim` (search answers) and `client` (HTTP, with
 //!   `retry`'s policy), and
 //!   `bulk` (the `_bulk` wire format);
+//! - native snapshots (driver Native): `native_backup`, `native_restore` over
+//!   `native_retention` over `native_repo` (the server-side repository) over `client`;
 //! - shared: `budget`, `select`, `settings`, `identity`, `output`, `terminate`, `tls`, `error`.
 
 pub mod backup;
 pub mod budget;
 pub mod bulk;
+pub mod check;
 pub mod cleanup;
 pub mod cli;
 pub mod client;
@@ -30,9 +34,14 @@ pub mod error;
 pub mod files;
 pub mod hooks;
 pub mod identity;
+pub mod inventory;
 pub mod layout;
 pub mod location;
 pub mod lock;
+pub mod native_backup;
+pub mod native_repo;
+pub mod native_restore;
+pub mod native_retention;
 pub mod output;
 pub mod preflight;
 pub mod repo;

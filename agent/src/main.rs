@@ -2,12 +2,14 @@
 
 use std::process::ExitCode;
 
-use cairn_agent::cli::{CheckArgs, Cli, Command, ForgetArgs, SnapshotsArgs, WipeArgs};
+use cairn_agent::cli::{
+    CheckArgs, Cli, Command, ForgetArgs, InventoryArgs, SnapshotsArgs, WipeArgs,
+};
 use cairn_agent::client::Client;
 use cairn_agent::error::{AgentError, Failed, InPhase};
 use cairn_agent::output::{apply_priority, emit, failure};
 use cairn_agent::{files, location, repo, restore};
-use cairn_api::result::AgentResult;
+use cairn_api::result::{AgentResult, InventoryResult, RepositoryTotals};
 use clap::Parser;
 
 /// glibc gives every busy thread its own malloc arena, and each arena keeps the page and chunk
@@ -92,7 +94,11 @@ fn main() -> ExitCode {
     match outcome {
         Ok(Some(result)) => {
             emit(&result);
-            ExitCode::SUCCESS
+            match result {
+                // The check ran and found damage (1 is kept for a check that could not run).
+                AgentResult::Check(c) if !c.ok => ExitCode::from(3),
+                _ => ExitCode::SUCCESS,
+            }
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(f) => {
@@ -121,7 +127,20 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
         Command::Forget(args) => forget(&args),
         Command::Wipe(args) => wipe(&args),
         Command::Check(args) => check(&args),
+        Command::Inventory(args) => inventory(&args),
         Command::Hook(args) => cairn_agent::hooks::run(&args).map(|()| None),
+        Command::Snapshot(args) => {
+            let plan = args.plan().phase("config")?;
+            let client =
+                Client::new(&args.target.client_options().phase("config")?).phase("config")?;
+            cairn_agent::native_backup::run(&plan, &client).map(|r| Some(AgentResult::Backup(r)))
+        }
+        Command::SnapshotRestore(args) => {
+            let plan = args.plan().phase("config")?;
+            let client =
+                Client::new(&args.target.client_options().phase("config")?).phase("config")?;
+            cairn_agent::native_restore::run(&plan, &client).map(|r| Some(AgentResult::Restore(r)))
+        }
     }
 }
 
@@ -152,11 +171,31 @@ fn snapshots(args: &SnapshotsArgs) -> Result<Option<AgentResult>, Failed> {
     Ok(None)
 }
 
+/// `inventory`: every snapshot's line, then the repository's totals as the result.
+fn inventory(args: &InventoryArgs) -> Result<Option<AgentResult>, Failed> {
+    let opts = args.repo.options();
+    let loc = args.repo.location().phase("config")?;
+    // A repository not made yet (a new Repository) holds no snapshot.
+    if !files::Store::new(&loc, &opts)
+        .phase("config")?
+        .has_config()
+        .phase("repository")?
+    {
+        return Ok(Some(AgentResult::Inventory(InventoryResult::default())));
+    }
+    let be = repo::backend(&loc, &opts).phase("repository")?;
+    let r = repo::open(be, &opts, false).phase("repository")?;
+    listed(&r).map(Some)
+}
+
 /// `forget`: retention under an exclusive lock (a shared one for a dry run).
 fn forget(args: &ForgetArgs) -> Result<Option<AgentResult>, Failed> {
     let opts = args.repo.options();
     let be = repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
     let r = repo::open(be, &opts, false).phase("repository")?;
+    if !args.snapshot.is_empty() {
+        return forget_one(&r, args);
+    }
     let retention = args.retention.retention();
     let scope = args.scope().phase("config")?;
     // restic's forget and prune lock exclusively; so do we.
@@ -174,6 +213,49 @@ fn forget(args: &ForgetArgs) -> Result<Option<AgentResult>, Failed> {
         serde_json::json!({ "kept": out.kept, "removed": out.removed })
     );
     Ok(None)
+}
+
+/// `forget --snapshot <id>`: that snapshot alone, under an exclusive lock, then the inventory.
+fn forget_one(r: &repo::OpenRepo, args: &ForgetArgs) -> Result<Option<AgentResult>, Failed> {
+    let id = args.snapshot.trim();
+    let snap = r
+        .get_snapshot_from_str(id, |_| true)
+        .map_err(|e| AgentError::rustic(&format!("snapshot {id}"), e))
+        .phase("retention")?;
+    if snap.id.to_hex().as_str() != id {
+        return Err(AgentError::Usage(format!(
+            "--snapshot {id:?}: give the snapshot's full id ({})",
+            snap.id.to_hex().as_str()
+        )))
+        .phase("config");
+    }
+    let lock = cairn_agent::lock::RepoLock::acquire(
+        files::Store::new(&args.repo.location().phase("config")?, &args.repo.options())
+            .phase("config")?,
+        r,
+        true,
+    )
+    .phase("repository")?;
+    r.delete_snapshots(&[snap.id])
+        .map_err(|e| AgentError::rustic("forget", e))
+        .phase("retention")?;
+    lock.release().phase("retention")?;
+    tracing::info!(snapshot = %snap.id, "forgotten");
+    listed(r).map(Some)
+}
+
+/// Every snapshot's inventory line, and the result with the repository's totals.
+fn listed(r: &repo::OpenRepo) -> Result<AgentResult, Failed> {
+    let snapshots = cairn_agent::inventory::write(r).phase("repository")?;
+    let (snapshot_count, size_bytes) = repo::totals(r).phase("repository")?;
+    Ok(AgentResult::Inventory(InventoryResult {
+        snapshots,
+        repository: RepositoryTotals {
+            snapshot_count,
+            size_bytes,
+            integrity: None,
+        },
+    }))
 }
 
 /// `wipe`: every file of the repository deleted, by someone who can open it.
@@ -194,19 +276,18 @@ fn wipe(args: &WipeArgs) -> Result<Option<AgentResult>, Failed> {
     Ok(None)
 }
 
-/// `check`: the repository's integrity, failing when it has errors.
+/// `check`: the repository's integrity, and which snapshots its damage reaches.
 fn check(args: &CheckArgs) -> Result<Option<AgentResult>, Failed> {
+    let subset = args.subset().phase("config")?;
     let opts = args.repo.options();
-    let be = repo::backend(&args.repo.location().phase("config")?, &opts).phase("repository")?;
-    let r = repo::open(be, &opts, false).phase("repository")?;
-    let ok = repo::check(&r, args.read_data).phase("verify")?;
-    println!("{}", serde_json::json!({ "integrity": ok }));
-    if ok {
-        Ok(None)
-    } else {
-        Err(Failed {
-            phase: "verify",
-            error: AgentError::Repository("the check found errors".into()),
-        })
-    }
+    let loc = args.repo.location().phase("config")?;
+    let be = repo::backend(&loc, &opts).phase("repository")?;
+    let r = repo::open(be.clone(), &opts, false).phase("repository")?;
+    // A shared lock, as backups take: restic's prune (exclusive) does not delete packs
+    // under the check.
+    let store = files::Store::new(&loc, &opts).phase("config")?;
+    let lock = cairn_agent::lock::RepoLock::acquire(store, &r, false).phase("repository")?;
+    let result = cairn_agent::check::run(r, be.as_ref(), subset).phase("check")?;
+    lock.release().phase("check")?;
+    Ok(Some(AgentResult::Check(result)))
 }

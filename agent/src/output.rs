@@ -5,6 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_api::progress::ProgressLine;
 use cairn_api::result::{AgentResult, FailureResult, TERMINATION_LOG};
 
 use crate::error::{AgentError, Failed, Result};
@@ -51,36 +52,6 @@ type Counter = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
 /// How often a progress line is written.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// One progress line: a JSON object on a line of its own on stdout, `"kind": "progress"`
-/// (the result, the last line, has another kind). A contract: `kubectl cairn` reads it (see
-/// the README, "Progress lines").
-#[derive(serde::Serialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ProgressLine {
-    pub kind: &'static str,
-    /// What the agent is doing: `dump` while a backup reads and saves the documents,
-    /// `restore` while a restore loads them.
-    pub phase: &'static str,
-    pub documents: u64,
-    /// The documents the run expects in all (counted before it started; for a restore, the
-    /// snapshot's of the indices it loads).
-    pub documents_total: u64,
-    /// Bytes of documents read so far (a restore: of the `_bulk` bodies the server took).
-    pub bytes: u64,
-    /// Since the previous line.
-    pub documents_per_second: f64,
-    pub bytes_per_second: f64,
-    pub elapsed_seconds: f64,
-    /// `true` on the phase's last line.
-    pub done: bool,
-}
-
-impl ProgressLine {
-    pub fn to_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
 /// Writes a [`ProgressLine`] every [`PROGRESS_EVERY`] while a phase lasts, and its last one
 /// when it ends.
 pub struct Progress {
@@ -102,8 +73,8 @@ impl Ticker {
         let (docs, bytes) = (self.counter)();
         let secs = self.last.2.elapsed().as_secs_f64().max(0.001);
         let line = ProgressLine {
-            kind: "progress",
-            phase: self.phase,
+            kind: cairn_api::progress::KIND.into(),
+            phase: self.phase.into(),
             documents: docs,
             documents_total: self.total,
             bytes,

@@ -1,6 +1,6 @@
 //! Repository operations: the rustic backend for a location (an object store's with a deadline
-//! on every request), opening (and initialising on first use), retention, totals, checks and
-//! finding a snapshot.
+//! on every request), opening (and initialising on first use), retention, totals and finding a
+//! snapshot.
 //!
 //! rustic_core takes no locks (it is lock-free by design, with two-phase deletion that we turn
 //! into restic's instant deletion for prune); backup and forget hold a restic lock of their own
@@ -16,8 +16,8 @@ use bytes::Bytes;
 use rustic_backend::{LocalBackend, RestBackend};
 use rustic_core::repofile::SnapshotFile;
 use rustic_core::{
-    CheckOptions, ConfigOptions, Credentials, ErrorKind, FileType, ForgetGroups, Grouped, Id,
-    KeepOptions, KeyOptions, OpenStatus, PruneOptions, ReadBackend, Repository, RepositoryBackends,
+    ConfigOptions, Credentials, ErrorKind, FileType, ForgetGroups, Grouped, Id, KeepOptions,
+    KeyOptions, OpenStatus, PruneOptions, ReadBackend, Repository, RepositoryBackends,
     RepositoryOptions, RusticError, RusticResult, SnapshotGroupCriterion, StringList, WriteBackend,
 };
 
@@ -291,7 +291,7 @@ impl Retention {
             || !self.keep_tags.is_empty()
     }
 
-    fn keep_options(&self) -> Result<KeepOptions> {
+    pub fn keep_options(&self) -> Result<KeepOptions> {
         let n = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
         let mut k = KeepOptions::default()
             .keep_last(n(self.keep_last))
@@ -403,17 +403,6 @@ pub fn totals(repo: &OpenRepo) -> Result<(u64, u64)> {
         .find(|i| i.tpe == FileType::Snapshot)
         .map_or(0, |i| i.count);
     Ok((count, size))
-}
-
-/// A structural check (and reading all data when asked). `Ok(false)` when errors were found.
-pub fn check(repo: &OpenRepo, read_data: bool) -> Result<bool> {
-    let results = repo
-        .check(CheckOptions::default().read_data(read_data))
-        .map_err(|e| AgentError::rustic("check", e))?;
-    for (level, err) in &results.0 {
-        tracing::warn!(?level, error = %err, "check finding");
-    }
-    Ok(results.is_ok().is_ok())
 }
 
 /// Finds the snapshot to restore: an id (prefix) or `latest`, among those of `host` when given,

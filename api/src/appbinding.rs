@@ -2,7 +2,7 @@
 //! read as they are. We also ship its CRD for clusters without KubeDB.
 
 use k8s_openapi::ByteString;
-use kube::CustomResource;
+use kube::{CustomResource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -161,6 +161,34 @@ impl AppBinding {
         url
     }
 
+    /// The name of the Service whose pods an `exec` hook runs in, or why there is none. Only a
+    /// Service in the AppBinding's own namespace: admission asked whether the hook's writer may
+    /// exec there, never elsewhere, so `clientConfig.service.namespace` naming another namespace
+    /// is refused rather than followed.
+    pub fn exec_service(&self) -> Result<&str, String> {
+        let name = self.name_any();
+        let svc = self.spec.client_config.service.as_ref().ok_or_else(|| {
+            format!("AppBinding {name:?} has no clientConfig.service: exec hooks run in the pods behind it")
+        })?;
+        let own = self.metadata.namespace.as_deref().unwrap_or_default();
+        match svc.namespace.as_deref() {
+            Some(other) if !other.is_empty() && other != own => Err(format!(
+                "AppBinding {name:?}: clientConfig.service.namespace is {other:?}, and exec hooks \
+                 run only in the session's namespace {own:?} (where the writer's right to exec \
+                 was checked); point the AppBinding at a Service in {own:?}"
+            )),
+            _ => Ok(&svc.name),
+        }
+    }
+
+    /// The host of [`Self::url`]: where a hook without `host` connects (Stash's default is the
+    /// target's pod; this is the Service or URL in front of it).
+    pub fn host(&self) -> Option<String> {
+        let url = url::Url::parse(&self.url()).ok()?;
+        url.host_str()
+            .map(|h| h.trim_matches(['[', ']']).to_string())
+    }
+
     /// [`Self::url`] without any `user:password@` written into it: credentials reach the agent
     /// only from the AppBinding's Secret, never through a Job's arguments or its preview.
     pub fn url_without_credentials(&self) -> String {
@@ -196,4 +224,43 @@ pub fn without_userinfo(url: &str) -> String {
 /// Whether `url` carries a `user:password@` part.
 pub fn url_has_userinfo(url: &str) -> bool {
     without_userinfo(url) != url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(service: serde_json::Value) -> AppBinding {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
+            "metadata": {"name": "es", "namespace": "shop"},
+            "spec": {"clientConfig": {"service": service}}}))
+        .expect("an AppBinding")
+    }
+
+    #[test]
+    fn exec_hooks_follow_only_a_service_of_the_bindings_own_namespace() {
+        assert_eq!(
+            binding(serde_json::json!({"name": "es"})).exec_service(),
+            Ok("es")
+        );
+        let same = binding(serde_json::json!({"name": "es", "namespace": "shop"}));
+        assert_eq!(same.exec_service(), Ok("es"));
+        let other = binding(serde_json::json!({"name": "es", "namespace": "kube-system"}));
+        let why = other.exec_service().expect_err("another namespace");
+        assert!(
+            why.contains("clientConfig.service.namespace is \"kube-system\""),
+            "{why}"
+        );
+        let none: AppBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
+            "metadata": {"name": "es", "namespace": "shop"},
+            "spec": {"clientConfig": {"url": "http://es:9200"}}}))
+        .expect("an AppBinding");
+        assert!(
+            none.exec_service()
+                .unwrap_err()
+                .contains("no clientConfig.service")
+        );
+    }
 }

@@ -215,4 +215,16 @@ pub struct SnapshotSummary {
     /// Indices backed up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indices: Option<i64>,
+    /// `native` for the server's own snapshot (driver Native); absent for restic's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// A native snapshot's shards copied, of how many (`2/2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<String>,
+    /// A native snapshot's files in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<i64>,
+    /// How long the session took over a native snapshot (`1m5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
 }

@@ -5,7 +5,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 use crate::{
-    AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
+    AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Snapshot,
+    Task,
 };
 
 /// cairn's own CRDs, with the file each is written to (relative to `manifests/`).
@@ -20,6 +21,11 @@ pub fn cairn_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("crds/cairn.dev_restoresessions.yaml", RestoreSession::crd()),
         ("crds/cairn.dev_tasks.yaml", Task::crd()),
         ("crds/cairn.dev_functions.yaml", Function::crd()),
+        ("crds/cairn.dev_snapshots.yaml", Snapshot::crd()),
+        (
+            "crds/cairn.dev_backupblueprints.yaml",
+            crate::BackupBlueprint::crd(),
+        ),
     ]
 }
 

@@ -3,7 +3,9 @@
 //! of them. A pre hook runs as the first container of the session's Job, before any data is
 //! read; a post hook runs in a Job of its own that the controller starts once the session has
 //! ended, when its [`HookExecutionPolicy`] says so, with its templates rendered
-//! ([`crate::hook_template`]). What cairn does not run yet is refused by admission
+//! ([`crate::hook_template`]). An `exec` hook is run by the controller itself ([`ExecHook`]),
+//! in a pod of the target, and only for users who may exec there themselves (admission's
+//! SubjectAccessReview). What cairn does not run is refused by admission
 //! ([`Handler::refusals`]), never accepted and skipped.
 
 use std::collections::BTreeMap;
@@ -125,6 +127,32 @@ pub enum Action<'a> {
     Http(HttpRequest<'a>),
     /// `host:port` to connect to.
     Tcp(String),
+    /// A command the controller runs in a pod of the target ([`ExecHook`]).
+    Exec(&'a [String]),
+}
+
+/// An `exec` hook as the controller runs it: in the first Running pod (by name) behind the
+/// `clientConfig.service` of the target AppBinding, in `containerName` (else the pod's first
+/// container).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecHook {
+    /// Stash's name of the hook (`preBackup`, `postRestore`, ...).
+    pub name: &'static str,
+    /// The handler, its templates rendered (post hooks).
+    pub handler: Handler,
+    /// The AppBinding the session works on, in the session's namespace.
+    pub app_binding: String,
+}
+
+impl ExecHook {
+    /// The command to run.
+    pub fn command(&self) -> &[String] {
+        self.handler
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 impl HookExecutionPolicy {
@@ -175,15 +203,25 @@ fn scheme(s: Option<&str>) -> Result<&'static str, String> {
     }
 }
 
-/// The host, required: Stash's default (an IP of the target's pod) needs a pod cairn does not
-/// pick for hooks yet.
+/// The host: set, or the target's filled in by [`Handler::with_default_host`].
 fn host(h: Option<&str>) -> Result<&str, String> {
     h.filter(|h| !h.is_empty()).ok_or_else(|| {
-        "host is required: the default (the target's pod) needs a pod, which cairn does not \
-         pick for hooks yet; name the host, e.g. a Service's DNS name"
+        "host is required: the target AppBinding has no URL or Service whose host it could \
+         default to; name the host, e.g. a Service's DNS name"
             .to_string()
     })
 }
+
+/// Sets `host` to `default` when it is unset or empty.
+fn default_host(host: &mut Option<String>, default: &str) {
+    if host.as_deref().is_none_or(str::is_empty) {
+        *host = Some(default.to_string());
+    }
+}
+
+/// What admission checks a hook without `host` with: its host is the target's, known only
+/// when the Job is resolved.
+const TARGET_HOST: &str = "the-target";
 
 fn url(
     scheme_: Option<&str>,
@@ -238,14 +276,16 @@ impl Handler {
                 "exactly one of exec, httpGet, httpPost or tcpSocket must be set".into(),
             ));
         }
-        if self.exec.is_some() {
-            return Err((
-                "exec",
-                "exec hooks are not supported yet: they need the controller's pods/exec right \
-                 and a check that you may exec into the target's pods; use httpGet, httpPost or \
-                 tcpSocket"
-                    .into(),
-            ));
+        if let Some(e) = &self.exec {
+            return match e.command.as_deref() {
+                Some(command) if command.first().is_some_and(|c| !c.is_empty()) => {
+                    Ok(Action::Exec(command))
+                }
+                _ => Err((
+                    "exec.command",
+                    "name the command to run, e.g. [\"/bin/sh\", \"-c\", \"sync\"]".into(),
+                )),
+            };
         }
         if let Some(g) = &self.http_get {
             let url = url(
@@ -288,7 +328,7 @@ impl Handler {
     /// to render yet).
     pub fn refusals(&self, templates: bool) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        if let Err((path, why)) = self.action() {
+        if let Err((path, why)) = self.with_default_host(TARGET_HOST).action() {
             out.push((path.to_string(), why));
         }
         let mut texts = Vec::new();
@@ -309,6 +349,27 @@ impl Handler {
             }
         }
         out
+    }
+
+    /// The handler with `host` set to `target` (the host of the target AppBinding) where it is
+    /// unset: Stash's default is the target's pod.
+    pub fn with_default_host(&self, target: &str) -> Handler {
+        let mut h = self.clone();
+        if let Some(g) = h.http_get.as_mut() {
+            default_host(&mut g.host, target);
+        }
+        if let Some(p) = h.http_post.as_mut() {
+            default_host(&mut p.host, target);
+        }
+        if let Some(t) = h.tcp_socket.as_mut() {
+            default_host(&mut t.host, target);
+        }
+        h
+    }
+
+    /// Whether the controller runs it (`exec`) rather than a hook container.
+    pub fn is_exec(&self) -> bool {
+        self.exec.is_some()
     }
 
     /// The handler with every string rendered from the session's summary `values`.

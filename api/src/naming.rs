@@ -69,6 +69,19 @@ pub fn session_name_for_slot(config: &str, slot_unix_seconds: i64) -> String {
     fit("", config, &format!("-{slot_unix_seconds}"))
 }
 
+/// How many characters the API server appends to a `generateName`.
+pub const GENERATED_SUFFIX_LEN: usize = 5;
+
+/// The `generateName` of a session made by hand (`kubectl cairn backup`, `restore`):
+/// `<base>-`, `base` shortened (with its hash) so the generated name is a DNS label of at most
+/// 63 characters. A BackupSession so named never takes a schedule slot's name: a slot's name
+/// ends in `-<slot>`, 10 digits (Unix seconds, from 2001 to 2286), while the generated name
+/// ends in `-` and the server's 5 random characters.
+pub fn generate_name(base: &str) -> String {
+    let max = MAX_LABEL_LEN - 1 - GENERATED_SUFFIX_LEN;
+    format!("{}-", fit_within(max, "", base, ""))
+}
+
 /// The backup Job of a session: `cairn-backup-<session>`, shortened to fit 63 characters.
 pub fn backup_job_name(session: &str) -> String {
     let (stem, slot) = split_slot(session);
@@ -142,6 +155,23 @@ pub fn is_label_value(s: &str) -> bool {
     }
 }
 
+/// The inventory Job of Repository `repo` for the request `request` (the value of its
+/// `cairn.dev/inventory` annotation; empty at creation): one Job per request.
+pub fn inventory_job_name(repo: &str, request: &str) -> String {
+    label_value(&format!("cairn-inventory-{repo}-{}", short_hash(request))).to_ascii_lowercase()
+}
+
+/// The integrity check Job of Repository `repo` for the schedule slot `slot` (Unix seconds).
+pub fn check_job_name(repo: &str, slot: i64) -> String {
+    label_value(&format!("cairn-check-{repo}-{slot}")).to_ascii_lowercase()
+}
+
+/// The Job that forgets snapshot `id` of Repository `repo`.
+pub fn forget_job_name(repo: &str, id: &str) -> String {
+    let short = id.get(..16).unwrap_or(id);
+    label_value(&format!("cairn-forget-{repo}-{short}")).to_ascii_lowercase()
+}
+
 /// Makes any string a valid label value: `s` itself when it is one, otherwise its characters
 /// that a label value may hold (others become `-`), cut to fit, then `-<hash of s>`.
 pub fn label_value(s: &str) -> String {
@@ -191,18 +221,24 @@ fn is_label_value_char(c: u8) -> bool {
 /// (or are not label material), the whole string is cut and hashed instead, so the result is
 /// always a DNS label.
 fn fit(prefix: &str, head: &str, suffix: &str) -> String {
+    fit_within(MAX_LABEL_LEN, prefix, head, suffix)
+}
+
+/// [`fit`] into at most `max` characters (`max` > [`HASH_LEN`] + 1).
+fn fit_within(max: usize, prefix: &str, head: &str, suffix: &str) -> String {
+    let fits = |s: &str| s.len() <= max && is_dns_label(s);
     let plain = format!("{prefix}{head}{suffix}");
-    if is_dns_label(&plain) {
+    if fits(&plain) {
         return plain;
     }
-    let room = MAX_LABEL_LEN.saturating_sub(prefix.len() + suffix.len() + HASH_LEN + 1);
+    let room = max.saturating_sub(prefix.len() + suffix.len() + HASH_LEN + 1);
     let candidate = join_hash(prefix, &shorten(head, room), &short_hash(head), suffix);
-    if is_dns_label(&candidate) {
+    if fits(&candidate) {
         return candidate;
     }
     join_hash(
         "",
-        &shorten(&plain, MAX_LABEL_LEN - HASH_LEN - 1),
+        &shorten(&plain, max - HASH_LEN - 1),
         &short_hash(&plain),
         "",
     )
@@ -267,9 +303,44 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
     })
 }
 
+/// Bytes as `12.3 MiB` (what `totalSize` shows).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_names_fit_and_never_take_a_slot() {
+        assert_eq!(generate_name("nightly-now"), "nightly-now-");
+        let long = "a".repeat(80);
+        for base in [long.as_str(), "Dots.In.Name-now", "x"] {
+            let prefix = generate_name(base);
+            let name = format!("{prefix}24680");
+            assert!(is_dns_label(&name), "{name}");
+            assert!(
+                prefix.len() + GENERATED_SUFFIX_LEN <= MAX_LABEL_LEN,
+                "{prefix}"
+            );
+            // The server's 5 characters, even all digits, are never a 10-digit slot.
+            let slot = session_name_for_slot(prefix.trim_end_matches('-'), 1_765_000_000);
+            assert_ne!(name, slot);
+            assert_ne!(split_slot(&name).1.len(), "-1765000000".len());
+        }
+    }
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -490,5 +561,11 @@ mod tests {
             .map(|slot| backup_job_name(&session_name_for_slot(config, 1_700_000_000 + slot)))
             .collect();
         assert_eq!(jobs.len(), 200);
+    }
+
+    #[test]
+    fn humane_numbers() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

@@ -57,6 +57,12 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RepositorySpec {
+    /// What the repository holds: `Restic` (the default), a restic-format repository the
+    /// agent writes; or `Native`, the server's own snapshots (its `_snapshot` API), written by
+    /// the database's data nodes with credentials from the cluster's keystore. Native
+    /// repositories are used by the `elasticsearch-snapshot` Tasks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<crate::native::StorageDriver>,
     /// The storage backend: exactly one provider block, and the Secret with the repository
     /// password and the provider credentials.
     pub backend: Backend,
@@ -66,6 +72,29 @@ pub struct RepositorySpec {
     /// Which namespaces' BackupConfigurations and RestoreSessions may use this repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_policy: Option<UsagePolicy>,
+    /// Check the repository's integrity on a schedule (cairn's; none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_check: Option<IntegrityCheck>,
+}
+
+/// A scheduled integrity check: `cairn-agent check` in a Job of the Repository's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrityCheck {
+    /// When to check, a five-field cron expression in UTC (e.g. `0 3 * * *`).
+    pub schedule: String,
+    /// Which packs' data each check reads: `all`, `n/m`, or `day/m` (a different m-th each
+    /// day, so m days read everything; the default is `day/7`). Empty reads the
+    /// structure only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_data_subset: Option<String>,
+}
+
+impl IntegrityCheck {
+    /// The subset a check reads: `day/7` unless set.
+    pub fn read_data_subset(&self) -> &str {
+        self.read_data_subset.as_deref().unwrap_or("day/7")
+    }
 }
 
 /// The storage backend of a repository.
@@ -73,6 +102,8 @@ pub struct RepositorySpec {
 #[serde(rename_all = "camelCase")]
 pub struct Backend {
     /// Secret in the Repository's namespace with `RESTIC_PASSWORD` and the provider credentials.
+    /// Required for `driver: Restic`; unused for `driver: Native`.
+    #[serde(default)]
     pub storage_secret_name: String,
     /// A volume mounted into the Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +249,22 @@ impl Backend {
             &None
         };
         p.as_deref().map(|p| p.trim_matches('/'))
+    }
+
+    /// A local repository's path (`mountPath` joined with `subPath`): inside the Job for
+    /// restic, on the cluster's nodes for a native repository; empty for other providers.
+    pub fn local_path(&self) -> String {
+        let Some(local) = &self.local else {
+            return String::new();
+        };
+        match local.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => format!(
+                "{}/{}",
+                local.mount_path.trim_end_matches('/'),
+                sub.trim_matches('/')
+            ),
+            None => local.mount_path.clone(),
+        }
     }
 
     /// `maxConnections` of the providers that have it.
@@ -502,6 +549,93 @@ pub struct RepositoryStatus {
     /// The configurations and sessions that use this repository.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<TypedObjectReference>,
+    /// The last scheduled integrity check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckStatus>,
+    /// The last inventory of its snapshots taken by a Job (at creation, and for each new value
+    /// of the annotation `cairn.dev/inventory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<RepositoryInventory>,
+}
+
+/// One scheduled integrity check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// The schedule slot it ran for.
+    pub slot: Time,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Which packs' data it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_data_subset: Option<String>,
+    /// The snapshots it found damaged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged_snapshots: Option<i64>,
+    /// Why it could not tell (the Job failed without a check result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Annotation on a Repository: set a new value (e.g. the time) to have its snapshots listed
+/// again into Snapshot objects.
+pub const INVENTORY_ANNOTATION: &str = "cairn.dev/inventory";
+
+/// One inventory of a repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryInventory {
+    /// The annotation's value it was taken for (empty: the one at creation).
+    pub request: String,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// The snapshots it listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<i64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RepositorySpec {
+    /// What the repository holds (`Restic` unless set).
+    pub fn driver(&self) -> crate::native::StorageDriver {
+        self.driver.unwrap_or_default()
+    }
+}
+
+impl Repository {
+    /// The backend when the agent itself reads and writes it (driver Restic): the one whose
+    /// storage Secret and local volume go into Jobs. `None` for a native repository, which
+    /// the server reaches on its own.
+    pub fn restic_backend(&self) -> Option<&Backend> {
+        (self.spec.driver() == crate::native::StorageDriver::Restic).then_some(&self.spec.backend)
+    }
+
+    /// The inventory request now: the annotation's value, empty without one.
+    pub fn inventory_request(&self) -> String {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(INVENTORY_ANNOTATION))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether an inventory for the current request is still to be taken (restic
+    /// repositories only: a native one's snapshots are the server's to list).
+    pub fn needs_inventory(&self) -> bool {
+        if self.restic_backend().is_none() {
+            return false;
+        }
+        let request = self.inventory_request();
+        self.status
+            .as_ref()
+            .and_then(|s| s.inventory.as_ref())
+            .is_none_or(|i| i.request != request)
+    }
 }
 
 /// A reference to an object of any kind.

@@ -23,7 +23,7 @@ use crate::common::{
 };
 use crate::defaults::{CatalogDefaults, DEFAULT_ALIAS, Direction};
 use crate::dereference::{Dereferenced, References};
-use crate::hooks::{Handler, PostHook};
+use crate::hooks::{ExecHook, Handler, PostHook};
 use crate::naming::{
     LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY,
     interim_pvc_name, label_value,
@@ -64,6 +64,9 @@ pub struct InstallSettings {
     pub catalog: CatalogDefaults,
     /// What admission and the resolver allow (the Pod Security Standard of every Job).
     pub policy: Policy,
+    /// The controller's user name (`system:serviceaccount:<namespace>:<name>`): the only
+    /// writer of Snapshot objects admission admits. Empty: nobody.
+    pub controller_user: String,
 }
 
 impl Default for InstallSettings {
@@ -73,6 +76,7 @@ impl Default for InstallSettings {
             image_pull_policy: None,
             catalog: CatalogDefaults::default(),
             policy: Policy::default(),
+            controller_user: String::new(),
         }
     }
 }
@@ -387,6 +391,9 @@ pub fn resolve_dereferenced(
         .task
         .as_deref()
         .ok_or_else(|| missing("Task", None, &task_name))?;
+    if let Some(why) = crate::native::driver_mismatch(task, repository) {
+        refuse(source, std::iter::once(format!("spec.task.name: {why}")))?;
+    }
     if let Some((step, function)) = found.missing_functions.first() {
         return Err(ResolveError::MissingFunction {
             task: task_name,
@@ -412,10 +419,8 @@ fn check_repository_lends(
 ) -> Result<(), ResolveError> {
     let (repo_ns, repo_name) = &found.repository_key;
     if let Some(problem) = repository
-        .spec
-        .backend
-        .local
-        .as_ref()
+        .restic_backend()
+        .and_then(|b| b.local.as_ref())
         .and_then(|l| l.mount_path_problem())
     {
         refuse(
@@ -538,7 +543,7 @@ fn repository_variables(v: &mut Vars, source: &JobSource<'_>, repo: &Repository)
         backend.storage_secret_name.clone(),
     );
     set(v, "REPOSITORY_URL", repository_url(backend));
-    set(v, "REPOSITORY_PATH", local_repository_path(backend));
+    set(v, "REPOSITORY_PATH", backend.local_path());
     set(v, "REPOSITORY_SECRET_DIR", REPOSITORY_SECRET_DIR.into());
     set(
         v,
@@ -552,9 +557,17 @@ fn repository_variables(v: &mut Vars, source: &JobSource<'_>, repo: &Repository)
 
 /// What is backed up or restored into: the AppBinding.
 fn target_variables(v: &mut Vars, source: &JobSource<'_>, app: &AppBinding) {
-    set(v, "TARGET_KIND", source.target_ref.kind.clone());
-    set(v, "TARGET_NAME", source.target_ref.name.clone());
-    set(v, "TARGET_NAMESPACE", source.namespace.into());
+    let target = &source.target_ref;
+    app_variables(v, &target.kind, &target.name, source.namespace, app);
+    set(v, "TARGET_ARGS", source.target_args.join(" "));
+}
+
+/// The `TARGET_*` variables an AppBinding gives (all but `TARGET_ARGS`): a Job's, and those a
+/// BackupBlueprint resolves when it makes a target's Repository and configuration.
+pub fn app_variables(v: &mut Vars, kind: &str, name: &str, namespace: &str, app: &AppBinding) {
+    set(v, "TARGET_KIND", kind.into());
+    set(v, "TARGET_NAME", name.into());
+    set(v, "TARGET_NAMESPACE", namespace.into());
     set(
         v,
         "TARGET_APP_VERSION",
@@ -589,7 +602,6 @@ fn target_variables(v: &mut Vars, source: &JobSource<'_>, app: &AppBinding) {
             String::new()
         },
     );
-    set(v, "TARGET_ARGS", source.target_args.join(" "));
 }
 
 /// The host (alias) and, for a restore, the rule that applies to it.
@@ -718,23 +730,8 @@ pub fn repository_location(backend: &Backend) -> Option<crate::location::Locatio
         Provider::Rest => Location::Rest {
             url: backend.endpoint(),
         },
-        Provider::Local => Location::Local(local_repository_path(backend).into()),
+        Provider::Local => Location::Local(backend.local_path().into()),
     })
-}
-
-/// Path of a local repository inside the Job (`mountPath` joined with `subPath`).
-fn local_repository_path(backend: &Backend) -> String {
-    let Some(local) = &backend.local else {
-        return String::new();
-    };
-    match local.sub_path.as_deref().filter(|s| !s.is_empty()) {
-        Some(sub) => format!(
-            "{}/{}",
-            local.mount_path.trim_end_matches('/'),
-            sub.trim_matches('/')
-        ),
-        None => local.mount_path.clone(),
-    }
 }
 
 /// The Job template for a source, from an already looked-up Task, Functions, Repository and
@@ -762,7 +759,7 @@ pub fn resolve_job(
     let task_volumes: Vec<Volume> =
         serde_json::from_value(task_volumes).map_err(|e| ResolveError::Encoding(e.to_string()))?;
 
-    if let Some(hook) = pre_hook_container(source, install)? {
+    if let Some(hook) = pre_hook_container(source, resolved.app_binding, install)? {
         containers.insert(0, hook);
     }
     let main = containers.pop();
@@ -882,15 +879,40 @@ fn step_variables(vars: &Vars, step: &crate::task::FunctionRef, source: &JobSour
 }
 
 /// The pre hook's container, first of the Job; when it fails, no step runs and no data is
-/// read.
+/// read. An `exec` pre hook has none: the controller runs it before it creates the Job
+/// ([`JobSource::pre_exec_hook`]).
 fn pre_hook_container(
     source: &JobSource<'_>,
+    target: &AppBinding,
     install: &InstallSettings,
 ) -> Result<Option<Container>, ResolveError> {
-    source
-        .pre_hook
-        .map(|h| hook_container(source, "pre", source.direction.pre_hook_name(), h, install))
-        .transpose()
+    let Some(hook) = source.pre_hook.filter(|h| !h.is_exec()) else {
+        return Ok(None);
+    };
+    let name = source.direction.pre_hook_name();
+    let hook = with_target_host(source, name, hook, Some(target))?;
+    hook_container(source, "pre", name, &hook, install).map(Some)
+}
+
+/// `handler` with the target's host where it names none (Stash's default); refused when the
+/// target has no host either.
+fn with_target_host(
+    source: &JobSource<'_>,
+    name: &str,
+    handler: &Handler,
+    target: Option<&AppBinding>,
+) -> Result<Handler, ResolveError> {
+    let handler = match target.and_then(AppBinding::host) {
+        Some(host) => handler.with_default_host(&host),
+        None => handler.clone(),
+    };
+    if let Err((path, why)) = handler.action() {
+        return Err(ResolveError::Refused {
+            invoker: source.invoker_name.to_string(),
+            reasons: vec![format!("{name}.{path}: {why}")],
+        });
+    }
+    Ok(handler)
 }
 
 /// How a session ended, for its post hook.
@@ -905,14 +927,54 @@ pub struct SessionEnd<'a> {
     pub retry_left: bool,
 }
 
-/// The Job of the source's post hook after a session that ended as `ended`, when its
-/// `executionPolicy` fires: one container, `cairn-agent hook` with the handler rendered from
-/// the session's summary; no credentials, no volumes, no API access.
-pub fn resolve_post_hook_job(
+/// How a post hook runs: a Job of its own, or an `exec` the controller makes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PostHookRun {
+    Job(Box<JobTemplateSpec>),
+    Exec(Box<ExecHook>),
+}
+
+impl JobSource<'_> {
+    /// The `exec` pre hook, which the controller runs before it creates the Job, if any.
+    pub fn pre_exec_hook(&self) -> Result<Option<ExecHook>, ResolveError> {
+        let Some(handler) = self.pre_hook.filter(|h| h.is_exec()) else {
+            return Ok(None);
+        };
+        self.exec_hook(self.direction.pre_hook_name(), handler.clone())
+            .map(Some)
+    }
+
+    /// An `exec` hook of this source: it runs in the pods of the target AppBinding.
+    fn exec_hook(&self, name: &'static str, handler: Handler) -> Result<ExecHook, ResolveError> {
+        if self.target_ref.kind != "AppBinding" {
+            return Err(ResolveError::Refused {
+                invoker: self.invoker_name.to_string(),
+                reasons: vec![format!(
+                    "{name}: exec hooks run in the pods behind an AppBinding's \
+                     clientConfig.service; the target is a {}",
+                    self.target_ref.kind
+                )],
+            });
+        }
+        Ok(ExecHook {
+            name,
+            handler,
+            app_binding: self.target_ref.name.clone(),
+        })
+    }
+}
+
+/// How the source's post hook runs after a session that ended as `ended`, when its
+/// `executionPolicy` fires: an `exec` the controller makes, or a Job of one container,
+/// `cairn-agent hook` with the handler rendered from the session's summary; no credentials, no
+/// volumes, no API access. `target`: the target AppBinding, whose host a hook without `host`
+/// connects to.
+pub fn resolve_post_hook(
     source: &JobSource<'_>,
     ended: &SessionEnd<'_>,
     install: &InstallSettings,
-) -> Result<Option<JobTemplateSpec>, ResolveError> {
+    target: Option<&AppBinding>,
+) -> Result<Option<PostHookRun>, ResolveError> {
     let Some(hook) = source.post_hook else {
         return Ok(None);
     };
@@ -925,6 +987,12 @@ pub fn resolve_post_hook_job(
         .rendered(&source.hook_summary(ended))
         .map_err(ResolveError::Encoding)?;
     let name = source.direction.post_hook_name();
+    if handler.is_exec() {
+        return source
+            .exec_hook(name, handler)
+            .map(|h| Some(PostHookRun::Exec(Box::new(h))));
+    }
+    let handler = with_target_host(source, name, &handler, target)?;
     let container = hook_container(source, "post", name, &handler, install)?;
     let pod = source.runtime_settings.and_then(|r| r.pod.as_ref());
     let pod_spec = PodSpec {
@@ -939,7 +1007,8 @@ pub fn resolve_post_hook_job(
         tolerations: pod.and_then(|p| p.tolerations.clone()),
         ..Default::default()
     };
-    Ok(Some(job_template(source, pod_spec, None)))
+    let job = job_template(source, pod_spec, None);
+    Ok(Some(PostHookRun::Job(Box::new(job))))
 }
 
 /// A hook's container (`pre-backup-hook`, `post-restore-hook`, ...): `cairn-agent hook` with
@@ -1161,29 +1230,32 @@ fn container_env_from(
     // nor a user's ConfigMap or Secret can replace the repository's password or credentials.
     let mut env_from = own.and_then(|c| c.env_from.clone()).unwrap_or_default();
     env_from.extend(user.and_then(|c| c.env_from.clone()).unwrap_or_default());
-    env_from.push(EnvFromSource {
-        secret_ref: Some(SecretEnvSource {
-            name: resolved.repository.spec.backend.storage_secret_name.clone(),
-            optional: Some(false),
-        }),
-        ..Default::default()
-    });
+    if let Some(backend) = resolved.repository.restic_backend() {
+        env_from.push(EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: backend.storage_secret_name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
     env_from
 }
 
 /// cairn's mounts: the temp dir, the Secrets, the interim volume, a local repository.
 fn container_mounts(source: &JobSource<'_>, resolved: &Resolved<'_>) -> Vec<VolumeMount> {
-    let mut mounts = vec![
-        mount(VOL_TMP, TMP_DIR, false),
-        mount(VOL_REPOSITORY_SECRET, REPOSITORY_SECRET_DIR, true),
-    ];
+    let restic = resolved.repository.restic_backend();
+    let mut mounts = vec![mount(VOL_TMP, TMP_DIR, false)];
+    if restic.is_some() {
+        mounts.push(mount(VOL_REPOSITORY_SECRET, REPOSITORY_SECRET_DIR, true));
+    }
     if resolved.app_binding.spec.secret.is_some() {
         mounts.push(mount(VOL_TARGET_SECRET, TARGET_SECRET_DIR, true));
     }
     if source.interim_volume_template.is_some() {
         mounts.push(mount(VOL_INTERIM, INTERIM_DIR, false));
     }
-    if let Some(local) = &resolved.repository.spec.backend.local {
+    if let Some(local) = restic.and_then(|b| b.local.as_ref()) {
         mounts.push(mount(VOL_REPOSITORY, &local.mount_path, false));
     }
     mounts
@@ -1200,7 +1272,6 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
 
 /// The pod's own volumes: scratch, the Secrets, the interim claim, a local repository.
 fn pod_volumes(source: &JobSource<'_>, resolved: &Resolved<'_>) -> Vec<Volume> {
-    let backend = &resolved.repository.spec.backend;
     let mut volumes = vec![Volume {
         name: VOL_TMP.to_string(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -1224,11 +1295,14 @@ fn pod_volumes(source: &JobSource<'_>, resolved: &Resolved<'_>) -> Vec<Volume> {
     // `CreateContainerConfigError` naming the Secret; the controller reads that for
     // `BackendSecretFound` (a volume that cannot mount shows only in events). Either way the
     // container never starts without the Secret.
-    let mut repository_secret = secret_volume(VOL_REPOSITORY_SECRET, &backend.storage_secret_name);
-    if let Some(source) = repository_secret.secret.as_mut() {
-        source.optional = Some(true);
+    if let Some(backend) = resolved.repository.restic_backend() {
+        let mut repository_secret =
+            secret_volume(VOL_REPOSITORY_SECRET, &backend.storage_secret_name);
+        if let Some(source) = repository_secret.secret.as_mut() {
+            source.optional = Some(true);
+        }
+        volumes.push(repository_secret);
     }
-    volumes.push(repository_secret);
     if let Some(secret) = &resolved.app_binding.spec.secret {
         volumes.push(secret_volume(VOL_TARGET_SECRET, &secret.name));
     }
@@ -1243,7 +1317,11 @@ fn pod_volumes(source: &JobSource<'_>, resolved: &Resolved<'_>) -> Vec<Volume> {
             ..Default::default()
         });
     }
-    if let Some(local) = &backend.local {
+    if let Some(local) = resolved
+        .repository
+        .restic_backend()
+        .and_then(|b| b.local.as_ref())
+    {
         volumes.push(local.volume(VOL_REPOSITORY));
     }
     volumes
@@ -1287,11 +1365,56 @@ fn build_pod_spec(
     }
 }
 
-/// The Job that deletes a Repository's data from its backend (`spec.wipeOut: true`, run when
-/// the Repository is deleted): `cairn-agent wipe` with the storage Secret's keys, and the local
-/// volume for a local backend. Same security defaults as every other Job; no API access.
-pub fn resolve_wipe_job(
+/// What a Job of a Repository's own does: `cairn-agent <subcommand>` on the repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepositoryWork {
+    /// Delete its data from the backend (`spec.wipeOut: true`, when the Repository is deleted).
+    Wipe,
+    /// List its snapshots for the Snapshot objects (a Repository cairn did not fill itself).
+    Inventory,
+    /// Check its integrity, reading the data of this subset of packs.
+    Check { read_data_subset: String },
+    /// Forget one snapshot (full id), then list the others.
+    Forget { snapshot: String },
+}
+
+impl RepositoryWork {
+    /// The agent's subcommand, also the container's name.
+    pub fn subcommand(&self) -> &'static str {
+        match self {
+            Self::Wipe => "wipe",
+            Self::Inventory => "inventory",
+            Self::Check { .. } => "check",
+            Self::Forget { .. } => "forget",
+        }
+    }
+
+    /// Retries of its pod: a check that finds damage exits non-zero with its result, which a
+    /// retry would only read again.
+    pub fn backoff_limit(&self) -> i32 {
+        match self {
+            Self::Check { .. } => 0,
+            Self::Wipe | Self::Inventory | Self::Forget { .. } => 2,
+        }
+    }
+
+    /// The label its Jobs carry, with the Repository's name as value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Wipe => "cairn.dev/wipe-out",
+            Self::Inventory => "cairn.dev/inventory",
+            Self::Check { .. } => "cairn.dev/check",
+            Self::Forget { .. } => "cairn.dev/forget",
+        }
+    }
+}
+
+/// The Job of a Repository's own `work`: `cairn-agent <work>` with the storage Secret's keys,
+/// and the local volume for a local backend. Same security defaults as every other Job; no API
+/// access.
+pub fn resolve_repository_job(
     repo: &Repository,
+    work: &RepositoryWork,
     install: &InstallSettings,
 ) -> Result<JobTemplateSpec, ResolveError> {
     let backend = &repo.spec.backend;
@@ -1299,13 +1422,13 @@ pub fn resolve_wipe_job(
     if backend.provider().is_none() {
         return Err(ResolveError::NoProvider { name });
     }
-    let pod_spec = wipe_pod_spec(backend, install);
+    let pod_spec = repository_pod_spec(backend, work, install);
     // A Repository admitted without the webhook (or under a looser install) may name a volume
-    // the install does not allow: the wipe mounts it read-write, so it is refused like any Job.
+    // the install does not allow: the Job mounts it read-write, so it is refused like any Job.
     let reasons: Vec<String> = pod_security::check_pod(None, &pod_spec)
         .into_iter()
         .filter(|v| v.applies_at(install.policy.job_pod_security))
-        .map(|v| format!("the wipe Job's pod {v}"))
+        .map(|v| format!("the {} Job's pod {v}", work.subcommand()))
         .collect();
     if !reasons.is_empty() {
         return Err(ResolveError::Refused {
@@ -1318,7 +1441,7 @@ pub fn resolve_wipe_job(
     }
     let labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        ("cairn.dev/wipe-out".to_string(), label_value(&name)),
+        (work.label().to_string(), label_value(&name)),
     ]);
     Ok(JobTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -1326,7 +1449,7 @@ pub fn resolve_wipe_job(
             ..Default::default()
         }),
         spec: Some(JobSpec {
-            backoff_limit: Some(2),
+            backoff_limit: Some(work.backoff_limit()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -1339,9 +1462,13 @@ pub fn resolve_wipe_job(
     })
 }
 
-/// The wipe Job's pod: one `cairn-agent wipe` container, its temp dir and a local backend's
-/// volume.
-fn wipe_pod_spec(backend: &Backend, install: &InstallSettings) -> PodSpec {
+/// A Repository Job's pod: one `cairn-agent <work>` container, its temp dir and a local
+/// backend's volume.
+fn repository_pod_spec(
+    backend: &Backend,
+    work: &RepositoryWork,
+    install: &InstallSettings,
+) -> PodSpec {
     let mut mounts = vec![mount(VOL_TMP, TMP_DIR, false)];
     let mut volumes = vec![Volume {
         name: VOL_TMP.to_string(),
@@ -1353,11 +1480,11 @@ fn wipe_pod_spec(backend: &Backend, install: &InstallSettings) -> PodSpec {
         volumes.push(local.volume(VOL_REPOSITORY));
     }
     let container = Container {
-        name: "wipe".to_string(),
+        name: work.subcommand().to_string(),
         image: Some(install.agent_image.clone()),
         image_pull_policy: install.image_pull_policy.clone(),
         command: Some(vec!["cairn-agent".to_string()]),
-        args: Some(wipe_args(backend)),
+        args: Some(repository_args(backend, work)),
         env: Some(vec![
             EnvVar {
                 name: "CAIRN_TMP_DIR".into(),
@@ -1394,12 +1521,19 @@ fn wipe_pod_spec(backend: &Backend, install: &InstallSettings) -> PodSpec {
     }
 }
 
-/// `cairn-agent wipe` with the repository's URL (and an S3 backend's region and TLS setting).
-fn wipe_args(backend: &Backend) -> Vec<String> {
+/// `cairn-agent <work>` with the repository's URL (and an S3 backend's region and TLS setting).
+fn repository_args(backend: &Backend, work: &RepositoryWork) -> Vec<String> {
     let mut args = vec![
-        "wipe".to_string(),
+        work.subcommand().to_string(),
         format!("--repository={}", repository_url(backend)),
     ];
+    match work {
+        RepositoryWork::Check { read_data_subset } => {
+            args.push(format!("--read-data-subset={read_data_subset}"));
+        }
+        RepositoryWork::Forget { snapshot } => args.push(format!("--snapshot={snapshot}")),
+        RepositoryWork::Wipe | RepositoryWork::Inventory => {}
+    }
     if let Some(s3) = &backend.s3 {
         if let Some(region) = s3.region.as_deref().filter(|r| !r.is_empty()) {
             args.push(format!("--region={region}"));

@@ -17,6 +17,8 @@ pub enum AgentResult {
     Backup(BackupResult),
     Restore(RestoreResult),
     Failure(FailureResult),
+    Inventory(InventoryResult),
+    Check(CheckResult),
 }
 
 /// A successful backup.
@@ -51,6 +53,27 @@ pub struct BackupResult {
     /// is then zero and says nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals_error: Option<String>,
+    /// How many inventory lines (every snapshot of the repository after the retention,
+    /// [`crate::inventory`]) the agent wrote to its log; `None` when it could not list them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<u64>,
+    /// A native snapshot's own figures (driver Native): `snapshot` is then its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<Box<NativeStats>>,
+}
+
+/// What the server reports of a native snapshot.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NativeStats {
+    /// The server-side repository's name.
+    pub repository: String,
+    /// Shards copied, of how many.
+    pub shards: u64,
+    pub shards_total: u64,
+    /// Files the snapshot references, and those it added to the repository.
+    pub files: u64,
+    pub added_files: u64,
 }
 
 /// The most a backup result's error reason takes as JSON in the termination message: two
@@ -85,6 +108,15 @@ pub struct RestoreResult {
     pub not_carried: Vec<String>,
 }
 
+/// An inventory of a repository (its lines are on stdout, [`crate::inventory`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryResult {
+    /// How many inventory lines were written.
+    pub snapshots: u64,
+    pub repository: RepositoryTotals,
+}
+
 /// A failed run: which phase failed and why, in one line (never a secret).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -92,6 +124,98 @@ pub struct FailureResult {
     /// e.g. `connect`, `dump`, `upload`, `retention`, `restore`, `verify`.
     pub phase: String,
     pub reason: String,
+}
+
+/// A finished integrity check (`cairn-agent check`), healthy or not: `ok` is false when it
+/// found errors, and the agent then exits with status 3 (1 means the check could not run, and
+/// the result is a failure). The lists may be cut to fit the termination message
+/// (`*LeftOut` says how many were left out); the agent's log has them whole, as
+/// [`CheckLogLine`]s.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    pub ok: bool,
+    /// Which packs' data was read: `none` (structure only), `all`, or `n/m` (the packs whose
+    /// id's first byte is `n-1` modulo `m`, restic's rule).
+    pub read_data_subset: String,
+    /// The snapshots whose trees were walked; those not in `damaged_snapshots` are healthy (as
+    /// far as the data read shows).
+    pub snapshots_checked: u64,
+    /// Packs in the index, packs whose data was read, and their bytes.
+    pub packs_total: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
+    /// One line per error found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors_left_out: u64,
+    /// Full ids of the snapshots that reference a damaged or missing blob.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged_snapshots: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub damaged_snapshots_left_out: u64,
+    pub duration_seconds: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One line of a check's log: a JSON object on a line of its own on stdout, among the agent's
+/// other lines (which a reader skips). The contract the controller reads through `pods/log`:
+/// `{"check":"damaged","snapshot":"<64 hex>"}` for each damaged snapshot and
+/// `{"check":"error","error":"<one line>"}` for each error, every one of them whatever the
+/// termination message had room for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "check", rename_all = "camelCase")]
+pub enum CheckLogLine {
+    Damaged { snapshot: String },
+    Error { error: String },
+}
+
+impl CheckLogLine {
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The check line a log line holds, if it is one.
+    pub fn from_line(line: &str) -> Option<Self> {
+        serde_json::from_str(line.trim()).ok()
+    }
+}
+
+/// The most one error line of a check takes in the termination message.
+const CHECK_ERROR_LINE_BUDGET: usize = 300;
+
+impl CheckResult {
+    /// Cut to fit the termination message: long error lines shortened, then errors (all but
+    /// the first) and damaged snapshots left out, counted in `*LeftOut`.
+    fn shortened(&self) -> Self {
+        let mut short = self.clone();
+        for line in &mut short.errors {
+            *line = cut_json(line, CHECK_ERROR_LINE_BUDGET);
+        }
+        let fits = |c: &CheckResult| {
+            serde_json::to_string(&AgentResult::Check(c.clone())).map_or(0, |t| t.len())
+                // Room for the counts to grow by a few digits.
+                + 32
+                <= MAX_TERMINATION_MESSAGE
+        };
+        while !fits(&short) {
+            if short.errors.len() > 1
+                || (short.damaged_snapshots.is_empty() && !short.errors.is_empty())
+            {
+                short.errors.pop();
+                short.errors_left_out += 1;
+            } else if short.damaged_snapshots.pop().is_some() {
+                short.damaged_snapshots_left_out += 1;
+            } else {
+                break;
+            }
+        }
+        short
+    }
 }
 
 /// `text` cut, with `...`, so that it takes at most `budget` bytes as JSON: what counts is
@@ -145,6 +269,7 @@ impl AgentResult {
                 }
                 serde_json::to_string(&AgentResult::Backup(short)).unwrap_or_default()
             }
+            AgentResult::Inventory(_) => text,
             AgentResult::Restore(r) => {
                 let mut short = r.clone();
                 for line in &mut short.not_carried {
@@ -166,6 +291,9 @@ impl AgentResult {
                         .push(format!("and {left} more (the agent's log lists them)"));
                 }
                 serde_json::to_string(&AgentResult::Restore(short)).unwrap_or_default()
+            }
+            AgentResult::Check(c) => {
+                serde_json::to_string(&AgentResult::Check(c.shortened())).unwrap_or_default()
             }
         }
     }
@@ -253,8 +381,16 @@ mod tests {
     #[test]
     fn a_backup_with_failed_retention_fits() {
         let reason = "\"é\u{1}".repeat(3000);
+        // The longest snapshot name (a native one: 255 bytes) and a native snapshot's figures.
         let r = AgentResult::Backup(BackupResult {
-            snapshot: "a".repeat(64),
+            snapshot: "a".repeat(255),
+            native: Some(Box::new(NativeStats {
+                repository: "r".repeat(120),
+                shards: u64::MAX,
+                shards_total: u64::MAX,
+                files: u64::MAX,
+                added_files: u64::MAX,
+            })),
             retention_error: Some(reason.clone()),
             totals_error: Some(reason),
             ..Default::default()
@@ -275,5 +411,81 @@ mod tests {
         assert_eq!(AgentResult::from_termination_message(&text), Some(small));
         let plain = AgentResult::Backup(BackupResult::default()).to_termination_message();
         assert!(!plain.contains("Error"), "{plain}");
+    }
+
+    #[test]
+    fn a_check_with_long_lists_fits_and_counts_what_it_left_out() {
+        let c = CheckResult {
+            ok: false,
+            read_data_subset: "all".into(),
+            errors: (0..200)
+                .map(|i| format!("pack {i}: \"{}\"", "x".repeat(600)))
+                .collect(),
+            damaged_snapshots: (0..300).map(|i| format!("{i:064x}")).collect(),
+            ..Default::default()
+        };
+        let text = AgentResult::Check(c.clone()).to_termination_message();
+        assert!(text.len() <= MAX_TERMINATION_MESSAGE, "{}", text.len());
+        let Some(AgentResult::Check(back)) = AgentResult::from_termination_message(&text) else {
+            panic!("{text}");
+        };
+        // The first error stays (cut), then as many snapshots as fit, in order.
+        assert_eq!(back.errors.len(), 1);
+        assert!(back.errors[0].starts_with("pack 0: \"xxx") && back.errors[0].ends_with("..."));
+        assert_eq!(back.errors_left_out, 199);
+        let kept = back.damaged_snapshots.len();
+        assert!(kept > 30, "{kept}");
+        assert_eq!(back.damaged_snapshots[..], c.damaged_snapshots[..kept]);
+        assert_eq!(back.damaged_snapshots_left_out as usize, 300 - kept);
+        // Few errors and no snapshot: the errors are what is cut.
+        let errors_only = CheckResult {
+            errors: (0..100)
+                .map(|i| format!("error {i} {}", "y".repeat(100)))
+                .collect(),
+            ..Default::default()
+        };
+        let text = AgentResult::Check(errors_only).to_termination_message();
+        let Some(AgentResult::Check(back)) = AgentResult::from_termination_message(&text) else {
+            panic!("{text}");
+        };
+        assert!(text.len() <= MAX_TERMINATION_MESSAGE, "{}", text.len());
+        assert_eq!(back.errors.len() as u64 + back.errors_left_out, 100);
+        assert!(back.errors.len() > 20, "{}", back.errors.len());
+        // A healthy check is sent whole, without the empty lists.
+        let healthy = AgentResult::Check(CheckResult {
+            ok: true,
+            read_data_subset: "3/7".into(),
+            ..Default::default()
+        });
+        let text = healthy.to_termination_message();
+        assert!(
+            text.contains("\"kind\":\"check\"") && !text.contains("LeftOut"),
+            "{text}"
+        );
+        assert_eq!(AgentResult::from_termination_message(&text), Some(healthy));
+    }
+
+    #[test]
+    fn check_log_lines_are_one_json_object_each() {
+        let d = CheckLogLine::Damaged {
+            snapshot: "ab".repeat(32),
+        };
+        assert_eq!(
+            d.to_line(),
+            format!(
+                "{{\"check\":\"damaged\",\"snapshot\":\"{}\"}}",
+                "ab".repeat(32)
+            )
+        );
+        let e = CheckLogLine::Error {
+            error: "pack 1\nline".into(),
+        };
+        assert!(!e.to_line().contains('\n'));
+        assert_eq!(CheckLogLine::from_line(&e.to_line()), Some(e));
+        assert_eq!(CheckLogLine::from_line("{\"kind\":\"progress\"}"), None);
+        assert_eq!(
+            CheckLogLine::from_line("2026-12-06 INFO repository locked"),
+            None
+        );
     }
 }

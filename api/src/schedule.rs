@@ -285,6 +285,20 @@ impl Schedule {
         }
     }
 
+    /// The schedule's interval at the slot `next`: the gap from it to the slot after (what
+    /// `cairn_backup_schedule_interval_seconds` exports). `None` without a slot after it.
+    pub fn interval_at(&self, next: DateTime<Utc>) -> Option<Duration> {
+        Some(self.next_slot(next)? - next)
+    }
+
+    /// Whether a configuration whose last success was at `last_success` is overdue at `now`:
+    /// no success for twice the interval at the next slot (the `CairnBackupOverdue` alert's
+    /// rule).
+    pub fn overdue(&self, last_success: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let interval = self.next_slot(now).and_then(|next| self.interval_at(next));
+        interval.is_some_and(|i| now - last_success > i * 2)
+    }
+
     /// The shortest gap between consecutive slots from `from` on, over a sample: up to 2,000
     /// slots, within a year (but always at least two slots). `None` if there are fewer than two
     /// slots. Used to warn about schedules that run very often.
@@ -487,6 +501,16 @@ fn parse_number(text: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overdue_after_twice_the_interval() {
+        let s = Schedule::parse("0 * * * *", None).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 10, 30, 0).unwrap();
+        let slot = Utc.with_ymd_and_hms(2026, 12, 6, 11, 0, 0).unwrap();
+        assert_eq!(s.interval_at(slot), Some(Duration::hours(1)));
+        assert!(!s.overdue(now - Duration::minutes(119), now));
+        assert!(s.overdue(now - Duration::minutes(121), now));
+    }
     use chrono::TimeZone;
     use proptest::prelude::*;
 

@@ -79,11 +79,23 @@ pub struct FunctionSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSpec {
+    /// Which Repositories the Task works with: `Restic` (the default) or `Native` (the
+    /// server's own snapshots; see the Repository's `driver`). A configuration or restore
+    /// may only pair a Task with a Repository of the same driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<crate::native::StorageDriver>,
     /// The steps, in order. All but the last run as init containers.
     pub steps: Vec<FunctionRef>,
     /// Volumes the steps mount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+}
+
+impl TaskSpec {
+    /// Which Repositories the Task works with (`Restic` unless set).
+    pub fn driver(&self) -> crate::native::StorageDriver {
+        self.driver.unwrap_or_default()
+    }
 }
 
 /// One step of a Task.

@@ -18,6 +18,16 @@ fn config(hooks: Value) -> cairn_api::BackupConfiguration {
     config
 }
 
+/// A BackupSession `name` of the example configuration `es-backup`.
+fn session(name: &str) -> BackupSession {
+    serde_json::from_value(json!({
+        "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
+        "metadata": {"name": name, "namespace": "demo"},
+        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "es-backup"}}
+    }))
+    .expect("session")
+}
+
 fn verdict(hooks: Value) -> Verdict {
     config(hooks).validate(None, &example_cluster(), &Policy::default())
 }
@@ -30,7 +40,7 @@ fn refused(hooks: Value) -> (String, String) {
 }
 
 #[test]
-fn http_and_tcp_pre_hooks_are_admitted() {
+fn http_tcp_and_exec_hooks_are_admitted() {
     for hook in [
         json!({"preBackup": {"httpGet": {"host": "es.demo.svc", "port": 9200, "path": "/_flush"}}}),
         json!({"preBackup": {"httpPost": {"host": "hooks.example", "port": 443, "scheme": "HTTPS",
@@ -39,6 +49,11 @@ fn http_and_tcp_pre_hooks_are_admitted() {
         json!({"preBackup": {"httpPost": {"host": "10.0.0.1", "port": "8080",
             "form": {"a": ["1", "2"]}}}}),
         json!({"preBackup": {"tcpSocket": {"host": "es.demo.svc", "port": 9300}}}),
+        // No host: the target's (Stash's default), filled in when the Job is resolved.
+        json!({"preBackup": {"httpGet": {"port": 9200, "path": "/_flush"}}}),
+        // Whether the writer may exec is the webhook's SubjectAccessReview, not this check.
+        json!({"preBackup": {"exec": {"command": ["sh", "-c", "sync"]}, "containerName": "es"}}),
+        json!({"postBackup": {"exec": {"command": ["true"]}, "executionPolicy": "OnFailure"}}),
         json!({"postBackup": {"executionPolicy": "OnFinalRetryFailure", "httpPost": {"host": "h",
             "port": 80, "body": "{{- .Name }} {{ .Status.Phase }}: {{ .Status.Error -}}"}}}),
     ] {
@@ -51,24 +66,19 @@ fn http_and_tcp_pre_hooks_are_admitted() {
 fn what_cairn_does_not_run_is_refused_at_its_path() {
     let cases = [
         (
-            json!({"preBackup": {"exec": {"command": ["sh", "-c", "sync"]}, "containerName": "es"}}),
-            "spec.hooks.preBackup.exec",
-            "not supported yet",
+            json!({"preBackup": {"exec": {"command": []}, "containerName": "es"}}),
+            "spec.hooks.preBackup.exec.command",
+            "name the command",
         ),
         (
-            json!({"postBackup": {"exec": {"command": ["true"]}, "executionPolicy": "OnFailure"}}),
-            "spec.hooks.postBackup.exec",
-            "not supported yet",
+            json!({"postBackup": {"exec": {}, "executionPolicy": "OnFailure"}}),
+            "spec.hooks.postBackup.exec.command",
+            "name the command",
         ),
         (
             json!({"postBackup": {"httpPost": {"host": "h", "port": 80, "body": "{{ toJson .Name }}"}}}),
             "spec.hooks.postBackup",
-            "functions and pipelines",
-        ),
-        (
-            json!({"preBackup": {"httpGet": {"port": 80}}}),
-            "spec.hooks.preBackup.httpGet",
-            "host is required",
+            "function toJson not defined",
         ),
         (
             json!({"preBackup": {"tcpSocket": {"host": "h", "port": "http"}}}),
@@ -124,14 +134,14 @@ fn restore_hooks_are_checked_at_their_paths() {
             .expect("an example RestoreSession");
     restore.spec.hooks = Some(
         serde_json::from_value(json!({
-            "preRestore": {"exec": {"command": ["true"]}},
+            "preRestore": {"exec": {}},
             "postRestore": {"tcpSocket": {"host": "h", "port": 1}}
         }))
         .expect("shape"),
     );
     let v = restore.validate(None, &cluster, &Policy::default());
     let paths: Vec<&str> = v.errors.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["spec.hooks.preRestore.exec"], "{v:#?}");
+    assert_eq!(paths, ["spec.hooks.preRestore.exec.command"], "{v:#?}");
 }
 
 #[test]
@@ -141,12 +151,7 @@ fn the_pre_hook_is_the_jobs_first_container() {
     let mut cluster = example_cluster();
     let c = config(hook);
     cluster = cluster.with_backup_configuration(c);
-    let session: BackupSession = serde_json::from_value(json!({
-        "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
-        "metadata": {"name": "es-backup-1764000000", "namespace": "demo"},
-        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "es-backup"}}
-    }))
-    .expect("session");
+    let session = session("es-backup-1764000000");
     let install = InstallSettings {
         agent_image: "registry.example/cairn:1.2.3".into(),
         ..Default::default()
@@ -168,13 +173,8 @@ fn the_pre_hook_is_the_jobs_first_container() {
 #[test]
 fn a_post_hook_fires_as_its_policy_says_with_the_outcome_rendered() {
     use cairn_api::common::SessionPhase::{Failed, Succeeded};
-    use cairn_api::resolve::{JobSource, SessionEnd, resolve_post_hook_job};
-    let session: BackupSession = serde_json::from_value(json!({
-        "apiVersion": "cairn.dev/v1alpha1", "kind": "BackupSession",
-        "metadata": {"name": "s-1", "namespace": "demo"},
-        "spec": {"invoker": {"apiGroup": "cairn.dev", "kind": "BackupConfiguration", "name": "es-backup"}}
-    }))
-    .expect("session");
+    use cairn_api::resolve::{JobSource, PostHookRun, SessionEnd, resolve_post_hook};
+    let session = session("s-1");
     let install = InstallSettings::default();
     let ended = |phase, retry_left| SessionEnd {
         phase,
@@ -187,7 +187,12 @@ fn a_post_hook_fires_as_its_policy_says_with_the_outcome_rendered() {
             json!({"postBackup": {"executionPolicy": policy, "httpPost": {"host": "h",
             "port": 80, "body": "{{ .Name }} {{ .Status.Phase }} {{ .Status.Duration }}"}}}),
         );
-        resolve_post_hook_job(&JobSource::backup(&session, &c), &end, &install).expect("resolves")
+        resolve_post_hook(&JobSource::backup(&session, &c), &end, &install, None)
+            .expect("resolves")
+            .map(|run| match run {
+                PostHookRun::Job(job) => *job,
+                PostHookRun::Exec(e) => panic!("not an exec hook: {e:?}"),
+            })
     };
     assert!(job("Always", ended(Succeeded, false)).is_some());
     assert!(job("OnSuccess", ended(Failed, false)).is_none());
@@ -202,4 +207,77 @@ fn a_post_hook_fires_as_its_policy_says_with_the_outcome_rendered() {
     assert_eq!(args[1], "--name=postBackup");
     assert!(args[2].contains("s-1 Failed 5s"), "{args:?}");
     assert_eq!(pod.automount_service_account_token, Some(false));
+
+    // An exec hook is the controller's to run: no Job, its command rendered, in the target.
+    let c = config(json!({
+        "preBackup": {"exec": {"command": ["sync"]}},
+        "postBackup": {"exec": {"command": ["say", "{{ .Status.Phase }}"]}, "containerName": "es"}
+    }));
+    let source = JobSource::backup(&session, &c);
+    let pre = source
+        .pre_exec_hook()
+        .expect("resolves")
+        .expect("an exec pre hook");
+    assert_eq!(
+        (pre.name, pre.command()),
+        ("preBackup", &["sync".to_string()][..])
+    );
+    let run = resolve_post_hook(&source, &ended(Failed, false), &install, None).expect("resolves");
+    let Some(PostHookRun::Exec(post)) = run else {
+        panic!("an exec post hook: {run:?}");
+    };
+    assert_eq!(post.command(), ["say", "Failed"]);
+    assert_eq!(post.app_binding, c.spec.target.r#ref.name);
+}
+
+/// Stash's default for a hook without `host` is the target's pod; here the host of the target
+/// AppBinding's URL or Service, in the hook's container; with no target host, refused by name.
+#[test]
+fn a_hook_without_host_connects_to_the_targets_host() {
+    use cairn_api::common::SessionPhase::Succeeded;
+    use cairn_api::resolve::{JobSource, PostHookRun, SessionEnd, resolve_post_hook};
+    use cairn_api::validation::Lookups;
+    let c = config(json!({"preBackup": {"tcpSocket": {"port": 9200}},
+                          "postBackup": {"httpGet": {"port": 9200, "path": "/done"}}}));
+    let cluster = example_cluster().with_backup_configuration(c.clone());
+    let target = cluster
+        .app_binding("demo", &c.spec.target.r#ref.name)
+        .expect("the example's AppBinding");
+    let host = target.host().expect("the AppBinding's host");
+    let session = session("s-2");
+    let install = InstallSettings::default();
+    let job = resolve_backup_job(&session, &cluster, &install).expect("resolves");
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+    let args = pod.init_containers.expect("init containers")[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        args[2].contains(&format!("\"host\":\"{host}\"")),
+        "{host}: {args:?}"
+    );
+
+    let end = SessionEnd {
+        phase: Succeeded,
+        duration: "1s",
+        error: "",
+        retry_left: false,
+    };
+    let source = JobSource::backup(&session, &c);
+    let run = resolve_post_hook(&source, &end, &install, Some(&target)).expect("resolves");
+    let Some(PostHookRun::Job(job)) = run else {
+        panic!("a hook Job: {run:?}");
+    };
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    assert!(
+        args[2].contains(&format!("\"host\":\"{host}\"")),
+        "{host}: {args:?}"
+    );
+    let err = resolve_post_hook(&source, &end, &install, None).expect_err("no host to use");
+    assert!(
+        err.to_string()
+            .contains("postBackup.httpGet: host is required"),
+        "{err}"
+    );
 }

@@ -668,3 +668,52 @@ fn on_failure_param_reaches_the_agent() {
     let job = resolve_restore_job(&r, &example_cluster(), &install()).expect("resolves");
     assert_eq!(arg(&pod(&job).containers[0], "--on-failure"), Some("close"));
 }
+
+/// A native Repository's Job runs the snapshot Function with the server's location and mounts
+/// neither a storage Secret nor a volume; the restic Task on it is refused, naming the valid ones.
+#[test]
+fn a_native_repository_lends_its_location_and_no_secret() {
+    let native = |task: &str| {
+        let mut cluster = cluster_with(|c| {
+            c.spec.task.get_or_insert_with(Default::default).name = Some(task.into());
+        });
+        let key = ("demo".to_string(), "s3-repo".to_string());
+        let mut repo = (*cluster.repositories[&key]).clone();
+        repo.spec.driver = Some(cairn_api::native::StorageDriver::Native);
+        repo.spec.backend.storage_secret_name = String::new();
+        cluster.repositories.insert(key, std::sync::Arc::new(repo));
+        cluster
+    };
+    let job = resolve_backup_job(
+        &session("es-backup"),
+        &native("elasticsearch-snapshot"),
+        &install(),
+    )
+    .expect("resolves");
+    let pod = pod(&job);
+    let main = &pod.containers[0];
+    assert_eq!(main.args.as_ref().map(|a| a[0].as_str()), Some("snapshot"));
+    assert_eq!(arg(main, "--provider"), Some("s3"));
+    assert_eq!(arg(main, "--session"), Some("es-backup-1764000000"));
+    assert!(
+        main.env_from
+            .as_ref()
+            .is_none_or(|e| e.iter().all(|s| s.secret_ref.is_none()))
+    );
+    let volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(
+        volumes.iter().all(|v| !v.contains("repository")),
+        "{volumes:?}"
+    );
+    let message = refusal(&native("elasticsearch-backup"), &install());
+    assert!(
+        message.contains("spec.task.name")
+            && message.contains("elasticsearch-snapshot / elasticsearch-snapshot-restore"),
+        "{message}"
+    );
+}

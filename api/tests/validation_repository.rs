@@ -908,3 +908,64 @@ proptest! {
         }
     }
 }
+
+/// A native Repository names the server's location: no storage Secret, no volume; restic-only
+/// features and providers without a server repository type are refused, all at once, and a
+/// restic Repository may not use the prefix native ones own.
+#[test]
+fn native_repositories() {
+    let check = |spec: Value| {
+        validate_repository(
+            &repo(spec),
+            None,
+            &LookupTable::default(),
+            &Policy::default(),
+        )
+    };
+    let ok = check(json!({"driver": "Native", "backend": {"local": {"mountPath": "/snapshots"}}}));
+    assert!(ok.errors.is_empty(), "{:?}", ok.errors);
+    let s3 = check(
+        json!({"driver": "Native", "backend": {"s3": {"bucket": "snaps", "prefix": "team"}}}),
+    );
+    assert!(s3.errors.is_empty(), "{:?}", s3.errors);
+    let bad = check(
+        json!({"driver": "Native", "wipeOut": true, "backend": {"storageSecretName": "s",
+        "local": {"mountPath": "relative", "emptyDir": {}}}}),
+    );
+    let paths: Vec<&str> = bad.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.backend.local.mountPath",
+            "spec.backend.local.emptyDir",
+            "spec.wipeOut"
+        ],
+        "{:?}",
+        bad.errors
+    );
+    assert!(
+        bad.warnings
+            .iter()
+            .any(|w| w.path == "spec.backend.storageSecretName")
+    );
+    let rest = check(json!({"driver": "Native", "backend": {"rest": {"url": "https://r"}}}));
+    assert_eq!(
+        rest.errors[0].path, "spec.backend.rest",
+        "{:?}",
+        rest.errors
+    );
+    let restic = check(s3_spec(
+        json!({"bucket": "snaps", "prefix": "cairn-native/x"}),
+    ));
+    assert_eq!(
+        restic.errors[0].path, "spec.backend.s3.prefix",
+        "{:?}",
+        restic.errors
+    );
+    let unset = check(json!({"backend": {"local": {"mountPath": "/r", "emptyDir": {}}}}));
+    assert_eq!(
+        unset.errors[0].path, "spec.backend.storageSecretName",
+        "{:?}",
+        unset.errors
+    );
+}

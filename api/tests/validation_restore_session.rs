@@ -666,3 +666,42 @@ proptest! {
         let _ = validate_restore_session(&rs, None, &world(), &Policy::default());
     }
 }
+
+/// On a native Repository a restore names snapshots by their server name and runs the native
+/// Task; the restic Task on it is refused at `spec.task.name`.
+#[test]
+fn native_restores_name_snapshots_and_need_the_native_task() {
+    let native: Repository = serde_json::from_value(json!({
+        "apiVersion": "cairn.dev/v1alpha1", "kind": "Repository",
+        "metadata": {"name": "native", "namespace": "demo"},
+        "spec": {"driver": "Native", "backend": {"local": {"mountPath": "/snapshots"}}}
+    }))
+    .expect("repository");
+    let mut snapshot_task = task("elasticsearch-snapshot-restore");
+    snapshot_task.spec.driver = Some(cairn_api::native::StorageDriver::Native);
+    let lookups = world().with_repository(native).with_task(snapshot_task);
+    let check = |patch: Value| {
+        validate_restore_session(&object(&patch), None, &lookups, &Policy::default())
+    };
+    let ok = check(json!({"repository": {"name": "native"},
+        "task": {"name": "elasticsearch-snapshot-restore"},
+        "target": {"rules": [{"snapshots": ["demo.nightly.nightly-1765000000"]}]}}));
+    assert!(ok.errors.is_empty(), "{:?}", ok.errors);
+    let bad = check(json!({"repository": {"name": "native"},
+        "target": {"rules": [{"snapshots": ["Not A Name"]}]}}));
+    let paths: Vec<&str> = bad.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["spec.target.rules[0].snapshots[0]", "spec.task.name"],
+        "{:?}",
+        bad.errors
+    );
+    assert!(
+        bad.errors[1]
+            .message
+            .contains("elasticsearch-snapshot-restore")
+    );
+    // The same name on a restic Repository is not a restic id.
+    let restic = check(json!({"target": {"rules": [{"snapshots": ["demo.nightly.nightly-1"]}]}}));
+    assert_eq!(restic.errors[0].path, "spec.target.rules[0].snapshots[0]");
+}

@@ -157,7 +157,13 @@ fn backend_secret(
         conds.set(TYPE, false, "RepositoryNotFound", message);
         return;
     };
-    let secret = &repo.spec.backend.storage_secret_name;
+    let Some(backend) = repo.restic_backend() else {
+        let message =
+            "driver Native: the server reads its repository credentials from its keystore";
+        conds.set(TYPE, true, "NotNeeded", message);
+        return;
+    };
+    let secret = &backend.storage_secret_name;
     let pods = session_pods(config, ctx);
     let newest = pods
         .iter()
@@ -321,9 +327,10 @@ fn export_interval(config: &BackupConfiguration, ctx: &Context, next: Option<Dat
     let spec = &config.spec;
     let interval = next.and_then(|next| {
         let schedule = Schedule::parse(&spec.schedule, spec.time_zone.as_deref()).ok()?;
-        let after = schedule.next_slot(next)?;
-        Some((after - next).num_milliseconds() as f64 / 1000.0)
+        Some(schedule.interval_at(next)?.num_milliseconds() as f64 / 1000.0)
     });
+    // A counter that exists from zero: `increase()` sees the first missed slot.
+    drop(ctx.metrics.missed_slots.get_or_create(&labels));
     match interval {
         Some(seconds) => {
             ctx.metrics

@@ -12,10 +12,13 @@ use cairn_api::backup_session::{
 };
 use cairn_api::common::BackupTarget;
 use cairn_api::common::SessionPhase;
-use cairn_api::naming::{LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, backup_job_name, label_value};
+use cairn_api::hooks::ExecHook;
+use cairn_api::naming::{
+    LABEL_INVOKER_KIND, LABEL_INVOKER_NAME, backup_job_name, human_bytes, label_value,
+};
 use cairn_api::repository::RepositoryStatus;
 use cairn_api::resolve::{
-    JobSource, ResolveError, SessionEnd, resolve_backup_job, resolve_post_hook_job,
+    JobSource, PostHookRun, ResolveError, SessionEnd, resolve_backup_job, resolve_post_hook,
 };
 use cairn_api::result::{AgentResult, BackupResult};
 use cairn_api::validation::{Lookups, parse_go_duration};
@@ -23,6 +26,7 @@ use cairn_api::{BackupConfiguration, BackupSession, Repository};
 use chrono::Utc;
 use k8s_openapi::api::batch::v1::JobTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -30,10 +34,12 @@ use kube::{Api, Resource, ResourceExt};
 use crate::conditions::{self, now};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::job::{human_bytes, young};
+use crate::job::young;
+
 use crate::metrics::ConfigLabels;
 use crate::scheduling::{to_chrono, to_time};
 use crate::session::{JobInputs, Prepared, SessionKind, ns, update_status};
+use crate::snapshots;
 use crate::status::{self, Manager};
 
 impl SessionKind for BackupSession {
@@ -55,15 +61,23 @@ impl SessionKind for BackupSession {
     fn resolve(&self, ctx: &Context) -> Result<JobTemplateSpec, ResolveError> {
         resolve_backup_job(self, &ctx.stores, &ctx.install)
     }
-    fn post_hook_job(
+    fn post_hook(
         &self,
         ctx: &Context,
         ended: &SessionEnd<'_>,
-    ) -> Result<Option<JobTemplateSpec>, ResolveError> {
+    ) -> Result<Option<PostHookRun>, ResolveError> {
         let Some(config) = invoker(self, ctx) else {
             return Ok(None);
         };
-        resolve_post_hook_job(&JobSource::backup(self, &config), ended, &ctx.install)
+        let source = JobSource::backup(self, &config);
+        let target = ctx.stores.app_binding(&ns(self), &source.target_ref.name);
+        resolve_post_hook(&source, ended, &ctx.install, target.as_deref())
+    }
+    fn pre_exec_hook(&self, ctx: &Context) -> Result<Option<ExecHook>, ResolveError> {
+        let Some(config) = invoker(self, ctx) else {
+            return Ok(None);
+        };
+        JobSource::backup(self, &config).pre_exec_hook()
     }
     fn retry_left(&self, ctx: &Context) -> bool {
         retries_left(self, ctx) > 0
@@ -174,17 +188,25 @@ impl SessionKind for BackupSession {
         if let Some((reason, message)) = after_snapshot_failure(&b) {
             ctx.event(self, true, reason, message).await;
         }
-        update_repository(self, ctx, &b).await?;
-        record_success(self, ctx, &b);
         let Some(config) = invoker(self, ctx) else {
+            record_success(self, ctx, &b);
             return Ok(());
         };
+        let repo = repository(self, ctx, &config).await?;
+        if let Some(repo) = &repo {
+            update_repository(ctx, repo, &b).await?;
+        }
+        record_success(self, ctx, &b);
         let configs: Api<BackupConfiguration> = Api::namespaced(ctx.client.clone(), &ns(self));
         let status = BackupConfigurationStatus {
             last_successful_session: Some(self.name_any()),
             ..Default::default()
         };
-        status::apply(&configs, &*config, Manager::BackupResults, false, &status).await
+        status::apply(&configs, &*config, Manager::BackupResults, false, &status).await?;
+        match &repo {
+            Some(repo) => update_snapshots(self, ctx, repo, &b).await,
+            None => Ok(()),
+        }
     }
 
     /// `status.nextRetry` for a failed session that has retries left.
@@ -320,6 +342,13 @@ fn snapshot_summary(b: &BackupResult) -> SnapshotSummary {
         added_bytes: i64::try_from(b.added_bytes).ok(),
         documents: i64::try_from(b.documents).ok(),
         indices: i64::try_from(b.indices).ok(),
+        driver: b.native.as_ref().map(|_| "native".into()),
+        shards: (b.native.as_ref()).map(|n| format!("{}/{}", n.shards, n.shards_total)),
+        files: (b.native.as_ref()).and_then(|n| i64::try_from(n.files).ok()),
+        duration: b
+            .native
+            .as_ref()
+            .map(|_| cairn_api::duration::format_seconds(b.duration_seconds.round() as i64)),
     }
 }
 
@@ -347,20 +376,59 @@ fn record_success(session: &BackupSession, ctx: &Context, b: &BackupResult) {
     }
 }
 
+/// A restic id's first 8 characters, as restic prints it; a native snapshot's name whole.
 fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..8]
+    } else {
+        id
+    }
 }
 
-async fn update_repository(session: &BackupSession, ctx: &Context, b: &BackupResult) -> Result<()> {
-    let Some(config) = invoker(session, ctx) else {
-        return Ok(());
-    };
+/// The Repository the configuration names, read from the server (its status is written next).
+async fn repository(
+    session: &BackupSession,
+    ctx: &Context,
+    config: &BackupConfiguration,
+) -> Result<Option<Repository>> {
     let reference = &config.spec.repository;
     let api: Api<Repository> =
         Api::namespaced(ctx.client.clone(), reference.namespace_or(&ns(session)));
-    let Some(repo) = api.get_opt(&reference.name).await? else {
+    Ok(api.get_opt(&reference.name).await?)
+}
+
+/// The Repository's Snapshot objects, from the inventory the agent wrote after the backup.
+async fn update_snapshots(
+    session: &BackupSession,
+    ctx: &Context,
+    repo: &Repository,
+    b: &BackupResult,
+) -> Result<()> {
+    let Some(expected) = b.inventory else {
         return Ok(());
     };
+    let namespace = ns(session);
+    match snapshots::read_lines(ctx, &namespace, &session.job_name(), expected).await? {
+        Ok(lines) => {
+            let listed_at = b.time.parse().unwrap_or_else(|_| Timestamp::now());
+            snapshots::sync(ctx, repo, &lines, listed_at).await?;
+            snapshots::set_session(ctx, repo, &b.snapshot, &namespace, &session.name_any()).await
+        }
+        Err(why) => {
+            let note = format!(
+                "the Snapshot objects of Repository {} were not updated: {why}; the next backup \
+                 updates them",
+                repo.name_any()
+            );
+            ctx.event(session, true, "InventoryIncomplete", note).await;
+            Ok(())
+        }
+    }
+}
+
+async fn update_repository(ctx: &Context, repo: &Repository, b: &BackupResult) -> Result<()> {
+    let api: Api<Repository> =
+        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
     let current = repo.status.clone().unwrap_or_default();
     let t = now();
     let count = |n: u64| i64::try_from(n).ok();
@@ -373,6 +441,8 @@ async fn update_repository(session: &BackupSession, ctx: &Context, b: &BackupRes
             current.total_size.clone(),
         )
     } else {
+        ctx.metrics
+            .repository_totals(repo, b.repository.snapshot_count, b.repository.size_bytes);
         (
             count(b.repository.snapshot_count),
             count(b.repository.size_bytes),
@@ -393,7 +463,7 @@ async fn update_repository(session: &BackupSession, ctx: &Context, b: &BackupRes
         integrity: b.repository.integrity.or(current.integrity),
         ..Default::default()
     };
-    status::apply(&api, &repo, Manager::BackupResults, false, &status).await
+    status::apply(&api, repo, Manager::BackupResults, false, &status).await
 }
 
 /// The retries a failed session may still make: never more than the configuration allows now,
@@ -567,5 +637,34 @@ mod tests {
         let mut status = BackupSessionStatus::default();
         BackupSession::succeeded_status(&b, &mut status);
         assert_eq!(status.conditions[0].reason, "TotalsFailed");
+    }
+
+    #[test]
+    fn a_native_snapshot_reports_its_name_size_shards_and_duration() {
+        let b = BackupResult {
+            snapshot: "team-a.logs.logs-1765000000".into(),
+            total_bytes: 4096,
+            duration_seconds: 65.2,
+            native: Some(Box::new(cairn_api::result::NativeStats {
+                repository: "cairn_team-a_es".into(),
+                shards: 3,
+                shards_total: 3,
+                files: 42,
+                added_files: 7,
+            })),
+            ..Default::default()
+        };
+        let mut status = BackupSessionStatus::default();
+        BackupSession::succeeded_status(&b, &mut status);
+        let snap = status.snapshot.expect("snapshot");
+        assert_eq!(snap.id, b.snapshot);
+        assert_eq!(snap.driver.as_deref(), Some("native"));
+        assert_eq!(snap.shards.as_deref(), Some("3/3"));
+        assert_eq!((snap.files, snap.total_bytes), (Some(42), Some(4096)));
+        assert_eq!(snap.duration.as_deref(), Some("1m5s"));
+        assert!(
+            BackupSession::succeeded_message(&b)
+                .starts_with("snapshot team-a.logs.logs-1765000000 ")
+        );
     }
 }

@@ -294,22 +294,6 @@ pub async fn delete_job(client: &Client, namespace: &str, job_name: &str) -> Res
     }
 }
 
-/// Bytes as `12.3 MiB` (what `totalSize` shows).
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,11 +381,5 @@ mod tests {
             assert_eq!(value("CAIRN_LIVE_PODS"), "p-1,p-2");
             assert!(chrono::DateTime::parse_from_rfc3339(&value("CAIRN_LAUNCHED_AT")).is_ok());
         }
-    }
-
-    #[test]
-    fn humane_numbers() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

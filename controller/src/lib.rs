@@ -9,10 +9,15 @@
 
 pub mod backup_configuration;
 pub mod backup_session;
+pub mod blueprint;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod exec_hook;
+pub mod forget;
 pub mod health;
+pub mod integrity;
+pub mod inventory;
 pub mod job;
 pub mod leader;
 pub mod metrics;
@@ -22,8 +27,10 @@ pub mod pre_hook;
 pub mod process;
 pub mod references;
 pub mod repository;
+pub mod repository_job;
 pub mod restore_session;
 pub mod scheduling;
 pub mod session;
+pub mod snapshots;
 pub mod status;
 pub mod stores;

@@ -1,6 +1,6 @@
 //! `cairn-controller`: watches and syncs its caches at once, waits for the leader lease, then
-//! runs the BackupConfiguration, BackupSession, RestoreSession and Repository controllers until
-//! SIGTERM or the lease is lost.
+//! runs the BackupConfiguration, BackupSession, RestoreSession and Repository controllers, and
+//! auto-backup's AppBinding controller, until SIGTERM or the lease is lost.
 
 #![forbid(unsafe_code)]
 
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use cairn_api::naming::{LABEL_MANAGED_BY, LABEL_SESSION, MANAGED_BY};
 use cairn_api::{
-    AppBinding, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
+    AppBinding, BackupBlueprint, BackupConfiguration, BackupSession, Function, Repository,
+    RestoreSession, Snapshot, Task,
 };
 use cairn_controller::context::{Context, controller_name, key};
 use cairn_controller::error::{Error, error_policy};
@@ -20,7 +21,7 @@ use cairn_controller::metrics::Metrics;
 use cairn_controller::process::{self, InstallFlags, ProcessFlags, SessionLimitFlags};
 use cairn_controller::session::{self, SessionKind};
 use cairn_controller::stores::{SharedWatch, Stores, keep_all, pod_status_only};
-use cairn_controller::{backup_configuration, repository};
+use cairn_controller::{backup_configuration, blueprint, repository};
 use cairn_process::{kube_client, shutdown_signal};
 use clap::Parser;
 use futures::StreamExt;
@@ -189,6 +190,9 @@ struct Watches {
     /// cairn's Jobs and their Pods only.
     jobs: SharedWatch<Job>,
     pods: SharedWatch<Pod>,
+    blueprints: SharedWatch<BackupBlueprint>,
+    /// cairn's Snapshot objects.
+    snapshots: SharedWatch<Snapshot>,
 }
 
 impl Watches {
@@ -206,6 +210,8 @@ impl Watches {
             namespaces: SharedWatch::new(client, all()),
             jobs: SharedWatch::new(client, all().labels(&managed)),
             pods: SharedWatch::new(client, all().labels(&managed)),
+            blueprints: SharedWatch::new(client, all()),
+            snapshots: SharedWatch::new(client, all().labels(&managed)),
         }
     }
 
@@ -221,6 +227,8 @@ impl Watches {
             namespaces: self.namespaces.store.clone(),
             jobs: self.jobs.store.clone(),
             pods: self.pods.store.clone(),
+            blueprints: self.blueprints.store.clone(),
+            snapshots: self.snapshots.store.clone(),
         }
     }
 
@@ -239,6 +247,8 @@ impl Watches {
         tokio::spawn(self.namespaces.run(keep_all, m(), l()));
         tokio::spawn(self.jobs.run(keep_all, m(), l()));
         tokio::spawn(self.pods.run(pod_status_only, m(), l()));
+        tokio::spawn(self.blueprints.run(keep_all, m(), l()));
+        tokio::spawn(self.snapshots.run(keep_all, m(), l()));
     }
 }
 
@@ -267,10 +277,15 @@ fn controllers(w: &mut Watches, ctx: &Arc<Context>, stop: &watch::Receiver<bool>
             w.restores
                 .route(move |r: &RestoreSession| repo_of(r.namespace(), &r.spec.repository)),
         )
+        .reconcile_on(
+            w.snapshots
+                .route(move |s: &Snapshot| repo_of(s.namespace(), &s.spec.repository)),
+        )
         .run(timed!(repository::reconcile), error_policy, ctx.clone())
         .for_each(log_result);
+    let blueprints = blueprints(w, ctx, stop);
     Box::pin(async move {
-        futures::join!(backups, restores, configurations, repositories);
+        futures::join!(backups, restores, configurations, repositories, blueprints);
     })
 }
 
@@ -379,6 +394,36 @@ fn configurations(
             error_policy,
             ctx.clone(),
         )
+        .for_each(log_result)
+}
+
+/// Auto-backup, one reconcile per AppBinding: again when its blueprint changes, and when an
+/// object of its generated name changes (drift, or a clashing object going away).
+fn blueprints(
+    w: &mut Watches,
+    ctx: &Arc<Context>,
+    stop: &watch::Receiver<bool>,
+) -> impl Future<Output = ()> + use<> {
+    use cairn_api::backup_blueprint::{app_of_generated, blueprint_of};
+    let apps = w.apps.store.clone();
+    let naming = move |b: &BackupBlueprint| {
+        let name = b.name_any();
+        apps.state()
+            .into_iter()
+            .filter(|a| blueprint_of(a) == Some(name.as_str()))
+            .map(|a| ObjectRef::from_obj(a.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    fn of_generated<K: Resource<DynamicType = ()>>(obj: &K) -> Option<ObjectRef<AppBinding>> {
+        let app = app_of_generated(obj.meta().name.as_deref()?)?;
+        Some(ObjectRef::new(app).within(obj.meta().namespace.as_deref()?))
+    }
+    controller(w.apps.store.clone(), stop)
+        .reconcile_on(w.apps.route_self())
+        .reconcile_on(w.blueprints.route(naming))
+        .reconcile_on(w.repositories.route(of_generated::<Repository>))
+        .reconcile_on(w.configurations.route(of_generated::<BackupConfiguration>))
+        .run(timed!(blueprint::reconcile), error_policy, ctx.clone())
         .for_each(log_result)
 }
 

@@ -18,6 +18,22 @@ pub struct ConfigLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepositoryLabels {
+    pub namespace: String,
+    pub repository: String,
+}
+
+impl RepositoryLabels {
+    pub fn of(repo: &cairn_api::Repository) -> Self {
+        use kube::ResourceExt;
+        Self {
+            namespace: repo.namespace().unwrap_or_default(),
+            repository: repo.name_any(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SessionLabels {
     pub namespace: String,
     pub invoker: String,
@@ -66,6 +82,10 @@ pub struct Metrics {
     pub snapshots: Family<ConfigLabels, Gauge>,
     pub scheduling_lag: Histogram,
     pub missed_slots: Family<ConfigLabels, Counter>,
+    /// A repository's snapshots, stored bytes and last integrity verdict (1 whole, 0 damaged).
+    pub repository_snapshots: Family<RepositoryLabels, Gauge>,
+    pub repository_size: Family<RepositoryLabels, Gauge>,
+    pub repository_integrity: Family<RepositoryLabels, Gauge>,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
@@ -101,6 +121,9 @@ impl Metrics {
             snapshots: Family::default(),
             scheduling_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             missed_slots: Family::default(),
+            repository_snapshots: Family::default(),
+            repository_size: Family::default(),
+            repository_integrity: Family::default(),
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(|| {
@@ -121,6 +144,32 @@ impl Metrics {
         self.last_backup_documents.remove(labels);
         self.snapshots.remove(labels);
         self.missed_slots.remove(labels);
+    }
+
+    /// A repository's totals.
+    pub fn repository_totals(&self, repo: &cairn_api::Repository, snapshots: u64, bytes: u64) {
+        let l = RepositoryLabels::of(repo);
+        self.repository_snapshots
+            .get_or_create(&l)
+            .set(i64::try_from(snapshots).unwrap_or(i64::MAX));
+        self.repository_size
+            .get_or_create(&l)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A repository's integrity verdict.
+    pub fn repository_integrity(&self, repo: &cairn_api::Repository, whole: bool) {
+        self.repository_integrity
+            .get_or_create(&RepositoryLabels::of(repo))
+            .set(i64::from(whole));
+    }
+
+    /// Removes every series of a deleted repository.
+    pub fn forget_repository(&self, repo: &cairn_api::Repository) {
+        let l = RepositoryLabels::of(repo);
+        self.repository_snapshots.remove(&l);
+        self.repository_size.remove(&l);
+        self.repository_integrity.remove(&l);
     }
 
     /// Registers every metric (with its help text) in `registry`.
@@ -180,6 +229,21 @@ impl Metrics {
             "missed_slots",
             "Schedule slots skipped because they were missed beyond startingDeadlineSeconds",
             m.missed_slots.clone(),
+        );
+        registry.register(
+            "repository_snapshots",
+            "Snapshots in the repository, as its last backup counted them",
+            m.repository_snapshots.clone(),
+        );
+        registry.register(
+            "repository_size_bytes",
+            "Bytes the repository stores, as its last backup counted them",
+            m.repository_size.clone(),
+        );
+        registry.register(
+            "repository_integrity",
+            "1 when the repository's last integrity check found it whole, 0 when it found damage",
+            m.repository_integrity.clone(),
         );
         registry.register(
             "reconciles",

@@ -294,6 +294,11 @@ fn container_failure(cs: &ContainerStatus) -> Option<JobObservation> {
     })
 }
 
+/// The agent's result in the pod's termination message, whether the pod succeeded or not.
+pub fn agent_result(pod: &Pod) -> Option<AgentResult> {
+    AgentResult::from_termination_message(&main_container_message(pod)?)
+}
+
 /// The termination message of the pod's main (last) container.
 fn main_container_message(pod: &Pod) -> Option<String> {
     pod.status

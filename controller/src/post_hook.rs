@@ -3,14 +3,18 @@
 //! `cairn-hook-...`, owned by the session, started when the hook's `executionPolicy` fires
 //! (`OnFinalRetryFailure` only when no retry is left). Whether it runs is decided once, as the
 //! session ends ([`mark_due`]: the condition `Post<Work>HookExecutionSucceeded` is `Unknown`),
-//! so a hook added to a configuration later never runs for the sessions it kept. Its outcome
-//! turns that condition True or False, with an event; the session's phase stays as it ended.
+//! so a hook added to a configuration later never runs for the sessions it kept. An `exec`
+//! hook is run by the controller itself ([`crate::exec_hook`]). Its outcome turns that
+//! condition True or False, with an event; a failed hook fails the session, as Stash's
+//! `calculateBackupSessionPhase` does (a session that succeeded turns Failed, with the hook
+//! named in its reason, and is not retried: its data was written; one that failed already
+//! keeps its reason).
 
 use std::time::Duration;
 
 use cairn_api::common::SessionPhase;
 use cairn_api::naming::hook_job_name;
-use cairn_api::resolve::SessionEnd;
+use cairn_api::resolve::{PostHookRun, SessionEnd};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
@@ -37,7 +41,7 @@ pub fn mark_due<K: SessionKind>(
     status: &mut K::Status,
 ) {
     if !matches!(ended.phase, SessionPhase::Succeeded | SessionPhase::Failed)
-        || matches!(session.post_hook_job(ctx, ended), Ok(None))
+        || matches!(session.post_hook(ctx, ended), Ok(None))
     {
         return;
     }
@@ -84,8 +88,15 @@ pub async fn run<K: SessionKind>(session: &K, ctx: &Context) -> Result<Option<Ac
         error: &error,
         retry_left: session.retry_left(ctx),
     };
-    let template = match session.post_hook_job(ctx, &ended) {
-        Ok(Some(t)) => t,
+    let template = match session.post_hook(ctx, &ended) {
+        Ok(Some(PostHookRun::Job(t))) => t,
+        Ok(Some(PostHookRun::Exec(hook))) => {
+            let (ok, message) = match crate::exec_hook::run(ctx, &ns(session), &hook).await {
+                Ok(m) => (true, m),
+                Err(m) => (false, m),
+            };
+            return record(session, ctx, &type_, ok, message).await;
+        }
         Ok(None) => {
             // The configuration changed (or went) since the session ended.
             let gone = "the post hook no longer runs for this session: the configuration changed";
@@ -126,6 +137,22 @@ pub async fn run<K: SessionKind>(session: &K, ctx: &Context) -> Result<Option<Ac
     }
 }
 
+/// Stash's name of the post hook: `postBackup` or `postRestore`.
+fn hook_name<K: SessionKind>() -> String {
+    format!("post{}", K::WORK)
+}
+
+/// Whether the session failed because its post hook did (it is not retried: the backup's data
+/// was written, and running it again would not make the hook succeed).
+pub fn failed_the_session<K: SessionKind>(session: &K) -> bool {
+    let reason = format!("FailedToExecutePost{}Hook", K::WORK);
+    let failed = outcome_name::<K>(SessionPhase::Failed);
+    session
+        .conditions()
+        .iter()
+        .any(|c| c.type_ == failed && c.reason == reason)
+}
+
 /// The hook's outcome as Stash says it: its condition and an event.
 async fn record<K: SessionKind>(
     session: &K,
@@ -141,16 +168,27 @@ async fn record<K: SessionKind>(
         format!("FailedToExecute{hook}")
     };
     let generation = session.meta().generation;
+    let failed = outcome_name::<K>(SessionPhase::Failed);
     update_status(ctx, session, |status| {
+        let now = crate::conditions::now();
+        // A session that failed already keeps its own reason.
+        let fails = !ok && status.phase() == Some(SessionPhase::Succeeded);
+        let conditions = status.conditions_mut();
         crate::conditions::set(
-            status.conditions_mut(),
+            conditions,
             type_,
             ok,
             &reason,
             message.clone(),
             generation,
-            &crate::conditions::now(),
+            &now,
         );
+        if fails {
+            let why = format!("the {} hook failed: {message}", hook_name::<K>());
+            // As `session::finish` writes a failed outcome.
+            crate::conditions::set(conditions, &failed, false, &reason, why, generation, &now);
+            *status.phase_mut() = Some(SessionPhase::Failed);
+        }
     })
     .await?;
     ctx.event(session, !ok, &reason, message).await;

@@ -22,7 +22,11 @@ fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> TypedObjectReference {
 }
 
 /// Whether an object in `own` referring to `name` in `namespace` (empty: its own) means `repo`.
-fn means(repo: &Repository, own: Option<String>, r: &cairn_api::common::ObjectReference) -> bool {
+pub fn means(
+    repo: &Repository,
+    own: Option<String>,
+    r: &cairn_api::common::ObjectReference,
+) -> bool {
     let own = own.unwrap_or_default();
     repo.metadata.name.as_deref() == Some(r.name.as_str())
         && repo.namespace().as_deref() == Some(r.namespace_or(&own))

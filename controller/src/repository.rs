@@ -1,14 +1,16 @@
-//! Reconciling a Repository: its references (`references`), and with `wipeOut: true` a
-//! finalizer, whose deletion runs a cleanup Job (`cairn-agent wipe`) that deletes the data from
-//! the backend before the object goes. Without `wipeOut` the data stays and no finalizer holds
-//! the object.
+//! Reconciling a Repository: its references (`references`); its own Jobs while it lives (the
+//! inventory, [`crate::inventory`]; scheduled checks, [`crate::integrity`]; forgetting a
+//! snapshot, [`crate::forget`]); and with `wipeOut: true` a finalizer, whose deletion runs a
+//! cleanup Job (`cairn-agent wipe`) that deletes the data from the backend and the Snapshot
+//! objects before the object goes. Without `wipeOut` the data stays and no finalizer holds the
+//! object.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_api::Repository;
-use cairn_api::naming::{LABEL_MANAGED_BY, MANAGED_BY, label_value};
-use cairn_api::resolve::resolve_wipe_job;
+use cairn_api::naming::label_value;
+use cairn_api::resolve::RepositoryWork;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -17,7 +19,6 @@ use tracing::instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::job::{ensure_job, job_outcome, owner_of};
 use crate::observe::JobObservation;
 
 /// Holds a Repository with `wipeOut: true` until its data is deleted.
@@ -48,7 +49,8 @@ async fn set_finalizers(ctx: &Context, repo: &Repository, finalizers: Vec<String
     name = %repo.name_any(),
 ))]
 pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Action> {
-    let wipe = repo.spec.wipe_out == Some(true);
+    // Native repositories' files are the server's (admission refuses wipeOut for them).
+    let wipe = repo.spec.wipe_out == Some(true) && repo.restic_backend().is_some();
     let finalizers = repo.finalizers().to_vec();
     let held = finalizers.iter().any(|f| f == WIPE_FINALIZER);
     let without: Vec<String> = finalizers
@@ -66,7 +68,15 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
         } else if !wipe && held {
             set_finalizers(&ctx, &repo, without).await?;
         }
-        return Ok(Action::await_change());
+        let inventory = crate::inventory::reconcile(&repo, &ctx).await?;
+        let check = crate::integrity::reconcile(&repo, &ctx).await?;
+        let forget = crate::forget::reconcile(&repo, &ctx).await?;
+        return Ok(
+            match inventory.into_iter().chain(check).chain(forget).min() {
+                Some(wait) => Action::requeue(wait),
+                None => Action::await_change(),
+            },
+        );
     }
     if !held {
         return Ok(Action::await_change());
@@ -76,26 +86,17 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
         set_finalizers(&ctx, &repo, without).await?;
         return Ok(Action::await_change());
     }
-    let namespace = repo.namespace().unwrap_or_default();
     let job_name = wipe_job_name(&repo.name_any());
-    let template =
-        resolve_wipe_job(&repo, &ctx.install).map_err(|e| Error::Invalid(e.to_string()))?;
-    let labels = [(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())].into();
-    ensure_job(
-        &ctx.client,
-        &namespace,
-        &job_name,
-        labels,
-        owner_of(repo.as_ref()),
-        &template,
-    )
-    .await?;
-    let uid = repo.metadata.uid.clone().unwrap_or_default();
-    match job_outcome(&ctx, &namespace, &job_name, &uid).await? {
+    let observed = crate::repository_job::run(&ctx, &repo, &RepositoryWork::Wipe, &job_name)
+        .await?
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    match observed {
         JobObservation::Running | JobObservation::Missing => {
             Ok(Action::requeue(Duration::from_secs(30)))
         }
         JobObservation::Succeeded { .. } => {
+            crate::snapshots::remove_all(&ctx, &repo).await?;
+            ctx.metrics.forget_repository(&repo);
             ctx.event(
                 repo.as_ref(),
                 false,

@@ -4,12 +4,14 @@
 
 use cairn_api::RestoreSession;
 use cairn_api::common::{BackupTarget, SessionPhase};
+use cairn_api::hooks::ExecHook;
 use cairn_api::naming::restore_job_name;
 use cairn_api::resolve::{
-    JobSource, ResolveError, SessionEnd, resolve_post_hook_job, resolve_restore_job,
+    JobSource, PostHookRun, ResolveError, SessionEnd, resolve_post_hook, resolve_restore_job,
 };
 use cairn_api::restore_session::{HostRestoreStats, RestoreSessionStatus, RestoredSummary};
 use cairn_api::result::{AgentResult, RestoreResult};
+use cairn_api::validation::Lookups;
 use k8s_openapi::api::batch::v1::JobTemplateSpec;
 use kube::ResourceExt;
 
@@ -37,12 +39,18 @@ impl SessionKind for RestoreSession {
     fn resolve(&self, ctx: &Context) -> Result<JobTemplateSpec, ResolveError> {
         resolve_restore_job(self, &ctx.stores, &ctx.install)
     }
-    fn post_hook_job(
+    fn post_hook(
         &self,
         ctx: &Context,
         ended: &SessionEnd<'_>,
-    ) -> Result<Option<JobTemplateSpec>, ResolveError> {
-        resolve_post_hook_job(&JobSource::restore(self), ended, &ctx.install)
+    ) -> Result<Option<PostHookRun>, ResolveError> {
+        let source = JobSource::restore(self);
+        let namespace = self.namespace().unwrap_or_default();
+        let target = ctx.stores.app_binding(&namespace, &source.target_ref.name);
+        resolve_post_hook(&source, ended, &ctx.install, target.as_deref())
+    }
+    fn pre_exec_hook(&self, _ctx: &Context) -> Result<Option<ExecHook>, ResolveError> {
+        JobSource::restore(self).pre_exec_hook()
     }
 
     async fn prepare(&self, _ctx: &Context) -> Result<Prepared> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use cairn_api::backup_session::BackupSessionStatus;
 use cairn_api::common::{BackupTarget, PersistentVolumeClaimTemplate, SessionPhase};
-use cairn_api::resolve::{ResolveError, SessionEnd};
+use cairn_api::hooks::ExecHook;
+use cairn_api::resolve::{PostHookRun, ResolveError, SessionEnd};
 use cairn_api::restore_session::RestoreSessionStatus;
 use cairn_api::result::AgentResult;
 use chrono::{DateTime, Utc};
@@ -132,13 +133,15 @@ pub trait SessionKind:
     fn retry_left(&self, _ctx: &Context) -> bool {
         false
     }
-    /// The Job of the session's post hook after it ended as `ended`, when it has one and its
+    /// How the session's post hook runs after it ended as `ended`, when it has one and its
     /// `executionPolicy` fires.
-    fn post_hook_job(
+    fn post_hook(
         &self,
         ctx: &Context,
         ended: &SessionEnd<'_>,
-    ) -> Result<Option<JobTemplateSpec>, ResolveError>;
+    ) -> Result<Option<PostHookRun>, ResolveError>;
+    /// The `exec` pre hook the controller runs before it creates the Job, if any.
+    fn pre_exec_hook(&self, ctx: &Context) -> Result<Option<ExecHook>, ResolveError>;
 
     fn phase(&self) -> Option<SessionPhase> {
         self.status()?.phase()
@@ -214,6 +217,9 @@ pub async fn reconcile<K: SessionKind>(session: Arc<K>, ctx: Arc<Context>) -> Re
             .unwrap_or_else(Action::await_change)),
         Some(SessionPhase::Failed) => {
             let hook = crate::post_hook::run(session.as_ref(), &ctx).await?;
+            if crate::post_hook::failed_the_session(session.as_ref()) {
+                return Ok(hook.unwrap_or_else(Action::await_change));
+            }
             let retry = session.retry(&ctx).await?;
             Ok(hook.unwrap_or(retry))
         }
@@ -314,7 +320,21 @@ pub async fn fail<K: SessionKind>(
     reason: &str,
     message: String,
 ) -> Result<Action> {
-    let edit = |status: &mut K::Status| session.failed_status(ctx, status);
+    fail_with(ctx, session, reason, message, |_| {}).await
+}
+
+/// Ends the session Failed, with `edit` made to its status.
+pub async fn fail_with<K: SessionKind>(
+    ctx: &Context,
+    session: &K,
+    reason: &str,
+    message: String,
+    edit: impl FnOnce(&mut K::Status),
+) -> Result<Action> {
+    let edit = |status: &mut K::Status| {
+        session.failed_status(ctx, status);
+        edit(status);
+    };
     finish(ctx, session, SessionPhase::Failed, reason, message, edit).await?;
     Ok(if K::RETRIES {
         Action::requeue(Duration::from_secs(1))
@@ -342,6 +362,10 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
         ControlFlow::Continue(template) => template,
         ControlFlow::Break(action) => return Ok(action),
     };
+    let pre_hook = match crate::pre_hook::run_exec(session, ctx).await? {
+        ControlFlow::Continue(done) => done,
+        ControlFlow::Break(action) => return Ok(action),
+    };
     let name = session.name_any();
     let launched = Launch {
         namespace: &ns(session),
@@ -354,7 +378,15 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
         default_deadline: ctx.limits.deadline,
         live_pods: crate::job::live_pods(ctx),
     };
-    let timeout = launch(&ctx.client, launched).await?;
+    let timeout = match launch(&ctx.client, launched).await {
+        Ok(timeout) => timeout,
+        Err(e) => {
+            // Retried with backoff; the session stays Pending, so say why where users look.
+            let why = format!("Job {} not created yet: {e}", session.job_name());
+            ctx.event(session, true, "JobCreateFailed", why).await;
+            return Err(e);
+        }
+    };
     let generation = session.meta().generation;
     update_status(ctx, session, |status| {
         *status.phase_mut() = Some(SessionPhase::Running);
@@ -370,6 +402,9 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
             &now(),
         );
         *status.deadline_mut() = Utc::now().checked_add_signed(timeout).and_then(to_time);
+        if let Some(done) = &pre_hook {
+            done.set(session, status);
+        }
         session.running_status(status);
     })
     .await?;

@@ -6,7 +6,11 @@
 //! |---|---|
 //! | `cairn-sessions` | a session's whole status (its life is one reconcile's) |
 //! | `cairn-schedule` | a configuration's status from its own reconcile |
+//! | `cairn-blueprint-status` | a BackupBlueprint's whole status, from the AppBindings naming it |
 //! | `cairn-backup-results` | what a successful backup writes elsewhere: the configuration's `lastSuccessfulSession`, the Repository's totals |
+//! | `cairn-references` | a Repository's `references` |
+//! | `cairn-repository-inventory` | a Repository's `inventory` |
+//! | `cairn-integrity` | a Repository's `integrity`, `lastCheck` and `IntegrityVerified` condition |
 //!
 //! A writer always applies every field it owns (server-side apply removes what its manager
 //! stops sending). Whole-status writes carry the object's `resourceVersion`, so a write built
@@ -27,6 +31,9 @@ pub enum Manager {
     Schedule,
     BackupResults,
     References,
+    Inventory,
+    Blueprints,
+    Integrity,
 }
 
 impl Manager {
@@ -36,6 +43,9 @@ impl Manager {
             Self::Schedule => "cairn-schedule",
             Self::BackupResults => "cairn-backup-results",
             Self::References => "cairn-references",
+            Self::Inventory => "cairn-repository-inventory",
+            Self::Blueprints => "cairn-blueprint-status",
+            Self::Integrity => "cairn-integrity",
         }
     }
 }

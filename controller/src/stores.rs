@@ -306,6 +306,9 @@ pub struct Stores {
     pub jobs: Store<k8s_openapi::api::batch::v1::Job>,
     /// The Pods of cairn's Jobs.
     pub pods: Store<Pod>,
+    /// cairn's Snapshot objects.
+    pub snapshots: Store<cairn_api::Snapshot>,
+    pub blueprints: Store<cairn_api::BackupBlueprint>,
 }
 
 impl Stores {
@@ -324,6 +327,8 @@ impl Stores {
             self.namespaces.wait_until_ready(),
             self.jobs.wait_until_ready(),
             self.pods.wait_until_ready(),
+            self.blueprints.wait_until_ready(),
+            self.snapshots.wait_until_ready(),
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Stash manifests to cairn's. cairn keeps Stash's kinds and field names, so most of a migration
 //! is the `apiVersion`; what cairn cannot carry is removed and said, never dropped silently:
-//! the hooks cairn does not run yet (exec, post hooks), Stash's workload backups (a target that
+//! the hooks cairn does not run (template functions, named ports), Stash's workload backups (a target that
 //! is not an AppBinding, a `VolumeSnapshotter` driver), batch kinds, a root `runAsUser` the restricted install refuses,
 //! Stash's `args` flags cairn does not read, and any field cairn's types do not know. Each
 //! migrated object is then checked by cairn's own admission rules (the objects of the same
@@ -12,7 +12,9 @@ use anyhow::Context;
 use cairn_api::defaults::Direction;
 use cairn_api::stash_args;
 use cairn_api::validation::{LookupTable, Policy, Validate, Verdict};
-use cairn_api::{BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task};
+use cairn_api::{
+    BackupBlueprint, BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,13 +27,14 @@ const CATALOG_TASKS: &str = include_str!("../../manifests/catalog/tasks.yaml");
 const CATALOG_FUNCTIONS: &str = include_str!("../../manifests/catalog/functions.yaml");
 
 /// The kinds cairn shares with Stash.
-const SHARED_KINDS: [&str; 6] = [
+const SHARED_KINDS: [&str; 7] = [
     "Repository",
     "BackupConfiguration",
     "BackupSession",
     "RestoreSession",
     "Task",
     "Function",
+    "BackupBlueprint",
 ];
 
 /// What a migration made: the YAML to apply, and what a person must read.
@@ -247,6 +250,7 @@ fn drop_unknown_fields(obj: &mut Value, who: &str, m: &mut Migration) {
         "RestoreSession" => round_trip::<RestoreSession>(obj),
         "Task" => round_trip::<Task>(obj),
         "Function" => round_trip::<Function>(obj),
+        "BackupBlueprint" => round_trip::<BackupBlueprint>(obj),
         _ => return,
     };
     let Some(known) = known else {
@@ -310,6 +314,7 @@ fn check(docs: &[Value], m: &mut Migration) {
             "RestoreSession" => verdict::<RestoreSession>(doc, &lookups, &policy),
             "Task" => verdict::<Task>(doc, &lookups, &policy),
             "Function" => verdict::<Function>(doc, &lookups, &policy),
+            "BackupBlueprint" => verdict::<BackupBlueprint>(doc, &lookups, &policy),
             _ => continue,
         };
         let who = id(doc);
@@ -421,6 +426,34 @@ mod tests {
         let m = migrate(input).expect("migrates");
         assert!(
             m.refusals.iter().any(|l| l.contains("spec.schedule")),
+            "{:?}",
+            m.refusals
+        );
+    }
+
+    #[test]
+    fn a_stash_blueprint_moves_and_a_shared_location_is_reported() {
+        let input = "apiVersion: stash.appscode.com/v1beta1\nkind: BackupBlueprint\n\
+            metadata: {name: es}\n\
+            spec: {backend: {storageSecretName: s, gcs: {bucket: b, prefix: 'stash/${TARGET_NAME}'}}, \
+            backupNamespace: stash, schedule: '0 3 * * *', retentionPolicy: {name: k, keepLast: 3}}\n";
+        let m = migrate(input).expect("migrates");
+        assert!(
+            m.yaml.contains("apiVersion: cairn.dev/v1alpha1"),
+            "{}",
+            m.yaml
+        );
+        assert!(
+            m.not_carried
+                .iter()
+                .any(|l| l.contains("spec.backupNamespace removed")),
+            "{:?}",
+            m.not_carried
+        );
+        assert!(
+            m.refusals
+                .iter()
+                .any(|l| l.contains("spec.backend.gcs.prefix")),
             "{:?}",
             m.refusals
         );

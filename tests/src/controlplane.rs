@@ -48,6 +48,9 @@ const DIR_PREFIX: &str = "cairn-controlplane-";
 /// The field manager of everything the harness applies.
 pub const FIELD_MANAGER: &str = "cairn-tests";
 
+/// The user of the admin kubeconfig (the controller's, when a test runs it as a process).
+pub const ADMIN_USER: &str = "cairn-admin";
+
 /// How to start a control plane.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -151,7 +154,7 @@ impl ControlPlane {
                 &KUBERNETES_SERVICE_IP.to_string(),
             ],
         )?;
-        let admin = ca.client_cert("cairn-admin", &["system:masters"])?;
+        let admin = ca.client_cert(ADMIN_USER, &["system:masters"])?;
         let (sa_private, sa_public) = crate::pki::service_account_key()?;
         for (name, content) in [
             ("ca.crt", ca.cert_pem()),
@@ -209,6 +212,8 @@ impl ControlPlane {
                 path("admin.crt").display()
             ),
             format!("--kubelet-client-key={}", path("admin.key").display()),
+            // The node's name resolves nowhere here: reach its kubelet at its InternalIP.
+            "--kubelet-preferred-address-types=InternalIP,Hostname".to_string(),
             format!("--service-account-issuer={server}"),
             format!("--service-account-key-file={}", path("sa.pub").display()),
             format!(

@@ -253,8 +253,13 @@ impl OpenSearch {
         }
     }
 
-    /// Starts a node and waits until its cluster health is yellow or green.
+    /// Starts a node and waits until its cluster health is yellow or green (on fresh ports if
+    /// one was taken meanwhile).
     pub fn start_with(options: Options) -> Result<Self> {
+        crate::process::with_fresh_ports(|| Self::start_once(options.clone()))
+    }
+
+    fn start_once(options: Options) -> Result<Self> {
         crate::init_crypto();
         let started = Instant::now();
         let install = options.distribution.install_dir()?;

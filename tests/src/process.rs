@@ -199,22 +199,38 @@ pub fn with_fresh_ports<T>(mut start: impl FnMut() -> Result<T>) -> Result<T> {
     }
 }
 
-/// A free loopback port, never the same twice in this process (fewer races between tests that
-/// start components concurrently).
+/// A free loopback port, never the same twice in this process, taken from below the kernel's
+/// ephemeral range: a port bound to 0 and released can go to any client's outgoing connection
+/// before our server binds it (CI saw OpenSearch lose its HTTP port that way), while a port outside
+/// that range is only ever taken by someone binding it by number.
 pub fn free_port() -> Result<u16> {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let listener =
-            TcpListener::bind(("127.0.0.1", 0)).context("binding a free loopback port")?;
-        let port = listener
-            .local_addr()
-            .context("reading the bound address")?
-            .port();
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out.insert(port) {
+    let (low, high) = below_ephemeral_range();
+    let span = u32::from(high - low);
+    // Processes start at different points of the range, so concurrent test binaries rarely probe
+    // the same ports.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for step in 0..span {
+        let port = low + ((start + step) % span) as u16;
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return Ok(port);
         }
     }
+    Err(anyhow!("no free loopback port in {low}..{high}"))
+}
+
+/// The ports from 20000 up to where the kernel's ephemeral range starts
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 when unreadable).
+fn below_ephemeral_range() -> (u16, u16) {
+    const LOW: u16 = 20_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&start| start > LOW + 1_000)
+        .unwrap_or(32_768);
+    (LOW, ephemeral_start)
 }
 
 /// The temp dirs `<prefix>*` of test processes that died without cleaning up (their servers

@@ -74,6 +74,8 @@ impl Webhook {
             format!("--kubeconfig={}", cp.kubeconfig().display()),
             "--cert-reload-seconds=1".to_string(),
             format!("--agent-image={agent_image}"),
+            // The tests' controller runs with the admin kubeconfig.
+            format!("--controller-user={}", crate::controlplane::ADMIN_USER),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let process = OwnedProcess::spawn(

@@ -670,8 +670,12 @@ fn retention_fails_after_the_snapshot_is_saved() -> Result<()> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
         .with_context(|| format!("stdout is not JSON lines: {stdout}"))?;
-    let (result, progress) = lines.split_last().context("no stdout")?;
+    let (result, before) = lines.split_last().context("no stdout")?;
     ensure!(result["kind"] == "backup", "{stdout}");
+    // Before the result: the progress lines, then the inventory (one line per snapshot).
+    let (inventory, progress): (Vec<&Value>, Vec<&Value>) =
+        before.iter().partition(|l| l["kind"] == "snapshot");
+    ensure!(Some(inventory.len() as u64) == first.inventory, "{stdout}");
     let last = progress.last().context("no progress line")?;
     ensure!(
         progress
@@ -1553,7 +1557,9 @@ async fn controller_leader_killed_mid_session_the_new_leader_completes_it() -> R
     apply(cp, &[session(&ns, "mid", "cfg")]);
     running_container(cp, &ns, "mid").await;
     let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = kube::Api::namespaced(cp.client(), &ns);
-    let before = jobs.list(&Default::default()).await?.items;
+    // The session's Jobs (the Repository's inventory Job is another).
+    let of_session = kube::api::ListParams::default().labels("cairn.dev/session=mid");
+    let before = jobs.list(&of_session).await?.items;
     ensure!(before.len() == 1, "jobs before: {}", before.len());
     env.controller.kill();
     let killed = Instant::now();
@@ -1566,7 +1572,7 @@ async fn controller_leader_killed_mid_session_the_new_leader_completes_it() -> R
         status.snapshot.map(|s| s.id) == Some(snapshot.clone()),
         "snapshot"
     );
-    let after = jobs.list(&Default::default()).await?.items;
+    let after = jobs.list(&of_session).await?.items;
     ensure!(
         after.len() == 1 && after[0].metadata.uid == before[0].metadata.uid,
         "jobs after: {:?}",

@@ -4,7 +4,10 @@
 //! session with the hook named, and the backup's container never starts (no snapshot).
 //! `postBackup` runs in a Job of its own once the session ended, when its `executionPolicy`
 //! says so, and receives the session's outcome through its template; its result is Stash's
-//! condition. The backup itself is the fake agent's (the hooks, Pods and kubelet are real).
+//! condition, and a failed one fails the session. An `exec` hook runs in the first pod behind
+//! the AppBinding's Service, and only for a user the API server lets exec (impersonated with
+//! `kubectl --as`). The backup itself is the fake agent's (the hooks, Pods and kubelet are
+//! real).
 //!
 //! Its own test binary, so its own control plane.
 
@@ -13,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_api::naming::backup_job_name;
 use cairn_api::{BackupSession, RestoreSession};
 use cairn_tests::ControlPlane;
 use cairn_tests::objects::{
@@ -23,6 +27,8 @@ use cairn_tests::wait_for;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
@@ -172,9 +178,11 @@ async fn a_failing_pre_backup_hook_fails_the_session_before_any_data_is_read() {
     );
     assert_eq!(seen.lock().expect("lock").len(), 1);
 
-    // The backup's container never started: no data was read.
+    // The backup's container never started: no data was read. (The Repository's inventory
+    // Job has a pod of its own.)
     let pods: Api<Pod> = Api::namespaced(cp().client(), &ns);
-    let list = pods.list(&ListParams::default()).await.expect("pods");
+    let of_session = ListParams::default().labels(&format!("job-name={}", backup_job_name("now")));
+    let list = pods.list(&of_session).await.expect("pods");
     assert_eq!(list.items.len(), 1, "one pod");
     let status = list.items[0].status.clone().expect("status");
     for c in status.container_statuses.unwrap_or_default() {
@@ -219,15 +227,15 @@ async fn hook_done(ns: &str, name: &str) -> BackupSession {
 
 const PRE_HOOK: &str = "PreBackupHookExecutionSucceeded";
 
+/// The session's condition `type_`.
+fn find_condition<'a>(s: &'a BackupSession, type_: &str) -> Option<&'a Condition> {
+    let conditions = &s.status.as_ref()?.conditions;
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
 /// The status and reason of the session's condition `type_`.
 fn condition(s: &BackupSession, type_: &str) -> Option<(String, String)> {
-    let c = s
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)?;
-    Some((c.status.clone(), c.reason.clone()))
+    find_condition(s, type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 fn hook_condition(s: &BackupSession) -> Option<(String, String)> {
@@ -267,13 +275,17 @@ async fn a_post_backup_hook_receives_the_sessions_outcome() {
 }
 
 #[tokio::test]
-async fn a_failing_post_hook_is_a_false_condition_and_an_on_failure_hook_waits_for_a_failure() {
+async fn a_failing_post_hook_is_a_false_condition_and_on_failure_or_on_success_wait_for_theirs() {
     let env = env().await;
     let (addr, seen) = endpoint(env).await;
     let ns = namespace_with_hooks(outcome_hook(addr, "/fail", Some("Always"))).await;
     apply(cp(), &[session(&ns, "now", "cfg")]);
     let s = hook_done(&ns, "now").await;
-    assert_eq!(phase(&s), "Succeeded");
+    // As Stash: a failed post hook fails the session, the hook named; no retry follows.
+    assert_eq!(phase(&s), "Failed");
+    let (reason, message) = failure(&s);
+    assert_eq!(reason, "FailedToExecutePostBackupHook", "{message}");
+    assert!(message.contains("postBackup hook failed"), "{message}");
     assert_eq!(
         hook_condition(&s),
         Some(("False".into(), "FailedToExecutePostBackupHook".into()))
@@ -286,6 +298,16 @@ async fn a_failing_post_hook_is_a_false_condition_and_an_on_failure_hook_waits_f
     apply(cp(), &[session(&ns, "now", "cfg")]);
     let s = finished(cp(), &ns, "now", SESSION_TIME).await;
     assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+    assert_eq!(hook_condition(&s), None, "{:?}", s.status);
+    assert!(seen.lock().expect("lock").is_empty());
+
+    // OnSuccess after a failure (the agent exits 1 with no result): nothing either.
+    let (addr, seen) = endpoint(env).await;
+    let hooks = outcome_hook(addr, "/post", Some("OnSuccess"));
+    let ns = namespace_with(&["--exit", "1"], json!({"hooks": hooks})).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Failed");
     assert_eq!(hook_condition(&s), None, "{:?}", s.status);
     assert!(seen.lock().expect("lock").is_empty());
 }
@@ -320,6 +342,46 @@ async fn an_on_final_retry_failure_hook_runs_after_the_last_retry_hit_its_deadli
         "{body}"
     );
     assert!(body.contains(&failure(&retry).1), "{body}");
+}
+
+/// Stash's Slack example: its `{{if eq .Status.Phase `Succeeded`}}...{{else}}...{{end}}` body.
+const SLACK_BODY: &str = "{\"blocks\": [{\"type\": \"section\",\"text\": {\"type\": \"mrkdwn\",\"text\": \"{{if eq .Status.Phase `Succeeded`}}:white_check_mark: Backup succeeded for {{ .Namespace }}/{{.Target.Name}}{{else}}:x: Backup failed for {{ .Namespace }}/{{.Target.Name}} Reason: {{.Status.Error}}.{{end}}\"}}]}";
+
+/// An agent the kernel kills for memory writes no result; the post hook still runs, in a Job of
+/// its own (which the session's memory limit does not reach), and Stash's conditional template
+/// takes its failure branch with the kill named.
+#[tokio::test]
+async fn a_post_hook_runs_after_an_oom_killed_session_with_stashs_slack_template() {
+    let env = env().await;
+    let (addr, seen) = endpoint(env).await;
+    let hooks = json!({"postBackup": {"executionPolicy": "OnFailure", "httpPost": {
+        "host": addr.ip().to_string(), "port": addr.port(), "path": "/slack",
+        "httpHeaders": [{"name": "Content-Type", "value": "application/json"}],
+        "body": SLACK_BODY}}});
+    // The agent fills more memory than its limit before it would write its result.
+    let extra = json!({"hooks": hooks, "runtimeSettings": {"container": {"resources": {
+        "requests": {"memory": "16Mi"}, "limits": {"memory": "16Mi"}}}}});
+    let args = ["--allocate", "64", "--result", &backup_result()];
+    let ns = namespace_with(&args, extra).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = hook_done(&ns, "now").await;
+    let (reason, message) = failure(&s);
+    // containerd names the kill OOMKilled when it saw the cgroup's OOM event first; under load
+    // it may reap the SIGKILLed process first (exit code 137, seen once here).
+    assert!(
+        reason == "OOMKilled" || message.contains("exited with code 137"),
+        "{reason}: {message}"
+    );
+    assert_eq!(
+        hook_condition(&s),
+        Some(("True".into(), "SuccessfullyExecutedPostBackupHook".into()))
+    );
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body: Value = serde_json::from_str(&got[0].2).expect("the rendered body is JSON");
+    let text = body["blocks"][0]["text"]["text"].as_str().expect("text");
+    let want = format!(":x: Backup failed for {ns}/es Reason: {message}.");
+    assert_eq!(text, want);
 }
 
 /// A RestoreSession's `preRestore` and `postRestore`: the pre hook before the restore's
@@ -389,4 +451,270 @@ async fn restore_hooks_run_around_the_restore() {
             )
         ]
     );
+}
+
+/// Two pods behind the Service `es` (label `app=es`), running the fake agent's image (no
+/// shell: the hooks run `cairn-fake-agent --say`), and the AppBinding `es` naming the Service.
+fn workload(ns: &str) -> Vec<Value> {
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": "es"}},
+            "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 65534,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "es", "image": cairn_tests::image::FAKE_AGENT_IMAGE,
+                                     "imagePullPolicy": "Never", "command": ["cairn-fake-agent"],
+                                     "args": ["--sleep", "3600"],
+                                     "securityContext": {"allowPrivilegeEscalation": false,
+                                                         "capabilities": {"drop": ["ALL"]}}}]}})
+    };
+    vec![
+        pod("es-1"),
+        pod("es-0"),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "es", "namespace": ns},
+               "spec": {"selector": {"app": "es"}, "ports": [{"port": 9200}]}}),
+        json!({"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
+               "metadata": {"name": "es", "namespace": ns},
+               "spec": {"clientConfig": {"service": {"name": "es", "port": 9200}}}}),
+    ]
+}
+
+/// Waits until both pods of [`workload`] run.
+async fn workload_running(ns: &str) {
+    let pods: Api<Pod> = Api::namespaced(cp().client(), ns);
+    wait_for(SESSION_TIME, "the workload's pods to run", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=es"))
+            .await
+            .ok()?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        (running.count() == 2).then_some(())
+    })
+    .await;
+}
+
+/// RBAC in `ns`: `alice` may write BackupConfigurations; `bob` may too, and exec into pods.
+fn users(ns: &str) -> Vec<Value> {
+    let role = |name: &str, rules: Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": name, "namespace": ns}, "rules": rules})
+    };
+    let binding = |user: &str, role: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": format!("{user}-{role}"), "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+               "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]})
+    };
+    vec![
+        role(
+            "writer",
+            json!([{"apiGroups": ["cairn.dev"], "resources": ["backupconfigurations"],
+                    "verbs": ["get", "list", "create", "patch", "update"]}]),
+        ),
+        role(
+            "exec",
+            json!([{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]),
+        ),
+        binding("alice", "writer"),
+        binding("bob", "writer"),
+        binding("bob", "exec"),
+    ]
+}
+
+/// `kubectl --as=user apply` of `object`: its success, and kubectl's error.
+fn apply_as(user: &str, object: &Value) -> (bool, String) {
+    let out = cp().kubectl_stdin(
+        [&format!("--as={user}"), "apply", "-f", "-"],
+        &object.to_string(),
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The session's condition `type_`: status and message.
+fn condition_message(s: &BackupSession, type_: &str) -> Option<(String, String)> {
+    find_condition(s, type_).map(|c| (c.status.clone(), c.message.clone()))
+}
+
+/// An `exec` hook runs in the first Running pod behind the AppBinding's Service, in
+/// `containerName`; whoever writes one must be allowed to exec there themselves (admission
+/// asks the API server), so `alice` (no `pods/exec`) is denied and `bob` admitted.
+#[tokio::test]
+async fn exec_hooks_run_in_the_targets_pod_for_users_who_may_exec() {
+    env().await;
+    let ns = namespace_with(&["--result", &backup_result()], json!({})).await;
+    let mut objects = workload(&ns);
+    objects.extend(users(&ns));
+    apply(cp(), &objects);
+    let hooks = json!({
+        "preBackup": {"exec": {"command": ["cairn-fake-agent", "--say", "flushed before"]},
+                      "containerName": "es"},
+        "postBackup": {"exec": {"command": ["cairn-fake-agent", "--say", "after {{ .Status.Phase }}"]}}
+    });
+    let mut cfg = cairn_tests::objects::configuration(&ns, "exec", json!({"hooks": hooks}));
+    cfg["spec"]["task"] = json!({"name": format!("fake-{ns}")});
+
+    let (ok, err) = apply_as("alice", &cfg);
+    assert!(!ok, "alice may not exec, yet her exec hook was admitted");
+    for words in [
+        "spec.hooks.preBackup.exec",
+        "spec.hooks.postBackup.exec",
+        "pods/exec",
+        "alice",
+    ] {
+        assert!(err.contains(words), "{words:?} not in {err}");
+    }
+    let (ok, err) = apply_as("bob", &cfg);
+    assert!(ok, "bob may exec: {err}");
+    // Re-applied unchanged: nothing to ask, nothing written.
+    let out = cp().kubectl_stdin(["--as=bob", "apply", "-f", "-"], &cfg.to_string());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("unchanged"), "{said}");
+
+    workload_running(&ns).await;
+    ready(cp(), &ns, "exec").await;
+    apply(cp(), &[session(&ns, "now", "exec")]);
+    let s = hook_done(&ns, "now").await;
+    assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+    let (status, message) = condition_message(&s, PRE_HOOK).expect("the pre hook's condition");
+    assert_eq!(status, "True", "{message}");
+    assert!(
+        message.contains("pod es-0, container es") && message.ends_with("flushed before"),
+        "{message}"
+    );
+    let (status, message) = condition_message(&s, POST_HOOK).expect("the post hook's condition");
+    assert_eq!(status, "True", "{message}");
+    assert!(message.ends_with("after Succeeded"), "{message}");
+}
+
+/// A failing `exec` pre hook fails the session before its Job exists: nothing is read.
+#[tokio::test]
+async fn a_failing_exec_pre_hook_fails_the_session_with_no_job() {
+    env().await;
+    let hooks = json!({"preBackup": {"exec": {"command": ["cairn-fake-agent", "--say", "frozen?", "--exit", "3"]}}});
+    let ns = namespace_with(&["--result", &backup_result()], json!({"hooks": hooks})).await;
+    apply(cp(), &workload(&ns));
+    workload_running(&ns).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Failed");
+    let (reason, message) = failure(&s);
+    assert_eq!(reason, "FailedToExecutePreBackupHook", "{message}");
+    for words in ["preBackup", "pod es-0", "frozen?", "no data was read"] {
+        assert!(message.contains(words), "{words:?} not in {message}");
+    }
+    assert_eq!(
+        condition(&s, PRE_HOOK),
+        Some(("False".into(), "FailedToExecutePreBackupHook".into()))
+    );
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(cp().client(), &ns);
+    // The session's Jobs (the Repository's inventory Job is another).
+    let of_session = ListParams::default().labels("cairn.dev/session=now");
+    let list = jobs.list(&of_session).await.expect("jobs");
+    assert!(
+        list.items.is_empty(),
+        "a Job was made: {:?}",
+        list.items
+            .iter()
+            .map(|j| j.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// How many times events with `reason` were recorded for the object `name` (an event repeated
+/// is one object with a count).
+async fn event_count(ns: &str, name: &str, reason: &str) -> i32 {
+    let events: Api<Event> = Api::namespaced(cp().client(), ns);
+    let list = events.list(&Default::default()).await.expect("events");
+    list.items
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
+}
+
+/// A pre `exec` hook's success is written before the Job is made: while an admission policy
+/// refuses the Job and the controller retries its creation (each retry an event on the
+/// session), the hook does not run again; once the policy goes, the session runs.
+#[tokio::test]
+async fn an_exec_pre_hook_runs_once_while_its_job_cannot_be_made() {
+    env().await;
+    let hooks =
+        json!({"preBackup": {"exec": {"command": ["cairn-fake-agent", "--say", "frozen"]}}});
+    let ns = namespace_with(&["--result", &backup_result()], json!({"hooks": hooks})).await;
+    apply(cp(), &workload(&ns));
+    // The API server's own CEL admission (no controller needed): no backup Job in `ns`.
+    let policy = format!("no-backup-jobs-{ns}");
+    apply(
+        cp(),
+        &[
+            json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy", "metadata": {"name": policy},
+                "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                    "resources": ["jobs"]}]},
+                    "validations": [{"expression": "!object.metadata.name.startsWith('cairn-backup-')",
+                                     "message": "no backup Jobs here for now"}]}}),
+            json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": policy},
+                "spec": {"policyName": policy, "validationActions": ["Deny"],
+                    "matchResources": {"namespaceSelector": {"matchLabels": {
+                        "kubernetes.io/metadata.name": ns}}}}}),
+        ],
+    );
+    let probe = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "cairn-backup-probe", "namespace": ns},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "none"}]}}}});
+    wait_for(SESSION_TIME, "the policy to refuse backup Jobs", || async {
+        let out = cp().kubectl_stdin(
+            ["create", "--dry-run=server", "-f", "-"],
+            &probe.to_string(),
+        );
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        said.contains("no backup Jobs here").then_some(())
+    })
+    .await;
+    workload_running(&ns).await;
+    apply(cp(), &[session(&ns, "now", "cfg")]);
+    wait_for(SESSION_TIME, "two refused Job creations", || async {
+        (event_count(&ns, "now", "JobCreateFailed").await >= 2).then_some(())
+    })
+    .await;
+    let ran = "SuccessfullyExecutedPreBackupHook";
+    assert_eq!(event_count(&ns, "now", ran).await, 1);
+    let sessions: Api<BackupSession> = Api::namespaced(cp().client(), &ns);
+    let pending = sessions.get("now").await.expect("the session");
+    assert!(
+        ["", "Pending"].contains(&phase(&pending).as_str()),
+        "{:?}",
+        pending.status
+    );
+    assert_eq!(
+        condition(&pending, PRE_HOOK).map(|c| c.0).as_deref(),
+        Some("True")
+    );
+
+    let binding = format!("validatingadmissionpolicybinding/{policy}");
+    let out = cp().kubectl([
+        "delete",
+        &binding,
+        &format!("validatingadmissionpolicy/{policy}"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = finished(cp(), &ns, "now", SESSION_TIME).await;
+    assert_eq!(phase(&s), "Succeeded", "{:?}", failure(&s));
+    assert_eq!(event_count(&ns, "now", ran).await, 1);
 }

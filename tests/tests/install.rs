@@ -197,25 +197,30 @@ fn default_values_render_the_kustomize_tree() {
     stdout_of("helm lint --strict charts/cairn", lint);
 }
 
+/// `kubectl kustomize` of `manifests/` with the component `manifests/components/<name>`.
+fn with_component(name: &str) -> BTreeMap<Key, Value> {
+    // kustomize takes only relative paths: an overlay beside manifests/, removed on drop.
+    let dir = tempfile::Builder::new()
+        .prefix(".overlay-")
+        .tempdir_in(repo_root())
+        .expect("tmp");
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../manifests]\ncomponents: [../manifests/components/{name}]\n"
+        ),
+    )
+    .expect("kustomization");
+    kustomize(&dir.path().display().to_string())
+}
+
 /// The kustomize components that opt Jobs in to more than `restricted` set the level on both the
 /// webhook and the controller, and change nothing else.
 #[test]
 fn job_pod_security_components_set_both_deployments() {
     let plain = kustomize("manifests");
     for level in ["baseline", "privileged"] {
-        // kustomize takes only relative paths: an overlay beside manifests/, removed on drop.
-        let dir = tempfile::Builder::new()
-            .prefix(".overlay-")
-            .tempdir_in(repo_root())
-            .expect("tmp");
-        std::fs::write(
-            dir.path().join("kustomization.yaml"),
-            format!(
-                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../manifests]\ncomponents: [../manifests/components/job-pod-security-{level}]\n"
-            ),
-        )
-        .expect("kustomization");
-        let got = kustomize(&dir.path().display().to_string());
+        let got = with_component(&format!("job-pod-security-{level}"));
         for name in ["cairn-webhook", "cairn-controller"] {
             let k = key("Deployment", "cairn-system", name);
             assert_eq!(
@@ -236,16 +241,7 @@ fn job_pod_security_components_set_both_deployments() {
 /// Helm value render the same rule, and change nothing else.
 #[test]
 fn webhook_ingress_from_the_api_server_component_and_value_agree() {
-    let dir = tempfile::Builder::new()
-        .prefix(".overlay-")
-        .tempdir_in(repo_root())
-        .expect("tmp");
-    std::fs::write(
-        dir.path().join("kustomization.yaml"),
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../manifests]\ncomponents: [../manifests/components/webhook-ingress-from-apiserver]\n",
-    )
-    .expect("kustomization");
-    let kustomized = kustomize(&dir.path().display().to_string());
+    let kustomized = with_component("webhook-ingress-from-apiserver");
     let helm = render_chart(&[
         "--set",
         "networkPolicy.webhook.apiServerCIDRs={192.0.2.0/24}",
@@ -270,6 +266,42 @@ fn webhook_ingress_from_the_api_server_component_and_value_agree() {
         &kustomized,
         &plain,
     );
+}
+
+/// The exec hooks' opt-in: the kustomize component and the Helm value add the same two objects
+/// (the controller's `pods/exec` and `services` rights), and nothing else; without it the
+/// controller has neither.
+#[test]
+fn exec_hooks_component_and_value_agree() {
+    let kustomized = with_component("exec-hooks");
+    let helm = render_chart(&["--set", "execHooks.enabled=true"]);
+    assert_same_objects(
+        "helm --set execHooks.enabled=true vs the component",
+        &helm,
+        &kustomized,
+    );
+    let plain = kustomize("manifests");
+    let added: Vec<&Key> = kustomized
+        .keys()
+        .filter(|k| !plain.contains_key(*k))
+        .collect();
+    assert_eq!(
+        added,
+        [
+            &key("ClusterRole", "", "cairn-controller-exec-hooks"),
+            &key("ClusterRoleBinding", "", "cairn-controller-exec-hooks"),
+        ]
+    );
+    let rules = &kustomized[added[0]]["rules"];
+    assert_eq!(rules[0]["resources"], json!(["pods/exec"]));
+    assert_eq!(rules[0]["verbs"], json!(["create"]));
+    let exec = |objects: &BTreeMap<Key, Value>| {
+        objects
+            .values()
+            .any(|o| o.to_string().contains("pods/exec"))
+    };
+    assert!(!exec(&plain) && !exec(&render_chart(&[])));
+    assert_eq!(kustomized.len(), plain.len() + 2);
 }
 
 /// (b) certMode=certManager: manifests/certs' objects instead of the bootstrap Job and its RBAC,
@@ -332,6 +364,8 @@ fn non_default_values() -> Vec<&'static str> {
         "agent.image=registry.example/agent:v1",
         "--set",
         "jobPodSecurity=baseline",
+        "--set",
+        "execHooks.enabled=true",
         "--set",
         "imagePullSecrets[0]=regcred",
         "--set",
@@ -457,8 +491,9 @@ fn values_reach_the_objects() {
     }
     assert_eq!(
         got.len(),
-        defaults.len() + 3,
-        "the values add the two ServiceMonitors and the PrometheusRule, nothing else"
+        defaults.len() + 5,
+        "the values add the two ServiceMonitors, the PrometheusRule and the exec hooks' \
+         ClusterRole and binding, nothing else"
     );
 
     // NetworkPolicies off.
@@ -820,6 +855,9 @@ fn prometheus_rule_reads_metrics_the_code_exports() {
         .schedule_interval
         .get_or_create(&config)
         .set(60.0);
+    let mut repo = cairn_api::Repository::new("r", Default::default());
+    repo.metadata.namespace = Some("n".into());
+    controller.repository_integrity(&repo, true);
     let exported: BTreeSet<String> = exported_names(&webhook.encode())
         .into_iter()
         .chain(exported_names(&controller.encode()))
@@ -846,7 +884,7 @@ fn prometheus_rule_reads_metrics_the_code_exports() {
         }
     }
     assert_eq!(
-        alerts, 3,
-        "the certificate alerts and the overdue-backup alert"
+        alerts, 4,
+        "the certificate alerts, the overdue-backup alert and the damaged-repository alert"
     );
 }

@@ -8,9 +8,13 @@ use cairn_api::defaults::{
 };
 use cairn_api::resolve::{InstallSettings, resolve_backup_job, resolve_restore_job};
 use cairn_api::validation::{
-    Lookups, Policy, Validate, Verdict, check_user_written_session, needs_spec_rules,
+    ExecAccess, Lookups, Policy, Validate, Verdict, check_exec_access, check_user_written_session,
+    exec_hooks_written, needs_spec_rules,
 };
-use cairn_api::{BackupConfiguration, BackupSession, Function, Repository, RestoreSession, Task};
+use cairn_api::{
+    BackupBlueprint, BackupConfiguration, BackupSession, Function, Repository, RestoreSession,
+    Snapshot, Task,
+};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde::Serialize;
@@ -54,11 +58,13 @@ served_kinds!(
     RestoreSession,
     Task,
     Function,
+    Snapshot,
+    BackupBlueprint,
 );
 
 /// Every served kind, for messages.
-pub const SERVED_KINDS: &str =
-    "Repository, BackupConfiguration, BackupSession, RestoreSession, Task, Function (cairn.dev)";
+pub const SERVED_KINDS: &str = "Repository, BackupConfiguration, BackupSession, RestoreSession, Task, \
+     Function, Snapshot, BackupBlueprint (cairn.dev)";
 
 impl Kind {
     pub fn from_gvk(group: &str, kind: &str) -> Option<Self> {
@@ -132,6 +138,9 @@ pub fn review(
         .old_object
         .as_ref()
         .and_then(|o| serde_json::to_value(o).ok());
+    if kind == Kind::Snapshot {
+        return snapshot_write(resp, req, &new, old.as_ref(), &install.controller_user);
+    }
     if req.operation == Operation::Update && !needs_spec_rules(old.as_ref(), &new) {
         return (resp, Outcome::Allowed);
     }
@@ -154,6 +163,61 @@ pub fn review(
         Endpoint::Validate => validate(kind, resp, &new, old.as_ref(), lookups, &install.policy),
         Endpoint::Mutate => mutate(kind, resp, req.operation.clone(), new, lookups, install),
     }
+}
+
+/// A write of a Snapshot: the controller's, or a user's annotation ([`Snapshot::check_write`]).
+fn snapshot_write(
+    resp: AdmissionResponse,
+    req: &AdmissionRequest<DynamicObject>,
+    new: &Value,
+    old: Option<&Value>,
+    controller: &str,
+) -> (AdmissionResponse, Outcome) {
+    let new: Snapshot = match typed(Kind::Snapshot, new) {
+        Ok(s) => s,
+        Err(reason) => return (resp.deny(reason), Outcome::Denied),
+    };
+    let old: Option<Snapshot> = old.and_then(|o| serde::Deserialize::deserialize(o).ok());
+    let user = req.user_info.username.as_deref().unwrap_or_default();
+    let verdict = new.check_write(old.as_ref(), user, controller);
+    if verdict.allowed() {
+        (resp, Outcome::Allowed)
+    } else {
+        let reason = format!("Snapshot rejected: {}", verdict.error_message());
+        (resp.deny(reason), Outcome::Denied)
+    }
+}
+
+/// The `exec` hooks a request writes (paths), for which the server asks the API server whether
+/// the request's user may exec: on the validating endpoint, at create and update.
+pub fn exec_hooks_to_check(
+    endpoint: Endpoint,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Vec<String> {
+    let writes = matches!(req.operation, Operation::Create | Operation::Update);
+    let Some(new) = req.object.as_ref().filter(|_| writes) else {
+        return Vec::new();
+    };
+    if endpoint != Endpoint::Validate || Kind::from_gvk(&req.kind.group, &req.kind.kind).is_none() {
+        return Vec::new();
+    }
+    exec_hooks_written(&new.data, req.old_object.as_ref().map(|o| &o.data))
+}
+
+/// `answer` with the check of the `exec` hooks at `paths` against the API server's `access`
+/// answer: denied, with the reason, when the user may not exec.
+pub fn with_exec_access(
+    req: &AdmissionRequest<DynamicObject>,
+    answer: (AdmissionResponse, Outcome),
+    paths: &[String],
+    access: &ExecAccess,
+) -> (AdmissionResponse, Outcome) {
+    let verdict = check_exec_access(paths, access);
+    if verdict.allowed() || answer.1 == Outcome::Denied {
+        return answer;
+    }
+    let reason = format!("{} rejected: {}", req.kind.kind, verdict.error_message());
+    (answer.0.deny(reason), Outcome::Denied)
 }
 
 fn typed<K: DeserializeOwned>(kind: Kind, v: &Value) -> Result<K, String> {
@@ -197,6 +261,8 @@ fn validate(
         Kind::RestoreSession => run::<RestoreSession>(kind, new, old, lookups, policy),
         Kind::Task => run::<Task>(kind, new, old, lookups, policy),
         Kind::Function => run::<Function>(kind, new, old, lookups, policy),
+        Kind::Snapshot => return (resp, Outcome::Allowed),
+        Kind::BackupBlueprint => run::<BackupBlueprint>(kind, new, old, lookups, policy),
     };
     let verdict = match verdict {
         Ok(v) => v,

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admission;
 pub mod bounds;
 pub mod cache;

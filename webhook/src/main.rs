@@ -13,6 +13,7 @@ use cairn_api::pod_security::PodSecurityLevel;
 use cairn_api::resolve::InstallSettings;
 use cairn_api::validation::Policy;
 use cairn_process::{init_logging, kube_client, shutdown_signal};
+use cairn_webhook::access::ApiAccessReview;
 use cairn_webhook::bounds::Limits;
 use cairn_webhook::cache::Caches;
 use cairn_webhook::metrics::Metrics;
@@ -59,6 +60,13 @@ struct Args {
     /// Pull policy of the Jobs' containers (default: the cluster's).
     #[arg(long, env = "CAIRN_IMAGE_PULL_POLICY")]
     image_pull_policy: Option<String>,
+    /// The controller's user name: the only writer of Snapshot objects.
+    #[arg(
+        long,
+        env = "CAIRN_CONTROLLER_USER",
+        default_value = "system:serviceaccount:cairn-system:cairn-controller"
+    )]
+    controller_user: String,
     /// The server's bounds: connections, requests in flight, sizes and timeouts.
     #[command(flatten)]
     limits: Limits,
@@ -95,13 +103,15 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Metrics::with_certificate_expiry(cert.expiry());
     let state = Arc::new(AppState {
         lookups: Arc::new(caches),
-        fetch: Some(Arc::new(ApiFetch::new(client))),
+        fetch: Some(Arc::new(ApiFetch::new(client.clone()))),
+        access: Some(Arc::new(ApiAccessReview(client))),
         install: InstallSettings {
             agent_image: args.agent_image.clone(),
             policy: Policy {
                 job_pod_security: args.job_pod_security,
             },
             image_pull_policy: args.image_pull_policy.clone(),
+            controller_user: args.controller_user.clone(),
             ..Default::default()
         },
         metrics,

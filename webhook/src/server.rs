@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cairn_api::resolve::InstallSettings;
-use cairn_api::validation::Lookups;
+use cairn_api::validation::{ExecAccess, Lookups};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -27,7 +27,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, ServiceBuilder};
 
-use crate::admission::{Endpoint, Kind};
+use crate::access::AccessReview;
+use crate::admission::{Endpoint, Kind, exec_hooks_to_check, with_exec_access};
 use crate::bounds::{Activity, Limits, Refusal};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::read_through::{Fetch, review_reading_through};
@@ -39,6 +40,8 @@ pub struct AppState {
     /// caches alone.
     pub fetch: Option<Arc<dyn Fetch>>,
     pub install: InstallSettings,
+    /// Who answers whether a user may exec (for `exec` hooks); `None` denies every `exec` hook.
+    pub access: Option<Arc<dyn AccessReview>>,
     pub metrics: Metrics,
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
 }
@@ -231,6 +234,7 @@ async fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
             return (StatusCode::BAD_REQUEST, reason).into_response();
         }
     };
+    let exec_hooks = exec_hooks_to_check(endpoint, &req);
     let (resp, outcome, read_through) = review_reading_through(
         endpoint,
         &req,
@@ -239,6 +243,12 @@ async fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
         &state.install,
     )
     .await;
+    let (resp, outcome) = if exec_hooks.is_empty() {
+        (resp, outcome)
+    } else {
+        let access = exec_access(state, &req).await;
+        with_exec_access(&req, (resp, outcome), &exec_hooks, &access)
+    };
     for miss in &read_through.found {
         // The watch had not delivered it yet; a count that keeps growing means a watch behind.
         tracing::info!(kind = miss.kind(), ?miss, "read through a cache miss");
@@ -266,6 +276,15 @@ async fn handle(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
     );
     state.metrics.observe(labels, start.elapsed());
     axum::Json(resp.into_review()).into_response()
+}
+
+/// Whether the request's user may exec in the object's namespace, as the API server says.
+async fn exec_access(state: &AppState, req: &AdmissionRequest<DynamicObject>) -> ExecAccess {
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    match &state.access {
+        Some(access) => access.may_exec(&req.user_info, namespace).await,
+        None => ExecAccess::Denied("this webhook has no API server to ask".into()),
+    }
 }
 
 /// Serves `router` over TLS on `listener` within the connection bounds of `limits` until

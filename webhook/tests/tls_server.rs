@@ -154,6 +154,7 @@ impl Server {
         let state = Arc::new(AppState {
             lookups: Arc::new(example_cluster()),
             fetch: None,
+            access: None,
             install: InstallSettings {
                 agent_image: "cairn-agent:test".into(),
                 ..Default::default()

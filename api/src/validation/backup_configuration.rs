@@ -80,6 +80,12 @@ pub fn validate_backup_configuration(
     check_target(&mut v, "spec.target", ns, &spec.target.r#ref, &found);
     check_repository(&mut v, "spec.repository", ns, &spec.repository, &found);
     check_task(&mut v, "spec.task", spec.task.as_ref(), &found);
+    super::native::check_task_driver(
+        &mut v,
+        "spec.task.name",
+        found.task.as_deref(),
+        found.repository.as_deref(),
+    );
     check_runtime_settings(
         &mut v,
         "spec.runtimeSettings",

@@ -8,18 +8,23 @@ use std::sync::Arc;
 
 use crate::{AppBinding, BackupConfiguration, Function, Repository, Task};
 
+mod backup_blueprint;
 mod backup_configuration;
 mod backup_session;
 mod hooks;
 pub mod job;
+mod native;
 mod repository;
 mod restore_session;
 mod shared;
+mod snapshot;
 mod task;
 
 pub use crate::duration::parse_go_duration;
+pub use backup_blueprint::validate_backup_blueprint;
 pub use backup_configuration::validate_backup_configuration;
 pub use backup_session::{check_user_written_session, validate_backup_session};
+pub use hooks::{ExecAccess, check_exec_access, exec_hooks_written};
 pub use repository::validate_repository;
 pub use restore_session::validate_restore_session;
 pub use shared::{parse_quantity, usage_policy_admits};
@@ -283,3 +288,8 @@ impl_validate!(crate::BackupSession, validate_backup_session);
 impl_validate!(crate::RestoreSession, validate_restore_session, with_policy);
 impl_validate!(Task, validate_task);
 impl_validate!(Function, validate_function);
+impl_validate!(
+    crate::BackupBlueprint,
+    validate_backup_blueprint,
+    with_policy
+);

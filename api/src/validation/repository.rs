@@ -34,13 +34,23 @@ pub fn validate_repository(
         if new.metadata.deletion_timestamp.is_some() || old.spec == new.spec {
             return v;
         }
-        check_backend_change(&old.spec.backend, &new.spec.backend, old, &mut v);
+        check_backend_change(
+            &old.spec.backend,
+            &new.spec.backend,
+            old,
+            new.spec.driver(),
+            &mut v,
+        );
     }
 
     let backend = &new.spec.backend;
     check_providers(backend, &mut v);
     check_endpoint_userinfo(backend, &mut v);
-    check_storage_secret(new, &mut v);
+    super::native::check_repository_driver(new, &mut v);
+    let restic = new.spec.driver() == crate::native::StorageDriver::Restic;
+    if restic {
+        check_storage_secret(new, &mut v);
+    }
 
     if let Some(s3) = &backend.s3 {
         check_s3(s3, &mut v);
@@ -49,12 +59,16 @@ pub fn validate_repository(
     if let Some(rest) = &backend.rest {
         check_rest_url(rest, &mut v);
     }
-    if let Some(local) = &backend.local {
+    // A native repository's local path is on the cluster's nodes: the Job mounts nothing.
+    if let (Some(local), true) = (&backend.local, restic) {
         check_local(local, &mut v);
         check_local_volume(local, policy, &mut v);
     }
     if let Some(policy) = &new.spec.usage_policy {
         check_usage_policy(policy, &mut v);
+    }
+    if let Some(check) = &new.spec.integrity_check {
+        check_integrity_check(check, &mut v);
     }
 
     if new.spec.wipe_out == Some(true) {
@@ -548,7 +562,13 @@ fn location(b: &Backend) -> Location {
 
 /// On UPDATE, moving a repository that holds snapshots would leave them behind: the object
 /// would then point at an empty (or another) repository.
-fn check_backend_change(old_b: &Backend, new_b: &Backend, old: &Repository, v: &mut Verdict) {
+fn check_backend_change(
+    old_b: &Backend,
+    new_b: &Backend,
+    old: &Repository,
+    new_driver: crate::native::StorageDriver,
+    v: &mut Verdict,
+) {
     let snapshots = old
         .status
         .as_ref()
@@ -558,6 +578,15 @@ fn check_backend_change(old_b: &Backend, new_b: &Backend, old: &Repository, v: &
         return;
     }
     let (before, after) = (location(old_b), location(new_b));
+    if old.spec.driver() != new_driver {
+        v.error(
+            "spec.driver",
+            format!(
+                "changed, but the repository holds {snapshots} snapshot(s) of driver {:?} that                  the change would orphan; keep the driver and create a new Repository",
+                old.spec.driver()
+            ),
+        );
+    }
     if before == after {
         return;
     }
@@ -590,4 +619,14 @@ fn check_backend_change(old_b: &Backend, new_b: &Backend, old: &Repository, v: &
             changed.join(", ")
         ),
     );
+}
+
+/// A scheduled check's cron expression and subset.
+fn check_integrity_check(check: &crate::repository::IntegrityCheck, v: &mut Verdict) {
+    if let Err(e) = crate::schedule::Schedule::parse(&check.schedule, None) {
+        v.error("spec.integrityCheck.schedule", e.to_string());
+    }
+    if let Err(e) = crate::read_subset::ReadSubset::parse(check.read_data_subset(), false, 0) {
+        v.error("spec.integrityCheck.readDataSubset", e);
+    }
 }

@@ -14,6 +14,7 @@ use super::{Lookups, Policy, Verdict};
 use crate::RestoreSession;
 use crate::common::Rule;
 use crate::dereference::{Dereferenced, References};
+use crate::native::StorageDriver;
 
 /// Every error and warning of a RestoreSession (`old` is set on UPDATE).
 pub fn validate_restore_session(
@@ -61,9 +62,19 @@ pub fn validate_restore_session(
     let rules: Vec<(String, &Rule)> = (written.iter().enumerate())
         .map(|(i, r)| (format!("{path}[{i}]"), r))
         .collect();
-    check_rules(&mut v, &rules);
+    // Snapshot names follow the Repository's driver (else the Task's, while it is missing).
+    let driver = (found.repository.as_deref().map(|r| r.spec.driver()))
+        .or(found.task.as_deref().map(|t| t.spec.driver()))
+        .unwrap_or_default();
+    check_rules(&mut v, &rules, driver);
     check_repository(&mut v, "spec.repository", ns, &spec.repository, &found);
     check_task(&mut v, "spec.task", spec.task.as_ref(), &found);
+    super::native::check_task_driver(
+        &mut v,
+        "spec.task.name",
+        found.task.as_deref(),
+        found.repository.as_deref(),
+    );
     check_runtime_settings(
         &mut v,
         "spec.runtimeSettings",
@@ -86,7 +97,7 @@ pub fn validate_restore_session(
 
 /// The rules, each with its path: one catch-all (empty `targetHosts`) at most, each host in one
 /// rule, `snapshots` or `include`/`exclude` but not both, and valid snapshot ids.
-fn check_rules(v: &mut Verdict, rules: &[(String, &Rule)]) {
+fn check_rules(v: &mut Verdict, rules: &[(String, &Rule)], driver: StorageDriver) {
     let mut catch_all: Option<&str> = None;
     // host -> (index, path) of the first rule naming it
     let mut owner: std::collections::BTreeMap<&str, (usize, &str)> = Default::default();
@@ -127,13 +138,13 @@ fn check_rules(v: &mut Verdict, rules: &[(String, &Rule)]) {
                 }
             }
         }
-        check_rule_contents(v, rpath, rule);
+        check_rule_contents(v, rpath, rule, driver);
     }
 }
 
 /// One rule's own fields: `snapshots` or `include`/`exclude` but not both, valid snapshot ids,
 /// a valid `sourceConfiguration`.
-fn check_rule_contents(v: &mut Verdict, rpath: &str, rule: &Rule) {
+fn check_rule_contents(v: &mut Verdict, rpath: &str, rule: &Rule, driver: StorageDriver) {
     let has_paths = !rule.include.is_empty() || !rule.exclude.is_empty();
     if !rule.snapshots.is_empty() && has_paths {
         let other = if rule.include.is_empty() {
@@ -152,7 +163,11 @@ fn check_rule_contents(v: &mut Verdict, rpath: &str, rule: &Rule) {
         );
     }
     for (k, snapshot) in rule.snapshots.iter().enumerate() {
-        if !is_snapshot_id(snapshot) {
+        if driver == StorageDriver::Native {
+            if let Some(why) = crate::native::snapshot_name_problem(snapshot) {
+                v.error(format!("{rpath}.snapshots[{k}]"), why);
+            }
+        } else if !is_snapshot_id(snapshot) {
             v.error(
                 format!("{rpath}.snapshots[{k}]"),
                 format!(

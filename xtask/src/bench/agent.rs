@@ -1235,6 +1235,92 @@ impl Row {
     }
 }
 
+/// Native snapshots (driver Native) of the same set into the node's `path.repo`: a backup, a
+/// second of unchanged data, and a restore into deleted indices, counted on the server.
+fn native_rows(
+    agent: &mut Agent<'_>,
+    path_repo: &Path,
+    docs: u64,
+    c: &Ctx<'_>,
+) -> anyhow::Result<(Vec<Row>, Row)> {
+    let (url, set) = (agent.url.clone(), agent.set);
+    let flags = |cmd: &str| -> Vec<String> {
+        vec![
+            cmd.into(),
+            "--provider=local".into(),
+            format!("--location={}", path_repo.join("native").display()),
+            "--repository-namespace=bench".into(),
+            "--repository-name=native".into(),
+            format!("--url={url}"),
+            format!("--include={set}-*"),
+            "--namespace=bench".into(),
+            // The servers' 40 MB/s per node would measure the throttle, not the copy.
+            "--max-snapshot-bytes-per-sec=0".into(),
+            "--max-restore-bytes-per-sec=0".into(),
+        ]
+    };
+    let mut backups = Vec::new();
+    for n in 1..=2 {
+        let mut args = flags("snapshot");
+        args.extend([
+            "--configuration=bench".into(),
+            format!("--session=native-{n}"),
+        ]);
+        let (m, result) = agent.run(&args)?;
+        let Some(AgentResult::Backup(b)) = result else {
+            bail!("native snapshot #{n}: no backup result: {result:?}");
+        };
+        ensure!(
+            b.documents == docs,
+            "native snapshot #{n}: {} documents",
+            b.documents
+        );
+        let native = b.native.clone().unwrap_or_default();
+        backups.push(Row {
+            key: format!("native_backup{n}"),
+            what: if n == 1 {
+                "native snapshot (driver Native, fs repository)".into()
+            } else {
+                "native snapshot #2, unchanged data".into()
+            },
+            docs,
+            secs: m.secs,
+            rss_kib: Some(m.max_rss_kib),
+            cpu_secs: Some(m.cpu_secs),
+            server_cpu_secs: Some(m.server_cpu_secs),
+            note: format!(
+                "{} files, {:.1} MB; added {} files, {:.1} MB",
+                native.files,
+                b.total_bytes as f64 / 1e6,
+                native.added_files,
+                b.added_bytes as f64 / 1e6
+            ),
+        });
+    }
+    c.rt.block_on(c.http.delete_indices(&names(set, c.indices)))?;
+    let (m, result) = agent.run(&flags("snapshot-restore"))?;
+    let Some(AgentResult::Restore(r)) = result else {
+        bail!("native restore: no restore result: {result:?}");
+    };
+    let count = c.rt.block_on(c.http.count(&format!("{set}-*")))?;
+    ensure!(
+        r.documents == docs && count == docs,
+        "native restore: {} restored, the server counts {count}, not {docs}",
+        r.documents
+    );
+    let restore = Row {
+        key: "native_restore".into(),
+        what: "native restore (driver Native), latest".into(),
+        docs,
+        secs: m.secs,
+        rss_kib: Some(m.max_rss_kib),
+        cpu_secs: Some(m.cpu_secs),
+        server_cpu_secs: Some(m.server_cpu_secs),
+        note: "into deleted indices, primaries active, counted".into(),
+    };
+    Ok((backups, restore))
+}
+
 fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
     let total_started = Instant::now();
     let current = StashTools::current()?;
@@ -1542,6 +1628,10 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         ),
     });
     kv.push(("sub_load_s".into(), format!("{:.2}", sub.secs)));
+    eprintln!("native snapshots (driver Native) ...");
+    let (native_backups, native_restore) = native_rows(&mut agent, &node.repo_dir(), o.docs, &c)?;
+    backup_rows.extend(native_backups);
+    restore_rows.insert(1, native_restore);
     drop(node);
 
     // The table.

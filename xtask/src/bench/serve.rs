@@ -88,6 +88,7 @@ pub fn webhook(args: &[String]) -> anyhow::Result<()> {
         let state = Arc::new(AppState {
             lookups: Arc::new(super::example_lookups()?),
             fetch: None,
+            access: None,
             install: InstallSettings::default(),
             metrics: Metrics::default(),
             ready: Box::new(|| true),
