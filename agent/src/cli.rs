@@ -43,6 +43,9 @@ pub enum Command {
     Wipe(WipeArgs),
     /// Write one inventory line per snapshot (for the controller's Snapshot objects).
     Inventory(InventoryArgs),
+    /// Remove the locks whose holders are gone (never a live one), as a run does before it
+    /// locks.
+    Unlock(UnlockArgs),
     /// Run a hook of `spec.hooks` (`preBackup`, `postRestore`, ...).
     Hook(crate::hooks::HookArgs),
     /// Take one native snapshot through the server's `_snapshot` API (driver Native), then
@@ -455,6 +458,12 @@ pub struct InventoryArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -840,7 +849,7 @@ mod tests {
             panic!("not snapshot")
         };
         let plan = b.plan().unwrap();
-        assert_eq!(plan.identity.snapshot_name(), "demo.nightly.nightly-1");
+        assert_eq!(plan.identity.snapshot_name(), "demo_nightly_nightly-1");
         assert_eq!(plan.repo.name, "cairn_demo_es");
         assert_eq!(plan.retention.keep_last, Some(3));
         assert_eq!(plan.snapshot_timeout, Duration::from_secs(6 * 3600));

@@ -1,13 +1,16 @@
 //! The inventory of a repository: one line per snapshot on stdout ([`cairn_api::inventory`]),
 //! for the controller's Snapshot objects. Written after every backup (after its retention) and
-//! by `cairn-agent inventory` for a repository cairn did not fill itself.
+//! by `cairn-agent inventory` for a repository cairn did not fill itself; and after every native
+//! snapshot, from the server's listing.
 
 use std::io::Write;
 
 use cairn_api::inventory::{Description, SnapshotLine};
+use cairn_api::native::{META_CONFIGURATION, META_DOCUMENTS, META_HOST, META_NAMESPACE};
 use rustic_core::repofile::SnapshotFile;
 
 use crate::error::{AgentError, Result};
+use crate::native_repo::SnapshotInfo;
 use crate::repo::OpenRepo;
 
 /// The line of one snapshot.
@@ -31,20 +34,50 @@ pub fn line(snap: &SnapshotFile) -> SnapshotLine {
     line
 }
 
+/// The line of one native snapshot that finished whole (`None` for a partial or failed one,
+/// which no restore picks): its name, start time, and cairn's identity and document count
+/// from its metadata.
+pub fn native_line(info: &SnapshotInfo) -> Option<SnapshotLine> {
+    if info.state != "SUCCESS" {
+        return None;
+    }
+    let meta = |key: &str| info.metadata.get(key).and_then(|v| v.as_str());
+    let time = rustic_core::jiff::Timestamp::from_millisecond(info.start_time_in_millis).ok()?;
+    let mut line = SnapshotLine::new(
+        info.snapshot.clone(),
+        time,
+        meta(META_HOST).unwrap_or_default().to_string(),
+        &[],
+    );
+    line.namespace = meta(META_NAMESPACE).map(str::to_string);
+    line.configuration = meta(META_CONFIGURATION).map(str::to_string);
+    line.documents = info.metadata.get(META_DOCUMENTS).and_then(|v| v.as_u64());
+    line.indices = Some((info.indices.len() + info.data_streams.len()) as u64);
+    line.driver = Some(cairn_api::snapshot::DRIVER_NATIVE.to_string());
+    Some(line)
+}
+
 /// Writes every snapshot's line, oldest first, and returns how many.
 pub fn write(repo: &OpenRepo) -> Result<u64> {
     let mut snaps = repo
         .get_all_snapshots()
         .map_err(|e| AgentError::rustic("list snapshots", e))?;
     snaps.sort_by(|a, b| a.time.cmp(&b.time));
+    print(snaps.iter().map(line))
+}
+
+/// Writes `lines` to stdout, one JSON object each; returns how many.
+pub fn print(lines: impl Iterator<Item = SnapshotLine>) -> Result<u64> {
     let mut out = std::io::stdout().lock();
-    for snap in &snaps {
-        writeln!(out, "{}", line(snap).to_line())
+    let mut written = 0;
+    for line in lines {
+        writeln!(out, "{}", line.to_line())
             .map_err(|e| AgentError::io("write the inventory", e))?;
+        written += 1;
     }
     out.flush()
         .map_err(|e| AgentError::io("write the inventory", e))?;
-    Ok(snaps.len() as u64)
+    Ok(written)
 }
 
 /// [`write`] after a backup: a failure is logged and reported as no inventory (the snapshot

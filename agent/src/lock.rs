@@ -104,7 +104,7 @@ impl LockFile {
 
 /// What the controller knew when it launched this run's Job: the pods of cairn's sessions
 /// that were not finished (`CAIRN_LIVE_PODS`, comma-separated names) and the launch time
-/// (`CAIRN_LAUNCHED_AT`, RFC 3339). A lock of a session's pod (its host name is the pod's
+/// (`CAIRN_LAUNCHED_AT`, RFC 3339). A lock of a pod of cairn's (its host name is the pod's
 /// name) that is none of them and is older than the launch has no live holder: the pod ended
 /// (killed, evicted, deleted) without removing it. Anything else follows restic's rules.
 #[derive(Clone, Debug, Default)]
@@ -139,12 +139,12 @@ impl LivePods {
         Self::new(at.with_timezone(&Utc), names)
     }
 
-    /// Whether `lock` was left by a session's pod that no longer runs.
+    /// Whether `lock` was left by a pod of cairn's Jobs that no longer runs.
     pub fn left_by_dead_pod(&self, lock: &LockFile) -> bool {
         let Some(launched_at) = self.launched_at else {
             return false;
         };
-        if !cairn_api::naming::is_session_pod_hostname(&lock.hostname) {
+        if !cairn_api::naming::is_locking_pod_hostname(&lock.hostname) {
             return false;
         }
         // A pod's host name is its name cut to 63 characters.
@@ -242,12 +242,28 @@ struct Inner {
     wake: Condvar,
 }
 
+/// The locks found by [`Inner::sweep`].
+#[derive(Default)]
+struct Swept {
+    /// Live locks of other processes.
+    live: Vec<LockFile>,
+    /// Lock files that cannot be read (another repository's key, damaged): left alone.
+    unreadable: Vec<String>,
+    /// Locks removed because their holders are gone.
+    removed: u64,
+}
+
 impl Inner {
     /// The other processes' live locks (not `ours`); stale ones are removed on the way.
     fn live_locks(&self, ours: &[&str]) -> Result<Vec<LockFile>> {
+        Ok(self.sweep(ours)?.live)
+    }
+
+    /// Every lock but `ours`, read; those whose holders are gone removed.
+    fn sweep(&self, ours: &[&str]) -> Result<Swept> {
         let host = hostname();
         let now = Utc::now();
-        let mut live = Vec::new();
+        let mut swept = Swept::default();
         for id in self.store.list("locks")? {
             if ours.contains(&id.as_str()) {
                 continue;
@@ -261,26 +277,23 @@ impl Inner {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(lock = %id, error = %e, "ignoring a lock file that cannot be read");
+                    swept.unreadable.push(id);
                     continue;
                 }
             };
-            if lock.is_stale(now, &host) {
-                tracing::info!(lock = %id, "removing a stale lock: {}", lock.describe());
-                self.store.remove("locks", &id)?;
+            let why = if lock.is_stale(now, &host) {
+                "removing a stale lock"
+            } else if self.live_pods.left_by_dead_pod(&lock) {
+                "removing the lock of a pod of cairn's that no longer runs"
+            } else {
+                swept.live.push(lock);
                 continue;
-            }
-            if self.live_pods.left_by_dead_pod(&lock) {
-                tracing::info!(
-                    lock = %id,
-                    "removing the lock of a session's pod that no longer runs: {}",
-                    lock.describe()
-                );
-                self.store.remove("locks", &id)?;
-                continue;
-            }
-            live.push(lock);
+            };
+            tracing::info!(lock = %id, "{why}: {}", lock.describe());
+            self.store.remove("locks", &id)?;
+            swept.removed += 1;
         }
-        Ok(live)
+        Ok(swept)
     }
 
     fn conflict(&self, exclusive: bool, ours: &[&str]) -> Result<Option<LockFile>> {
@@ -350,6 +363,41 @@ fn locked(store: &Store, l: &LockFile) -> AgentError {
         store.name(),
         l.describe(),
         STALE_AFTER.as_secs() / 60
+    ))
+}
+
+/// `cairn-agent unlock`: removes the locks whose holders are gone, by the rule a run applies
+/// before it locks, and takes none; the live ones (and unreadable files) stay.
+pub fn remove_stale(
+    store: Store,
+    repo: &Repository<OpenStatus>,
+) -> Result<cairn_api::result::UnlockResult> {
+    let inner = Inner {
+        store,
+        live_pods: LivePods::from_env(),
+        crypto: Crypto::of(repo)?,
+        current: Mutex::new(None),
+        stop: Mutex::new(false),
+        wake: Condvar::new(),
+    };
+    let swept = inner.sweep(&[])?;
+    let holders: Vec<String> = swept
+        .live
+        .iter()
+        .map(LockFile::describe)
+        .chain(
+            swept
+                .unreadable
+                .iter()
+                .map(|id| format!("a lock file that cannot be read ({id})")),
+        )
+        .collect();
+    for h in &holders {
+        tracing::info!("kept: {h}");
+    }
+    Ok(cairn_api::result::UnlockResult::with_holders(
+        swept.removed,
+        &holders,
     ))
 }
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use cairn_agent::cli::{
-    CheckArgs, Cli, Command, ForgetArgs, InventoryArgs, SnapshotsArgs, WipeArgs,
+    CheckArgs, Cli, Command, ForgetArgs, InventoryArgs, SnapshotsArgs, UnlockArgs, WipeArgs,
 };
 use cairn_agent::client::Client;
 use cairn_agent::error::{AgentError, Failed, InPhase};
@@ -128,6 +128,7 @@ fn run(command: Command) -> Result<Option<AgentResult>, Failed> {
         Command::Wipe(args) => wipe(&args),
         Command::Check(args) => check(&args),
         Command::Inventory(args) => inventory(&args),
+        Command::Unlock(args) => unlock(&args),
         Command::Hook(args) => cairn_agent::hooks::run(&args).map(|()| None),
         Command::Snapshot(args) => {
             let plan = args.plan().phase("config")?;
@@ -186,6 +187,17 @@ fn inventory(args: &InventoryArgs) -> Result<Option<AgentResult>, Failed> {
     let be = repo::backend(&loc, &opts).phase("repository")?;
     let r = repo::open(be, &opts, false).phase("repository")?;
     listed(&r).map(Some)
+}
+
+/// `unlock`: the locks whose holders are gone removed, the live ones described.
+fn unlock(args: &UnlockArgs) -> Result<Option<AgentResult>, Failed> {
+    let opts = args.repo.options();
+    let loc = args.repo.location().phase("config")?;
+    let store = files::Store::new(&loc, &opts).phase("config")?;
+    let be = repo::backend(&loc, &opts).phase("repository")?;
+    let r = repo::open(be, &opts, false).phase("repository")?;
+    let result = cairn_agent::lock::remove_stale(store, &r).phase("repository")?;
+    Ok(Some(AgentResult::Unlock(result)))
 }
 
 /// `forget`: retention under an exclusive lock (a shared one for a dry run).

@@ -121,10 +121,29 @@ fn after_snapshot(
                 snapshot_count: all.len() as u64,
                 size_bytes: 0,
                 integrity: None,
-            }
+            };
+            result.inventory = inventory(&all, result);
         }
         Err(e) => result.totals_error = Some(e.to_string()),
     }
+}
+
+/// The inventory lines of the server repository's whole snapshots (the one just taken with
+/// its sizes), for the Snapshot objects; `None` when they could not be written.
+fn inventory(all: &[SnapshotInfo], result: &BackupResult) -> Option<u64> {
+    let lines = all
+        .iter()
+        .filter_map(crate::inventory::native_line)
+        .map(|mut line| {
+            if line.id == result.snapshot {
+                line.total_bytes = Some(result.total_bytes);
+                line.added_bytes = Some(result.added_bytes);
+            }
+            line
+        });
+    crate::inventory::print(lines)
+        .inspect_err(|e| tracing::warn!(error = %e, "the inventory could not be written"))
+        .ok()
 }
 
 /// The indices and data streams the selector picks (hidden ones and names starting with `.`

@@ -120,11 +120,22 @@ impl ServerRepo {
         match status {
             StatusCode::NOT_FOUND => self.register(client, true).await,
             s if s.is_success() => {
-                let kind = self
+                let ours = self
                     .location
                     .server_repository(true)
-                    .map_or("fs", |r| r.kind);
-                self.verify(client, kind).await
+                    .map_err(AgentError::Usage)?;
+                let registered: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| AgentError::json("read snapshot repository", e))?;
+                if let Some(diff) = ours.mismatch(&registered[&self.name]) {
+                    return Err(AgentError::Usage(format!(
+                        "the cluster has snapshot repository {} registered with {diff}: not \
+                         where the Repository says its snapshots are. A restore does not change \
+                         how the cluster writes: register it as the Repository says (a backup \
+                         of this Repository does) or DELETE _snapshot/{} first",
+                        self.name, self.name
+                    )));
+                }
+                self.verify(client, ours.kind).await
             }
             s => Err(server_error("read snapshot repository", s, &bytes)),
         }

@@ -9,6 +9,7 @@ mod common;
 use std::sync::OnceLock;
 
 use anyhow::{Result, ensure};
+use cairn_api::inventory::SnapshotLine;
 use cairn_api::result::AgentResult;
 use cairn_tests::opensearch::{OpenSearch, Options};
 use common::{Run, Search, agent};
@@ -139,7 +140,7 @@ fn round_trip(node: &OpenSearch) -> Result<()> {
         "cfg-1",
         &["--include=rt-*", "--keep-last=5"],
     )?)?;
-    ensure!(first.snapshot == "team-a.cfg.cfg-1", "{first:?}");
+    ensure!(first.snapshot == "team-a_cfg_cfg-1", "{first:?}");
     ensure!((first.indices, first.documents) == (2, 80), "{first:?}");
     let stats = first.native.clone().expect("native stats");
     ensure!(
@@ -147,12 +148,28 @@ fn round_trip(node: &OpenSearch) -> Result<()> {
         "{stats:?}"
     );
     ensure!(first.total_bytes > 0 && first.added_bytes > 0, "{first:?}");
-    let second = backed_up(&repo.backup(
+    let second_run = repo.backup(
         "team-a",
         "cfg",
         "cfg-2",
         &["--include=rt-*", "--keep-last=5"],
-    )?)?;
+    )?;
+    let second = backed_up(&second_run)?;
+    // The inventory for the Snapshot objects: both snapshots, native, with cairn's identity.
+    let lines = SnapshotLine::parse_log(&second_run.stdout());
+    let ids: Vec<&str> = lines.iter().map(|l| l.id.as_str()).collect();
+    ensure!(
+        second.inventory == Some(2) && ids == ["team-a_cfg_cfg-1", "team-a_cfg_cfg-2"],
+        "{lines:?}"
+    );
+    ensure!(
+        lines.iter().all(|l| l.driver() == "native"
+            && l.namespace.as_deref() == Some("team-a")
+            && l.configuration.as_deref() == Some("cfg")
+            && l.documents == Some(80)
+            && l.indices == Some(2)),
+        "{lines:?}"
+    );
     let again = second.native.clone().expect("native stats");
     ensure!(
         again.added_files == 0 && second.added_bytes == 0,
@@ -171,7 +188,7 @@ fn round_trip(node: &OpenSearch) -> Result<()> {
     let renamed = restored(&repo.restore(
         "team-a",
         &[
-            "--snapshot=team-a.cfg.cfg-1",
+            "--snapshot=team-a_cfg_cfg-1",
             "--rename-pattern=rt-(.+)",
             "--rename-replacement=copy-$1",
             "--include-aliases=false",
@@ -190,7 +207,7 @@ fn round_trip(node: &OpenSearch) -> Result<()> {
     s.call(Method::DELETE, "/rt-a,rt-b", None)?;
     let back = restored(&repo.restore("team-a", &["--include=rt-*"])?)?;
     ensure!(
-        back.snapshot == "team-a.cfg.cfg-2" && back.documents == 80,
+        back.snapshot == "team-a_cfg_cfg-2" && back.documents == 80,
         "{back:?}"
     );
     let alias = s.call(Method::GET, "/_alias/rt-current", None)?;
@@ -230,7 +247,7 @@ fn round_trip(node: &OpenSearch) -> Result<()> {
     let named = repo.restore(
         "team-b",
         &[
-            "--snapshot=team-a.cfg.cfg-1",
+            "--snapshot=team-a_cfg_cfg-1",
             "--rename-pattern=rt-(.+)",
             "--rename-replacement=b-$1",
         ],
@@ -242,6 +259,35 @@ fn round_trip(node: &OpenSearch) -> Result<()> {
             .contains("belongs to namespace \"team-a\""),
         "{:?}",
         named.failure()
+    );
+
+    // Registered elsewhere meanwhile: a restore neither reads there nor re-registers it.
+    let server_name = "/_snapshot/cairn_repo-ns_roundtrip";
+    let elsewhere = node.repo_dir().join("elsewhere").display().to_string();
+    s.call(
+        Method::PUT,
+        server_name,
+        Some(json!({"type": "fs", "settings": {"location": elsewhere}})),
+    )?;
+    let moved = repo.restore(
+        "team-a",
+        &[
+            "--include=rt-*",
+            "--rename-pattern=rt-(.+)",
+            "--rename-replacement=moved-$1",
+        ],
+    )?;
+    let why = moved.failure()?.1;
+    ensure!(
+        why.contains(&format!(
+            "registered with location {elsewhere:?} instead of"
+        )),
+        "{why}"
+    );
+    let now = s.call(Method::GET, server_name, None)?;
+    ensure!(
+        now["cairn_repo-ns_roundtrip"]["settings"]["location"] == json!(elsewhere),
+        "the restore changed the registration: {now}"
     );
     Ok(())
 }
@@ -270,10 +316,10 @@ fn retention(node: &OpenSearch) -> Result<()> {
         "{last:?}"
     );
     let want = [
-        "team-a.keep.k-2",
-        "team-a.keep.k-3",
-        "team-a.other.o-1",
-        "team-b.keep.k-1",
+        "team-a_keep_k-2",
+        "team-a_keep_k-3",
+        "team-a_other_o-1",
+        "team-b_keep_k-1",
     ];
     ensure!(repo.snapshots()? == want, "{:?}", repo.snapshots()?);
     Ok(())
@@ -330,7 +376,7 @@ fn tenants_naming_one_location_do_not_share_it(node: &OpenSearch) -> Result<()> 
         format!("--url={}", node.url()),
         "--snapshot-timeout=60s".into(),
         "--namespace=intruder-ns".into(),
-        "--snapshot=team-a.cfg.iso-1".into(),
+        "--snapshot=team-a_cfg_iso-1".into(),
         "--rename-pattern=iso-(.+)".into(),
         "--rename-replacement=stolen-$1".into(),
     ];
@@ -342,7 +388,7 @@ fn tenants_naming_one_location_do_not_share_it(node: &OpenSearch) -> Result<()> 
         "stolen-a exists"
     );
     ensure!(
-        owner.snapshots()? == ["team-a.cfg.iso-1"],
+        owner.snapshots()? == ["team-a_cfg_iso-1"],
         "{:?}",
         owner.snapshots()?
     );

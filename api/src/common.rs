@@ -133,17 +133,20 @@ impl TaskRef {
         self.name.as_deref().filter(|n| !n.is_empty())
     }
 
-    /// The Task to run: the one `task` names, else the AppBinding's default Task for
-    /// `direction`, else the catalog's.
+    /// The Task to run: the one `task` names, else the default for the Repository, the
+    /// AppBinding and `direction` ([`crate::defaults::default_task_name`]).
     pub fn name_or_default(
         task: Option<&TaskRef>,
         app: Option<&crate::AppBinding>,
+        repository: Option<&crate::Repository>,
         direction: crate::defaults::Direction,
         catalog: &crate::defaults::CatalogDefaults,
     ) -> String {
         task.and_then(TaskRef::given_name)
             .map(str::to_string)
-            .unwrap_or_else(|| crate::defaults::default_task_name(app, direction, catalog))
+            .unwrap_or_else(|| {
+                crate::defaults::default_task_name(app, repository, direction, catalog)
+            })
     }
 }
 

@@ -34,6 +34,9 @@ pub const AGENT_UID: i64 = 65534;
 pub struct CatalogDefaults {
     pub backup_task: String,
     pub restore_task: String,
+    /// The Tasks for a Repository with `driver: Native` (the server's snapshot API).
+    pub snapshot_task: String,
+    pub snapshot_restore_task: String,
 }
 
 impl CatalogDefaults {
@@ -64,6 +67,8 @@ impl Default for CatalogDefaults {
         Self {
             backup_task: "elasticsearch-backup".into(),
             restore_task: "elasticsearch-restore".into(),
+            snapshot_task: "elasticsearch-snapshot".into(),
+            snapshot_restore_task: "elasticsearch-snapshot-restore".into(),
         }
     }
 }
@@ -116,17 +121,27 @@ pub fn app_binding_task(app: &AppBinding, direction: Direction) -> Option<String
         .map(str::to_string)
 }
 
-/// The Task to use when `task.name` is empty: the AppBinding's, else the catalog's.
+/// The Task to use when `task.name` is empty: for a native Repository the catalog's snapshot
+/// Task (an AppBinding's Task is Stash's logical one, which a native Repository cannot run);
+/// otherwise the AppBinding's, else the catalog's.
 pub fn default_task_name(
     app: Option<&AppBinding>,
+    repository: Option<&Repository>,
     direction: Direction,
     catalog: &CatalogDefaults,
 ) -> String {
-    app.and_then(|a| app_binding_task(a, direction))
-        .unwrap_or_else(|| match direction {
-            Direction::Backup => catalog.backup_task.clone(),
-            Direction::Restore => catalog.restore_task.clone(),
-        })
+    let native =
+        repository.is_some_and(|r| r.spec.driver() == crate::native::StorageDriver::Native);
+    match direction {
+        Direction::Backup if native => catalog.snapshot_task.clone(),
+        Direction::Restore if native => catalog.snapshot_restore_task.clone(),
+        _ => app
+            .and_then(|a| app_binding_task(a, direction))
+            .unwrap_or_else(|| match direction {
+                Direction::Backup => catalog.backup_task.clone(),
+                Direction::Restore => catalog.restore_task.clone(),
+            }),
+    }
 }
 
 /// Defaults of a Repository: `usagePolicy.allowedNamespaces.from: Same`. Prefixes are kept as
@@ -157,10 +172,11 @@ fn default_alias(alias: &mut Option<String>) {
 fn default_task(
     task: &mut Option<TaskRef>,
     app: Option<&AppBinding>,
+    repository: Option<&Repository>,
     direction: Direction,
     catalog: &CatalogDefaults,
 ) {
-    let name = TaskRef::name_or_default(task.as_ref(), app, direction, catalog);
+    let name = TaskRef::name_or_default(task.as_ref(), app, repository, direction, catalog);
     task.get_or_insert_with(TaskRef::default).name = Some(name);
 }
 
@@ -216,7 +232,17 @@ pub fn default_backup_configuration(
         namespace.as_deref().unwrap_or_default(),
         &spec.target.r#ref.name,
     );
-    default_task(&mut spec.task, app.as_deref(), Direction::Backup, catalog);
+    let repository = lookups.repository(
+        spec.repository.namespace.as_deref().unwrap_or_default(),
+        &spec.repository.name,
+    );
+    default_task(
+        &mut spec.task,
+        app.as_deref(),
+        repository.as_deref(),
+        Direction::Backup,
+        catalog,
+    );
     default_interim_volume(
         &mut spec.interim_volume_template,
         &mut spec.runtime_settings,
@@ -268,7 +294,17 @@ pub fn default_restore_session(
         namespace.as_deref().unwrap_or_default(),
         &spec.target.r#ref.name,
     );
-    default_task(&mut spec.task, app.as_deref(), Direction::Restore, catalog);
+    let repository = lookups.repository(
+        spec.repository.namespace.as_deref().unwrap_or_default(),
+        &spec.repository.name,
+    );
+    default_task(
+        &mut spec.task,
+        app.as_deref(),
+        repository.as_deref(),
+        Direction::Restore,
+        catalog,
+    );
     default_interim_volume(
         &mut spec.interim_volume_template,
         &mut spec.runtime_settings,
@@ -464,6 +500,36 @@ mod tests {
         let mut again = rs.clone();
         default_restore_session(&mut again, &lookups, &catalog);
         assert!(patch(&rs, &again).expect("patch").0.is_empty());
+    }
+
+    #[test]
+    fn a_native_repository_defaults_to_the_snapshot_tasks() {
+        let mut repo = Repository::new("s3-repo", Default::default());
+        repo.metadata.namespace = Some("demo".into());
+        repo.spec.driver = Some(crate::native::StorageDriver::Native);
+        let mut lookups = LookupTable::default();
+        lookups
+            .repositories
+            .insert(("demo".into(), "s3-repo".into()), repo.into());
+        let catalog = CatalogDefaults::default();
+        let mut c = bc();
+        default_backup_configuration(&mut c, &lookups, &catalog);
+        assert_eq!(
+            c.spec.task.and_then(|t| t.name).as_deref(),
+            Some("elasticsearch-snapshot")
+        );
+        let mut rs: RestoreSession = serde_json::from_value(json!({
+            "apiVersion": "cairn.dev/v1alpha1", "kind": "RestoreSession",
+            "metadata": {"name": "r1", "namespace": "demo"},
+            "spec": {"repository": {"name": "s3-repo"},
+                     "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "es"}}}
+        }))
+        .expect("valid object");
+        default_restore_session(&mut rs, &lookups, &catalog);
+        assert_eq!(
+            rs.spec.task.and_then(|t| t.name).as_deref(),
+            Some("elasticsearch-snapshot-restore")
+        );
     }
 
     /// Defaulting `written` into `defaulted` only adds fields.

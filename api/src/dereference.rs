@@ -82,7 +82,7 @@ impl Dereferenced {
             .as_ref()
             .and_then(|_| lookups.namespace_labels(refs.namespace));
         let app_binding = lookups.app_binding(refs.namespace, refs.target);
-        let task_name = task_name(refs, app_binding.as_deref(), catalog);
+        let task_name = task_name(refs, app_binding.as_deref(), repository.as_deref(), catalog);
         // A Task of that name, else the catalog's for one of Stash's versioned names.
         let task = task_name.as_deref().and_then(|n| {
             lookups.task(n).or_else(|| {
@@ -122,6 +122,7 @@ impl Dereferenced {
 fn task_name(
     refs: &References<'_>,
     app: Option<&AppBinding>,
+    repository: Option<&Repository>,
     catalog: Option<&CatalogDefaults>,
 ) -> Option<String> {
     if let Some(name) = refs.task.and_then(TaskRef::given_name) {
@@ -131,6 +132,7 @@ fn task_name(
     Some(TaskRef::name_or_default(
         refs.task,
         app,
+        repository,
         refs.direction,
         catalog?,
     ))

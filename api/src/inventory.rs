@@ -21,7 +21,7 @@ pub const SNAPSHOT_LINE: &str = "snapshot";
 pub struct SnapshotLine {
     /// Always [`SNAPSHOT_LINE`].
     pub kind: String,
-    /// Full id (64 hex characters).
+    /// Full id (64 hex characters); a native snapshot's name.
     pub id: String,
     pub time: Timestamp,
     pub host: String,
@@ -40,6 +40,10 @@ pub struct SnapshotLine {
     pub documents: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indices: Option<u64>,
+    /// How it was made: `native` (the server's snapshot API); none for the agent's restic
+    /// snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
 }
 
 impl SnapshotLine {
@@ -62,7 +66,24 @@ impl SnapshotLine {
             added_bytes: None,
             documents: None,
             indices: None,
+            driver: None,
         }
+    }
+
+    /// How the snapshot was made: [`crate::snapshot::DRIVER_RESTIC`] unless the line says.
+    pub fn driver(&self) -> &str {
+        self.driver
+            .as_deref()
+            .unwrap_or(crate::snapshot::DRIVER_RESTIC)
+    }
+
+    /// The id people read: a restic id's first 8 characters, as restic shows it; a native
+    /// snapshot's whole name (it has no shorter form).
+    pub fn short_id(&self) -> &str {
+        if self.driver.is_some() {
+            return &self.id;
+        }
+        self.id.get(..8).unwrap_or(&self.id)
     }
 
     pub fn to_line(&self) -> String {

@@ -50,15 +50,22 @@ pub const MAX_TEMPLATE_NAME_LEN: usize = 38;
 const HASH_LEN: usize = 5;
 const BACKUP_JOB_PREFIX: &str = "cairn-backup-";
 const RESTORE_JOB_PREFIX: &str = "cairn-restore-";
+const CHECK_JOB_PREFIX: &str = "cairn-check-";
+const FORGET_JOB_PREFIX: &str = "cairn-forget-";
 const HOOK_JOB_PREFIX: &str = "cairn-hook-";
 
-/// Whether `hostname` is the host name of a pod of a session's Job (a pod's host name is its
-/// name, cut to 63 characters): the agent may judge such a lock holder by the controller's
-/// list of live pods.
-pub fn is_session_pod_hostname(hostname: &str) -> bool {
-    [BACKUP_JOB_PREFIX, RESTORE_JOB_PREFIX]
-        .iter()
-        .any(|p| hostname.len() > p.len() && hostname.starts_with(p))
+/// Whether `hostname` is the host name of a pod of one of cairn's Jobs that lock a repository
+/// (a session's, a check's, a forget's; a pod's host name is its name, cut to 63 characters):
+/// the agent may judge such a lock holder by the controller's list of live pods.
+pub fn is_locking_pod_hostname(hostname: &str) -> bool {
+    [
+        BACKUP_JOB_PREFIX,
+        RESTORE_JOB_PREFIX,
+        CHECK_JOB_PREFIX,
+        FORGET_JOB_PREFIX,
+    ]
+    .iter()
+    .any(|p| hostname.len() > p.len() && hostname.starts_with(p))
 }
 
 /// The scheduled BackupSession of `config` for the slot at `slot_unix_seconds`:
@@ -161,15 +168,20 @@ pub fn inventory_job_name(repo: &str, request: &str) -> String {
     label_value(&format!("cairn-inventory-{repo}-{}", short_hash(request))).to_ascii_lowercase()
 }
 
+/// The unlock Job of Repository `repo` for the annotation's value `request`.
+pub fn unlock_job_name(repo: &str, request: &str) -> String {
+    label_value(&format!("cairn-unlock-{repo}-{}", short_hash(request))).to_ascii_lowercase()
+}
+
 /// The integrity check Job of Repository `repo` for the schedule slot `slot` (Unix seconds).
 pub fn check_job_name(repo: &str, slot: i64) -> String {
-    label_value(&format!("cairn-check-{repo}-{slot}")).to_ascii_lowercase()
+    label_value(&format!("{CHECK_JOB_PREFIX}{repo}-{slot}")).to_ascii_lowercase()
 }
 
 /// The Job that forgets snapshot `id` of Repository `repo`.
 pub fn forget_job_name(repo: &str, id: &str) -> String {
     let short = id.get(..16).unwrap_or(id);
-    label_value(&format!("cairn-forget-{repo}-{short}")).to_ascii_lowercase()
+    label_value(&format!("{FORGET_JOB_PREFIX}{repo}-{short}")).to_ascii_lowercase()
 }
 
 /// Makes any string a valid label value: `s` itself when it is one, otherwise its characters
@@ -294,6 +306,15 @@ fn split_slot(session: &str) -> (&str, &str) {
 /// 5 hex digits of the 32-bit FNV-1a hash of `s`.
 fn short_hash(s: &str) -> String {
     format!("{:05x}", fnv1a32(s.as_bytes()) & 0xf_ffff)
+}
+
+/// 12 hex characters (48 bits) of a 64-bit FNV-1a of `s`: for names among thousands of others,
+/// where [`short_hash`]'s 20 bits would collide.
+pub fn long_hash(s: &str) -> String {
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{:012x}", h >> 16)
 }
 
 /// 32-bit FNV-1a: tiny, stable across processes and versions, good enough to tell names apart.

@@ -73,6 +73,36 @@ pub struct ServerRepository {
     pub settings: Map<String, Value>,
 }
 
+impl ServerRepository {
+    /// How the registration the server answered (`GET _snapshot/<name>`'s value: `type` and
+    /// `settings`, every setting a string) differs from this one in where the snapshots live
+    /// (the type and each setting but `readonly` and the throttles); `None` when it does not.
+    pub fn mismatch(&self, registered: &Value) -> Option<String> {
+        let theirs = |key: &str| -> String {
+            match &registered["settings"][key] {
+                Value::String(s) => s.clone(),
+                Value::Null => "(none)".into(),
+                other => other.to_string(),
+            }
+        };
+        let mut differences = Vec::new();
+        let kind = registered["type"].as_str().unwrap_or("(none)");
+        if kind != self.kind {
+            differences.push(format!("type {kind} instead of {}", self.kind));
+        }
+        for (key, ours) in self.settings.iter().filter(|(k, _)| *k != "readonly") {
+            let ours = ours
+                .as_str()
+                .map_or_else(|| ours.to_string(), str::to_string);
+            let got = theirs(key);
+            if got != ours {
+                differences.push(format!("{key} {got:?} instead of {ours:?}"));
+            }
+        }
+        (!differences.is_empty()).then(|| differences.join(", "))
+    }
+}
+
 impl NativeLocation {
     /// The location a Repository's backend names (no check: see [`Self::server_repository`]).
     pub fn of(backend: &Backend) -> Self {
@@ -224,11 +254,13 @@ pub struct SnapshotIdentity {
 }
 
 impl SnapshotIdentity {
-    /// `<namespace>.<configuration>.<session>`: a namespace has no `.`, and a session's name is
-    /// unique in its namespace, so names never collide across namespaces sharing a repository.
-    /// Every part is a DNS name, which the server's snapshot-name rules all accept.
+    /// `<namespace>_<configuration>_<session>`: no Kubernetes name holds a `_`, so the parts
+    /// never run into each other (with dots, configuration `a.b` and session `c` would name
+    /// what configuration `a` and session `b.c` name), and a session's name is unique in its
+    /// namespace: names never collide, across namespaces sharing a repository either. Every
+    /// part is a DNS name, which the server's snapshot-name rules all accept.
     pub fn snapshot_name(&self) -> String {
-        format!("{}.{}.{}", self.namespace, self.configuration, self.session)
+        format!("{}_{}_{}", self.namespace, self.configuration, self.session)
     }
 
     /// The snapshot's `metadata`.
@@ -279,7 +311,7 @@ pub fn snapshot_name_problem(name: &str) -> Option<String> {
         format!(
             "{name:?} is not a native snapshot name: expected \"latest\" or a snapshot's name \
              as the server lists it (GET _snapshot/<repository>/_all), e.g. \
-             \"<namespace>.<configuration>.<session>\" for cairn's own"
+             \"<namespace>_<configuration>_<session>\" for cairn's own"
         )
     })
 }
@@ -392,6 +424,31 @@ mod tests {
     }
 
     #[test]
+    fn a_registration_elsewhere_is_told_apart() {
+        let ours = ServerRepository {
+            kind: "fs",
+            settings: json!({"location": "/snapshots/team-a", "readonly": true})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        };
+        let same = json!({"type": "fs", "settings": {"location": "/snapshots/team-a",
+                          "max_restore_bytes_per_sec": "0", "readonly": "false"}});
+        assert_eq!(ours.mismatch(&same), None);
+        let elsewhere = json!({"type": "fs", "settings": {"location": "/snapshots/team-b"}});
+        assert_eq!(
+            ours.mismatch(&elsewhere).as_deref(),
+            Some(r#"location "/snapshots/team-b" instead of "/snapshots/team-a""#)
+        );
+        let s3 = json!({"type": "s3", "settings": {"bucket": "b"}});
+        let why = ours.mismatch(&s3).unwrap();
+        assert!(
+            why.starts_with("type s3 instead of fs, location \"(none)\""),
+            "{why}"
+        );
+    }
+
+    #[test]
     fn names_and_ownership() {
         let id = SnapshotIdentity {
             namespace: "team-a".into(),
@@ -399,7 +456,16 @@ mod tests {
             session: "logs-1733400000".into(),
             host: "host-0".into(),
         };
-        assert_eq!(id.snapshot_name(), "team-a.logs.logs-1733400000");
+        assert_eq!(id.snapshot_name(), "team-a_logs_logs-1733400000");
+        let dotted = |configuration: &str, session: &str| SnapshotIdentity {
+            configuration: configuration.into(),
+            session: session.into(),
+            ..id.clone()
+        };
+        assert_ne!(
+            dotted("a.b", "c").snapshot_name(),
+            dotted("a", "b.c").snapshot_name()
+        );
         assert!(id.metadata().to_string().len() < 1024);
         assert!(id.owns(&id.metadata()));
         let other = SnapshotIdentity {

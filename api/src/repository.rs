@@ -556,6 +556,10 @@ pub struct RepositoryStatus {
     /// of the annotation `cairn.dev/inventory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<RepositoryInventory>,
+    /// The last removal of locks whose holders are gone (for each new value of the annotation
+    /// `cairn.dev/unlock`; `kubectl cairn unlock` sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock: Option<RepositoryUnlock>,
 }
 
 /// One scheduled integrity check.
@@ -599,6 +603,33 @@ pub struct RepositoryInventory {
     pub error: Option<String>,
 }
 
+/// Annotation on a Repository: set a new value (e.g. the time) to have the locks whose
+/// holders are gone removed from it (`cairn-agent unlock`); live locks are never removed.
+pub const UNLOCK_ANNOTATION: &str = "cairn.dev/unlock";
+
+/// One removal of stale locks.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryUnlock {
+    /// The annotation's value it ran for.
+    pub request: String,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Locks removed: their holders were gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<i64>,
+    /// Live locks, kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<i64>,
+    /// Who holds the live locks (`a lock of <host> pid <pid> since <time>`), the first few.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 impl RepositorySpec {
     /// What the repository holds (`Restic` unless set).
     pub fn driver(&self) -> crate::native::StorageDriver {
@@ -616,12 +647,34 @@ impl Repository {
 
     /// The inventory request now: the annotation's value, empty without one.
     pub fn inventory_request(&self) -> String {
+        self.annotation(INVENTORY_ANNOTATION)
+    }
+
+    /// The unlock request now: the annotation's value, empty without one.
+    pub fn unlock_request(&self) -> String {
+        self.annotation(UNLOCK_ANNOTATION)
+    }
+
+    fn annotation(&self, key: &str) -> String {
         self.metadata
             .annotations
             .as_ref()
-            .and_then(|a| a.get(INVENTORY_ANNOTATION))
+            .and_then(|a| a.get(key))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Whether an unlock was asked for (a value no unlock ran for yet); restic repositories
+    /// only (a native one's locks are the server's).
+    pub fn needs_unlock(&self) -> bool {
+        let request = self.unlock_request();
+        !request.is_empty()
+            && self.restic_backend().is_some()
+            && self
+                .status
+                .as_ref()
+                .and_then(|s| s.unlock.as_ref())
+                .is_none_or(|u| u.request != request)
     }
 
     /// Whether an inventory for the current request is still to be taken (restic

@@ -1376,6 +1376,8 @@ pub enum RepositoryWork {
     Check { read_data_subset: String },
     /// Forget one snapshot (full id), then list the others.
     Forget { snapshot: String },
+    /// Remove the locks whose holders are gone.
+    Unlock,
 }
 
 impl RepositoryWork {
@@ -1386,6 +1388,7 @@ impl RepositoryWork {
             Self::Inventory => "inventory",
             Self::Check { .. } => "check",
             Self::Forget { .. } => "forget",
+            Self::Unlock => "unlock",
         }
     }
 
@@ -1394,7 +1397,7 @@ impl RepositoryWork {
     pub fn backoff_limit(&self) -> i32 {
         match self {
             Self::Check { .. } => 0,
-            Self::Wipe | Self::Inventory | Self::Forget { .. } => 2,
+            Self::Wipe | Self::Inventory | Self::Forget { .. } | Self::Unlock => 2,
         }
     }
 
@@ -1405,6 +1408,7 @@ impl RepositoryWork {
             Self::Inventory => "cairn.dev/inventory",
             Self::Check { .. } => "cairn.dev/check",
             Self::Forget { .. } => "cairn.dev/forget",
+            Self::Unlock => "cairn.dev/unlock",
         }
     }
 }
@@ -1532,7 +1536,7 @@ fn repository_args(backend: &Backend, work: &RepositoryWork) -> Vec<String> {
             args.push(format!("--read-data-subset={read_data_subset}"));
         }
         RepositoryWork::Forget { snapshot } => args.push(format!("--snapshot={snapshot}")),
-        RepositoryWork::Wipe | RepositoryWork::Inventory => {}
+        RepositoryWork::Wipe | RepositoryWork::Inventory | RepositoryWork::Unlock => {}
     }
     if let Some(s3) = &backend.s3 {
         if let Some(region) = s3.region.as_deref().filter(|r| !r.is_empty()) {

@@ -19,6 +19,7 @@ pub enum AgentResult {
     Failure(FailureResult),
     Inventory(InventoryResult),
     Check(CheckResult),
+    Unlock(UnlockResult),
 }
 
 /// A successful backup.
@@ -115,6 +116,39 @@ pub struct InventoryResult {
     /// How many inventory lines were written.
     pub snapshots: u64,
     pub repository: RepositoryTotals,
+}
+
+/// What `cairn-agent unlock` did: the locks whose holders are gone removed (the rule the agent
+/// applies before it locks, [`crate::naming::is_locking_pod_hostname`]), the live ones kept
+/// and described (at most [`UnlockResult::MAX_HOLDERS`], each cut to fit).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnlockResult {
+    pub removed: u64,
+    pub kept: u64,
+    /// The live locks: `a lock of <host> pid <pid> since <time>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
+}
+
+impl UnlockResult {
+    /// The most holders the result describes (the log has them all).
+    pub const MAX_HOLDERS: usize = 8;
+    /// The most bytes one holder takes.
+    const HOLDER_BUDGET: usize = 300;
+
+    /// Counts `holders` as kept and describes the first of them, cut to fit.
+    pub fn with_holders(removed: u64, holders: &[String]) -> Self {
+        Self {
+            removed,
+            kept: holders.len() as u64,
+            holders: holders
+                .iter()
+                .take(Self::MAX_HOLDERS)
+                .map(|h| cut_json(h, Self::HOLDER_BUDGET))
+                .collect(),
+        }
+    }
 }
 
 /// A failed run: which phase failed and why, in one line (never a secret).
@@ -269,7 +303,7 @@ impl AgentResult {
                 }
                 serde_json::to_string(&AgentResult::Backup(short)).unwrap_or_default()
             }
-            AgentResult::Inventory(_) => text,
+            AgentResult::Inventory(_) | AgentResult::Unlock(_) => text,
             AgentResult::Restore(r) => {
                 let mut short = r.clone();
                 for line in &mut short.not_carried {

@@ -29,6 +29,9 @@ pub const INVENTORY_MANAGER: &str = "cairn-inventory";
 
 /// The driver of snapshots made by the agent into a restic-format repository.
 pub const DRIVER_RESTIC: &str = "restic";
+/// The driver of snapshots made by the server's snapshot API (a Repository with
+/// `driver: Native`).
+pub const DRIVER_NATIVE: &str = "native";
 
 /// One snapshot in a Repository.
 // kube-derive takes one `printcolumn(...)` per column, which clippy sees as duplicates.
@@ -74,16 +77,17 @@ pub const DRIVER_RESTIC: &str = "restic";
 pub struct SnapshotSpec {
     /// The Repository that holds it.
     pub repository: ObjectReference,
-    /// The snapshot's id in the repository (64 hex characters).
+    /// The snapshot's id in the repository (64 hex characters); a native snapshot's name.
     pub snapshot_id: String,
-    /// Its first 8 characters, as restic shows it.
+    /// Its first 8 characters, as restic shows it; a native snapshot's whole name.
     pub short_id: String,
     /// When the snapshot was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
     /// The restic host (the target's alias).
     pub hostname: String,
-    /// How it was made: `restic` (the agent's logical backup).
+    /// How it was made: `restic` (the agent's logical backup) or `native` (the server's
+    /// snapshot API).
     pub driver: String,
     /// The paths saved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -125,14 +129,35 @@ pub struct SnapshotStatus {
 }
 
 impl Snapshot {
-    /// The object's name: the Repository's name and the short id, as Stash names snapshots.
+    /// The object's name: the Repository's name and the short id, as Stash names snapshots; for
+    /// a native snapshot's name (not a restic id), a hash of it (a name may hold `_`, which no
+    /// object name may).
     pub fn object_name(repository: &str, id: &str) -> String {
-        let short = id.get(..8).unwrap_or(id);
+        let hashed;
+        let short = if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            &id[..8]
+        } else {
+            hashed = crate::naming::long_hash(id);
+            &hashed
+        };
         let max = crate::naming::MAX_SUBDOMAIN_LEN - short.len() - 1;
         let repo = repository
             .get(..max.min(repository.len()))
             .unwrap_or(repository);
         format!("{repo}-{short}")
+    }
+
+    /// Why its data cannot be forgotten through [`FORGET_ANNOTATION`]: a native snapshot is
+    /// the server's, reached with the cluster's credentials, which a Repository's Job has not.
+    pub fn forget_problem(&self) -> Option<String> {
+        (self.spec.driver == DRIVER_NATIVE).then(|| {
+            format!(
+                "{FORGET_ANNOTATION} forgets restic snapshots only: a native snapshot is deleted \
+                 by its configuration's retention policy (keepLast, keepDaily, ...) or on the \
+                 server (DELETE _snapshot/<repository>/{})",
+                self.spec.snapshot_id
+            )
+        })
     }
 
     /// Whether the user asked for its data to be forgotten.
@@ -152,10 +177,10 @@ impl SnapshotSpec {
         Self {
             repository,
             snapshot_id: line.id.clone(),
-            short_id: line.id.get(..8).unwrap_or(&line.id).to_string(),
+            short_id: line.short_id().to_string(),
             time: Some(Time(line.time)),
             hostname: line.host.clone(),
-            driver: DRIVER_RESTIC.into(),
+            driver: line.driver().to_string(),
             paths: line.paths.clone(),
             configuration: line.configuration.clone(),
             session: None,
@@ -165,5 +190,48 @@ impl SnapshotSpec {
             documents: count(line.documents),
             indices: count(line.indices),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::naming::is_dns_subdomain;
+
+    #[test]
+    fn object_names_of_restic_ids_and_native_names() {
+        assert_eq!(
+            Snapshot::object_name("repo", &"ab".repeat(32)),
+            "repo-abababab"
+        );
+        let first = Snapshot::object_name("repo", "team-a_logs_logs-1733400000");
+        let second = Snapshot::object_name("repo", "team-a_logs_logs-1733486400");
+        assert_ne!(first, second);
+        for name in [&first, &second] {
+            assert!(is_dns_subdomain(name), "{name}");
+        }
+        let long = "r".repeat(253);
+        assert!(is_dns_subdomain(&Snapshot::object_name(&long, "a_b_c")));
+    }
+
+    #[test]
+    fn a_native_line_shows_its_whole_name_and_driver() {
+        let mut line = SnapshotLine::new(
+            "team-a_logs_logs-1".into(),
+            "2026-12-06T04:00:00Z".parse().unwrap(),
+            "host-0".into(),
+            &[],
+        );
+        line.driver = Some(DRIVER_NATIVE.into());
+        let spec = SnapshotSpec::from_line(ObjectReference::default(), &line);
+        assert_eq!(spec.short_id, "team-a_logs_logs-1");
+        assert_eq!(spec.driver, DRIVER_NATIVE);
+        line.driver = None;
+        line.id = "cd".repeat(32);
+        let spec = SnapshotSpec::from_line(ObjectReference::default(), &line);
+        assert_eq!(
+            (spec.short_id.as_str(), spec.driver.as_str()),
+            ("cdcdcdcd", DRIVER_RESTIC)
+        );
     }
 }

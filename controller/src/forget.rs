@@ -41,6 +41,11 @@ fn of(repo: &Repository, s: &Snapshot) -> bool {
 
 /// One snapshot's Job: `true` while it runs.
 async fn forget(repo: &Repository, snapshot: &Snapshot, ctx: &Context) -> Result<bool> {
+    if let Some(why) = snapshot.forget_problem() {
+        // Admitted without the webhook: said, never tried.
+        ctx.event(snapshot, true, "ForgetFailed", why).await;
+        return Ok(false);
+    }
     let id = snapshot.spec.snapshot_id.clone();
     let job_name = forget_job_name(&repo.name_any(), &id);
     let work = RepositoryWork::Forget { snapshot: id };

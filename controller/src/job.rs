@@ -182,7 +182,7 @@ fn pod_ended(pod: &Pod) -> bool {
 }
 
 /// Tells every container of the Job which pods were live at its launch, and when that was.
-fn add_live_pods(template: &mut JobTemplateSpec, live: &[String]) {
+pub fn add_live_pods(template: &mut JobTemplateSpec, live: &[String]) {
     use k8s_openapi::api::core::v1::EnvVar;
     let env = [
         ("CAIRN_LIVE_PODS", live.join(",")),

@@ -34,3 +34,4 @@ pub mod session;
 pub mod snapshots;
 pub mod status;
 pub mod stores;
+pub mod unlock;

@@ -1,6 +1,6 @@
 //! Reconciling a Repository: its references (`references`); its own Jobs while it lives (the
 //! inventory, [`crate::inventory`]; scheduled checks, [`crate::integrity`]; forgetting a
-//! snapshot, [`crate::forget`]); and with `wipeOut: true` a finalizer, whose deletion runs a
+//! snapshot, [`crate::forget`]; removing dead locks, [`crate::unlock`]); and with `wipeOut: true` a finalizer, whose deletion runs a
 //! cleanup Job (`cairn-agent wipe`) that deletes the data from the backend and the Snapshot
 //! objects before the object goes. Without `wipeOut` the data stays and no finalizer holds the
 //! object.
@@ -71,12 +71,12 @@ pub async fn reconcile(repo: Arc<Repository>, ctx: Arc<Context>) -> Result<Actio
         let inventory = crate::inventory::reconcile(&repo, &ctx).await?;
         let check = crate::integrity::reconcile(&repo, &ctx).await?;
         let forget = crate::forget::reconcile(&repo, &ctx).await?;
-        return Ok(
-            match inventory.into_iter().chain(check).chain(forget).min() {
-                Some(wait) => Action::requeue(wait),
-                None => Action::await_change(),
-            },
-        );
+        let unlock = crate::unlock::reconcile(&repo, &ctx).await?;
+        let waits = [inventory, check, forget, unlock];
+        return Ok(match waits.into_iter().flatten().min() {
+            Some(wait) => Action::requeue(wait),
+            None => Action::await_change(),
+        });
     }
     if !held {
         return Ok(Action::await_change());

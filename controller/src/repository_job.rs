@@ -8,7 +8,7 @@ use kube::ResourceExt;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::job::{ensure_job, job_outcome, owner_of};
+use crate::job::{add_live_pods, ensure_job, job_outcome, live_pods, owner_of};
 use crate::observe::JobObservation;
 
 /// The outcome of `repo`'s Job `job_name` doing `work`, made first if missing; the reason when
@@ -19,10 +19,12 @@ pub async fn run(
     work: &RepositoryWork,
     job_name: &str,
 ) -> Result<std::result::Result<JobObservation, ResolveError>> {
-    let template = match resolve_repository_job(repo, work, &ctx.install) {
+    let mut template = match resolve_repository_job(repo, work, &ctx.install) {
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
     };
+    // The agent removes the locks of cairn's pods that are gone on this list.
+    add_live_pods(&mut template, &live_pods(ctx));
     let namespace = repo.namespace().unwrap_or_default();
     let labels = [(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())].into();
     ensure_job(

@@ -34,6 +34,7 @@ pub enum Manager {
     Inventory,
     Blueprints,
     Integrity,
+    Unlock,
 }
 
 impl Manager {
@@ -46,6 +47,7 @@ impl Manager {
             Self::Inventory => "cairn-repository-inventory",
             Self::Blueprints => "cairn-blueprint-status",
             Self::Integrity => "cairn-integrity",
+            Self::Unlock => "cairn-repository-unlock",
         }
     }
 }

@@ -90,6 +90,12 @@ pub enum Command {
         /// The BackupConfiguration.
         configuration: String,
     },
+    /// Removes the Repository's locks whose holders are gone (never a live one), through a
+    /// Job of the controller's; prints what was removed and who holds the live ones.
+    Unlock {
+        /// The Repository.
+        repository: String,
+    },
     /// A session's agent log and its events.
     Logs {
         /// The BackupSession or RestoreSession.

@@ -1,6 +1,6 @@
 //! `kubectl-cairn`, the kubectl plugin of cairn (`kubectl cairn ...`): an instant backup
 //! followed live, a restore in one line, snapshots, a configuration's whole story, pause and
-//! resume, a session's logs, Stash migration and shell completion. It talks to the API server
+//! resume, removing dead locks, a session's logs, Stash migration and shell completion. It talks to the API server
 //! with the user's own kubeconfig and rights; the rules it applies are cairn-api's.
 //!
 //! Exit codes, as kubectl's: 0 success, 1 failure (a failed session too), 2 usage; 130 when
@@ -20,6 +20,7 @@ mod pause;
 mod restore;
 mod snapshots;
 mod status;
+mod unlock;
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -83,6 +84,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Resume { configuration } => {
             pause::run(&cluster, &configuration, false).await?;
             done
+        }
+        Command::Unlock { repository } => {
+            unlock::run(&cluster, &repository, g.output, g.timeout).await
         }
         Command::Logs { session } => {
             logs::run(&cluster, &session).await?;

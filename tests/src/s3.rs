@@ -254,6 +254,75 @@ impl S3Server {
         self.restic_in(repository, password, std::path::Path::new("."), args)
     }
 
+    /// The ids of `repository`'s lock files.
+    pub fn restic_locks(&self, repository: &str, password: &str) -> Result<Vec<String>> {
+        let out = self.restic(repository, password, &["list", "locks", "--no-lock"])?;
+        Ok(out.split_whitespace().map(str::to_string).collect())
+    }
+
+    /// `restic backup --stdin` on `repository` (snapshot host `user-laptop`), holding its
+    /// shared lock while its input stays open; returned once the lock is there. With
+    /// `hostname`, restic runs in a UTS namespace of its own under that host name, the name
+    /// its lock records (a pod's, say). Returns the process and its lock's id.
+    pub fn restic_holding_a_lock(
+        &self,
+        repository: &str,
+        password: &str,
+        hostname: Option<&str>,
+    ) -> Result<(std::process::Child, String)> {
+        let before = self.restic_locks(repository, password)?;
+        let restic = [
+            "restic",
+            "-r",
+            repository,
+            "backup",
+            "--stdin",
+            "--stdin-filename=held",
+            "--host=user-laptop",
+        ];
+        let mut cmd = match hostname {
+            None => std::process::Command::new("restic"),
+            Some(name) => {
+                let mut cmd = std::process::Command::new("unshare");
+                // sh sets the name, then becomes restic: the child's pid is restic's.
+                cmd.args([
+                    "--uts",
+                    "--",
+                    "sh",
+                    "-c",
+                    r#"hostname "$0" && exec "$@""#,
+                    name,
+                ]);
+                cmd.arg("restic");
+                cmd
+            }
+        };
+        let child = cmd
+            .args(&restic[1..])
+            .envs(self.env())
+            .env("RESTIC_PASSWORD", password)
+            .env(
+                "RESTIC_CACHE_DIR",
+                std::env::temp_dir().join("cairn-tests-restic-cache"),
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("run restic")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let locks = self.restic_locks(repository, password)?;
+            if let Some(id) = locks.into_iter().find(|l| !before.contains(l)) {
+                return Ok((child, id));
+            }
+            if Instant::now() > deadline {
+                bail!("restic took no lock within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The environment S3 clients (restic, the agent) read the credentials from.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

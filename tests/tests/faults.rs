@@ -608,34 +608,6 @@ fn a_restore_failing_half_way_removes_what_it_created() -> Result<()> {
     Ok(())
 }
 
-/// `restic backup --stdin` of the host, holding its (shared) lock while its input stays open.
-fn restic_holding_a_lock(s3: &S3Server, repo: &str) -> Result<std::process::Child> {
-    let child = Command::new("restic")
-        .args(["-r", repo, "backup", "--stdin", "--stdin-filename=held"])
-        .args(["--host=user-laptop"])
-        .envs(s3.env())
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env(
-            "RESTIC_CACHE_DIR",
-            std::env::temp_dir().join("cairn-faults-restic-cache"),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("run restic")?;
-    let tmp = tempfile::tempdir()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let locks = restic(s3, repo, tmp.path(), &["list", "locks", "--no-lock"])?;
-        if !locks.trim().is_empty() {
-            return Ok(child);
-        }
-        ensure!(Instant::now() < deadline, "restic took no lock within 60 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn retention_fails_after_the_snapshot_is_saved() -> Result<()> {
     let os = OpenSearch::start()?;
@@ -698,7 +670,7 @@ fn retention_fails_after_the_snapshot_is_saved() -> Result<()> {
 
     // The host's restic holds a live lock: the backup may share the repository with it, its
     // retention may not (forget and prune need it alone).
-    let mut held = restic_holding_a_lock(&s3, &repo)?;
+    let (mut held, _) = s3.restic_holding_a_lock(&repo, PASSWORD, None)?;
     let second = run("backup next to restic's lock");
     let second = second.and_then(|b| {
         let why = b.retention_error.clone().unwrap_or_default();

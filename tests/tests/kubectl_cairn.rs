@@ -410,6 +410,10 @@ async fn kubectl_cairn_backs_up_restores_and_tells_the_story() {
         PRODUCTS
     );
 
+    // 4b. Locks: one of a session's pod that is gone (restic killed in a UTS namespace named
+    // as such a pod), one live (restic of this host, running): unlock removes the first only.
+    unlocks_only_the_dead_lock(&plugin, &s3, &ns, &mut tmux);
+
     // 5. S3 stopped: the backup fails, the command says why and exits non-zero.
     s3.kill();
     let out = plugin.piped(&["backup", "nightly", "--wait", "--timeout", "150s"]);
@@ -477,6 +481,46 @@ async fn kubectl_cairn_backs_up_restores_and_tells_the_story() {
     let out = plugin.piped(&["completion", "bash"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("kubectl-cairn"));
     drop(storage);
+}
+
+/// `kubectl cairn unlock repo` with a dead pod's lock and a live lock in the repository: the
+/// dead one goes, the live one stays and is named.
+fn unlocks_only_the_dead_lock(plugin: &Plugin, s3: &S3Server, ns: &str, tmux: &mut Tmux) {
+    let repo = format!("{}/{ns}", s3.restic_repository(BUCKET));
+    let dead_pod = "cairn-backup-nightly-1700000000-gone1";
+    let (mut dead, dead_lock) = s3
+        .restic_holding_a_lock(&repo, PASSWORD, Some(dead_pod))
+        .expect("a lock of a pod");
+    dead.kill().expect("kill restic");
+    dead.wait().expect("reap restic");
+    let (mut live, live_lock) = s3
+        .restic_holding_a_lock(&repo, PASSWORD, None)
+        .expect("a live lock");
+    let screen = tmux.run(
+        plugin,
+        &["unlock", "repo", "--timeout", "120s"],
+        Duration::from_secs(150),
+        |_| false,
+    );
+    assert_eq!(exit_code(&screen), "0", "{screen}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert!(
+        screen.contains("removed 1 lock(s) whose holders are gone; kept 1 live lock(s)")
+            && screen.contains(&format!(
+                "kept: a lock of {} pid {}",
+                host.trim(),
+                live.id()
+            )),
+        "{screen}"
+    );
+    let left = s3.restic_locks(&repo, PASSWORD).expect("locks");
+    assert_eq!(
+        left,
+        vec![live_lock],
+        "the live lock alone, not {dead_lock}"
+    );
+    drop(live.stdin.take());
+    assert!(live.wait().expect("restic").success());
 }
 
 /// The session a `kubectl cairn backup` created, from its first line.

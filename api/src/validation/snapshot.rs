@@ -36,6 +36,12 @@ impl Snapshot {
                 self.metadata.owner_references == old.metadata.owner_references,
             ),
         ];
+        if self.forget_requested()
+            && !old.forget_requested()
+            && let Some(why) = self.forget_problem()
+        {
+            verdict.error("metadata.annotations", why);
+        }
         for (path, same) in unchanged {
             if !same {
                 verdict.error(
@@ -61,6 +67,29 @@ mod tests {
         let mut s = Snapshot::new("r-12345678", Default::default());
         s.spec.snapshot_id = "12345678".repeat(8);
         s
+    }
+
+    #[test]
+    fn a_native_snapshot_is_not_forgotten_by_annotation() {
+        let ctl = "system:serviceaccount:cairn-system:cairn-controller";
+        let mut old = snapshot();
+        old.spec.driver = crate::snapshot::DRIVER_NATIVE.into();
+        old.spec.snapshot_id = "team-a_logs_logs-1".into();
+        let mut asked = old.clone();
+        asked
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(FORGET_ANNOTATION.into(), "true".into());
+        let denied = asked.check_write(Some(&old), "alice", ctl);
+        assert!(
+            denied.error_message().contains("retention policy"),
+            "{}",
+            denied.error_message()
+        );
+        old.spec.driver = crate::snapshot::DRIVER_RESTIC.into();
+        asked.spec.driver = crate::snapshot::DRIVER_RESTIC.into();
+        assert!(asked.check_write(Some(&old), "alice", ctl).allowed());
     }
 
     #[test]
