@@ -18,12 +18,13 @@ use cairn_tests::forward::Forward;
 use cairn_tests::objects::{apply, configuration, finished, fixture, ready};
 use cairn_tests::opensearch::OpenSearch;
 use cairn_tests::s3::S3Server;
-use cairn_tests::system::{on_node, restricted_namespace};
+use cairn_tests::system::{OnNode, on_node, restricted_namespace};
 use cairn_tests::wait_for;
 use cairn_tests::webhook::workspace_binary;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
+use tokio::sync::OnceCell;
 
 const BUCKET: &str = "kubectl-cairn";
 const PASSWORD: &str = "kubectl-cairn-password";
@@ -33,6 +34,13 @@ const PRODUCTS: usize = 300;
 
 fn cp() -> &'static ControlPlane {
     ControlPlane::shared()
+}
+
+/// cairn on the node, shared by this binary's tests.
+async fn env() -> &'static OnNode {
+    static ENV: OnceCell<OnNode> = OnceCell::const_new();
+    ENV.get_or_init(|| on_node(cp(), "kubectl-cairn", &[]))
+        .await
 }
 
 /// A directory for `PATH` holding `kubectl` (the testbed's) and `kubectl-cairn` (this
@@ -207,7 +215,7 @@ fn has_escapes(out: &Output) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_cairn_backs_up_restores_and_tells_the_story() {
-    let env = on_node(cp(), "kubectl-cairn", &[]).await;
+    let env = env().await;
     let search = OpenSearch::start().expect("opensearch");
     let http = reqwest::Client::new();
     load_sample(&http, &search.url(), "orders", ORDERS)
@@ -519,8 +527,110 @@ fn unlocks_only_the_dead_lock(plugin: &Plugin, s3: &S3Server, ns: &str, tmux: &m
         vec![live_lock],
         "the live lock alone, not {dead_lock}"
     );
-    drop(live.stdin.take());
-    assert!(live.wait().expect("restic").success());
+    if let Some(mut input) = live.stdin.take() {
+        use std::io::Write;
+        input.write_all(b"a user's own backup\n").expect("write");
+    }
+    let done = live.wait_with_output().expect("restic");
+    assert!(
+        done.status.success(),
+        "restic, its lock kept, finishes: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// Native snapshots through the controller and the plugin: a Repository with `driver: Native`
+/// (the server's `fs` repository under its `path.repo`) and a configuration naming no Task
+/// (the snapshot Task is its default): two instant backups, the retention (keepLast 1) leaving
+/// the second, whose Snapshot object says `native`; an index deleted and restored.
+#[tokio::test(flavor = "multi_thread")]
+async fn native_snapshots_back_up_and_restore_through_the_controller() {
+    let env = env().await;
+    let search = OpenSearch::start().expect("opensearch");
+    let http = reqwest::Client::new();
+    load_sample(&http, &search.url(), "events", PRODUCTS)
+        .await
+        .expect("events");
+    let bridge = Forward::start(env.node.host_ip(), search.port()).expect("forward");
+    let ns = restricted_namespace(cp(), "native").await;
+    let app = "appcatalog.appscode.com/v1alpha1";
+    apply(
+        cp(),
+        &[
+            json!({"apiVersion": app, "kind": "AppBinding", "metadata": {"name": "es", "namespace": ns},
+                   "spec": {"clientConfig": {"url": bridge.http_url()}}}),
+            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "Repository",
+                   "metadata": {"name": "snaps", "namespace": ns},
+                   "spec": {"driver": "Native",
+                            "backend": {"local": {"mountPath": search.repo_dir().display().to_string()}}}}),
+            json!({"apiVersion": "cairn.dev/v1alpha1", "kind": "BackupConfiguration",
+                   "metadata": {"name": "nightly", "namespace": ns},
+                   "spec": {"schedule": "0 0 1 1 *", "repository": {"name": "snaps"},
+                            "target": {"ref": {"apiVersion": app, "kind": "AppBinding", "name": "es"}},
+                            "retentionPolicy": {"name": "last", "keepLast": 1},
+                            "retryConfig": {"maxRetry": 0}}}),
+        ],
+    );
+    ready(cp(), &ns, "nightly").await;
+    let plugin = Plugin::new(&ns);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let out = plugin.piped(&["backup", "nightly", "--wait", "--timeout", "150s"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        let session = created(&text);
+        let s = finished(cp(), &ns, &session, Duration::from_secs(30)).await;
+        let snapshot = s.status.and_then(|s| s.snapshot).expect("snapshot");
+        assert_eq!(snapshot.id, format!("{ns}_nightly_{session}"));
+        assert_eq!(snapshot.driver.as_deref(), Some("native"));
+        assert!(text.contains(&snapshot.id), "{text}");
+        ids.push(snapshot.id);
+    }
+    let snapshots: Api<Snapshot> = Api::namespaced(cp().client(), &ns);
+    let listed = wait_for(
+        Duration::from_secs(60),
+        "the second snapshot alone",
+        || async {
+            let list = snapshots.list(&ListParams::default()).await.ok()?.items;
+            (list.len() == 1 && list[0].spec.snapshot_id == ids[1]).then_some(list)
+        },
+    )
+    .await;
+    let spec = &listed[0].spec;
+    assert_eq!(
+        (
+            spec.driver.as_str(),
+            spec.documents,
+            spec.configuration.as_deref()
+        ),
+        ("native", Some(PRODUCTS as i64), Some("nightly")),
+        "{spec:?}"
+    );
+    let out = plugin.piped(&["snapshots", "snaps"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&ids[1]));
+
+    let gone = http
+        .delete(format!("{}/events", search.url()))
+        .send()
+        .await
+        .expect("delete");
+    assert!(gone.status().is_success());
+    let out = plugin.piped(&[
+        "restore",
+        "--from",
+        "nightly",
+        "--wait",
+        "--timeout",
+        "150s",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(&ids[1]), "the latest snapshot: {text}");
+    assert_eq!(
+        count(&http, &search.url(), "events").await.expect("count"),
+        PRODUCTS
+    );
+    drop(bridge);
 }
 
 /// The session a `kubectl cairn backup` created, from its first line.
