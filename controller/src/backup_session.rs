@@ -440,6 +440,9 @@ async fn update_repository(ctx: &Context, repo: &Repository, b: &BackupResult) -
             current.total_size_bytes,
             current.total_size.clone(),
         )
+    } else if b.native.is_some() {
+        // The server tells no repository size (its files are the nodes'): unknown, not 0.
+        (count(b.repository.snapshot_count), None, None)
     } else {
         ctx.metrics
             .repository_totals(repo, b.repository.snapshot_count, b.repository.size_bytes);

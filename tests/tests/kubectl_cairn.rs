@@ -608,6 +608,14 @@ async fn native_snapshots_back_up_and_restore_through_the_controller() {
     );
     let out = plugin.piped(&["snapshots", "snaps"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&ids[1]));
+    let repos: Api<cairn_api::Repository> = Api::namespaced(cp().client(), &ns);
+    let status = repos.get("snaps").await.expect("repository").status;
+    let status = status.expect("status");
+    assert_eq!(
+        (status.snapshot_count, status.total_size.as_deref()),
+        (Some(1), None),
+        "one snapshot, its size unknown (not 0)"
+    );
 
     let gone = http
         .delete(format!("{}/events", search.url()))
