@@ -1843,6 +1843,24 @@ fn bench(o: &Options, agent_bin: &Path, work: &Path) -> anyhow::Result<()> {
         added_pct <= 5.0,
         &mut kv,
     );
+    if let Some(native) = restore_rows.iter().find(|r| r.key == "native_restore") {
+        let ratio = native.dps() / agent_restore.dps();
+        kv.push((
+            "ratio_native_restore_vs_agent".into(),
+            format!("{ratio:.1}"),
+        ));
+        target(
+            "native_restore",
+            format!("native restore >= 10x the logical restore, docs/s: {ratio:.1}x"),
+            ratio >= 10.0,
+            &mut kv,
+        );
+    }
+    if let Some(native) = backup_rows.iter().find(|r| r.key == "native_backup1") {
+        let ratio = native.dps() / agent_backup.dps();
+        kv.push(("ratio_native_backup_vs_agent".into(), format!("{ratio:.1}")));
+        println!("  (info) native snapshot vs the logical backup, docs/s: {ratio:.1}x");
+    }
     if !o.baselines {
         println!("  (baselines skipped: --no-baselines)");
     }
