@@ -52,15 +52,20 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl LockFile {
-    /// A lock of this process, now.
+    /// A lock of this process, now. In a Job, its user name says which cluster's cairn holds
+    /// it ([`cairn_api::naming::lock_user`]).
     pub fn ours(exclusive: bool) -> Self {
         // SAFETY: plain syscalls without arguments.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let username = match cluster_id() {
+            Some(id) => cairn_api::naming::lock_user(&id),
+            None => std::env::var("USER").unwrap_or_default(),
+        };
         Self {
             time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             exclusive,
             hostname: hostname(),
-            username: std::env::var("USER").unwrap_or_default(),
+            username,
             pid: i64::from(std::process::id()),
             uid,
             gid,
@@ -102,31 +107,46 @@ impl LockFile {
     }
 }
 
-/// What the controller knew when it launched this run's Job: the pods of cairn's sessions
-/// that were not finished (`CAIRN_LIVE_PODS`, comma-separated names) and the launch time
-/// (`CAIRN_LAUNCHED_AT`, RFC 3339). A lock of a pod of cairn's (its host name is the pod's
-/// name) that is none of them and is older than the launch has no live holder: the pod ended
-/// (killed, evicted, deleted) without removing it. Anything else follows restic's rules.
+/// The cluster this Job runs in, as the controller names it (`CAIRN_CLUSTER_ID`).
+fn cluster_id() -> Option<String> {
+    std::env::var("CAIRN_CLUSTER_ID")
+        .ok()
+        .filter(|id| !id.trim().is_empty())
+}
+
+/// What the controller knew when it launched this run's Job: the pods of cairn's Jobs that
+/// were not finished (`CAIRN_LIVE_PODS`, comma-separated names), the launch time
+/// (`CAIRN_LAUNCHED_AT`, RFC 3339) and its cluster (`CAIRN_CLUSTER_ID`). A lock of a pod of
+/// this cluster's cairn (its host name is the pod's name, its user names the cluster) that is
+/// none of them and is older than the launch has no live holder: the pod ended (killed,
+/// evicted, deleted) without removing it. Anything else, another cluster's cairn sharing the
+/// repository among it, follows restic's rules.
 #[derive(Clone, Debug, Default)]
 pub struct LivePods {
     launched_at: Option<DateTime<Utc>>,
     names: Vec<String>,
+    /// [`cairn_api::naming::lock_user`] of this cluster.
+    user: String,
 }
 
 impl LivePods {
-    pub fn new(launched_at: DateTime<Utc>, names: Vec<String>) -> Self {
+    pub fn new(launched_at: DateTime<Utc>, names: Vec<String>, cluster_id: &str) -> Self {
         Self {
             launched_at: Some(launched_at),
             names,
+            user: cairn_api::naming::lock_user(cluster_id),
         }
     }
 
-    /// From the environment the controller sets; without `CAIRN_LAUNCHED_AT`, none.
+    /// From the environment the controller sets; without `CAIRN_LAUNCHED_AT` or
+    /// `CAIRN_CLUSTER_ID`, none.
     pub fn from_env() -> Self {
-        let Some(at) = std::env::var("CAIRN_LAUNCHED_AT")
-            .ok()
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-        else {
+        let (Some(at), Some(cluster)) = (
+            std::env::var("CAIRN_LAUNCHED_AT")
+                .ok()
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok()),
+            cluster_id(),
+        ) else {
             return Self::default();
         };
         let names = std::env::var("CAIRN_LIVE_PODS").unwrap_or_default();
@@ -136,7 +156,7 @@ impl LivePods {
             .filter(|n| !n.is_empty())
             .map(str::to_string)
             .collect();
-        Self::new(at.with_timezone(&Utc), names)
+        Self::new(at.with_timezone(&Utc), names, &cluster)
     }
 
     /// Whether `lock` was left by a pod of cairn's Jobs that no longer runs.
@@ -144,7 +164,8 @@ impl LivePods {
         let Some(launched_at) = self.launched_at else {
             return false;
         };
-        if !cairn_api::naming::is_locking_pod_hostname(&lock.hostname) {
+        if lock.username != self.user || !cairn_api::naming::is_locking_pod_hostname(&lock.hostname)
+        {
             return false;
         }
         // A pod's host name is its name cut to 63 characters.
@@ -254,6 +275,18 @@ struct Swept {
 }
 
 impl Inner {
+    /// No lock held yet; the live pods from the controller's environment.
+    fn new(store: Store, repo: &Repository<OpenStatus>) -> Result<Self> {
+        Ok(Self {
+            store,
+            live_pods: LivePods::from_env(),
+            crypto: Crypto::of(repo)?,
+            current: Mutex::new(None),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        })
+    }
+
     /// The other processes' live locks (not `ours`); stale ones are removed on the way.
     fn live_locks(&self, ours: &[&str]) -> Result<Vec<LockFile>> {
         Ok(self.sweep(ours)?.live)
@@ -372,15 +405,7 @@ pub fn remove_stale(
     store: Store,
     repo: &Repository<OpenStatus>,
 ) -> Result<cairn_api::result::UnlockResult> {
-    let inner = Inner {
-        store,
-        live_pods: LivePods::from_env(),
-        crypto: Crypto::of(repo)?,
-        current: Mutex::new(None),
-        stop: Mutex::new(false),
-        wake: Condvar::new(),
-    };
-    let swept = inner.sweep(&[])?;
+    let swept = Inner::new(store, repo)?.sweep(&[])?;
     let holders: Vec<String> = swept
         .live
         .iter()
@@ -411,14 +436,7 @@ pub struct RepoLock {
 impl RepoLock {
     /// Removes stale locks and takes a lock (exclusive or not).
     pub fn acquire(store: Store, repo: &Repository<OpenStatus>, exclusive: bool) -> Result<Self> {
-        let inner = Arc::new(Inner {
-            store,
-            live_pods: LivePods::from_env(),
-            crypto: Crypto::of(repo)?,
-            current: Mutex::new(None),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-        });
+        let inner = Arc::new(Inner::new(store, repo)?);
         inner.take(exclusive)?;
         tracing::info!(exclusive, "repository locked");
         let bg = inner.clone();
@@ -568,11 +586,24 @@ mod tests {
     #[test]
     fn locks_of_pods_that_no_longer_run() {
         let launched = Utc::now();
-        let live = LivePods::new(launched, vec!["cairn-backup-nightly-1-abcde".into()]);
+        let live = LivePods::new(
+            launched,
+            vec!["cairn-backup-nightly-1-abcde".into()],
+            "cluster-a",
+        );
         let mut l = LockFile::ours(false);
         l.time = (launched - chrono::Duration::minutes(2)).to_rfc3339();
         l.hostname = "cairn-backup-nightly-0-xyzab".into();
+        l.username = "cairn@cluster-a".into();
         assert!(live.left_by_dead_pod(&l), "a session's pod not in the list");
+        l.username = "cairn@cluster-b".into();
+        assert!(
+            !live.left_by_dead_pod(&l),
+            "another cluster's pod: this one's list says nothing of it"
+        );
+        l.username = "root".into();
+        assert!(!live.left_by_dead_pod(&l), "restic of a user");
+        l.username = "cairn@cluster-a".into();
         assert!(
             !LivePods::default().left_by_dead_pod(&l),
             "no list: restic's rules"

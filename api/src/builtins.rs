@@ -120,6 +120,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "CAIRN_TERMINATION_LOG",
     "CAIRN_LIVE_PODS",
     "CAIRN_LAUNCHED_AT",
+    "CAIRN_CLUSTER_ID",
 ];
 /// Prefixes of environment variables that carry the repository's credentials, password and
 /// CA, which come only from the storage Secret (restic's and its backends' names).

@@ -169,6 +169,10 @@ fn default_alias(alias: &mut Option<String>) {
     }
 }
 
+/// The Task's name, once the Repository it depends on is known: written while the Repository
+/// is missing, a restic default would stay when a native Repository came after it (a GitOps
+/// apply in any order), and every later update would be refused for a field the user never
+/// wrote. Left unset, the name is taken where it is used ([`crate::dereference`]).
 fn default_task(
     task: &mut Option<TaskRef>,
     app: Option<&AppBinding>,
@@ -176,6 +180,9 @@ fn default_task(
     direction: Direction,
     catalog: &CatalogDefaults,
 ) {
+    if repository.is_none() {
+        return;
+    }
     let name = TaskRef::name_or_default(task.as_ref(), app, repository, direction, catalog);
     task.get_or_insert_with(TaskRef::default).name = Some(name);
 }
@@ -341,10 +348,26 @@ mod tests {
         .expect("valid object")
     }
 
+    /// The Repository `bc()` names (driver Restic).
+    fn s3_repo() -> Repository {
+        let mut repo = Repository::new("s3-repo", Default::default());
+        repo.metadata.namespace = Some("demo".into());
+        repo
+    }
+
+    fn with_repo(lookups: LookupTable) -> LookupTable {
+        let mut lookups = lookups;
+        lookups
+            .repositories
+            .insert(("demo".into(), "s3-repo".into()), s3_repo().into());
+        lookups
+    }
+
     #[test]
     fn backup_configuration_defaults() {
         let mut c = bc();
-        default_backup_configuration(&mut c, &LookupTable::default(), &CatalogDefaults::default());
+        let lookups = with_repo(LookupTable::default());
+        default_backup_configuration(&mut c, &lookups, &CatalogDefaults::default());
         let s = &c.spec;
         assert_eq!(s.time_zone.as_deref(), Some("UTC"));
         assert_eq!(s.backup_history_limit, Some(1));
@@ -401,7 +424,7 @@ mod tests {
                      "parameters": {"stash": {"addon": {"backupTask": {"name": "es-backup-7"}, "restoreTask": {"name": "es-restore-7"}}}}}
         }))
         .expect("valid object");
-        let lookups = LookupTable::default().with_app_binding(app);
+        let lookups = with_repo(LookupTable::default().with_app_binding(app));
         let mut c = bc();
         default_backup_configuration(&mut c, &lookups, &CatalogDefaults::default());
         assert_eq!(
@@ -432,7 +455,7 @@ mod tests {
 
     #[test]
     fn defaulting_twice_gives_an_empty_patch_for_every_kind() {
-        let lookups = LookupTable::default().with_backup_configuration(bc());
+        let lookups = with_repo(LookupTable::default().with_backup_configuration(bc()));
         let catalog = CatalogDefaults::default();
 
         let mut once = bc();
@@ -500,6 +523,16 @@ mod tests {
         let mut again = rs.clone();
         default_restore_session(&mut again, &lookups, &catalog);
         assert!(patch(&rs, &again).expect("patch").0.is_empty());
+    }
+
+    #[test]
+    fn no_task_is_written_while_the_repository_is_missing() {
+        let mut c = bc();
+        default_backup_configuration(&mut c, &LookupTable::default(), &CatalogDefaults::default());
+        assert_eq!(
+            c.spec.task, None,
+            "taken where it is used, once the driver is known"
+        );
     }
 
     #[test]

@@ -54,6 +54,13 @@ const CHECK_JOB_PREFIX: &str = "cairn-check-";
 const FORGET_JOB_PREFIX: &str = "cairn-forget-";
 const HOOK_JOB_PREFIX: &str = "cairn-hook-";
 
+/// The user name cairn's agent records in its restic locks in the cluster of `cluster_id` (the
+/// UID of its `kube-system` namespace): the one cluster whose live pods the controller lists.
+/// A lock of another cluster's cairn (two clusters sharing a repository) never matches it.
+pub fn lock_user(cluster_id: &str) -> String {
+    format!("cairn@{cluster_id}")
+}
+
 /// Whether `hostname` is the host name of a pod of one of cairn's Jobs that lock a repository
 /// (a session's, a check's, a forget's; a pod's host name is its name, cut to 63 characters):
 /// the agent may judge such a lock holder by the controller's list of live pods.
@@ -165,12 +172,13 @@ pub fn is_label_value(s: &str) -> bool {
 /// The inventory Job of Repository `repo` for the request `request` (the value of its
 /// `cairn.dev/inventory` annotation; empty at creation): one Job per request.
 pub fn inventory_job_name(repo: &str, request: &str) -> String {
-    label_value(&format!("cairn-inventory-{repo}-{}", short_hash(request))).to_ascii_lowercase()
+    label_value(&format!("cairn-inventory-{repo}-{}", long_hash(request))).to_ascii_lowercase()
 }
 
-/// The unlock Job of Repository `repo` for the annotation's value `request`.
+/// The unlock Job of Repository `repo` for the annotation's value `request` (48 bits of hash:
+/// an old request's Job must never answer a new one).
 pub fn unlock_job_name(repo: &str, request: &str) -> String {
-    label_value(&format!("cairn-unlock-{repo}-{}", short_hash(request))).to_ascii_lowercase()
+    label_value(&format!("cairn-unlock-{repo}-{}", long_hash(request))).to_ascii_lowercase()
 }
 
 /// The integrity check Job of Repository `repo` for the schedule slot `slot` (Unix seconds).

@@ -74,27 +74,36 @@ pub struct ServerRepository {
 }
 
 impl ServerRepository {
+    /// The settings that say where a repository of this type keeps its files: the ones two
+    /// registrations must agree on to be the same repository.
+    fn location_keys(&self) -> &'static [&'static str] {
+        match self.kind {
+            "fs" => &["location"],
+            "s3" => &["bucket", "base_path", "endpoint"],
+            "gcs" => &["bucket", "base_path"],
+            "azure" => &["container", "base_path"],
+            _ => &[],
+        }
+    }
+
     /// How the registration the server answered (`GET _snapshot/<name>`'s value: `type` and
-    /// `settings`, every setting a string) differs from this one in where the snapshots live
-    /// (the type and each setting but `readonly` and the throttles); `None` when it does not.
+    /// `settings`, every setting a string) differs from this one in where the snapshots live:
+    /// the type and the location settings ([`Self::location_keys`]; how the server reaches
+    /// them, its throttles and `readonly` may differ); `None` when it does not.
     pub fn mismatch(&self, registered: &Value) -> Option<String> {
-        let theirs = |key: &str| -> String {
-            match &registered["settings"][key] {
-                Value::String(s) => s.clone(),
-                Value::Null => "(none)".into(),
-                other => other.to_string(),
-            }
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "(none)".into(),
+            other => other.to_string(),
         };
         let mut differences = Vec::new();
         let kind = registered["type"].as_str().unwrap_or("(none)");
         if kind != self.kind {
             differences.push(format!("type {kind} instead of {}", self.kind));
         }
-        for (key, ours) in self.settings.iter().filter(|(k, _)| *k != "readonly") {
-            let ours = ours
-                .as_str()
-                .map_or_else(|| ours.to_string(), str::to_string);
-            let got = theirs(key);
+        for key in self.location_keys() {
+            let ours = text(self.settings.get(*key).unwrap_or(&Value::Null));
+            let got = text(&registered["settings"][*key]);
             if got != ours {
                 differences.push(format!("{key} {got:?} instead of {ours:?}"));
             }

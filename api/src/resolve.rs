@@ -1401,6 +1401,16 @@ impl RepositoryWork {
         }
     }
 
+    /// How long its finished Jobs stay: a request's (inventory, unlock) is recorded in the
+    /// Repository's status once, and its Job is then garbage; the others stay, as their Jobs
+    /// are what keeps them from running again (a failed wipe is not retried by itself).
+    pub fn ttl_seconds_after_finished(&self) -> Option<i32> {
+        match self {
+            Self::Inventory | Self::Unlock => Some(3600),
+            Self::Wipe | Self::Check { .. } | Self::Forget { .. } => None,
+        }
+    }
+
     /// The label its Jobs carry, with the Repository's name as value.
     pub fn label(&self) -> &'static str {
         match self {
@@ -1454,6 +1464,7 @@ pub fn resolve_repository_job(
         }),
         spec: Some(JobSpec {
             backoff_limit: Some(work.backoff_limit()),
+            ttl_seconds_after_finished: work.ttl_seconds_after_finished(),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),

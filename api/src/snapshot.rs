@@ -129,16 +129,16 @@ pub struct SnapshotStatus {
 }
 
 impl Snapshot {
-    /// The object's name: the Repository's name and the short id, as Stash names snapshots; for
-    /// a native snapshot's name (not a restic id), a hash of it (a name may hold `_`, which no
-    /// object name may).
-    pub fn object_name(repository: &str, id: &str) -> String {
+    /// The object's name: the Repository's name and the short id, as Stash names snapshots;
+    /// for a `native` snapshot, a hash of its name (a name may hold `_`, which no object name
+    /// may, and may be any length).
+    pub fn object_name(repository: &str, id: &str, driver: &str) -> String {
         let hashed;
-        let short = if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            &id[..8]
-        } else {
+        let short = if driver == DRIVER_NATIVE {
             hashed = crate::naming::long_hash(id);
             &hashed
+        } else {
+            id.get(..8).unwrap_or(id)
         };
         let max = crate::naming::MAX_SUBDOMAIN_LEN - short.len() - 1;
         let repo = repository
@@ -201,17 +201,27 @@ mod tests {
     #[test]
     fn object_names_of_restic_ids_and_native_names() {
         assert_eq!(
-            Snapshot::object_name("repo", &"ab".repeat(32)),
+            Snapshot::object_name("repo", &"ab".repeat(32), DRIVER_RESTIC),
             "repo-abababab"
         );
-        let first = Snapshot::object_name("repo", "team-a_logs_logs-1733400000");
-        let second = Snapshot::object_name("repo", "team-a_logs_logs-1733486400");
+        let first = Snapshot::object_name("repo", "team-a_logs_logs-1733400000", DRIVER_NATIVE);
+        let second = Snapshot::object_name("repo", "team-a_logs_logs-1733486400", DRIVER_NATIVE);
         assert_ne!(first, second);
         for name in [&first, &second] {
             assert!(is_dns_subdomain(name), "{name}");
         }
         let long = "r".repeat(253);
-        assert!(is_dns_subdomain(&Snapshot::object_name(&long, "a_b_c")));
+        assert!(is_dns_subdomain(&Snapshot::object_name(
+            &long,
+            "a_b_c",
+            DRIVER_NATIVE
+        )));
+        // A native name of 64 hex characters is a name like any other.
+        let hex = "ab".repeat(32);
+        assert_ne!(
+            Snapshot::object_name("repo", &hex, DRIVER_NATIVE),
+            Snapshot::object_name("repo", &"ab".repeat(31), DRIVER_NATIVE)
+        );
     }
 
     #[test]

@@ -412,7 +412,12 @@ async fn update_snapshots(
         Ok(lines) => {
             let listed_at = b.time.parse().unwrap_or_else(|_| Timestamp::now());
             snapshots::sync(ctx, repo, &lines, listed_at).await?;
-            snapshots::set_session(ctx, repo, &b.snapshot, &namespace, &session.name_any()).await
+            let driver = match b.native {
+                Some(_) => cairn_api::snapshot::DRIVER_NATIVE,
+                None => cairn_api::snapshot::DRIVER_RESTIC,
+            };
+            let made = (b.snapshot.as_str(), driver);
+            snapshots::set_session(ctx, repo, made, &namespace, &session.name_any()).await
         }
         Err(why) => {
             let note = format!(

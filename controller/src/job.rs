@@ -143,16 +143,25 @@ pub struct Launch<'a> {
     pub time_out: Option<&'a str>,
     /// The deadline without a `timeOut`.
     pub default_deadline: std::time::Duration,
-    /// The names of cairn's pods that were not finished at the launch (see [`live_pods`]).
-    pub live_pods: Vec<String>,
+    /// What the agent judges lock holders by (see [`lock_holders`]).
+    pub holders: LockHolders,
 }
 
-/// The names of cairn's pods that have not finished, from the pod cache: what the agent
-/// needs to tell a lock of a pod that no longer runs from a live one (`CAIRN_LIVE_PODS`,
-/// `CAIRN_LAUNCHED_AT`). All of them, whatever their Repository: two Repositories may name the
-/// same storage. A pod that wrote a lock before this launch has been in the cache for the
-/// seconds its start took, far longer than the cache lags.
-pub fn live_pods(ctx: &Context) -> Vec<String> {
+/// What the agent needs to tell a lock of a pod of cairn's that no longer runs from a live one
+/// (`CAIRN_LIVE_PODS`, `CAIRN_LAUNCHED_AT`, `CAIRN_CLUSTER_ID`; see the agent's `lock` module).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LockHolders {
+    /// The names of cairn's pods that have not finished.
+    pub live_pods: Vec<String>,
+    /// The cluster's identity ([`crate::stores::Stores::cluster_id`]).
+    pub cluster_id: String,
+}
+
+/// The lock holders now, from the caches: all of cairn's unfinished pods, whatever their
+/// Repository (two Repositories may name the same storage). A pod that wrote a lock before
+/// this launch has been in the cache for the seconds its start took, far longer than the
+/// cache lags.
+pub fn lock_holders(ctx: &Context) -> LockHolders {
     let mut names: Vec<String> = ctx
         .stores
         .pods
@@ -162,7 +171,10 @@ pub fn live_pods(ctx: &Context) -> Vec<String> {
         .map(|p| p.name_any())
         .collect();
     names.sort();
-    names
+    LockHolders {
+        live_pods: names,
+        cluster_id: ctx.stores.cluster_id(),
+    }
 }
 
 /// Whether no process of `pod` runs any more: its phase says so, or (the kubelet reports
@@ -181,12 +193,14 @@ fn pod_ended(pod: &Pod) -> bool {
             .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
 }
 
-/// Tells every container of the Job which pods were live at its launch, and when that was.
-pub fn add_live_pods(template: &mut JobTemplateSpec, live: &[String]) {
+/// Tells every container of the Job which pods were live at its launch, when that was, and
+/// in which cluster.
+pub fn add_lock_holders(template: &mut JobTemplateSpec, holders: &LockHolders) {
     use k8s_openapi::api::core::v1::EnvVar;
     let env = [
-        ("CAIRN_LIVE_PODS", live.join(",")),
+        ("CAIRN_LIVE_PODS", holders.live_pods.join(",")),
         ("CAIRN_LAUNCHED_AT", chrono::Utc::now().to_rfc3339()),
+        ("CAIRN_CLUSTER_ID", holders.cluster_id.clone()),
     ];
     let pod = template
         .spec
@@ -228,7 +242,7 @@ pub async fn launch(client: &Client, l: Launch<'_>) -> Result<chrono::Duration> 
             .checked_add(JOB_DEADLINE_MARGIN)
             .filter(|s| *s > 0);
     }
-    add_live_pods(&mut template, &l.live_pods);
+    add_lock_holders(&mut template, &l.holders);
     let labels = session_labels(l.session);
     ensure_job(client, l.namespace, l.job_name, labels, l.owner, &template).await?;
     Ok(timeout)
@@ -369,7 +383,11 @@ mod tests {
             }),
             ..Default::default()
         };
-        add_live_pods(&mut t, &["p-1".into(), "p-2".into()]);
+        let holders = LockHolders {
+            live_pods: vec!["p-1".into(), "p-2".into()],
+            cluster_id: "c-1".into(),
+        };
+        add_lock_holders(&mut t, &holders);
         let pod = t.spec.unwrap().template.spec.unwrap();
         for c in pod.containers {
             let env = c.env.unwrap();
@@ -379,6 +397,7 @@ mod tests {
                 found[0].value.clone().unwrap()
             };
             assert_eq!(value("CAIRN_LIVE_PODS"), "p-1,p-2");
+            assert_eq!(value("CAIRN_CLUSTER_ID"), "c-1");
             assert!(chrono::DateTime::parse_from_rfc3339(&value("CAIRN_LAUNCHED_AT")).is_ok());
         }
     }

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::job::{add_live_pods, ensure_job, job_outcome, live_pods, owner_of};
+use crate::job::{add_lock_holders, ensure_job, job_outcome, lock_holders, owner_of};
 use crate::observe::JobObservation;
 
 /// The outcome of `repo`'s Job `job_name` doing `work`, made first if missing; the reason when
@@ -23,8 +23,8 @@ pub async fn run(
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
     };
-    // The agent removes the locks of cairn's pods that are gone on this list.
-    add_live_pods(&mut template, &live_pods(ctx));
+    // The agent removes the locks of cairn's pods that are gone by these.
+    add_lock_holders(&mut template, &lock_holders(ctx));
     let namespace = repo.namespace().unwrap_or_default();
     let labels = [(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())].into();
     ensure_job(

@@ -376,7 +376,7 @@ async fn start<K: SessionKind>(session: &K, ctx: &Context) -> Result<Action> {
         template: &template,
         time_out: inputs.time_out.as_deref(),
         default_deadline: ctx.limits.deadline,
-        live_pods: crate::job::live_pods(ctx),
+        holders: crate::job::lock_holders(ctx),
     };
     let timeout = match launch(&ctx.client, launched).await {
         Ok(timeout) => timeout,

@@ -126,7 +126,7 @@ pub async fn sync(
     for line in lines {
         let namespace = home(ctx, repo, line);
         let spec = SnapshotSpec::from_line(reference.clone(), line);
-        let name = Snapshot::object_name(&reference.name, &line.id);
+        let name = Snapshot::object_name(&reference.name, &line.id, line.driver());
         apply(ctx, repo, &namespace, &name, &spec, line).await?;
         listed.insert(line.id.clone());
     }
@@ -205,16 +205,16 @@ pub async fn remove_all(ctx: &Context, repo: &Repository) -> Result<()> {
     Ok(())
 }
 
-/// Records which session made the snapshot `id` of `repo`, on its object in the session's
-/// namespace (a tenant's session never names another namespace's object).
+/// Records which session made the snapshot `id` (of `driver`) of `repo`, on its object in the
+/// session's namespace (a tenant's session never names another namespace's object).
 pub async fn set_session(
     ctx: &Context,
     repo: &Repository,
-    id: &str,
+    (id, driver): (&str, &str),
     namespace: &str,
     session: &str,
 ) -> Result<()> {
-    let name = Snapshot::object_name(&repo.name_any(), id);
+    let name = Snapshot::object_name(&repo.name_any(), id, driver);
     let api: Api<Snapshot> = Api::namespaced(ctx.client.clone(), namespace);
     let ours = api.get_opt(&name).await?.is_some_and(|s| {
         s.spec.snapshot_id == id

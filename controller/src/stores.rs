@@ -312,6 +312,13 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// The cluster's identity: the UID of its `kube-system` namespace (empty while unknown).
+    pub fn cluster_id(&self) -> String {
+        get(&self.namespaces, None, "kube-system")
+            .and_then(|ns| ns.metadata.uid.clone())
+            .unwrap_or_default()
+    }
+
     /// Resolves once every store holds its first full list: before that, a reconcile could
     /// take an object not listed yet for one that is gone (after a failover, a session's
     /// configuration or Job).

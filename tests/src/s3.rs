@@ -282,20 +282,7 @@ impl S3Server {
         ];
         let mut cmd = match hostname {
             None => std::process::Command::new("restic"),
-            Some(name) => {
-                let mut cmd = std::process::Command::new("unshare");
-                // sh sets the name, then becomes restic: the child's pid is restic's.
-                cmd.args([
-                    "--uts",
-                    "--",
-                    "sh",
-                    "-c",
-                    r#"hostname "$0" && exec "$@""#,
-                    name,
-                ]);
-                cmd.arg("restic");
-                cmd
-            }
+            Some(name) => named_host(name, "restic"),
         };
         let child = cmd
             .args(&restic[1..])
@@ -514,6 +501,23 @@ fn amz_dates(unix_time: u64) -> (String, String) {
         secs % 60
     );
     (date, time)
+}
+
+/// `program`, run in a UTS namespace of its own under host name `hostname` (the name a restic
+/// lock records; the tests run as root): `sh` sets the name, then becomes `program`, so the
+/// child's pid is the program's.
+pub fn named_host(hostname: &str, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--uts",
+        "--",
+        "sh",
+        "-c",
+        r#"hostname "$0" && exec "$@""#,
+        hostname,
+    ]);
+    cmd.arg(program);
+    cmd
 }
 
 #[cfg(test)]

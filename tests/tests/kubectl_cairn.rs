@@ -17,7 +17,7 @@ use cairn_tests::faultproxy::{Fault, FaultProxy, Plan, Rule};
 use cairn_tests::forward::Forward;
 use cairn_tests::objects::{apply, configuration, finished, fixture, ready};
 use cairn_tests::opensearch::OpenSearch;
-use cairn_tests::s3::S3Server;
+use cairn_tests::s3::{S3Server, named_host};
 use cairn_tests::system::{OnNode, on_node, restricted_namespace};
 use cairn_tests::wait_for;
 use cairn_tests::webhook::workspace_binary;
@@ -418,9 +418,8 @@ async fn kubectl_cairn_backs_up_restores_and_tells_the_story() {
         PRODUCTS
     );
 
-    // 4b. Locks: one of a session's pod that is gone (restic killed in a UTS namespace named
-    // as such a pod), one live (restic of this host, running): unlock removes the first only.
-    unlocks_only_the_dead_lock(&plugin, &s3, &ns, &mut tmux);
+    // 4b. Locks: unlock removes the one of this cluster's pod that is gone, and only it.
+    unlocks_only_the_dead_lock(&plugin, &s3, &search, &ns, &mut tmux).await;
 
     // 5. S3 stopped: the backup fails, the command says why and exits non-zero.
     s3.kill();
@@ -491,16 +490,28 @@ async fn kubectl_cairn_backs_up_restores_and_tells_the_story() {
     drop(storage);
 }
 
-/// `kubectl cairn unlock repo` with a dead pod's lock and a live lock in the repository: the
-/// dead one goes, the live one stays and is named.
-fn unlocks_only_the_dead_lock(plugin: &Plugin, s3: &S3Server, ns: &str, tmux: &mut Tmux) {
+/// `kubectl cairn unlock repo` with three locks: one of this cluster's cairn left by a pod that
+/// is gone (the real agent, in a UTS namespace named as a session's pod, killed mid-backup),
+/// one under a cairn pod's name but of another cluster (restic, killed: nothing here can tell
+/// whether its holder lives), and a live one (restic of this host, running). Only the first
+/// goes; the others are named.
+async fn unlocks_only_the_dead_lock(
+    plugin: &Plugin,
+    s3: &S3Server,
+    search: &OpenSearch,
+    ns: &str,
+    tmux: &mut Tmux,
+) {
     let repo = format!("{}/{ns}", s3.restic_repository(BUCKET));
-    let dead_pod = "cairn-backup-nightly-1700000000-gone1";
-    let (mut dead, dead_lock) = s3
-        .restic_holding_a_lock(&repo, PASSWORD, Some(dead_pod))
-        .expect("a lock of a pod");
-    dead.kill().expect("kill restic");
-    dead.wait().expect("reap restic");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cp().client());
+    let cluster = namespaces.get("kube-system").await.expect("kube-system");
+    let cluster_id = cluster.metadata.uid.expect("uid");
+    let dead_lock = killed_agent_lock(s3, search, &repo, &cluster_id);
+    let (mut elsewhere, other_cluster_lock) = s3
+        .restic_holding_a_lock(&repo, PASSWORD, Some("cairn-backup-elsewhere-1-abcde"))
+        .expect("another cluster's lock");
+    elsewhere.kill().expect("kill restic");
+    elsewhere.wait().expect("reap restic");
     let (mut live, live_lock) = s3
         .restic_holding_a_lock(&repo, PASSWORD, None)
         .expect("a live lock");
@@ -512,21 +523,18 @@ fn unlocks_only_the_dead_lock(plugin: &Plugin, s3: &S3Server, ns: &str, tmux: &m
     );
     assert_eq!(exit_code(&screen), "0", "{screen}");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    assert!(
-        screen.contains("removed 1 lock(s) whose holders are gone; kept 1 live lock(s)")
-            && screen.contains(&format!(
-                "kept: a lock of {} pid {}",
-                host.trim(),
-                live.id()
-            )),
-        "{screen}"
-    );
-    let left = s3.restic_locks(&repo, PASSWORD).expect("locks");
-    assert_eq!(
-        left,
-        vec![live_lock],
-        "the live lock alone, not {dead_lock}"
-    );
+    for words in [
+        "removed 1 lock(s) whose holders are gone; kept 2 live lock(s)".to_string(),
+        format!("kept: a lock of {} pid {}", host.trim(), live.id()),
+        "kept: a lock of cairn-backup-elsewhere-1-abcde".to_string(),
+    ] {
+        assert!(screen.contains(&words), "{words:?} in:\n{screen}");
+    }
+    let mut left = s3.restic_locks(&repo, PASSWORD).expect("locks");
+    left.sort();
+    let mut kept = vec![other_cluster_lock, live_lock];
+    kept.sort();
+    assert_eq!(left, kept, "the dead pod's lock {dead_lock} alone went");
     if let Some(mut input) = live.stdin.take() {
         use std::io::Write;
         input.write_all(b"a user's own backup\n").expect("write");
@@ -537,6 +545,45 @@ fn unlocks_only_the_dead_lock(plugin: &Plugin, s3: &S3Server, ns: &str, tmux: &m
         "restic, its lock kept, finishes: {}",
         String::from_utf8_lossy(&done.stderr)
     );
+}
+
+/// The lock of this cluster's agent (`CAIRN_CLUSTER_ID`) run as a session's pod that is gone:
+/// killed while its first search hangs, its lock left. Its id.
+fn killed_agent_lock(s3: &S3Server, search: &OpenSearch, repo: &str, cluster_id: &str) -> String {
+    let hang = Rule::new(Fault::Slow(Duration::from_secs(120)), "_search").every(1000, 1);
+    let proxy = FaultProxy::start(&search.url(), Plan::new(vec![hang])).expect("proxy");
+    let before = s3.restic_locks(repo, PASSWORD).expect("locks");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let agent = workspace_binary("cairn-agent").expect("cairn-agent");
+    let mut agent = named_host("cairn-backup-nightly-1700000000-gone1", agent)
+        .args([
+            "backup".to_string(),
+            format!("--repository={repo}"),
+            format!("--url={}", proxy.url()),
+            "--host=host-0".into(),
+            "--include=orders".into(),
+        ])
+        .envs(s3.env())
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .env("CAIRN_CLUSTER_ID", cluster_id)
+        .env("CAIRN_TMP_DIR", tmp.path())
+        .env("CAIRN_TERMINATION_LOG", tmp.path().join("termination"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cairn-agent");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let locks = s3.restic_locks(repo, PASSWORD).expect("locks");
+        if let Some(id) = locks.into_iter().find(|l| !before.contains(l)) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the agent took no lock");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    agent.kill().expect("kill the agent");
+    agent.wait().expect("reap the agent");
+    id
 }
 
 /// Native snapshots through the controller and the plugin: a Repository with `driver: Native`
