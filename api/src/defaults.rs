@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::appbinding::AppBinding;
 use crate::backup_session::BackupSession;
 use crate::common::{ObjectReference, PersistentVolumeClaimTemplate, RuntimeSettings, TaskRef};
+use crate::dereference::References;
 use crate::naming::{LABEL_INVOKER_KIND, LABEL_INVOKER_NAME};
 use crate::repository::{AllowedNamespaces, FromNamespaces, UsagePolicy};
 use crate::validation::Lookups;
@@ -169,22 +170,32 @@ fn default_alias(alias: &mut Option<String>) {
     }
 }
 
-/// The Task's name, once the Repository it depends on is known: written while the Repository
-/// is missing, a restic default would stay when a native Repository came after it (a GitOps
-/// apply in any order), and every later update would be refused for a field the user never
-/// wrote. Left unset, the name is taken where it is used ([`crate::dereference`]).
+/// The Task's name `refs` gets, once the Repository it depends on is known: written while the
+/// Repository is missing, a restic default would stay when a native Repository came after it
+/// (a GitOps apply in any order), and every later update would be refused for a field the user
+/// never wrote. Left unset, the name is taken where it is used ([`crate::dereference`]).
 fn default_task(
-    task: &mut Option<TaskRef>,
-    app: Option<&AppBinding>,
-    repository: Option<&Repository>,
-    direction: Direction,
+    refs: &References<'_>,
+    lookups: &dyn Lookups,
     catalog: &CatalogDefaults,
-) {
-    if repository.is_none() {
-        return;
+) -> Option<String> {
+    let namespace = refs.repository.namespace_or(refs.namespace);
+    let repository = lookups.repository(namespace, &refs.repository.name)?;
+    let app = lookups.app_binding(refs.namespace, refs.target);
+    Some(TaskRef::name_or_default(
+        refs.task,
+        app.as_deref(),
+        Some(&repository),
+        refs.direction,
+        catalog,
+    ))
+}
+
+/// Sets `task.name` to `name`, if any.
+fn set_task(task: &mut Option<TaskRef>, name: Option<String>) {
+    if let Some(name) = name {
+        task.get_or_insert_with(TaskRef::default).name = Some(name);
     }
-    let name = TaskRef::name_or_default(task.as_ref(), app, repository, direction, catalog);
-    task.get_or_insert_with(TaskRef::default).name = Some(name);
 }
 
 /// `accessModes: [ReadWriteOnce]` for an interim volume without access modes, and
@@ -220,6 +231,7 @@ pub fn default_backup_configuration(
     lookups: &dyn Lookups,
     catalog: &CatalogDefaults,
 ) {
+    let task = default_task(&References::from(&*config), lookups, catalog);
     let namespace = config.meta().namespace.clone();
     let spec = &mut config.spec;
     if spec.time_zone.as_deref().is_none_or(str::is_empty) {
@@ -235,21 +247,7 @@ pub fn default_backup_configuration(
         .get_or_insert(DEFAULT_STARTING_DEADLINE_SECONDS);
     default_repository_ref(&mut spec.repository, namespace.as_deref());
     default_alias(&mut spec.target.alias);
-    let app = lookups.app_binding(
-        namespace.as_deref().unwrap_or_default(),
-        &spec.target.r#ref.name,
-    );
-    let repository = lookups.repository(
-        spec.repository.namespace.as_deref().unwrap_or_default(),
-        &spec.repository.name,
-    );
-    default_task(
-        &mut spec.task,
-        app.as_deref(),
-        repository.as_deref(),
-        Direction::Backup,
-        catalog,
-    );
+    set_task(&mut spec.task, task);
     default_interim_volume(
         &mut spec.interim_volume_template,
         &mut spec.runtime_settings,
@@ -293,25 +291,12 @@ pub fn default_restore_session(
     lookups: &dyn Lookups,
     catalog: &CatalogDefaults,
 ) {
+    let task = default_task(&References::from(&*restore), lookups, catalog);
     let namespace = restore.meta().namespace.clone();
     let spec = &mut restore.spec;
     default_repository_ref(&mut spec.repository, namespace.as_deref());
     default_alias(&mut spec.target.alias);
-    let app = lookups.app_binding(
-        namespace.as_deref().unwrap_or_default(),
-        &spec.target.r#ref.name,
-    );
-    let repository = lookups.repository(
-        spec.repository.namespace.as_deref().unwrap_or_default(),
-        &spec.repository.name,
-    );
-    default_task(
-        &mut spec.task,
-        app.as_deref(),
-        repository.as_deref(),
-        Direction::Restore,
-        catalog,
-    );
+    set_task(&mut spec.task, task);
     default_interim_volume(
         &mut spec.interim_volume_template,
         &mut spec.runtime_settings,
