@@ -441,8 +441,10 @@ fn a_lock_of_a_pod_that_no_longer_runs_is_removed() -> Result<()> {
     let first = agent(&args, &[], tmp.path())?;
     ensure!(first.ok(), "first backup: {}", first.stderr());
 
-    // A session's pod died holding an exclusive lock two minutes before this launch.
+    // A session's pod of this cluster's cairn died holding an exclusive lock two minutes
+    // before this launch.
     let mut dead = LockFile::ours(true);
+    dead.username = cairn_api::naming::lock_user("cluster-a");
     dead.hostname = "cairn-backup-nightly-1700000000-x7k2p".into();
     dead.pid = 1;
     dead.time = (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339();
@@ -455,16 +457,28 @@ fn a_lock_of_a_pod_that_no_longer_runs_is_removed() -> Result<()> {
             "CAIRN_LIVE_PODS",
             "cairn-restore-r-abcde,cairn-backup-nightly-1700000000-x7k2p".to_string(),
         ),
+        ("CAIRN_CLUSTER_ID", "cluster-a".to_string()),
     ];
     let refused = agent(&args, &listed, tmp.path())?;
     let (phase, reason) = refused.failure()?;
     assert_eq!(phase, "repository", "{reason}");
     assert!(reason.contains("locked"), "{reason}");
     assert_eq!(lock_ids(&repo_dir), std::slice::from_ref(&planted));
-    // Not listed: removed at the start, and the backup runs.
+    // Not listed, but judged by another cluster's cairn, which cannot see this one's pods: it
+    // blocks.
+    let elsewhere = [
+        ("CAIRN_LAUNCHED_AT", launched.clone()),
+        ("CAIRN_LIVE_PODS", "cairn-restore-r-abcde".to_string()),
+        ("CAIRN_CLUSTER_ID", "cluster-b".to_string()),
+    ];
+    let refused = agent(&args, &elsewhere, tmp.path())?;
+    assert!(refused.failure()?.1.contains("locked"));
+    assert_eq!(lock_ids(&repo_dir), std::slice::from_ref(&planted));
+    // Not listed, this cluster's: removed at the start, and the backup runs.
     let gone = [
         ("CAIRN_LAUNCHED_AT", launched),
         ("CAIRN_LIVE_PODS", "cairn-restore-r-abcde".to_string()),
+        ("CAIRN_CLUSTER_ID", "cluster-a".to_string()),
     ];
     let next = agent(&args, &gone, tmp.path())?;
     ensure!(next.ok(), "backup after the pod died: {}", next.stderr());
