@@ -217,8 +217,9 @@ async fn restore(ns: &str, name: &str) -> RestoreSession {
         ],
     );
     let api: Api<RestoreSession> = Api::namespaced(cp().client(), ns);
+    // 180 s was once too short in a CI run of the whole suite (this test alone: 24 s).
     wait_for(
-        Duration::from_secs(180),
+        Duration::from_secs(300),
         "the restore to finish",
         || async {
             let r = api.get_opt(name).await.ok()??;
